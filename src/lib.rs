@@ -1,0 +1,36 @@
+//! Courier: a single-threaded publish/subscribe message broker.
+//!
+//! # Layout
+//!
+//! Data flows one way: socket bytes → [`connection`] → [`codec`] → request →
+//! [`broker`] → reply → [`codec`] → [`connection`] → socket.
+//!
+//! - [`msgpack`]: the subset of MessagePack the protocol uses, strict and
+//!   allocation-free.
+//! - [`protocol`]: operation and error codes, requests, replies, limits —
+//!   shared by the broker and the client. PROTOCOL.md is its prose twin.
+//! - [`codec`]: length-prefixed frames and their contents as bytes; no I/O.
+//! - [`broker`]: the state — topics and their retained messages addressed by
+//!   offset, subscriber sessions and their cursors, waiting pulls. Knows no
+//!   sockets: it reads decoded requests and appends encoded replies to
+//!   per-connection buffers, so it can be tested alone.
+//! - [`connection`]: one client's socket with its own read and write buffers.
+//! - [`server`]: the mio poll loop — the only module that knows mio — with
+//!   the listener, the slab of connections, timers and shutdown.
+//! - [`timers`]: deadlines kept in order, for waiting pulls, session expiry
+//!   and connection timeouts.
+//! - [`client`]: a blocking client over `std::net`, used by the commands and
+//!   the bench tool.
+//! - [`log`]: levelled, rate-limited logging to stderr.
+
+pub mod broker;
+pub mod client;
+pub mod codec;
+pub mod connection;
+pub mod log;
+pub mod msgpack;
+pub mod protocol;
+pub mod server;
+pub mod timers;
+
+pub use protocol::{ErrorCode, PROTOCOL_VERSION};

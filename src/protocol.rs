@@ -1,0 +1,396 @@
+//! The vocabulary of the wire protocol, shared by the broker and the client.
+//!
+//! Everything a peer can say is a value of a type in this file: operation
+//! codes, error codes, requests and replies. PROTOCOL.md is the normative
+//! description; the numbers here are the ones it lists, and they never change
+//! meaning once published (new ones may be added). The byte-level encoding of
+//! these types lives in `codec`.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u64 = 1;
+
+/// Bytes of the big-endian `u32` length prefix in front of every frame.
+pub const FRAME_HEADER_LEN: usize = 4;
+
+/// Default limit on a frame's body, in either direction.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 1024 * 1024;
+
+/// Room a frame needs beyond its payload: the array header, operation, id and
+/// a maximal topic name in a publish, or the same in a one-message pull reply.
+/// The largest payload is `max_frame_bytes - PAYLOAD_OVERHEAD_BYTES`, which
+/// guarantees that any message that could be published fits in a pull reply.
+pub const PAYLOAD_OVERHEAD_BYTES: usize = 512;
+
+/// Longest topic name, in bytes.
+pub const MAX_TOPIC_NAME_BYTES: usize = 255;
+
+/// Most messages one pull may return, whatever the request asks.
+pub const MAX_PULL_MESSAGES: u32 = 65_536;
+
+/// Longest a pull may wait, whatever the request asks (ms).
+pub const MAX_PULL_WAIT_MS: u32 = 600_000;
+
+/// Operation codes: the first element of every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Op {
+    Hello = 1,
+    RegisterPublisher = 2,
+    CreateTopic = 3,
+    DeleteTopic = 4,
+    Publish = 5,
+    PublishBatch = 6,
+    RegisterSubscriber = 7,
+    Subscribe = 8,
+    Unsubscribe = 9,
+    Pull = 10,
+    Ack = 11,
+    Stats = 12,
+}
+
+impl Op {
+    pub fn from_code(code: u64) -> Option<Op> {
+        Some(match code {
+            1 => Op::Hello,
+            2 => Op::RegisterPublisher,
+            3 => Op::CreateTopic,
+            4 => Op::DeleteTopic,
+            5 => Op::Publish,
+            6 => Op::PublishBatch,
+            7 => Op::RegisterSubscriber,
+            8 => Op::Subscribe,
+            9 => Op::Unsubscribe,
+            10 => Op::Pull,
+            11 => Op::Ack,
+            12 => Op::Stats,
+            _ => return None,
+        })
+    }
+}
+
+macro_rules! error_codes {
+    ($($name:ident = $code:literal, $label:literal, $closes:literal, $retry:literal, $doc:literal;)*) => {
+        /// Stable error codes carried in error replies. The meaning of a number
+        /// never changes; see PROTOCOL.md for when each is sent.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u16)]
+        pub enum ErrorCode {
+            $(#[doc = $doc] $name = $code,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in numeric order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$name,)*];
+
+            pub fn from_code(code: u64) -> Option<ErrorCode> {
+                match code {
+                    $($code => Some(ErrorCode::$name),)*
+                    _ => None,
+                }
+            }
+
+            /// The SCREAMING_CASE name used in PROTOCOL.md and in stats.
+            pub fn name(self) -> &'static str {
+                match self { $(ErrorCode::$name => $label,)* }
+            }
+
+            /// True if the broker closes the connection after sending it.
+            pub fn closes_connection(self) -> bool {
+                match self { $(ErrorCode::$name => $closes,)* }
+            }
+
+            /// True if the same request may succeed later unchanged.
+            pub fn is_retryable(self) -> bool {
+                match self { $(ErrorCode::$name => $retry,)* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    MalformedRequest = 1, "MALFORMED_REQUEST", false, false,
+        "The frame is not a well-formed request (wrong shape or field type).";
+    UnknownOperation = 2, "UNKNOWN_OPERATION", false, false,
+        "The operation code is not one this server knows.";
+    FrameTooLarge = 3, "FRAME_TOO_LARGE", true, false,
+        "The length prefix exceeds the server's maximum frame size.";
+    UnsupportedVersion = 4, "UNSUPPORTED_VERSION", true, false,
+        "HELLO asked for a protocol version the server does not speak.";
+    HandshakeRequired = 5, "HANDSHAKE_REQUIRED", true, false,
+        "A request other than HELLO came before the handshake.";
+    HandshakeRepeated = 6, "HANDSHAKE_REPEATED", false, false,
+        "HELLO came after the handshake was already done.";
+    NotRegistered = 7, "NOT_REGISTERED", false, false,
+        "The operation needs a publisher (or subscriber) registered on this connection.";
+    InvalidTopicName = 8, "INVALID_TOPIC_NAME", false, false,
+        "The topic name is empty, too long, or has a character outside [A-Za-z0-9._-].";
+    UnknownTopic = 9, "UNKNOWN_TOPIC", false, false,
+        "No topic by that name exists.";
+    TopicExists = 10, "TOPIC_EXISTS", false, false,
+        "CREATE_TOPIC named a topic that already exists.";
+    TopicFull = 11, "TOPIC_FULL", false, true,
+        "The topic's backlog is at its bound; retry after subscribers catch up.";
+    TopicDeleted = 12, "TOPIC_DELETED", false, false,
+        "The topic was deleted while a pull waited on it.";
+    NotSubscribed = 13, "NOT_SUBSCRIBED", false, false,
+        "The subscriber is not subscribed to that topic.";
+    UnknownSubscriber = 14, "UNKNOWN_SUBSCRIBER", false, false,
+        "No subscriber session with that id exists (never did, or it expired).";
+    PayloadTooLarge = 15, "PAYLOAD_TOO_LARGE", false, false,
+        "A message payload exceeds the server's maximum payload size.";
+    InvalidAck = 16, "INVALID_ACK", false, false,
+        "ACK named an offset beyond what was delivered to this subscriber.";
+    TooManyTopics = 17, "TOO_MANY_TOPICS", false, true,
+        "The server holds its maximum number of topics.";
+    TooManyConnections = 18, "TOO_MANY_CONNECTIONS", true, true,
+        "The server holds its maximum number of connections.";
+    SessionTakenOver = 19, "SESSION_TAKEN_OVER", false, false,
+        "Another connection resumed this subscriber session.";
+    Timeout = 20, "TIMEOUT", true, false,
+        "The handshake, or a partly sent frame, took longer than the server allows.";
+    ShuttingDown = 21, "SHUTTING_DOWN", true, true,
+        "The server is shutting down.";
+    TooManySubscribers = 22, "TOO_MANY_SUBSCRIBERS", false, true,
+        "The topic holds its maximum number of subscribers.";
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a topic name is refused. Names are 1 to 255 bytes of `[A-Za-z0-9._-]`.
+pub fn validate_topic_name(name: &str) -> Result<(), ErrorCode> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_TOPIC_NAME_BYTES
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ErrorCode::InvalidTopicName)
+    }
+}
+
+/// The payloads of a PUBLISH_BATCH, still in their encoded form.
+///
+/// Decoding checks every element once; iterating reads them again from the
+/// frame, so a batch of thousands costs no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Payloads<'a> {
+    pub(crate) encoded: &'a [u8],
+    pub(crate) count: u32,
+}
+
+impl<'a> Payloads<'a> {
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let mut reader = crate::msgpack::Reader::new(self.encoded);
+        (0..self.count).map_while(move |_| reader.read_payload().ok())
+    }
+}
+
+/// One decoded request, borrowing its strings and payloads from the frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request<'a> {
+    Hello {
+        version: u64,
+        client_name: &'a str,
+    },
+    RegisterPublisher,
+    CreateTopic {
+        topic: &'a str,
+    },
+    DeleteTopic {
+        topic: &'a str,
+    },
+    Publish {
+        topic: &'a str,
+        payload: &'a [u8],
+    },
+    PublishBatch {
+        topic: &'a str,
+        payloads: Payloads<'a>,
+    },
+    RegisterSubscriber {
+        /// `None` registers a new subscriber; `Some(id)` resumes one.
+        resume: Option<u64>,
+    },
+    Subscribe {
+        topic: &'a str,
+    },
+    Unsubscribe {
+        topic: &'a str,
+    },
+    Pull(Pull<'a>),
+    Ack {
+        topic: &'a str,
+        /// Everything below this offset is acknowledged.
+        offset: u64,
+    },
+    Stats,
+}
+
+impl Request<'_> {
+    pub fn op(&self) -> Op {
+        match self {
+            Request::Hello { .. } => Op::Hello,
+            Request::RegisterPublisher => Op::RegisterPublisher,
+            Request::CreateTopic { .. } => Op::CreateTopic,
+            Request::DeleteTopic { .. } => Op::DeleteTopic,
+            Request::Publish { .. } => Op::Publish,
+            Request::PublishBatch { .. } => Op::PublishBatch,
+            Request::RegisterSubscriber { .. } => Op::RegisterSubscriber,
+            Request::Subscribe { .. } => Op::Subscribe,
+            Request::Unsubscribe { .. } => Op::Unsubscribe,
+            Request::Pull(_) => Op::Pull,
+            Request::Ack { .. } => Op::Ack,
+            Request::Stats => Op::Stats,
+        }
+    }
+}
+
+/// The arguments of a PULL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pull<'a> {
+    /// One topic, or `None` for every topic the subscriber is subscribed to.
+    pub topic: Option<&'a str>,
+    /// At most this many messages (at least one is always allowed).
+    pub max_messages: u32,
+    /// At most this many payload bytes, except that one message is always
+    /// returned when one is ready, whatever its size.
+    pub max_bytes: u32,
+    /// How long to wait when nothing is ready (0 = answer at once).
+    pub wait_ms: u32,
+    /// Acknowledge everything delivered so far (on the pulled topics) first.
+    pub ack: bool,
+}
+
+/// What the server says about itself and its limits in reply to HELLO.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub version: u64,
+    pub server: String,
+    pub max_frame_bytes: u64,
+    pub max_payload_bytes: u64,
+    pub max_topic_name_bytes: u64,
+    pub max_pull_messages: u64,
+    pub max_backlog_bytes: u64,
+    pub max_backlog_messages: u64,
+    pub session_timeout_ms: u64,
+}
+
+/// Counters reported by STATS.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Stats {
+    pub uptime_ms: u64,
+    pub connections: u64,
+    pub connections_total: u64,
+    pub topics: u64,
+    pub publishers: u64,
+    pub subscribers: u64,
+    pub subscriptions: u64,
+    pub waiting_pulls: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub backlog_messages: u64,
+    pub backlog_bytes: u64,
+    /// Error replies sent, by code name (only codes that occurred).
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// Messages of one topic in a pull reply, at consecutive offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMessages {
+    pub topic: String,
+    pub first_offset: u64,
+    pub payloads: Vec<Bytes>,
+}
+
+/// The body of a successful reply, as a client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Hello(ServerInfo),
+    PublisherRegistered {
+        publisher_id: u64,
+    },
+    /// CREATE_TOPIC, DELETE_TOPIC, UNSUBSCRIBE and ACK answer `nil`.
+    Done,
+    Published {
+        offset: u64,
+        subscribers: u64,
+    },
+    PublishedBatch {
+        first_offset: u64,
+        count: u64,
+        subscribers: u64,
+    },
+    SubscriberRegistered {
+        subscriber_id: u64,
+        topics: Vec<String>,
+    },
+    Subscribed {
+        next_offset: u64,
+    },
+    Messages(Vec<TopicMessages>),
+    Stats(Stats),
+}
+
+/// An error reply: a stable code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReply {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_the_documented_rule() {
+        for good in ["a", "my_topic", "orders.eu-west.v2", &"x".repeat(255)] {
+            assert_eq!(validate_topic_name(good), Ok(()), "{good}");
+        }
+        for bad in ["", "has space", "slash/topic", "ünï", &"x".repeat(256)] {
+            assert_eq!(
+                validate_topic_name(bad),
+                Err(ErrorCode::InvalidTopicName),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_codes_round_trip_through_their_numbers() {
+        for &code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_code(code as u64), Some(code));
+        }
+        assert_eq!(ErrorCode::from_code(0), None);
+    }
+
+    #[test]
+    fn op_codes_round_trip() {
+        for code in 1..=12 {
+            assert_eq!(Op::from_code(code).map(|op| op as u64), Some(code));
+        }
+        assert_eq!(Op::from_code(13), None);
+    }
+}
