@@ -137,6 +137,7 @@ pub fn decode_request(body: &[u8]) -> Result<(u64, Request<'_>), DecodeError> {
             message: format!("unknown operation {op_code}"),
         });
     };
+    let known_id = id;
     let id = Some(id);
     if len != arity(op) {
         return Err(malformed(
@@ -219,7 +220,7 @@ pub fn decode_request(body: &[u8]) -> Result<(u64, Request<'_>), DecodeError> {
             format!("{} trailing bytes after the request", r.rest().len()),
         ));
     }
-    Ok((id.unwrap_or_default(), request))
+    Ok((known_id, request))
 }
 
 /// Appends one complete request frame to `out`.
@@ -565,7 +566,7 @@ fn read_named<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::PROTOCOL_VERSION;
+    use crate::protocol::{PROTOCOL_VERSION, ServerInfo};
 
     fn sample_requests<'a>(scratch: &'a mut Vec<u8>) -> Vec<Request<'a>> {
         let payloads = encode_payloads(scratch, &[b"one", b"", &[0, 255, 7]]);

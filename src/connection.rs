@@ -1,1 +1,250 @@
-//! (in progress)
+//! One client's socket with its own read and write buffers.
+//!
+//! The read side is a flat buffer with a consumed offset: bytes are read into
+//! the free tail, complete frames are decoded in place (borrowed, not copied),
+//! and the leftover partial frame is moved to the front only when the tail runs
+//! out. The buffer grows only when one frame needs more room than it has, up to
+//! the frame limit, which is checked as soon as the 4-byte header is in.
+//!
+//! The write side is a `Vec` that replies are appended to, plus how much of it
+//! the socket has taken: short writes just leave the rest for the next
+//! writable event, and write interest is requested only while bytes remain.
+//!
+//! Buffers are lent by a [`BufferPool`] while a connection has bytes in
+//! flight and returned when it goes quiet, so ten thousand idle connections
+//! cost a few hundred bytes each, not a buffer each.
+
+use crate::codec::{self, FrameTooLarge};
+use crate::protocol::FRAME_HEADER_LEN;
+use mio::Interest;
+use mio::net::TcpStream;
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+/// Size of a pooled read buffer; also the most read in one `read` call.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Write buffers larger than this go back to the allocator, not the pool.
+const POOLED_WRITE_BUFFER_MAX: usize = 1024 * 1024;
+/// Buffers kept for reuse, per kind.
+const POOL_SIZE: usize = 256;
+
+/// Spare buffers shared by all connections of one loop.
+#[derive(Debug, Default)]
+pub struct BufferPool {
+    read: Vec<Vec<u8>>,
+    write: Vec<Vec<u8>>,
+}
+
+impl BufferPool {
+    fn take_read(&mut self) -> Vec<u8> {
+        self.read
+            .pop()
+            .unwrap_or_else(|| vec![0; READ_BUFFER_BYTES])
+    }
+
+    fn give_read(&mut self, buf: Vec<u8>) {
+        if buf.len() == READ_BUFFER_BYTES && self.read.len() < POOL_SIZE {
+            self.read.push(buf);
+        }
+    }
+
+    pub fn take_write(&mut self) -> Vec<u8> {
+        self.write.pop().unwrap_or_default()
+    }
+
+    fn give_write(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() <= POOLED_WRITE_BUFFER_MAX && self.write.len() < POOL_SIZE {
+            buf.clear();
+            self.write.push(buf);
+        }
+    }
+}
+
+/// Bytes read from the socket and not yet consumed as frames.
+#[derive(Debug, Default)]
+pub struct Input {
+    /// Always fully initialised; `start..end` holds unconsumed bytes.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Input {
+    pub fn unread(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// The next complete frame's body and total length, if one is buffered.
+    pub fn next_frame(&self, max_body: usize) -> Result<Option<(&[u8], usize)>, FrameTooLarge> {
+        codec::split_frame(self.unread(), max_body)
+    }
+
+    /// Makes room for the next read: reuses the consumed front, and grows
+    /// only when the frame being received cannot fit otherwise.
+    fn make_room(&mut self, pool: &mut BufferPool, max_body: usize) {
+        if self.buf.is_empty() {
+            self.buf = pool.take_read();
+        }
+        if self.end < self.buf.len() {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.end < self.buf.len() {
+                return;
+            }
+        }
+        // Full of one unfinished frame: grow to fit it (the header was
+        // already checked against the limit when it arrived).
+        let wanted = codec::split_frame(self.unread(), max_body)
+            .ok()
+            .and_then(|_| self.unread().first_chunk::<FRAME_HEADER_LEN>())
+            .map(|h| FRAME_HEADER_LEN + u32::from_be_bytes(*h) as usize)
+            .unwrap_or(0);
+        if wanted > self.buf.len() {
+            self.buf.resize(wanted, 0);
+        }
+    }
+
+    fn release(&mut self, pool: &mut BufferPool) {
+        if self.start == self.end && !self.buf.is_empty() {
+            pool.give_read(std::mem::take(&mut self.buf));
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+}
+
+/// How a round of reading ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// The socket has nothing more for now.
+    Drained,
+    /// The buffer filled up; process frames and read again.
+    BufferFull,
+    /// The peer closed its side.
+    Closed,
+}
+
+pub struct Connection {
+    pub socket: TcpStream,
+    /// Distinguishes this connection from earlier ones with the same key,
+    /// so that a timer armed for one never fires on another.
+    pub serial: u64,
+    pub input: Input,
+    output: Vec<u8>,
+    written: usize,
+    interest: Interest,
+    /// When the frame now partly buffered began to arrive.
+    pub partial_since: Option<Instant>,
+    pub partial_timer_armed: bool,
+    /// Listed in the loop's set of connections with output to flush.
+    pub dirty: bool,
+    /// Closing: read nothing more, flush what is buffered, then close.
+    pub closing: bool,
+}
+
+impl Connection {
+    pub fn new(socket: TcpStream, serial: u64) -> Self {
+        Connection {
+            socket,
+            serial,
+            input: Input::default(),
+            output: Vec::new(),
+            written: 0,
+            interest: Interest::READABLE,
+            partial_since: None,
+            partial_timer_armed: false,
+            dirty: false,
+            closing: false,
+        }
+    }
+
+    /// Reads until the socket would block or the buffer is full.
+    pub fn fill(
+        &mut self,
+        pool: &mut BufferPool,
+        max_body: usize,
+    ) -> io::Result<(ReadStatus, usize)> {
+        let mut total = 0;
+        loop {
+            self.input.make_room(pool, max_body);
+            let free = &mut self.input.buf[self.input.end..];
+            if free.is_empty() {
+                return Ok((ReadStatus::BufferFull, total));
+            }
+            match self.socket.read(free) {
+                Ok(0) => return Ok((ReadStatus::Closed, total)),
+                Ok(n) => {
+                    self.input.end += n;
+                    total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok((ReadStatus::Drained, total));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The buffer replies are appended to.
+    pub fn output(&mut self, pool: &mut BufferPool) -> &mut Vec<u8> {
+        if self.output.capacity() == 0 {
+            self.output = pool.take_write();
+        }
+        &mut self.output
+    }
+
+    /// Bytes queued and not yet taken by the socket.
+    pub fn pending_output(&self) -> usize {
+        self.output.len() - self.written
+    }
+
+    /// Writes as much as the socket takes. `Ok(true)` when all was sent.
+    pub fn flush(&mut self, pool: &mut BufferPool) -> io::Result<bool> {
+        while self.written < self.output.len() {
+            match self.socket.write(&self.output[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.written = 0;
+        pool.give_write(std::mem::take(&mut self.output));
+        Ok(true)
+    }
+
+    /// Returns idle buffers to the pool.
+    pub fn release_buffers(&mut self, pool: &mut BufferPool) {
+        self.input.release(pool);
+    }
+
+    /// The interest this connection needs now, if different from what is
+    /// registered (so the caller reregisters only on change).
+    pub fn interest_change(&mut self) -> Option<Interest> {
+        let wanted = if self.pending_output() > 0 {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if wanted == self.interest {
+            None
+        } else {
+            self.interest = wanted;
+            Some(wanted)
+        }
+    }
+}

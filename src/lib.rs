@@ -34,3 +34,4 @@ pub mod server;
 pub mod timers;
 
 pub use protocol::{ErrorCode, PROTOCOL_VERSION};
+pub use server::{Config, Server, ShutdownHandle};

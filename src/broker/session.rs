@@ -1,0 +1,156 @@
+//! Subscriber sessions: cursors that outlive a connection.
+//!
+//! A session has, per subscribed topic, two offsets: `acked` (everything below
+//! it is processed; the topic may forget it) and `delivered` (everything below
+//! it was sent on the current connection). Between the two lie messages in
+//! flight. Resuming a session on a new connection sets `delivered` back to
+//! `acked`, which is what makes delivery at-least-once across reconnects while
+//! staying exactly-once within one connection.
+//!
+//! The session lists its topics and each topic lists its sessions, so that
+//! ending either costs only what it had (as Redis keeps client→channels beside
+//! channel→clients).
+
+use super::ConnId;
+use super::topic::TopicKey;
+use crate::timers::TimerKey;
+
+pub type SessionKey = usize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    pub topic: TopicKey,
+    pub acked: u64,
+    pub delivered: u64,
+}
+
+/// A pull waiting for messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Parked {
+    pub conn: ConnId,
+    pub request_id: u64,
+    /// `None` waits on every subscribed topic.
+    pub topic: Option<TopicKey>,
+    pub max_messages: u32,
+    pub max_bytes: u32,
+    pub timer: TimerKey,
+    /// Already in the broker's list of pulls to answer after this batch.
+    pub queued: bool,
+}
+
+impl Parked {
+    pub fn covers(&self, topic: TopicKey) -> bool {
+        self.topic.is_none_or(|t| t == topic)
+    }
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub id: u64,
+    pub conn: Option<ConnId>,
+    pub subscriptions: Vec<Subscription>,
+    pub parked: Option<Parked>,
+    /// Armed while no connection holds the session.
+    pub expiry: Option<TimerKey>,
+    /// Where the next all-topics pull starts, so topics take turns.
+    pub turn: usize,
+}
+
+impl Session {
+    pub fn new(id: u64, conn: ConnId) -> Self {
+        Session {
+            id,
+            conn: Some(conn),
+            subscriptions: Vec::new(),
+            parked: None,
+            expiry: None,
+            turn: 0,
+        }
+    }
+
+    pub fn subscription(&self, topic: TopicKey) -> Option<&Subscription> {
+        self.subscriptions.iter().find(|s| s.topic == topic)
+    }
+
+    pub fn subscription_mut(&mut self, topic: TopicKey) -> Option<&mut Subscription> {
+        self.subscriptions.iter_mut().find(|s| s.topic == topic)
+    }
+
+    pub fn remove_subscription(&mut self, topic: TopicKey) -> Option<Subscription> {
+        let index = self.subscriptions.iter().position(|s| s.topic == topic)?;
+        Some(self.subscriptions.swap_remove(index))
+    }
+
+    /// Everything delivered but not acknowledged will be delivered again.
+    pub fn rewind(&mut self) {
+        for sub in &mut self.subscriptions {
+            sub.delivered = sub.acked;
+        }
+    }
+}
+
+/// Session ids: unique, 64-bit, and not sequential, so that one client cannot
+/// stumble onto another's session by counting. (They are not secrets; that is
+/// authentication's job.) A counter is mixed with splitmix64's finaliser,
+/// which is a bijection, so distinct counters give distinct ids.
+#[derive(Debug)]
+pub struct IdGenerator {
+    seed: u64,
+    counter: u64,
+}
+
+impl IdGenerator {
+    pub fn new(seed: u64) -> Self {
+        IdGenerator { seed, counter: 0 }
+    }
+
+    /// Seeded from the clock and the process id.
+    pub fn from_entropy() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Self::new(nanos ^ (u64::from(std::process::id()) << 32))
+    }
+
+    pub fn next_id(&mut self) -> u64 {
+        loop {
+            self.counter = self.counter.wrapping_add(1);
+            let mut z = self
+                .seed
+                .wrapping_add(self.counter.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            if z != 0 {
+                return z;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn ids_are_distinct_and_not_sequential() {
+        let mut ids = IdGenerator::new(42);
+        let taken: Vec<u64> = (0..10_000).map(|_| ids.next_id()).collect();
+        assert_eq!(taken.iter().collect::<HashSet<_>>().len(), taken.len());
+        assert!(taken.windows(2).all(|w| w[1] != w[0] + 1));
+    }
+
+    #[test]
+    fn rewind_returns_in_flight_messages() {
+        let mut session = Session::new(1, 0);
+        session.subscriptions.push(Subscription {
+            topic: 3,
+            acked: 5,
+            delivered: 9,
+        });
+        session.rewind();
+        assert_eq!(session.subscription(3).map(|s| s.delivered), Some(5));
+    }
+}

@@ -1,0 +1,359 @@
+//! Unit tests of the state machine alone: frames in, decoded replies out.
+
+use super::*;
+use crate::codec::{decode_reply, encode_request, split_frame};
+use crate::protocol::{ErrorReply, Op, TopicMessages};
+use std::collections::HashMap;
+
+#[derive(Default)]
+struct TestOutbox {
+    buffers: HashMap<ConnId, Vec<u8>>,
+    closed: Vec<ConnId>,
+}
+
+impl Outbox for TestOutbox {
+    fn buffer(&mut self, conn: ConnId) -> Option<&mut Vec<u8>> {
+        Some(self.buffers.entry(conn).or_default())
+    }
+    fn close(&mut self, conn: ConnId) {
+        self.closed.push(conn);
+    }
+}
+
+struct Harness {
+    broker: Broker,
+    out: TestOutbox,
+    now: Instant,
+    next_id: u64,
+}
+
+impl Harness {
+    fn new(limits: Limits) -> Self {
+        let now = Instant::now();
+        Harness {
+            broker: Broker::new(limits, now),
+            out: TestOutbox::default(),
+            now,
+            next_id: 1,
+        }
+    }
+
+    fn connect(&mut self, conn: ConnId) {
+        self.broker.connect(conn);
+        let reply = self.call(
+            conn,
+            Request::Hello {
+                version: 1,
+                client_name: "t",
+            },
+        );
+        assert!(matches!(reply, Ok(Reply::Hello(_))));
+    }
+
+    fn send(&mut self, conn: ConnId, request: Request<'_>) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut frame = Vec::new();
+        encode_request(&mut frame, id, &request);
+        let (body, _) = split_frame(&frame, usize::MAX).unwrap().unwrap();
+        self.broker
+            .handle_frame(conn, body, self.now, &mut self.out);
+        self.broker.answer_ready(&mut self.out);
+        id
+    }
+
+    /// Every reply `conn` got so far, decoded assuming they answer `op`.
+    fn replies(&mut self, conn: ConnId, op: Op) -> Vec<(u64, Result<Reply, ErrorReply>)> {
+        let mut bytes = std::mem::take(self.out.buffers.entry(conn).or_default());
+        let mut replies = Vec::new();
+        while let Ok(Some((body, used))) = split_frame(&bytes, usize::MAX) {
+            let body = Bytes::copy_from_slice(body);
+            replies.push(decode_reply(op, &body).unwrap());
+            bytes.drain(..used);
+        }
+        replies
+    }
+
+    fn call(&mut self, conn: ConnId, request: Request<'_>) -> Result<Reply, ErrorReply> {
+        let op = request.op();
+        let id = self.send(conn, request);
+        let mut replies = self.replies(conn, op);
+        assert_eq!(replies.len(), 1, "one reply expected");
+        let (got, reply) = replies.remove(0);
+        assert_eq!(got, id);
+        reply
+    }
+
+    fn code(&mut self, conn: ConnId, request: Request<'_>) -> ErrorCode {
+        self.call(conn, request).unwrap_err().code
+    }
+}
+
+fn pull(topic: Option<&str>, wait_ms: u32, ack: bool) -> Request<'_> {
+    Request::Pull(Pull {
+        topic,
+        max_messages: 1000,
+        max_bytes: 1 << 20,
+        wait_ms,
+        ack,
+    })
+}
+
+fn setup_pub_sub(h: &mut Harness) -> u64 {
+    h.connect(0);
+    h.connect(1);
+    h.call(0, Request::RegisterPublisher).unwrap();
+    h.call(0, Request::CreateTopic { topic: "t" }).unwrap();
+    let Ok(Reply::SubscriberRegistered { subscriber_id, .. }) =
+        h.call(1, Request::RegisterSubscriber { resume: None })
+    else {
+        panic!("register failed")
+    };
+    h.call(1, Request::Subscribe { topic: "t" }).unwrap();
+    subscriber_id
+}
+
+fn payloads(reply: Result<Reply, ErrorReply>) -> Vec<(u64, Vec<u8>)> {
+    let Ok(Reply::Messages(groups)) = reply else {
+        panic!("not messages: {reply:?}")
+    };
+    groups
+        .into_iter()
+        .flat_map(
+            |TopicMessages {
+                 first_offset,
+                 payloads,
+                 ..
+             }| {
+                payloads
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(i, p)| (first_offset + i as u64, p.to_vec()))
+            },
+        )
+        .collect()
+}
+
+#[test]
+fn a_topic_without_subscribers_keeps_nothing() {
+    let mut h = Harness::new(Limits::default());
+    h.connect(0);
+    h.call(0, Request::RegisterPublisher).unwrap();
+    h.call(0, Request::CreateTopic { topic: "t" }).unwrap();
+    let reply = h.call(
+        0,
+        Request::Publish {
+            topic: "t",
+            payload: b"x",
+        },
+    );
+    assert_eq!(
+        reply,
+        Ok(Reply::Published {
+            offset: 0,
+            subscribers: 0
+        })
+    );
+    assert_eq!(h.broker.stats(h.now).backlog_messages, 0);
+}
+
+#[test]
+fn backlog_follows_the_slowest_acknowledgement_and_is_bounded() {
+    let mut h = Harness::new(Limits {
+        max_backlog_messages: 3,
+        ..Limits::default()
+    });
+    setup_pub_sub(&mut h);
+    for i in 0..3u8 {
+        h.call(
+            0,
+            Request::Publish {
+                topic: "t",
+                payload: &[i],
+            },
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        h.code(
+            0,
+            Request::Publish {
+                topic: "t",
+                payload: b"4"
+            }
+        ),
+        ErrorCode::TopicFull
+    );
+    assert_eq!(payloads(h.call(1, pull(Some("t"), 0, false))).len(), 3);
+    // Delivered is not acknowledged: still full.
+    assert_eq!(
+        h.code(
+            0,
+            Request::Publish {
+                topic: "t",
+                payload: b"4"
+            }
+        ),
+        ErrorCode::TopicFull
+    );
+    h.call(
+        1,
+        Request::Ack {
+            topic: "t",
+            offset: 2,
+        },
+    )
+    .unwrap();
+    assert_eq!(h.broker.stats(h.now).backlog_messages, 1);
+    assert_eq!(
+        h.call(
+            0,
+            Request::Publish {
+                topic: "t",
+                payload: b"4"
+            }
+        ),
+        Ok(Reply::Published {
+            offset: 3,
+            subscribers: 1
+        })
+    );
+    assert_eq!(
+        h.code(
+            1,
+            Request::Ack {
+                topic: "t",
+                offset: 9
+            }
+        ),
+        ErrorCode::InvalidAck
+    );
+}
+
+#[test]
+fn a_parked_pull_wakes_once_per_batch_with_everything_that_arrived() {
+    let mut h = Harness::new(Limits::default());
+    setup_pub_sub(&mut h);
+    let pull_id = h.send(1, pull(None, 10_000, false));
+    assert!(h.replies(1, Op::Pull).is_empty());
+    let mut scratch = Vec::new();
+    let batch = crate::codec::encode_payloads(&mut scratch, &[b"a", b"b"]);
+    h.call(
+        0,
+        Request::PublishBatch {
+            topic: "t",
+            payloads: batch,
+        },
+    )
+    .unwrap();
+    let mut replies = h.replies(1, Op::Pull);
+    assert_eq!(replies.len(), 1);
+    let (id, reply) = replies.remove(0);
+    assert_eq!(id, pull_id);
+    assert_eq!(
+        payloads(reply),
+        vec![(0, b"a".to_vec()), (1, b"b".to_vec())]
+    );
+}
+
+#[test]
+fn resume_redelivers_what_was_not_acknowledged_and_takes_the_session_over() {
+    let mut h = Harness::new(Limits::default());
+    let id = setup_pub_sub(&mut h);
+    for p in [b"a", b"b", b"c"] {
+        h.call(
+            0,
+            Request::Publish {
+                topic: "t",
+                payload: p,
+            },
+        )
+        .unwrap();
+    }
+    assert_eq!(payloads(h.call(1, pull(None, 0, false))).len(), 3);
+    h.call(
+        1,
+        Request::Ack {
+            topic: "t",
+            offset: 1,
+        },
+    )
+    .unwrap();
+    let parked = h.send(1, pull(None, 10_000, false));
+    h.connect(2);
+    let reply = h.call(2, Request::RegisterSubscriber { resume: Some(id) });
+    assert_eq!(
+        reply,
+        Ok(Reply::SubscriberRegistered {
+            subscriber_id: id,
+            topics: vec!["t".into()]
+        })
+    );
+    let old = h.replies(1, Op::Pull);
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].0, parked);
+    assert_eq!(
+        old[0].1.as_ref().unwrap_err().code,
+        ErrorCode::SessionTakenOver
+    );
+    assert_eq!(
+        payloads(h.call(2, pull(None, 0, true))),
+        vec![(1, b"b".to_vec()), (2, b"c".to_vec())]
+    );
+    assert_eq!(h.code(1, pull(None, 0, false)), ErrorCode::NotRegistered);
+}
+
+#[test]
+fn detached_sessions_expire_and_release_the_topic() {
+    let mut h = Harness::new(Limits {
+        session_timeout: Duration::from_millis(10),
+        ..Limits::default()
+    });
+    let id = setup_pub_sub(&mut h);
+    h.call(
+        0,
+        Request::Publish {
+            topic: "t",
+            payload: b"a",
+        },
+    )
+    .unwrap();
+    h.broker.disconnect(1, h.now);
+    assert_eq!(h.broker.stats(h.now).backlog_messages, 1);
+    h.broker
+        .fire_timers(h.now + Duration::from_millis(20), &mut h.out);
+    assert_eq!(h.broker.stats(h.now).backlog_messages, 0);
+    h.connect(3);
+    assert_eq!(
+        h.code(3, Request::RegisterSubscriber { resume: Some(id) }),
+        ErrorCode::UnknownSubscriber
+    );
+}
+
+#[test]
+fn a_pull_reply_never_exceeds_the_frame_limit() {
+    let limits = Limits {
+        max_frame_bytes: 4096,
+        ..Limits::default()
+    };
+    let mut h = Harness::new(limits);
+    setup_pub_sub(&mut h);
+    let big = vec![7u8; 4096 - 512];
+    for _ in 0..3 {
+        h.call(
+            0,
+            Request::Publish {
+                topic: "t",
+                payload: &big,
+            },
+        )
+        .unwrap();
+    }
+    h.send(1, pull(None, 0, false));
+    let bytes = h.out.buffers.get(&1).cloned().unwrap_or_default();
+    let (body, _) = split_frame(&bytes, 4096).unwrap().unwrap();
+    assert!(body.len() <= 4096);
+    let body = Bytes::copy_from_slice(body);
+    let (_, reply) = decode_reply(Op::Pull, &body).unwrap();
+    assert_eq!(payloads(reply).len(), 1);
+}

@@ -1,0 +1,144 @@
+//! One topic: its retained messages, addressed by offset, and its subscribers.
+//!
+//! Messages are kept in a `VecDeque<Bytes>` that starts at offset `base`, so
+//! offset `o` lives at index `o - base` and the next message gets
+//! `base + len`. A message is dropped from the front once every subscriber has
+//! acknowledged it, so memory follows the slowest subscriber. This offset
+//! addressing is what a per-topic append-only log will use later: a cursor is
+//! just an offset, whether the message is in memory or on disk.
+//!
+//! Each retained message costs one `Bytes` handle (32 bytes) beyond its
+//! payload. Payloads that arrived in one batch share one allocation.
+
+use super::session::SessionKey;
+use bytes::Bytes;
+use std::collections::VecDeque;
+
+pub type TopicKey = usize;
+
+#[derive(Debug)]
+pub struct Topic {
+    pub name: Box<str>,
+    messages: VecDeque<Bytes>,
+    base: u64,
+    backlog_bytes: usize,
+    /// Sessions subscribed to this topic (each session also lists the topic).
+    pub subscribers: Vec<SessionKey>,
+}
+
+impl Topic {
+    pub fn new(name: &str) -> Self {
+        Topic {
+            name: name.into(),
+            messages: VecDeque::new(),
+            base: 0,
+            backlog_bytes: 0,
+            subscribers: Vec::new(),
+        }
+    }
+
+    /// The offset the next published message will get.
+    pub fn next_offset(&self) -> u64 {
+        self.base + self.messages.len() as u64
+    }
+
+    /// The oldest offset still retained (equal to `next_offset` when empty).
+    pub fn base_offset(&self) -> u64 {
+        self.base
+    }
+
+    pub fn backlog_messages(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn backlog_bytes(&self) -> usize {
+        self.backlog_bytes
+    }
+
+    /// The message at `offset`, if still retained.
+    pub fn get(&self, offset: u64) -> Option<&Bytes> {
+        let index = offset.checked_sub(self.base)?;
+        self.messages.get(usize::try_from(index).ok()?)
+    }
+
+    /// Whether `count` more messages of `bytes` payload bytes fit the bounds.
+    pub fn has_room(
+        &self,
+        count: usize,
+        bytes: usize,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> bool {
+        self.messages.len().saturating_add(count) <= max_messages
+            && self.backlog_bytes.saturating_add(bytes) <= max_bytes
+    }
+
+    /// Appends a message and returns its offset.
+    pub fn push(&mut self, payload: Bytes) -> u64 {
+        let offset = self.next_offset();
+        self.backlog_bytes += payload.len();
+        self.messages.push_back(payload);
+        offset
+    }
+
+    /// Gives an offset to a message that nobody will read (no subscribers).
+    pub fn skip(&mut self, count: u64) -> u64 {
+        debug_assert!(self.messages.is_empty());
+        let offset = self.base;
+        self.base += count;
+        offset
+    }
+
+    /// Drops every message below `offset`.
+    pub fn release_below(&mut self, offset: u64) {
+        while self.base < offset {
+            match self.messages.pop_front() {
+                Some(message) => {
+                    self.backlog_bytes -= message.len();
+                    self.base += 1;
+                }
+                None => {
+                    self.base = offset;
+                    break;
+                }
+            }
+        }
+        if self.messages.is_empty() && self.messages.capacity() > 1024 {
+            // A drained burst should not pin its peak memory.
+            self.messages.shrink_to(64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_survive_release_from_the_front() {
+        let mut topic = Topic::new("t");
+        for i in 0..5u8 {
+            assert_eq!(topic.push(Bytes::from(vec![i; 10])), u64::from(i));
+        }
+        assert_eq!(topic.backlog_bytes(), 50);
+        topic.release_below(3);
+        assert_eq!(topic.base_offset(), 3);
+        assert_eq!(topic.get(2), None);
+        assert_eq!(topic.get(3).map(|b| b[0]), Some(3));
+        assert_eq!(topic.backlog_bytes(), 20);
+        assert_eq!(topic.next_offset(), 5);
+        topic.release_below(5);
+        assert_eq!(topic.backlog_messages(), 0);
+        assert_eq!(topic.skip(2), 5);
+        assert_eq!(topic.next_offset(), 7);
+    }
+
+    #[test]
+    fn room_is_checked_against_both_bounds() {
+        let mut topic = Topic::new("t");
+        topic.push(Bytes::from_static(b"12345"));
+        assert!(topic.has_room(1, 5, 2, 10));
+        assert!(!topic.has_room(1, 6, 2, 10));
+        assert!(!topic.has_room(2, 1, 2, 10));
+    }
+}

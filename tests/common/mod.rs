@@ -1,0 +1,240 @@
+//! Shared by the integration tests: a broker on 127.0.0.1:0 in this process,
+//! and a raw protocol client that sends exactly the bytes a test asks for.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use courier::broker::Limits;
+use courier::codec::{self, decode_reply, decode_reply_id, encode_request, split_frame};
+use courier::protocol::{ErrorCode, ErrorReply, Op, Reply, Request, TopicMessages};
+use courier::server::{Config, RunningServer, spawn};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// How long any single wait in a test may take before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+pub fn start_broker() -> RunningServer {
+    start_broker_with(Config::default())
+}
+
+pub fn start_broker_with(config: Config) -> RunningServer {
+    spawn(Config {
+        addr: "127.0.0.1:0".parse().expect("loopback address"),
+        ..config
+    })
+    .expect("broker starts")
+}
+
+pub fn limits(f: impl FnOnce(&mut Limits)) -> Config {
+    let mut config = Config::default();
+    f(&mut config.limits);
+    config
+}
+
+/// Waits until `condition` holds, failing the test after [`DEADLINE`].
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A protocol client that hides nothing: frames in, decoded replies out.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    next_id: u64,
+}
+
+impl Raw {
+    /// Connects without the handshake.
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Raw {
+            stream,
+            buf: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Connects and completes HELLO.
+    pub fn hello(addr: SocketAddr) -> Raw {
+        let mut raw = Raw::connect(addr);
+        let reply = raw.call(Request::Hello {
+            version: 1,
+            client_name: "test",
+        });
+        assert!(matches!(reply, Ok(Reply::Hello(_))), "{reply:?}");
+        raw
+    }
+
+    pub fn publisher(addr: SocketAddr) -> Raw {
+        let mut raw = Raw::hello(addr);
+        raw.ok(Request::RegisterPublisher);
+        raw
+    }
+
+    /// A new subscriber session subscribed to `topics`; returns its id too.
+    pub fn subscriber(addr: SocketAddr, topics: &[&str]) -> (Raw, u64) {
+        let mut raw = Raw::hello(addr);
+        let Reply::SubscriberRegistered { subscriber_id, .. } =
+            raw.ok(Request::RegisterSubscriber { resume: None })
+        else {
+            panic!("unexpected reply to REGISTER_SUBSCRIBER")
+        };
+        for topic in topics {
+            raw.ok(Request::Subscribe { topic });
+        }
+        (raw, subscriber_id)
+    }
+
+    pub fn send(&mut self, request: Request<'_>) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send_with_id(id, request);
+        id
+    }
+
+    pub fn send_with_id(&mut self, id: u64, request: Request<'_>) {
+        let mut frame = Vec::new();
+        encode_request(&mut frame, id, &request);
+        self.send_bytes(&frame);
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Sends `body` behind a correct length prefix.
+    pub fn send_body(&mut self, body: &[u8]) {
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body);
+        self.send_bytes(&frame);
+    }
+
+    /// The next frame body, or `None` if the broker closed the connection.
+    pub fn recv_frame(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some((body, used)) = split_frame(&self.buf, usize::MAX).expect("frame") {
+                let body = Bytes::copy_from_slice(body);
+                self.buf.drain(..used);
+                return Some(body);
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read failed (no reply within {DEADLINE:?}?): {e}"),
+            }
+        }
+    }
+
+    /// The next reply, decoded as an answer to `op`.
+    pub fn recv(&mut self, op: Op) -> (u64, Result<Reply, ErrorReply>) {
+        let body = self
+            .recv_frame()
+            .expect("connection closed before the reply");
+        decode_reply(op, &body).expect("well-formed reply")
+    }
+
+    /// The id of the next reply, without interpreting its body.
+    pub fn recv_id(&mut self) -> u64 {
+        let body = self
+            .recv_frame()
+            .expect("connection closed before the reply");
+        decode_reply_id(&body).expect("reply id")
+    }
+
+    pub fn call(&mut self, request: Request<'_>) -> Result<Reply, ErrorReply> {
+        let op = request.op();
+        let id = self.send(request);
+        let (got, reply) = self.recv(op);
+        assert_eq!(got, id, "reply id");
+        reply
+    }
+
+    pub fn ok(&mut self, request: Request<'_>) -> Reply {
+        match self.call(request) {
+            Ok(reply) => reply,
+            Err(e) => panic!("unexpected error {}: {}", e.code, e.message),
+        }
+    }
+
+    pub fn error(&mut self, request: Request<'_>) -> ErrorCode {
+        match self.call(request) {
+            Ok(reply) => panic!("expected an error, got {reply:?}"),
+            Err(e) => e.code,
+        }
+    }
+
+    /// Asserts the broker closes the connection (after any pending replies,
+    /// which are returned).
+    pub fn expect_closed(&mut self) -> Vec<Bytes> {
+        let mut frames = Vec::new();
+        while let Some(frame) = self.recv_frame() {
+            frames.push(frame);
+            assert!(frames.len() < 10_000, "connection never closed");
+        }
+        frames
+    }
+
+    pub fn publish(&mut self, topic: &str, payload: &[u8]) -> u64 {
+        match self.ok(Request::Publish { topic, payload }) {
+            Reply::Published { offset, .. } => offset,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    pub fn publish_batch(&mut self, topic: &str, payloads: &[&[u8]]) -> Reply {
+        let mut scratch = Vec::new();
+        let payloads = codec::encode_payloads(&mut scratch, payloads);
+        self.ok(Request::PublishBatch { topic, payloads })
+    }
+
+    pub fn stats(&mut self) -> courier::protocol::Stats {
+        match self.ok(Request::Stats) {
+            Reply::Stats(stats) => stats,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// A PULL request.
+pub fn pull(topic: Option<&str>, max_messages: u32, wait_ms: u32, ack: bool) -> Request<'_> {
+    Request::Pull(courier::protocol::Pull {
+        topic,
+        max_messages,
+        max_bytes: u32::MAX,
+        wait_ms,
+        ack,
+    })
+}
+
+/// (topic, offset, payload) for every message of a pull reply.
+pub fn messages(reply: Result<Reply, ErrorReply>) -> Vec<(String, u64, Vec<u8>)> {
+    match reply {
+        Ok(Reply::Messages(groups)) => flatten(groups),
+        other => panic!("expected messages, got {other:?}"),
+    }
+}
+
+pub fn flatten(groups: Vec<TopicMessages>) -> Vec<(String, u64, Vec<u8>)> {
+    groups
+        .into_iter()
+        .flat_map(|group| {
+            let topic = group.topic;
+            let first = group.first_offset;
+            group
+                .payloads
+                .into_iter()
+                .enumerate()
+                .map(move |(i, p)| (topic.clone(), first + i as u64, p.to_vec()))
+        })
+        .collect()
+}

@@ -1,0 +1,618 @@
+//! Every operation over real TCP against an in-process broker: the handshake,
+//! replies and their ordering, delivery, resume, limits and every error code
+//! a well-formed request can get.
+
+mod common;
+
+use common::*;
+use courier::protocol::{ErrorCode, Op, Reply, Request};
+use courier::server::Config;
+use std::time::{Duration, Instant};
+
+#[test]
+fn hello_announces_the_version_and_limits() {
+    let broker = start_broker();
+    let mut raw = Raw::connect(broker.addr());
+    let Ok(Reply::Hello(info)) = raw.call(Request::Hello {
+        version: 1,
+        client_name: "t",
+    }) else {
+        panic!("no hello")
+    };
+    assert_eq!(info.version, 1);
+    assert_eq!(info.max_frame_bytes, 1 << 20);
+    assert_eq!(info.max_payload_bytes, (1 << 20) - 512);
+    assert_eq!(
+        raw.error(Request::Hello {
+            version: 1,
+            client_name: "t"
+        }),
+        ErrorCode::HandshakeRepeated
+    );
+    raw.ok(Request::Stats);
+}
+
+#[test]
+fn a_request_before_hello_is_refused_and_the_connection_closed() {
+    let broker = start_broker();
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(raw.error(Request::Stats), ErrorCode::HandshakeRequired);
+    raw.expect_closed();
+}
+
+#[test]
+fn an_unsupported_version_is_refused_and_the_connection_closed() {
+    let broker = start_broker();
+    let mut raw = Raw::connect(broker.addr());
+    assert_eq!(
+        raw.error(Request::Hello {
+            version: 2,
+            client_name: "t"
+        }),
+        ErrorCode::UnsupportedVersion
+    );
+    raw.expect_closed();
+}
+
+#[test]
+fn topics_are_created_published_to_and_deleted() {
+    let broker = start_broker();
+    let mut publisher = Raw::hello(broker.addr());
+    assert_eq!(
+        publisher.error(Request::CreateTopic { topic: "t" }),
+        ErrorCode::NotRegistered
+    );
+    let Reply::PublisherRegistered { publisher_id } = publisher.ok(Request::RegisterPublisher)
+    else {
+        panic!()
+    };
+    assert_eq!(
+        publisher.ok(Request::RegisterPublisher),
+        Reply::PublisherRegistered { publisher_id }
+    );
+    assert_eq!(
+        publisher.ok(Request::CreateTopic { topic: "t" }),
+        Reply::Done
+    );
+    assert_eq!(
+        publisher.error(Request::CreateTopic { topic: "t" }),
+        ErrorCode::TopicExists
+    );
+    for bad in ["", "with space", "a/b", &"x".repeat(256)] {
+        assert_eq!(
+            publisher.error(Request::CreateTopic { topic: bad }),
+            ErrorCode::InvalidTopicName
+        );
+    }
+    assert_eq!(
+        publisher.error(Request::Publish {
+            topic: "nope",
+            payload: b"x"
+        }),
+        ErrorCode::UnknownTopic
+    );
+    assert_eq!(publisher.publish("t", b"x"), 0);
+    assert_eq!(publisher.publish("t", b"y"), 1);
+    assert_eq!(
+        publisher.publish_batch("t", &[b"a", b"b", b"c"]),
+        Reply::PublishedBatch {
+            first_offset: 2,
+            count: 3,
+            subscribers: 0
+        }
+    );
+    assert_eq!(
+        publisher.publish_batch("t", &[]),
+        Reply::PublishedBatch {
+            first_offset: 5,
+            count: 0,
+            subscribers: 0
+        }
+    );
+    assert_eq!(
+        publisher.ok(Request::DeleteTopic { topic: "t" }),
+        Reply::Done
+    );
+    assert_eq!(
+        publisher.error(Request::DeleteTopic { topic: "t" }),
+        ErrorCode::UnknownTopic
+    );
+    // A new topic of the same name starts again at offset 0.
+    publisher.ok(Request::CreateTopic { topic: "t" });
+    assert_eq!(publisher.publish("t", b"x"), 0);
+}
+
+#[test]
+fn binary_payloads_round_trip_exactly_including_empty_and_large() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "bin" });
+    let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["bin"]);
+    let all_bytes: Vec<u8> = (0..=255u8).collect();
+    let large = vec![0xA5u8; (1 << 20) - 512];
+    let sent: Vec<&[u8]> = vec![b"", &all_bytes, b"\0\0\xff", &large];
+    for payload in &sent {
+        publisher.publish("bin", payload);
+    }
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        got.extend(messages(subscriber.call(pull(None, 100, 1000, true))));
+    }
+    let payloads: Vec<&[u8]> = got.iter().map(|(_, _, p)| p.as_slice()).collect();
+    assert_eq!(payloads, sent);
+    assert_eq!(
+        publisher.error(Request::Publish {
+            topic: "bin",
+            payload: &vec![0u8; (1 << 20) - 511]
+        }),
+        ErrorCode::PayloadTooLarge
+    );
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "p" });
+    let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["p"]);
+    let mut bytes = Vec::new();
+    for i in 0..5000u64 {
+        courier::codec::encode_request(
+            &mut bytes,
+            10_000 + i,
+            &Request::Publish {
+                topic: "p",
+                payload: &i.to_be_bytes(),
+            },
+        );
+    }
+    publisher.send_bytes(&bytes);
+    for i in 0..5000u64 {
+        let (id, reply) = publisher.recv(Op::Publish);
+        assert_eq!(id, 10_000 + i);
+        assert_eq!(
+            reply,
+            Ok(Reply::Published {
+                offset: i,
+                subscribers: 1
+            })
+        );
+    }
+    let mut received = Vec::new();
+    while received.len() < 5000 {
+        received.extend(messages(subscriber.call(pull(Some("p"), 1000, 1000, true))));
+    }
+    for (i, (_, offset, payload)) in received.iter().enumerate() {
+        assert_eq!(*offset, i as u64);
+        assert_eq!(payload, &(i as u64).to_be_bytes());
+    }
+}
+
+#[test]
+fn a_waiting_pull_is_woken_by_a_publish_and_later_requests_are_not_held_up() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "w" });
+    let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["w"]);
+    let pull_id = subscriber.send(pull(None, 10, 30_000, false));
+    // A request sent after the parked pull is answered first.
+    let stats_id = subscriber.send(Request::Stats);
+    let (id, reply) = subscriber.recv(Op::Stats);
+    assert_eq!(id, stats_id);
+    let Ok(Reply::Stats(stats)) = reply else {
+        panic!()
+    };
+    assert_eq!(stats.waiting_pulls, 1);
+
+    let sent = Instant::now();
+    publisher.publish("w", b"wake up");
+    let (id, reply) = subscriber.recv(Op::Pull);
+    assert_eq!(id, pull_id);
+    assert!(sent.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        messages(Ok(reply.unwrap())),
+        vec![("w".to_string(), 0, b"wake up".to_vec())]
+    );
+}
+
+#[test]
+fn a_waiting_pull_times_out_with_an_empty_reply() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "quiet" });
+    let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["quiet"]);
+    let start = Instant::now();
+    let got = messages(subscriber.call(pull(None, 10, 200, false)));
+    assert!(got.is_empty());
+    assert!(start.elapsed() >= Duration::from_millis(190));
+    // wait_ms = 0 answers at once.
+    assert!(messages(subscriber.call(pull(None, 10, 0, false))).is_empty());
+}
+
+#[test]
+fn a_second_pull_answers_the_waiting_one_empty_first() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "s" });
+    let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["s"]);
+    let first = subscriber.send(pull(None, 10, 30_000, false));
+    let second = subscriber.send(pull(None, 10, 30_000, false));
+    let (id, reply) = subscriber.recv(Op::Pull);
+    assert_eq!(id, first);
+    assert!(messages(reply).is_empty());
+    publisher.publish("s", b"x");
+    let (id, reply) = subscriber.recv(Op::Pull);
+    assert_eq!(id, second);
+    assert_eq!(messages(reply).len(), 1);
+}
+
+#[test]
+fn every_subscriber_gets_every_message_in_order() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "fan" });
+    let mut subscribers: Vec<Raw> = (0..4)
+        .map(|_| Raw::subscriber(broker.addr(), &["fan"]).0)
+        .collect();
+    for i in 0..300u32 {
+        let Reply::Published { subscribers: n, .. } = publisher.ok(Request::Publish {
+            topic: "fan",
+            payload: &i.to_le_bytes(),
+        }) else {
+            panic!()
+        };
+        assert_eq!(n, 4);
+    }
+    for subscriber in &mut subscribers {
+        let mut got = Vec::new();
+        while got.len() < 300 {
+            got.extend(messages(subscriber.call(pull(None, 64, 1000, true))));
+        }
+        let expected: Vec<_> = (0..300u32)
+            .map(|i| ("fan".to_string(), u64::from(i), i.to_le_bytes().to_vec()))
+            .collect();
+        assert_eq!(got, expected);
+        subscriber.ok(Request::Ack {
+            topic: "fan",
+            offset: 300,
+        });
+    }
+    wait_until("backlog released", || {
+        publisher.stats().backlog_messages == 0
+    });
+}
+
+#[test]
+fn pull_limits_and_all_topics_pulls_take_turns() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    for t in ["a", "b"] {
+        publisher.ok(Request::CreateTopic { topic: t });
+    }
+    let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["a", "b"]);
+    for i in 0..10u8 {
+        publisher.publish("a", &[i; 100]);
+        publisher.publish("b", &[i; 100]);
+    }
+    // max_messages.
+    let got = messages(subscriber.call(pull(Some("a"), 3, 0, false)));
+    assert_eq!(got.len(), 3);
+    // max_bytes: 250 bytes allows two 100-byte messages; 0 still gives one.
+    let got = messages(subscriber.call(courier_pull(Some("a"), 100, 250)));
+    assert_eq!(got.iter().map(|m| m.1).collect::<Vec<_>>(), vec![3, 4]);
+    let got = messages(subscriber.call(courier_pull(Some("a"), 100, 0)));
+    assert_eq!(got.len(), 1);
+    // All topics: both topics appear, a's rest and b's ten.
+    let got = messages(subscriber.call(pull(None, 100, 0, false)));
+    assert_eq!(got.iter().filter(|m| m.0 == "a").count(), 4);
+    assert_eq!(got.iter().filter(|m| m.0 == "b").count(), 10);
+}
+
+fn courier_pull(topic: Option<&str>, max_messages: u32, max_bytes: u32) -> Request<'_> {
+    Request::Pull(courier::protocol::Pull {
+        topic,
+        max_messages,
+        max_bytes,
+        wait_ms: 0,
+        ack: false,
+    })
+}
+
+#[test]
+fn subscriber_errors_are_typed() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "e" });
+    let mut raw = Raw::hello(broker.addr());
+    assert_eq!(
+        raw.error(Request::Subscribe { topic: "e" }),
+        ErrorCode::NotRegistered
+    );
+    assert_eq!(raw.error(pull(None, 1, 0, false)), ErrorCode::NotRegistered);
+    assert_eq!(
+        raw.error(Request::RegisterSubscriber {
+            resume: Some(12345)
+        }),
+        ErrorCode::UnknownSubscriber
+    );
+    raw.ok(Request::RegisterSubscriber { resume: None });
+    assert_eq!(
+        raw.error(Request::Subscribe { topic: "nope" }),
+        ErrorCode::UnknownTopic
+    );
+    assert_eq!(
+        raw.error(Request::Subscribe { topic: "bad name" }),
+        ErrorCode::InvalidTopicName
+    );
+    assert_eq!(
+        raw.error(pull(Some("e"), 1, 0, false)),
+        ErrorCode::NotSubscribed
+    );
+    assert_eq!(
+        raw.error(Request::Unsubscribe { topic: "e" }),
+        ErrorCode::NotSubscribed
+    );
+    assert_eq!(
+        raw.error(Request::Ack {
+            topic: "e",
+            offset: 0
+        }),
+        ErrorCode::NotSubscribed
+    );
+    assert_eq!(
+        raw.ok(Request::Subscribe { topic: "e" }),
+        Reply::Subscribed { next_offset: 0 }
+    );
+    assert_eq!(
+        raw.error(Request::Ack {
+            topic: "e",
+            offset: 1
+        }),
+        ErrorCode::InvalidAck
+    );
+    publisher.publish("e", b"1");
+    assert_eq!(messages(raw.call(pull(None, 10, 0, false))).len(), 1);
+    assert_eq!(
+        raw.ok(Request::Ack {
+            topic: "e",
+            offset: 1
+        }),
+        Reply::Done
+    );
+    assert_eq!(raw.ok(Request::Unsubscribe { topic: "e" }), Reply::Done);
+    assert_eq!(
+        publisher.ok(Request::Publish {
+            topic: "e",
+            payload: b"2"
+        }),
+        Reply::Published {
+            offset: 1,
+            subscribers: 0
+        }
+    );
+}
+
+#[test]
+fn a_full_topic_refuses_publishes_until_subscribers_acknowledge() {
+    let broker = start_broker_with(limits(|l| {
+        l.max_backlog_bytes = 1 << 20;
+        l.max_frame_bytes = 1 << 20;
+        l.max_backlog_messages = 10;
+    }));
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "f" });
+    let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["f"]);
+    for i in 0..10u8 {
+        publisher.publish("f", &[i]);
+    }
+    assert_eq!(
+        publisher.error(Request::Publish {
+            topic: "f",
+            payload: b"x"
+        }),
+        ErrorCode::TopicFull
+    );
+    // A batch is all or nothing.
+    let mut scratch = Vec::new();
+    let payloads = courier::codec::encode_payloads(&mut scratch, &[b"y"]);
+    assert_eq!(
+        publisher.error(Request::PublishBatch {
+            topic: "f",
+            payloads
+        }),
+        ErrorCode::TopicFull
+    );
+    assert!(ErrorCode::TopicFull.is_retryable());
+    let got = messages(subscriber.call(pull(None, 4, 0, false)));
+    assert_eq!(got.len(), 4);
+    subscriber.ok(Request::Ack {
+        topic: "f",
+        offset: 4,
+    });
+    assert_eq!(publisher.publish("f", b"x"), 10);
+    let stats = publisher.stats();
+    assert_eq!(stats.backlog_messages, 7);
+    assert_eq!(stats.errors.get("TOPIC_FULL"), Some(&2));
+    // Bytes bound too.
+    let broker = start_broker_with(limits(|l| {
+        l.max_frame_bytes = 4096;
+        l.max_backlog_bytes = 8192;
+    }));
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "g" });
+    let (_subscriber, _) = Raw::subscriber(broker.addr(), &["g"]);
+    publisher.publish("g", &[0; 3000]);
+    publisher.publish("g", &[0; 3000]);
+    assert_eq!(
+        publisher.error(Request::Publish {
+            topic: "g",
+            payload: &[0; 3000]
+        }),
+        ErrorCode::TopicFull
+    );
+}
+
+#[test]
+fn deleting_a_topic_answers_waiting_pulls_with_topic_deleted() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "d" });
+    publisher.ok(Request::CreateTopic { topic: "keep" });
+    let (mut one, _) = Raw::subscriber(broker.addr(), &["d"]);
+    let (mut all, _) = Raw::subscriber(broker.addr(), &["d", "keep"]);
+    let one_id = one.send(pull(Some("d"), 1, 30_000, false));
+    let all_id = all.send(pull(None, 1, 30_000, false));
+    wait_until("both pulls parked", || publisher.stats().waiting_pulls == 2);
+    publisher.ok(Request::DeleteTopic { topic: "d" });
+    for (raw, id) in [(&mut one, one_id), (&mut all, all_id)] {
+        let (got, reply) = raw.recv(Op::Pull);
+        assert_eq!(got, id);
+        assert_eq!(reply.unwrap_err().code, ErrorCode::TopicDeleted);
+    }
+    // The all-topics subscriber goes on with the topic that remains.
+    let Reply::SubscriberRegistered { .. } = all.ok(Request::RegisterSubscriber { resume: None })
+    else {
+        panic!()
+    };
+    assert_eq!(
+        one.error(pull(Some("d"), 1, 0, false)),
+        ErrorCode::UnknownTopic
+    );
+}
+
+#[test]
+fn a_resumed_subscriber_gets_again_what_it_did_not_acknowledge() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "r" });
+    let (mut first, id) = Raw::subscriber(broker.addr(), &["r"]);
+    for i in 0..10u8 {
+        publisher.publish("r", &[i]);
+    }
+    let got = messages(first.call(pull(None, 4, 0, false)));
+    assert_eq!(got.len(), 4);
+    // Within a connection, nothing comes twice.
+    let got = messages(first.call(pull(None, 3, 0, true)));
+    assert_eq!(got.iter().map(|m| m.1).collect::<Vec<_>>(), vec![4, 5, 6]);
+    drop(first);
+    wait_until("disconnect noticed", || publisher.stats().connections == 1);
+
+    let mut second = Raw::hello(broker.addr());
+    assert_eq!(
+        second.ok(Request::RegisterSubscriber { resume: Some(id) }),
+        Reply::SubscriberRegistered {
+            subscriber_id: id,
+            topics: vec!["r".into()]
+        }
+    );
+    // 0..4 were acknowledged by the pull with ack; 4, 5, 6 were not.
+    let got = messages(second.call(pull(None, 100, 0, true)));
+    assert_eq!(
+        got.iter().map(|m| m.1).collect::<Vec<_>>(),
+        (4..10).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn resuming_a_live_session_takes_it_over() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "o" });
+    let (mut first, id) = Raw::subscriber(broker.addr(), &["o"]);
+    let parked = first.send(pull(None, 1, 30_000, false));
+    wait_until("pull parked", || publisher.stats().waiting_pulls == 1);
+    let mut second = Raw::hello(broker.addr());
+    second.ok(Request::RegisterSubscriber { resume: Some(id) });
+    let (got, reply) = first.recv(Op::Pull);
+    assert_eq!(got, parked);
+    assert_eq!(reply.unwrap_err().code, ErrorCode::SessionTakenOver);
+    assert_eq!(
+        first.error(pull(None, 1, 0, false)),
+        ErrorCode::NotRegistered
+    );
+    publisher.publish("o", b"x");
+    assert_eq!(messages(second.call(pull(None, 1, 1000, false))).len(), 1);
+}
+
+#[test]
+fn an_abandoned_session_expires_and_releases_its_backlog() {
+    let broker = start_broker_with(limits(|l| {
+        l.session_timeout = Duration::from_millis(200);
+    }));
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "x" });
+    let (subscriber, id) = Raw::subscriber(broker.addr(), &["x"]);
+    publisher.publish("x", b"kept until expiry");
+    assert_eq!(publisher.stats().backlog_messages, 1);
+    drop(subscriber);
+    wait_until("session expiry", || publisher.stats().subscribers == 0);
+    assert_eq!(publisher.stats().backlog_messages, 0);
+    let mut late = Raw::hello(broker.addr());
+    assert_eq!(
+        late.error(Request::RegisterSubscriber { resume: Some(id) }),
+        ErrorCode::UnknownSubscriber
+    );
+}
+
+#[test]
+fn topic_and_subscriber_counts_are_bounded() {
+    let broker = start_broker_with(limits(|l| {
+        l.max_topics = 2;
+        l.max_subscribers_per_topic = 1;
+    }));
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "one" });
+    publisher.ok(Request::CreateTopic { topic: "two" });
+    assert_eq!(
+        publisher.error(Request::CreateTopic { topic: "three" }),
+        ErrorCode::TooManyTopics
+    );
+    let _first = Raw::subscriber(broker.addr(), &["one"]);
+    let mut second = Raw::hello(broker.addr());
+    second.ok(Request::RegisterSubscriber { resume: None });
+    assert_eq!(
+        second.error(Request::Subscribe { topic: "one" }),
+        ErrorCode::TooManySubscribers
+    );
+}
+
+#[test]
+fn stats_count_what_happened() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "s" });
+    let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["s"]);
+    publisher.publish_batch("s", &[b"abc", b"de"]);
+    messages(subscriber.call(pull(None, 10, 0, false)));
+    publisher.error(Request::CreateTopic { topic: "s" });
+    let stats = publisher.stats();
+    assert_eq!(stats.connections, 2);
+    assert_eq!(stats.topics, 1);
+    assert_eq!(stats.publishers, 1);
+    assert_eq!(stats.subscribers, 1);
+    assert_eq!(stats.subscriptions, 1);
+    assert_eq!(stats.messages_in, 2);
+    assert_eq!(stats.messages_out, 2);
+    assert_eq!(stats.bytes_in, 5);
+    assert_eq!(stats.bytes_out, 5);
+    assert_eq!(stats.backlog_messages, 2);
+    assert_eq!(stats.backlog_bytes, 5);
+    assert_eq!(stats.errors.get("TOPIC_EXISTS"), Some(&1));
+}
+
+#[test]
+fn shutdown_answers_waiting_pulls_and_tells_every_client() {
+    let broker = start_broker_with(Config::default());
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "z" });
+    let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["z"]);
+    let parked = subscriber.send(pull(None, 1, 30_000, false));
+    wait_until("pull parked", || publisher.stats().waiting_pulls == 1);
+    broker.stop().expect("clean stop");
+    let (id, reply) = subscriber.recv(Op::Pull);
+    assert_eq!(id, parked);
+    assert_eq!(reply.unwrap_err().code, ErrorCode::ShuttingDown);
+    subscriber.expect_closed();
+    let frames = publisher.expect_closed();
+    assert_eq!(frames.len(), 1);
+}
