@@ -26,7 +26,7 @@ pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Write buffers larger than this go back to the allocator, not the pool.
 const POOLED_WRITE_BUFFER_MAX: usize = 1024 * 1024;
 /// Buffers kept for reuse, per kind.
-const POOL_SIZE: usize = 256;
+const POOL_SIZE: usize = 64;
 
 /// Spare buffers shared by all connections of one loop.
 #[derive(Debug, Default)]

@@ -22,12 +22,14 @@
 //! - [`client`]: a blocking client over `std::net`, used by the commands and
 //!   the bench tool.
 //! - [`log`]: levelled, rate-limited logging to stderr.
+//! - [`memory`]: returning freed memory to the operating system.
 
 pub mod broker;
 pub mod client;
 pub mod codec;
 pub mod connection;
 pub mod log;
+pub mod memory;
 pub mod msgpack;
 pub mod protocol;
 pub mod server;

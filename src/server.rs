@@ -107,7 +107,11 @@ enum LoopTimer {
     Handshake { key: ConnId, serial: u64 },
     PartialFrame { key: ConnId, serial: u64 },
     RetryAccept,
+    Housekeeping,
 }
+
+/// How often the loop considers returning freed memory to the system.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A bound, not yet running, broker.
 pub struct Server {
@@ -275,6 +279,10 @@ struct EventLoop {
     /// Connections that stopped reading at their budget, to resume.
     again: Vec<ConnId>,
     bad_input_log: RateLimited,
+    /// Connections closed since the last housekeeping.
+    closed_since_housekeeping: usize,
+    /// Retained bytes at the last housekeeping.
+    backlog_at_housekeeping: u64,
 }
 
 impl EventLoop {
@@ -296,11 +304,17 @@ impl EventLoop {
             dropping: Vec::new(),
             again: Vec::new(),
             bad_input_log: RateLimited::new(10, Duration::from_secs(10)),
+            closed_since_housekeeping: 0,
+            backlog_at_housekeeping: 0,
         }
     }
 
     fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        self.timers.arm(
+            Instant::now() + HOUSEKEEPING_INTERVAL,
+            LoopTimer::Housekeeping,
+        );
         while !self.shutdown.flag.load(Ordering::SeqCst) {
             let timeout = if self.again.is_empty() {
                 self.next_timeout()
@@ -572,6 +586,11 @@ impl EventLoop {
         while let Some((_, timer)) = self.timers.pop_due(now) {
             match timer {
                 LoopTimer::RetryAccept => self.accept(now),
+                LoopTimer::Housekeeping => {
+                    self.housekeeping();
+                    self.timers
+                        .arm(now + HOUSEKEEPING_INTERVAL, LoopTimer::Housekeeping);
+                }
                 LoopTimer::Handshake { key, serial } => {
                     let live = self
                         .connections
@@ -603,6 +622,19 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// Returns memory to the system after connections closed or the backlog
+    /// shrank by a megabyte or more, so resident size follows load down.
+    fn housekeeping(&mut self) {
+        let backlog = self.broker.backlog_bytes();
+        let shrank = self.backlog_at_housekeeping.saturating_sub(backlog) >= 1 << 20;
+        if self.closed_since_housekeeping > 0 || shrank {
+            self.pool = BufferPool::default();
+            crate::memory::release_free_memory();
+        }
+        self.closed_since_housekeeping = 0;
+        self.backlog_at_housekeeping = backlog;
     }
 
     fn time_out(&mut self, key: ConnId, why: &str, now: Instant) {
@@ -661,6 +693,7 @@ impl EventLoop {
         if let Some(mut connection) = self.connections.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut connection.socket);
             self.broker.disconnect(key, now);
+            self.closed_since_housekeeping += 1;
             log_debug!("connection {key} closed");
         }
     }

@@ -109,6 +109,8 @@ struct Counters {
     bytes_out: u64,
     backlog_messages: u64,
     backlog_bytes: u64,
+    subscriptions: u64,
+    waiting_pulls: u64,
     errors: [u64; 32],
 }
 
@@ -176,6 +178,11 @@ impl Broker {
         if let Some(key) = client.subscriber {
             self.detach(key, now);
         }
+    }
+
+    /// Payload bytes retained now, over all topics.
+    pub fn backlog_bytes(&self) -> u64 {
+        self.counters.backlog_bytes
     }
 
     pub fn is_handshaken(&self, conn: ConnId) -> bool {
@@ -418,7 +425,9 @@ impl Broker {
             let Some(session) = self.sessions.get_mut(session_key) else {
                 continue;
             };
-            session.remove_subscription(key);
+            if session.remove_subscription(key).is_some() {
+                self.counters.subscriptions -= 1;
+            }
             let ends_pull = session.parked.is_some_and(|p| p.covers(key));
             if ends_pull {
                 self.answer_parked_with_error(
@@ -590,6 +599,7 @@ impl Broker {
     fn expire(&mut self, key: SessionKey) {
         let session = self.sessions.remove(key);
         self.session_ids.remove(&session.id);
+        self.counters.subscriptions -= session.subscriptions.len() as u64;
         for sub in session.subscriptions {
             if let Some(topic) = self.topics.get_mut(sub.topic) {
                 topic.subscribers.retain(|&s| s != key);
@@ -624,6 +634,7 @@ impl Broker {
             acked: next_offset,
             delivered: next_offset,
         });
+        self.counters.subscriptions += 1;
         Ok(Reply::Subscribed { next_offset })
     }
 
@@ -644,6 +655,7 @@ impl Broker {
                 format!("not subscribed to '{name}'"),
             );
         }
+        self.counters.subscriptions -= 1;
         self.topics[topic_key]
             .subscribers
             .retain(|&s| s != session_key);
@@ -754,6 +766,7 @@ impl Broker {
         let delivered = self.deliver(session_key, &parked, out);
         if delivered == 0 && wait_ms > 0 {
             self.sessions[session_key].parked = Some(parked);
+            self.counters.waiting_pulls += 1;
         } else {
             self.timers.cancel(timer);
             if delivered == 0 {
@@ -779,6 +792,7 @@ impl Broker {
     fn cancel_parked(&mut self, key: SessionKey) -> Option<Parked> {
         let parked = self.sessions.get_mut(key)?.parked.take()?;
         self.timers.cancel(parked.timer);
+        self.counters.waiting_pulls -= 1;
         Some(parked)
     }
 
@@ -807,14 +821,13 @@ impl Broker {
             let Some(session) = self.sessions.get_mut(key) else {
                 continue;
             };
-            let Some(mut parked) = session.parked.take() else {
+            let Some(parked) = session.parked.as_mut() else {
                 continue;
             };
             parked.queued = false;
+            let parked = *parked;
             if self.deliver(key, &parked, out) > 0 {
-                self.timers.cancel(parked.timer);
-            } else {
-                self.sessions[key].parked = Some(parked);
+                self.cancel_parked(key);
             }
         }
         self.ready = ready;
@@ -830,13 +843,12 @@ impl Broker {
         while let Some((timer, event)) = self.timers.pop_due(now) {
             match event {
                 BrokerTimer::PullDeadline(key) => {
-                    let Some(session) = self.sessions.get_mut(key) else {
-                        continue;
-                    };
-                    if session.parked.is_some_and(|p| p.timer == timer)
-                        && let Some(parked) = session.parked.take()
-                    {
-                        write_empty_messages(out, parked.conn, parked.request_id);
+                    let current = self
+                        .sessions
+                        .get(key)
+                        .is_some_and(|s| s.parked.is_some_and(|p| p.timer == timer));
+                    if current {
+                        self.answer_parked_empty(key, out);
                     }
                 }
                 BrokerTimer::SessionExpiry(key) => {
@@ -885,16 +897,8 @@ impl Broker {
             topics: self.topics.len() as u64,
             publishers: c.publishers,
             subscribers: self.sessions.len() as u64,
-            subscriptions: self
-                .sessions
-                .iter()
-                .map(|(_, s)| s.subscriptions.len() as u64)
-                .sum(),
-            waiting_pulls: self
-                .sessions
-                .iter()
-                .filter(|(_, s)| s.parked.is_some())
-                .count() as u64,
+            subscriptions: c.subscriptions,
+            waiting_pulls: c.waiting_pulls,
             messages_in: c.messages_in,
             messages_out: c.messages_out,
             bytes_in: c.bytes_in,
