@@ -1,1 +1,380 @@
-//! (in progress)
+//! A blocking client over `std::net`, for the commands, the bench tool and
+//! tests.
+//!
+//! The programs that use it are sequential — publish, pull, print — so a
+//! blocking API with no runtime is the simplest thing that serves them. Each
+//! method of [`Client`] sends one request and waits for its reply; with one
+//! request in flight, a reply is matched by checking that its id is the one
+//! sent (a parked pull's late reply, PROTOCOL.md 3.3, cannot happen: the pull
+//! call itself waits for it). Throughput comes from [`Pipeline`], which keeps
+//! many publishes in flight on the same connection.
+//!
+//! Layout: `conn` owns the socket and the frame buffers, `pipeline` the
+//! publishes in flight, `error` the error type. This file holds the
+//! operations, which only build requests and unpack replies.
+
+mod conn;
+mod error;
+mod pipeline;
+
+pub use self::error::{Error, Result, io_message};
+pub use self::pipeline::{Completion, Pipeline};
+pub use crate::protocol::{ServerInfo, Stats, TopicMessages};
+
+use self::conn::Conn;
+use crate::codec;
+use crate::protocol::{
+    DEFAULT_MAX_FRAME_BYTES, MAX_PULL_WAIT_MS, Op, PROTOCOL_VERSION, Pull, Reply, Request,
+};
+use bytes::Bytes;
+use std::fmt;
+use std::net::ToSocketAddrs;
+use std::time::Duration;
+
+/// How a [`Client`] connects and how long it waits.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Sent in HELLO; the broker shows it in its logs.
+    pub name: String,
+    /// How long to wait for a reply (for a pull, on top of its own wait).
+    /// `None` waits forever. After a timeout the connection is closed.
+    pub timeout: Option<Duration>,
+    /// How long to wait for the TCP connection to open. `None` leaves it to
+    /// the operating system.
+    pub connect_timeout: Option<Duration>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            name: "courier-client".to_owned(),
+            timeout: Some(Duration::from_secs(30)),
+            connect_timeout: Some(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// Where a published message was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The message's offset in its topic.
+    pub offset: u64,
+    /// How many subscribers it was queued for (0: it was dropped).
+    pub subscribers: u64,
+}
+
+/// Where a batch of messages was stored: offsets `first_offset ..
+/// first_offset + count`, in the order sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishedBatch {
+    pub first_offset: u64,
+    pub count: u64,
+    pub subscribers: u64,
+}
+
+/// A subscriber session, as registered or resumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Pass it to [`Client::resume_subscriber`] to continue later.
+    pub id: u64,
+    /// The topics the session is subscribed to (empty when new).
+    pub topics: Vec<String>,
+}
+
+/// The arguments of a pull. See PROTOCOL.md 4.10.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullOptions {
+    /// One subscribed topic, or `None` for all of them.
+    pub topic: Option<String>,
+    /// At most this many messages.
+    pub max_messages: u32,
+    /// At most this many payload bytes, though one message always comes.
+    pub max_bytes: u32,
+    /// How long the broker may wait for a message when none is ready.
+    pub wait: Duration,
+    /// Acknowledge everything delivered so far on the pulled topics first.
+    pub ack: bool,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            topic: None,
+            max_messages: 1000,
+            max_bytes: 1 << 20,
+            wait: Duration::ZERO,
+            ack: false,
+        }
+    }
+}
+
+/// The messages one pull returned, grouped by topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    groups: Vec<TopicMessages>,
+}
+
+/// One message of a [`Batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message<'a> {
+    pub topic: &'a str,
+    pub offset: u64,
+    /// A slice of the reply frame; clone it (cheaply) to keep it.
+    pub payload: &'a Bytes,
+}
+
+impl Batch {
+    /// Number of messages, all topics together.
+    pub fn len(&self) -> usize {
+        self.groups.iter().map(|g| g.payloads.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.iter().all(|g| g.payloads.is_empty())
+    }
+
+    /// Every message, topic by topic, in offset order within a topic.
+    pub fn iter(&self) -> impl Iterator<Item = Message<'_>> {
+        self.groups.iter().flat_map(|group| {
+            (group.first_offset..)
+                .zip(&group.payloads)
+                .map(|(offset, payload)| Message {
+                    topic: &group.topic,
+                    offset,
+                    payload,
+                })
+        })
+    }
+
+    pub fn groups(&self) -> &[TopicMessages] {
+        &self.groups
+    }
+
+    pub fn into_groups(self) -> Vec<TopicMessages> {
+        self.groups
+    }
+}
+
+/// A connection to the broker, with the handshake done.
+///
+/// Every method sends one request and blocks until its reply; an error reply
+/// is [`Error::Server`] and leaves the client usable unless
+/// [`Error::is_fatal`] says otherwise. For many publishes in flight at once,
+/// see [`Client::pipeline`].
+///
+/// ```no_run
+/// use courier::client::{Client, PullOptions};
+/// use std::time::Duration;
+///
+/// # fn main() -> courier::client::Result<()> {
+/// let mut publisher = Client::connect("localhost:5555")?;
+/// publisher.register_publisher()?;
+/// publisher.create_topic("news")?;
+///
+/// let mut subscriber = Client::connect("localhost:5555")?;
+/// subscriber.register_subscriber()?;
+/// subscriber.subscribe("news")?;
+///
+/// let published = publisher.send("news", b"Hello, world!")?;
+/// println!("offset {}", published.offset);
+///
+/// let pull = PullOptions { wait: Duration::from_secs(5), ..PullOptions::default() };
+/// for message in subscriber.pull(&pull)?.iter() {
+///     println!("{} {}: {:?}", message.topic, message.offset, message.payload);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct Client {
+    conn: Conn,
+    info: ServerInfo,
+    /// Reused to encode the payloads of a batch.
+    scratch: Vec<u8>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.info.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects with default [`ClientOptions`] and does the handshake.
+    pub fn connect(addr: impl ToSocketAddrs + fmt::Display) -> Result<Client> {
+        Client::connect_with(addr, ClientOptions::default())
+    }
+
+    /// Connects and does the handshake.
+    pub fn connect_with(
+        addr: impl ToSocketAddrs + fmt::Display,
+        options: ClientOptions,
+    ) -> Result<Client> {
+        let mut conn = Conn::open(
+            &addr,
+            options.connect_timeout,
+            options.timeout,
+            DEFAULT_MAX_FRAME_BYTES,
+        )
+        .map_err(|source| Error::Connect {
+            addr: addr.to_string(),
+            source,
+        })?;
+        let hello = Request::Hello {
+            version: PROTOCOL_VERSION,
+            client_name: &options.name,
+        };
+        let info = match conn.call(&hello, Duration::ZERO)? {
+            Reply::Hello(info) => info,
+            other => return Err(conn.unexpected(Op::Hello, &other)),
+        };
+        conn.max_frame = usize::try_from(info.max_frame_bytes).unwrap_or(usize::MAX);
+        Ok(Client {
+            conn,
+            info,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// What the broker said about itself in the handshake.
+    pub fn server_info(&self) -> &ServerInfo {
+        &self.info
+    }
+
+    /// Makes this connection a publisher; returns the publisher id.
+    pub fn register_publisher(&mut self) -> Result<u64> {
+        match self.call(&Request::RegisterPublisher)? {
+            Reply::PublisherRegistered { publisher_id } => Ok(publisher_id),
+            other => Err(self.conn.unexpected(Op::RegisterPublisher, &other)),
+        }
+    }
+
+    pub fn create_topic(&mut self, topic: &str) -> Result<()> {
+        self.call_done(&Request::CreateTopic { topic })
+    }
+
+    pub fn delete_topic(&mut self, topic: &str) -> Result<()> {
+        self.call_done(&Request::DeleteTopic { topic })
+    }
+
+    /// Publishes one message.
+    pub fn send(&mut self, topic: &str, payload: &[u8]) -> Result<Published> {
+        match self.call(&Request::Publish { topic, payload })? {
+            Reply::Published {
+                offset,
+                subscribers,
+            } => Ok(Published {
+                offset,
+                subscribers,
+            }),
+            other => Err(self.conn.unexpected(Op::Publish, &other)),
+        }
+    }
+
+    /// Publishes several messages to one topic, all or nothing.
+    pub fn send_batch(&mut self, topic: &str, payloads: &[&[u8]]) -> Result<PublishedBatch> {
+        let payloads = codec::encode_payloads(&mut self.scratch, payloads);
+        let reply = self
+            .conn
+            .call(&Request::PublishBatch { topic, payloads }, Duration::ZERO)?;
+        match reply {
+            Reply::PublishedBatch {
+                first_offset,
+                count,
+                subscribers,
+            } => Ok(PublishedBatch {
+                first_offset,
+                count,
+                subscribers,
+            }),
+            other => Err(self.conn.unexpected(Op::PublishBatch, &other)),
+        }
+    }
+
+    /// Starts a new subscriber session on this connection; returns its id.
+    pub fn register_subscriber(&mut self) -> Result<u64> {
+        self.register(None).map(|session| session.id)
+    }
+
+    /// Takes over an existing subscriber session: its subscriptions, and
+    /// redelivery of everything it had not acknowledged.
+    pub fn resume_subscriber(&mut self, id: u64) -> Result<Session> {
+        self.register(Some(id))
+    }
+
+    fn register(&mut self, resume: Option<u64>) -> Result<Session> {
+        match self.call(&Request::RegisterSubscriber { resume })? {
+            Reply::SubscriberRegistered {
+                subscriber_id,
+                topics,
+            } => Ok(Session {
+                id: subscriber_id,
+                topics,
+            }),
+            other => Err(self.conn.unexpected(Op::RegisterSubscriber, &other)),
+        }
+    }
+
+    /// Subscribes; returns the offset of the first message that will come.
+    pub fn subscribe(&mut self, topic: &str) -> Result<u64> {
+        match self.call(&Request::Subscribe { topic })? {
+            Reply::Subscribed { next_offset } => Ok(next_offset),
+            other => Err(self.conn.unexpected(Op::Subscribe, &other)),
+        }
+    }
+
+    pub fn unsubscribe(&mut self, topic: &str) -> Result<()> {
+        self.call_done(&Request::Unsubscribe { topic })
+    }
+
+    /// Fetches messages, waiting up to `options.wait` for the first one. An
+    /// empty batch means nothing arrived in time.
+    pub fn pull(&mut self, options: &PullOptions) -> Result<Batch> {
+        let wait_ms = u32::try_from(options.wait.as_millis())
+            .unwrap_or(u32::MAX)
+            .min(MAX_PULL_WAIT_MS);
+        let request = Request::Pull(Pull {
+            topic: options.topic.as_deref(),
+            max_messages: options.max_messages,
+            max_bytes: options.max_bytes,
+            wait_ms,
+            ack: options.ack,
+        });
+        let wait = Duration::from_millis(u64::from(wait_ms));
+        match self.conn.call(&request, wait)? {
+            Reply::Messages(groups) => Ok(Batch { groups }),
+            other => Err(self.conn.unexpected(Op::Pull, &other)),
+        }
+    }
+
+    /// Acknowledges every message of `topic` below `offset`.
+    pub fn ack(&mut self, topic: &str, offset: u64) -> Result<()> {
+        self.call_done(&Request::Ack { topic, offset })
+    }
+
+    pub fn stats(&mut self) -> Result<Stats> {
+        match self.call(&Request::Stats)? {
+            Reply::Stats(stats) => Ok(stats),
+            other => Err(self.conn.unexpected(Op::Stats, &other)),
+        }
+    }
+
+    /// Starts pipelined publishing with up to `depth` requests in flight
+    /// (at least 1). See [`Pipeline`].
+    pub fn pipeline(&mut self, depth: usize) -> Pipeline<'_> {
+        Pipeline::new(self, depth)
+    }
+
+    fn call(&mut self, request: &Request<'_>) -> Result<Reply> {
+        self.conn.call(request, Duration::ZERO)
+    }
+
+    /// For the operations whose success body is `nil`.
+    fn call_done(&mut self, request: &Request<'_>) -> Result<()> {
+        match self.call(request)? {
+            Reply::Done => Ok(()),
+            other => Err(self.conn.unexpected(request.op(), &other)),
+        }
+    }
+}

@@ -35,5 +35,6 @@ pub mod protocol;
 pub mod server;
 pub mod timers;
 
+pub use client::Client;
 pub use protocol::{ErrorCode, PROTOCOL_VERSION};
 pub use server::{Config, Server, ShutdownHandle};

@@ -749,30 +749,29 @@ impl Broker {
         if request.ack {
             self.ack_delivered(session_key, topic);
         }
-        let wait_ms = request.wait_ms.min(MAX_PULL_WAIT_MS);
-        let timer = self.timers.arm(
-            now + Duration::from_millis(u64::from(wait_ms)),
-            BrokerTimer::PullDeadline(session_key),
-        );
-        let parked = Parked {
+        let mut parked = Parked {
             conn,
             request_id: id,
             topic,
             max_messages: request.max_messages.clamp(1, MAX_PULL_MESSAGES),
             max_bytes: request.max_bytes,
-            timer,
+            timer: None,
             queued: false,
         };
-        let delivered = self.deliver(session_key, &parked, out);
-        if delivered == 0 && wait_ms > 0 {
-            self.sessions[session_key].parked = Some(parked);
-            self.counters.waiting_pulls += 1;
-        } else {
-            self.timers.cancel(timer);
-            if delivered == 0 {
-                write_empty_messages(out, conn, id);
-            }
+        if self.deliver(session_key, &parked, out) > 0 {
+            return Ok(());
         }
+        let wait_ms = request.wait_ms.min(MAX_PULL_WAIT_MS);
+        if wait_ms == 0 {
+            write_empty_messages(out, conn, id);
+            return Ok(());
+        }
+        parked.timer = Some(self.timers.arm(
+            now + Duration::from_millis(u64::from(wait_ms)),
+            BrokerTimer::PullDeadline(session_key),
+        ));
+        self.sessions[session_key].parked = Some(parked);
+        self.counters.waiting_pulls += 1;
         Ok(())
     }
 
@@ -791,7 +790,9 @@ impl Broker {
 
     fn cancel_parked(&mut self, key: SessionKey) -> Option<Parked> {
         let parked = self.sessions.get_mut(key)?.parked.take()?;
-        self.timers.cancel(parked.timer);
+        if let Some(timer) = parked.timer {
+            self.timers.cancel(timer);
+        }
         self.counters.waiting_pulls -= 1;
         Some(parked)
     }
@@ -846,7 +847,7 @@ impl Broker {
                     let current = self
                         .sessions
                         .get(key)
-                        .is_some_and(|s| s.parked.is_some_and(|p| p.timer == timer));
+                        .is_some_and(|s| s.parked.is_some_and(|p| p.timer == Some(timer)));
                     if current {
                         self.answer_parked_empty(key, out);
                     }

@@ -33,7 +33,8 @@ pub struct Parked {
     pub topic: Option<TopicKey>,
     pub max_messages: u32,
     pub max_bytes: u32,
-    pub timer: TimerKey,
+    /// The wait deadline; `None` until the pull is actually parked.
+    pub timer: Option<TimerKey>,
     /// Already in the broker's list of pulls to answer after this batch.
     pub queued: bool,
 }

@@ -1,0 +1,199 @@
+//! What the `publisher` and `subscriber` commands share: argument
+//! conventions, the broker address, and how failures become one line on
+//! stderr and an exit status.
+//!
+//! Exit statuses: 0 success, 1 a runtime failure (the broker refused, the
+//! connection failed), 2 bad arguments (with the usage line). A failure is
+//! always one line, `NAME: what went wrong`; messages about topics are
+//! written here from the error *code*, never from the broker's text, so they
+//! stay stable whatever the broker says.
+
+use courier::ErrorCode;
+use courier::client::{self, Client, ClientOptions};
+use pico_args::Arguments;
+use std::ffi::OsString;
+use std::fmt::Display;
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub const DEFAULT_BROKER: &str = "localhost:5555";
+
+/// The environment variable that names the broker when `--broker` is absent.
+pub const BROKER_ENV: &str = "BROKER_ADDR";
+
+/// Why a command stops early.
+#[derive(Debug)]
+pub enum Failure {
+    /// The arguments are wrong: exit 2 with the usage line.
+    Usage(String),
+    /// Something failed while running: exit 1.
+    Runtime(String),
+    /// Exit 1 without a message (standard output was closed: nobody reads).
+    Silent,
+}
+
+impl Failure {
+    pub fn usage(message: impl Display) -> Failure {
+        Failure::Usage(message.to_string())
+    }
+
+    pub fn runtime(message: impl Display) -> Failure {
+        Failure::Runtime(message.to_string())
+    }
+}
+
+impl From<pico_args::Error> for Failure {
+    fn from(e: pico_args::Error) -> Failure {
+        Failure::usage(e)
+    }
+}
+
+impl From<client::Error> for Failure {
+    fn from(e: client::Error) -> Failure {
+        Failure::runtime(e)
+    }
+}
+
+/// A command's name and texts.
+pub struct Program {
+    pub name: &'static str,
+    /// One line, starting `usage: `.
+    pub usage: &'static str,
+    /// The full `--help` text.
+    pub help: &'static str,
+}
+
+impl Program {
+    /// Answers `--help` and `--version`, or runs `run` with the arguments
+    /// and the free arguments given after `--` (taken literally), then turns
+    /// its outcome into an exit status.
+    pub fn main(
+        &self,
+        run: impl FnOnce(Arguments, Vec<OsString>) -> Result<(), Failure>,
+    ) -> ExitCode {
+        let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
+        let literal = match args.iter().position(|a| a == "--") {
+            Some(at) => args.split_off(at).into_iter().skip(1).collect(),
+            None => Vec::new(),
+        };
+        let mut args = Arguments::from_vec(args);
+        if args.contains(["-h", "--help"]) {
+            return exit_status(print_line(self.help.trim_end()));
+        }
+        if args.contains(["-V", "--version"]) {
+            return exit_status(print_line(format_args!(
+                "{} {}",
+                self.name,
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
+        match run(args, literal) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(Failure::Usage(message)) => {
+                note(format_args!(
+                    "{name}: {message}\n{usage}\nTry '{name} --help' for more information.",
+                    name = self.name,
+                    usage = self.usage
+                ));
+                ExitCode::from(2)
+            }
+            Err(Failure::Runtime(message)) => {
+                note(format_args!("{}: {message}", self.name));
+                ExitCode::from(1)
+            }
+            Err(Failure::Silent) => ExitCode::from(1),
+        }
+    }
+}
+
+fn exit_status(result: Result<(), Failure>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(1),
+    }
+}
+
+/// Prints one line on standard output. (`println!` would panic if nobody
+/// reads it.)
+pub fn print_line(line: impl Display) -> Result<(), Failure> {
+    writeln!(io::stdout().lock(), "{line}").map_err(output_failure)
+}
+
+/// Prints one line on standard error, if anyone can see it.
+pub fn note(line: impl Display) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
+}
+
+/// A failed write to standard output. When nobody reads any more (`| head`)
+/// the command stops quietly, as if by SIGPIPE.
+pub fn output_failure(e: io::Error) -> Failure {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Failure::Silent
+    } else {
+        Failure::runtime(format!(
+            "cannot write to standard output: {}",
+            client::io_message(&e)
+        ))
+    }
+}
+
+/// `--broker`, else `$BROKER_ADDR`, else `localhost:5555`.
+pub fn broker_addr(args: &mut Arguments) -> Result<String, Failure> {
+    if let Some(addr) = args.opt_value_from_str::<_, String>("--broker")? {
+        return Ok(addr);
+    }
+    match std::env::var(BROKER_ENV) {
+        Ok(addr) if !addr.is_empty() => Ok(addr),
+        _ => Ok(DEFAULT_BROKER.to_owned()),
+    }
+}
+
+/// Fails on what pico-args left over that looks like a flag; returns the
+/// rest (the free arguments), followed by those given after `--`.
+pub fn free_arguments(args: Arguments, literal: Vec<OsString>) -> Result<Vec<OsString>, Failure> {
+    let mut free = args.finish();
+    if let Some(flag) = free.iter().find(|a| {
+        let a = a.to_string_lossy();
+        a.starts_with('-') && a != "-"
+    }) {
+        return Err(Failure::usage(format!(
+            "unknown flag '{}'",
+            flag.to_string_lossy()
+        )));
+    }
+    free.extend(literal);
+    Ok(free)
+}
+
+/// Connects and does the handshake, as `name`.
+pub fn connect(addr: &str, name: &str) -> Result<Client, Failure> {
+    let options = ClientOptions {
+        name: name.to_owned(),
+        timeout: Some(Duration::from_secs(30)),
+        connect_timeout: Some(Duration::from_secs(5)),
+    };
+    Ok(Client::connect_with(addr, options)?)
+}
+
+/// Describes an error of a request about `topic`.
+pub fn topic_failure(e: &client::Error, topic: &str) -> Failure {
+    Failure::Runtime(match e.code() {
+        Some(ErrorCode::UnknownTopic) => format!("unknown topic '{topic}'"),
+        Some(ErrorCode::TopicExists) => format!("topic '{topic}' already exists"),
+        Some(ErrorCode::InvalidTopicName) => {
+            format!("invalid topic name '{topic}': use 1 to 255 characters from A-Z a-z 0-9 . _ -")
+        }
+        Some(ErrorCode::TopicDeleted) => format!("topic '{topic}' was deleted"),
+        Some(ErrorCode::TooManyTopics) => {
+            format!("cannot create topic '{topic}': the broker holds its maximum number of topics")
+        }
+        Some(ErrorCode::TooManySubscribers) => {
+            format!("topic '{topic}' has the maximum number of subscribers")
+        }
+        Some(ErrorCode::PayloadTooLarge) => {
+            format!("message too large for topic '{topic}': {e}")
+        }
+        _ => e.to_string(),
+    })
+}

@@ -1,0 +1,285 @@
+//! Pipelined publishing: many PUBLISH / PUBLISH_BATCH requests in flight on
+//! one connection.
+//!
+//! A blocking call waits a round trip per request; a pipeline does not. It
+//! encodes requests into the connection's write buffer, writes them in one
+//! syscall when the buffer has grown or `depth` requests are outstanding, and
+//! reads replies only when it must make room (or when asked to finish). The
+//! caller learns each request's outcome as a [`Completion`], tagged with the
+//! sequence number [`Pipeline::send`] returned.
+//!
+//! The contract that makes it safe to use for data that must not be lost:
+//! every tag `send` returns is reported in exactly one completion — stored,
+//! refused with a code (`TOPIC_FULL` is retryable: resend that tag's
+//! payloads), or failed with the connection (outcome unknown: the broker may
+//! or may not have stored it). A `send` that returns `Err` queued nothing and
+//! issued no tag.
+//!
+//! Replies to publishes come in the order sent (PROTOCOL.md 3.3), but they are
+//! still matched by id, so a reply for a request not in flight is caught as a
+//! protocol violation rather than credited to the wrong tag.
+
+use super::error::{Error, Result};
+use super::{Client, PublishedBatch};
+use crate::codec;
+use crate::protocol::{Op, Reply, Request};
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::collections::vec_deque::Drain;
+use std::time::Duration;
+
+/// Buffered request bytes that are written without waiting for `depth`.
+const FLUSH_BYTES: usize = 64 * 1024;
+
+/// The outcome of one pipelined request.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The sequence number [`Pipeline::send`] or [`Pipeline::send_batch`]
+    /// returned: 0, 1, 2, … in the order sent.
+    pub tag: u64,
+    /// How many messages the request carried.
+    pub messages: u32,
+    /// Where they were stored (a single message is a batch of one), or why
+    /// not. On [`Error::is_retryable`] nothing was stored: send them again.
+    pub result: Result<PublishedBatch>,
+}
+
+impl Completion {
+    pub fn is_ok(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    /// True if the request was refused for now and may be sent again as is.
+    pub fn is_retryable(&self) -> bool {
+        self.result.as_ref().is_err_and(Error::is_retryable)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    id: u64,
+    tag: u64,
+    op: Op,
+    messages: u32,
+}
+
+/// Publishes with up to `depth` requests in flight. Made by
+/// [`Client::pipeline`]; the client is borrowed until the pipeline is dropped.
+///
+/// Requests are written when the buffer passes 64 KiB, when `depth` are
+/// outstanding, or on [`flush`](Pipeline::flush), [`wait_all`](Pipeline::wait_all)
+/// and [`finish`](Pipeline::finish). Take outcomes with
+/// [`completions`](Pipeline::completions) as you go; they accumulate until
+/// taken. Dropping a pipeline sends what was buffered but forgets the
+/// outcomes still due.
+///
+/// ```no_run
+/// # use courier::client::Client;
+/// # fn main() -> courier::client::Result<()> {
+/// let mut client = Client::connect("localhost:5555")?;
+/// client.register_publisher()?;
+/// let mut pipeline = client.pipeline(16);
+/// let lines: [&[u8]; 3] = [b"one", b"two", b"three"];
+/// for chunk in lines.chunks(2) {
+///     pipeline.send_batch("news", chunk)?;
+///     for done in pipeline.completions() {
+///         println!("batch {}: {:?}", done.tag, done.result);
+///     }
+/// }
+/// for done in pipeline.finish() {
+///     println!("batch {}: {:?}", done.tag, done.result);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Pipeline<'c> {
+    client: &'c mut Client,
+    depth: usize,
+    next_tag: u64,
+    in_flight: VecDeque<InFlight>,
+    done: VecDeque<Completion>,
+}
+
+impl<'c> Pipeline<'c> {
+    pub(super) fn new(client: &'c mut Client, depth: usize) -> Pipeline<'c> {
+        let depth = depth.max(1);
+        Pipeline {
+            client,
+            depth,
+            next_tag: 0,
+            in_flight: VecDeque::with_capacity(depth),
+            done: VecDeque::with_capacity(depth),
+        }
+    }
+
+    /// Queues one PUBLISH; returns its tag. Blocks while `depth` requests
+    /// are outstanding.
+    pub fn send(&mut self, topic: &str, payload: &[u8]) -> Result<u64> {
+        self.make_room()?;
+        let id = self
+            .client
+            .conn
+            .queue(&Request::Publish { topic, payload })?;
+        Ok(self.track(id, Op::Publish, 1))
+    }
+
+    /// Queues one PUBLISH_BATCH (all or nothing); returns its tag. Blocks
+    /// while `depth` requests are outstanding.
+    pub fn send_batch(&mut self, topic: &str, payloads: &[&[u8]]) -> Result<u64> {
+        self.make_room()?;
+        let Client { conn, scratch, .. } = &mut *self.client;
+        let encoded = codec::encode_payloads(scratch, payloads);
+        let id = conn.queue(&Request::PublishBatch {
+            topic,
+            payloads: encoded,
+        })?;
+        let messages = u32::try_from(payloads.len()).unwrap_or(u32::MAX);
+        Ok(self.track(id, Op::PublishBatch, messages))
+    }
+
+    /// Writes every buffered request now, without waiting for replies.
+    pub fn flush(&mut self) -> Result<()> {
+        let written = self.client.conn.flush();
+        written.map_err(|e| self.abort(e))
+    }
+
+    /// Writes everything and waits until every request has its completion.
+    pub fn wait_all(&mut self) -> Result<()> {
+        self.flush()?;
+        while !self.in_flight.is_empty() {
+            self.receive()?;
+        }
+        Ok(())
+    }
+
+    /// Outcomes that arrived and were not taken yet, oldest first.
+    pub fn completions(&mut self) -> Drain<'_, Completion> {
+        self.done.drain(..)
+    }
+
+    /// Requests sent or buffered whose outcome has not arrived.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Waits for every outstanding request and returns all the completions
+    /// not yet taken. A connection failure does not make this fail: it is
+    /// the outcome of each request it cut off.
+    pub fn finish(mut self) -> Vec<Completion> {
+        // An error here has already become those requests' completions.
+        let _ = self.wait_all();
+        std::mem::take(&mut self.done).into()
+    }
+
+    fn track(&mut self, id: u64, op: Op, messages: u32) -> u64 {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.in_flight.push_back(InFlight {
+            id,
+            tag,
+            op,
+            messages,
+        });
+        tag
+    }
+
+    fn make_room(&mut self) -> Result<()> {
+        if self.client.conn.out.len() >= FLUSH_BYTES {
+            self.flush()?;
+        }
+        while self.in_flight.len() >= self.depth {
+            self.flush()?;
+            self.receive()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for one reply, then takes every other that has arrived whole.
+    fn receive(&mut self) -> Result<()> {
+        let conn = &mut self.client.conn;
+        let deadline = conn.deadline(Duration::ZERO);
+        let first = conn.read_reply(deadline);
+        let (id, frame) = first.map_err(|e| self.abort(e))?;
+        self.complete(id, &frame)?;
+        loop {
+            let next = self.client.conn.buffered_reply();
+            match next.map_err(|e| self.abort(e))? {
+                Some((id, frame)) => self.complete(id, &frame)?,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    fn complete(&mut self, id: u64, frame: &Bytes) -> Result<()> {
+        if id == 0 {
+            // Names no request, so it ends them all.
+            let e = self.client.conn.unattributed(frame);
+            return Err(self.abort(e));
+        }
+        let position = self.in_flight.iter().position(|f| f.id == id);
+        let Some(request) = position.and_then(|p| self.in_flight.remove(p)) else {
+            let e = self.client.conn.fail(Error::Protocol(format!(
+                "reply to request {id}, which is not in flight"
+            )));
+            return Err(self.abort(e));
+        };
+        let conn = &mut self.client.conn;
+        let result = match conn.decode(request.op, frame) {
+            Ok(Reply::Published {
+                offset,
+                subscribers,
+            }) => Ok(PublishedBatch {
+                first_offset: offset,
+                count: 1,
+                subscribers,
+            }),
+            Ok(Reply::PublishedBatch {
+                first_offset,
+                count,
+                subscribers,
+            }) => Ok(PublishedBatch {
+                first_offset,
+                count,
+                subscribers,
+            }),
+            Ok(other) => Err(conn.unexpected(request.op, &other)),
+            Err(e) => Err(e),
+        };
+        let fatal = result.as_ref().err().filter(|e| e.is_fatal()).cloned();
+        self.done.push_back(Completion {
+            tag: request.tag,
+            messages: request.messages,
+            result,
+        });
+        match fatal {
+            Some(e) => Err(self.abort(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// The connection is gone: that is the outcome of every request still
+    /// in flight.
+    fn abort(&mut self, e: Error) -> Error {
+        let e = self.client.conn.fail(e);
+        for request in self.in_flight.drain(..) {
+            self.done.push_back(Completion {
+                tag: request.tag,
+                messages: request.messages,
+                result: Err(e.clone()),
+            });
+        }
+        e
+    }
+}
+
+impl Drop for Pipeline<'_> {
+    fn drop(&mut self) {
+        // What was buffered is sent, as the caller asked; the replies still
+        // due belong to nobody now and must not be read as someone else's.
+        let conn = &mut self.client.conn;
+        if conn.flush().is_ok() {
+            conn.orphans.extend(self.in_flight.iter().map(|f| f.id));
+        }
+    }
+}

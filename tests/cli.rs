@@ -1,0 +1,509 @@
+//! The `publisher` and `subscriber` binaries, run as processes against a
+//! broker started in this process on 127.0.0.1:0.
+//!
+//! Every wait has a deadline; a running subscriber's output is read by a
+//! thread and handed over line by line, so a test waits for exactly the lines
+//! it needs. Error messages are checked for short stable fragments only.
+
+mod common;
+
+use common::{DEADLINE, limits, start_broker, start_broker_with, wait_until};
+use courier::client::Client;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::Instant;
+
+fn command(program: &str, broker: SocketAddr) -> Command {
+    let mut command = Command::new(program);
+    command
+        .env_remove("BROKER_ADDR")
+        .arg("--broker")
+        .arg(broker.to_string());
+    command
+}
+
+fn publisher(broker: SocketAddr, args: &[&str]) -> Output {
+    run(command(env!("CARGO_BIN_EXE_publisher"), broker).args(args))
+}
+
+fn subscriber_run(broker: SocketAddr, args: &[&str]) -> Output {
+    run(command(env!("CARGO_BIN_EXE_subscriber"), broker).args(args))
+}
+
+/// Runs to completion, with nothing on standard input.
+fn run(command: &mut Command) -> Output {
+    command
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the command")
+}
+
+/// `publisher --publish TOPIC` with `input` on standard input.
+fn publish_stdin(broker: SocketAddr, topic: &str, input: &[u8]) -> Output {
+    let mut child = command(env!("CARGO_BIN_EXE_publisher"), broker)
+        .args(["--publish", topic])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn publisher");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output().expect("publisher output");
+    writer.join().expect("writer").expect("write stdin");
+    output
+}
+
+fn lines(n: u32) -> String {
+    (1..=n).map(|i| format!("{i}\n")).collect()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts a successful run and returns its standard output.
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}, stderr: {}",
+        output.status.code(),
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+/// Asserts exit status `code` and that stderr mentions `fragment` — once,
+/// on the first line, with no panic.
+fn fails(output: Output, code: i32, fragment: &str) {
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(code), "stderr: {err}");
+    assert!(
+        err.lines().next().unwrap_or("").contains(fragment),
+        "expected '{fragment}' in: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A `subscriber` process whose standard output is read as it comes.
+struct Subscriber {
+    child: Child,
+    lines: Receiver<String>,
+    id: u64,
+}
+
+impl Subscriber {
+    /// Starts it and waits until it has subscribed (it prints its id on
+    /// standard error once subscribed).
+    fn start(broker: SocketAddr, args: &[&str]) -> Subscriber {
+        let (mut child, id) = spawn_subscriber(broker, args);
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Subscriber { child, lines, id }
+    }
+
+    /// The next `n` lines it prints.
+    fn take(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + DEADLINE;
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => got.push(line),
+                Err(e) => panic!("{e}: got {} of {n} lines", got.len()),
+            }
+        }
+        got
+    }
+
+    /// Waits for it to exit; returns its status code and remaining lines.
+    fn wait(mut self) -> (Option<i32>, Vec<String>) {
+        let mut status = None;
+        wait_until("the subscriber to exit", || {
+            status = self.child.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        let rest = self.lines.iter().collect();
+        (status.and_then(|s| s.code()), rest)
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns a subscriber with piped output; returns it once it has printed its
+/// id (which it does after subscribing).
+fn spawn_subscriber(broker: SocketAddr, args: &[&str]) -> (Child, u64) {
+    let mut child = command(env!("CARGO_BIN_EXE_subscriber"), broker)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn subscriber");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(DEADLINE).expect("the subscriber's id line");
+    let id = first
+        .strip_prefix("subscriber id ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no id in: {first}"));
+    (child, id)
+}
+
+fn numbers(lines: &[String]) -> Vec<u32> {
+    lines
+        .iter()
+        .map(|l| l.parse().unwrap_or_else(|_| panic!("not a number: {l}")))
+        .collect()
+}
+
+#[test]
+fn the_walk_through() {
+    let broker = start_broker();
+    let addr = broker.addr();
+    assert_eq!(
+        ok(publisher(addr, &["--create", "my_topic"])),
+        "created topic my_topic\n"
+    );
+    let subscriber = Subscriber::start(addr, &["--subscribe", "my_topic"]);
+    assert_eq!(
+        ok(publisher(addr, &["--publish", "my_topic", "Hello, world!"])),
+        "published to my_topic (offset 0, 1 subscriber)\n"
+    );
+    assert_eq!(subscriber.take(1), ["Hello, world!"]);
+    assert_eq!(
+        ok(publisher(addr, &["--delete", "my_topic"])),
+        "deleted topic my_topic\n"
+    );
+}
+
+#[test]
+fn lines_from_standard_input_arrive_in_order() {
+    let broker = start_broker();
+    ok(publisher(broker.addr(), &["--create", "t"]));
+    let subscriber = Subscriber::start(broker.addr(), &["--subscribe", "t", "--count", "10000"]);
+    let output = publish_stdin(broker.addr(), "t", lines(10_000).as_bytes());
+    let summary = ok(output);
+    assert!(
+        summary.starts_with("published 10000 messages to t in "),
+        "{summary}"
+    );
+    assert_eq!(summary.lines().count(), 1);
+    let got = numbers(&subscriber.take(10_000));
+    assert_eq!(got, (1..=10_000).collect::<Vec<_>>());
+    let (code, rest) = subscriber.wait();
+    assert_eq!((code, rest.len()), (Some(0), 0));
+}
+
+#[test]
+fn every_subscriber_gets_every_message() {
+    let broker = start_broker();
+    ok(publisher(broker.addr(), &["--create", "t"]));
+    let first = Subscriber::start(broker.addr(), &["--subscribe", "t", "--count", "1000"]);
+    let second = Subscriber::start(broker.addr(), &["--subscribe", "t", "--count", "1000"]);
+    ok(publish_stdin(broker.addr(), "t", lines(1000).as_bytes()));
+    let expected: Vec<u32> = (1..=1000).collect();
+    assert_eq!(numbers(&first.take(1000)), expected);
+    assert_eq!(numbers(&second.take(1000)), expected);
+}
+
+#[test]
+fn empty_lines_and_a_last_line_without_newline_are_messages() {
+    let broker = start_broker();
+    ok(publisher(broker.addr(), &["--create", "t"]));
+    let subscriber = Subscriber::start(broker.addr(), &["--subscribe", "t", "-v"]);
+    let summary = ok(publish_stdin(broker.addr(), "t", b"a\n\nlast"));
+    assert!(summary.starts_with("published 3 messages"), "{summary}");
+    assert_eq!(subscriber.take(3), ["t 0 a", "t 1 ", "t 2 last"]);
+}
+
+#[test]
+fn count_exits_after_exactly_that_many_and_acknowledges_only_those() {
+    let broker = start_broker();
+    ok(publisher(broker.addr(), &["--create", "t"]));
+    let subscriber = Subscriber::start(broker.addr(), &["--subscribe", "t", "--count", "3"]);
+    let id = subscriber.id.to_string();
+    ok(publish_stdin(broker.addr(), "t", lines(5).as_bytes()));
+    let (code, printed) = subscriber.wait();
+    assert_eq!(
+        (code, printed),
+        (Some(0), vec!["1".into(), "2".into(), "3".into()])
+    );
+    // Resumed, it continues exactly after what was printed.
+    let resumed = ok(subscriber_run(
+        broker.addr(),
+        &["--id", &id, "--count", "2"],
+    ));
+    assert_eq!(resumed, "4\n5\n");
+}
+
+#[test]
+fn timeout_exits_when_nothing_arrives() {
+    let broker = start_broker();
+    ok(publisher(broker.addr(), &["--create", "t"]));
+    let started = Instant::now();
+    let output = subscriber_run(broker.addr(), &["--subscribe", "t", "--timeout", "0.3"]);
+    assert_eq!(ok(output), "");
+    assert!(started.elapsed() < DEADLINE);
+}
+
+#[test]
+fn a_killed_subscriber_resumes_where_it_stopped() {
+    const TOTAL: u32 = 50_000;
+    let broker = start_broker();
+    let mut stats = Client::connect(broker.addr()).expect("connect");
+    ok(publisher(broker.addr(), &["--create", "t"]));
+    // Nobody reads its output until it is killed: once the pipe is full it
+    // stops in the middle of printing a batch it has pulled.
+    let (mut child, id) = spawn_subscriber(broker.addr(), &["--subscribe", "t"]);
+    ok(publish_stdin(broker.addr(), "t", lines(TOTAL).as_bytes()));
+    wait_until("the subscriber to be part way through", || {
+        stats.stats().expect("stats").messages_out >= 5_000
+    });
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    let mut printed = String::new();
+    let mut out: ChildStdout = child.stdout.take().expect("stdout");
+    out.read_to_string(&mut printed).expect("read output");
+    // A line cut by the kill does not count as printed.
+    let complete = &printed[..printed.rfind('\n').map_or(0, |end| end + 1)];
+    let first_run = numbers(&complete.lines().map(String::from).collect::<Vec<_>>());
+    assert_eq!(first_run, (1..=first_run.len() as u32).collect::<Vec<_>>());
+    let stopped_at = first_run.len() as u32;
+    assert!(stopped_at < TOTAL, "the kill was not mid-stream");
+
+    let resumed = ok(subscriber_run(
+        broker.addr(),
+        &["--id", &id.to_string(), "--timeout", "1"],
+    ));
+    let second_run = numbers(&resumed.lines().map(String::from).collect::<Vec<_>>());
+    let start = *second_run.first().expect("the resumed run printed");
+    assert!(
+        start <= stopped_at + 1,
+        "resumed at {start}, stopped at {stopped_at}"
+    );
+    assert_eq!(second_run, (start..=TOTAL).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_full_topic_is_retried_and_nothing_is_lost() {
+    let broker = start_broker_with(limits(|l| l.max_backlog_messages = 100));
+    ok(publisher(broker.addr(), &["--create", "t"]));
+    let subscriber = Subscriber::start(broker.addr(), &["--subscribe", "t", "--count", "2000"]);
+    let summary = ok(publish_stdin(broker.addr(), "t", lines(2000).as_bytes()));
+    assert!(summary.starts_with("published 2000 messages"), "{summary}");
+    let got = numbers(&subscriber.take(2000));
+    // Nothing is lost or doubled; order changes at most once, at the first
+    // refusal (batches in flight overtook the refused one).
+    let unique: BTreeSet<u32> = got.iter().copied().collect();
+    assert_eq!((got.len(), unique), (2000, (1..=2000).collect()));
+    let descents = got.windows(2).filter(|w| w[0] > w[1]).count();
+    assert!(descents <= 1, "order changed {descents} times");
+    let mut client = Client::connect(broker.addr()).expect("connect");
+    let refusals = client
+        .stats()
+        .expect("stats")
+        .errors
+        .get("TOPIC_FULL")
+        .copied();
+    assert!(refusals.unwrap_or(0) > 0, "the topic never filled up");
+}
+
+#[test]
+fn json_output_escapes_text_and_encodes_binary() {
+    let broker = start_broker();
+    ok(publisher(broker.addr(), &["--create", "t"]));
+    let subscriber = Subscriber::start(broker.addr(), &["--subscribe", "t", "--json"]);
+    ok(publish_stdin(
+        broker.addr(),
+        "t",
+        b"say \"hi\"\\\t\n\xff\xfe\n",
+    ));
+    assert_eq!(
+        subscriber.take(2),
+        [
+            r#"{"topic":"t","offset":0,"payload":"say \"hi\"\\\t"}"#,
+            r#"{"topic":"t","offset":1,"payload_base64":"//4="}"#,
+        ]
+    );
+}
+
+#[test]
+fn a_message_after_double_dash_may_start_with_a_dash() {
+    let broker = start_broker();
+    ok(publisher(broker.addr(), &["--create", "t"]));
+    let subscriber = Subscriber::start(broker.addr(), &["--subscribe", "t"]);
+    ok(publisher(broker.addr(), &["--publish", "t", "--", "-42"]));
+    assert_eq!(subscriber.take(1), ["-42"]);
+}
+
+#[test]
+fn the_broker_address_comes_from_the_environment_when_no_flag_is_given() {
+    let broker = start_broker();
+    let output = Command::new(env!("CARGO_BIN_EXE_publisher"))
+        .env("BROKER_ADDR", broker.addr().to_string())
+        .args(["--create", "from_env"])
+        .output()
+        .expect("run");
+    assert_eq!(ok(output), "created topic from_env\n");
+    // The flag wins over the environment.
+    let output = command(env!("CARGO_BIN_EXE_publisher"), broker.addr())
+        .env("BROKER_ADDR", "127.0.0.1:1")
+        .args(["--create", "from_flag"])
+        .output()
+        .expect("run");
+    assert_eq!(ok(output), "created topic from_flag\n");
+}
+
+#[test]
+fn runtime_errors_exit_1_with_one_line() {
+    let broker = start_broker();
+    let addr = broker.addr();
+    ok(publisher(addr, &["--create", "t"]));
+    fails(
+        publisher(addr, &["--create", "t"]),
+        1,
+        "topic 't' already exists",
+    );
+    fails(
+        publisher(addr, &["--publish", "x", "m"]),
+        1,
+        "unknown topic 'x'",
+    );
+    fails(publisher(addr, &["--delete", "x"]), 1, "unknown topic 'x'");
+    fails(
+        publisher(addr, &["--create", "a b"]),
+        1,
+        "invalid topic name",
+    );
+    fails(publish_stdin(addr, "x", b"1\n2\n"), 1, "unknown topic 'x'");
+    fails(
+        subscriber_run(addr, &["--subscribe", "x"]),
+        1,
+        "unknown topic 'x'",
+    );
+    fails(
+        subscriber_run(addr, &["--id", "12345"]),
+        1,
+        "unknown subscriber",
+    );
+
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let refused = format!("cannot connect to broker at {closed}");
+    fails(publisher(closed, &["--create", "t"]), 1, &refused);
+    fails(subscriber_run(closed, &["--subscribe", "t"]), 1, &refused);
+}
+
+#[test]
+fn bad_arguments_exit_2_with_the_usage_line() {
+    let broker = start_broker();
+    let addr = broker.addr();
+    let usage = |output: Output, fragment: &str| {
+        assert!(stderr(&output).contains("usage: "), "{}", stderr(&output));
+        fails(output, 2, fragment);
+    };
+    usage(publisher(addr, &["--frob"]), "unknown flag '--frob'");
+    usage(publisher(addr, &[]), "nothing to do");
+    usage(
+        publisher(addr, &["--create", "a", "--delete", "b"]),
+        "only one",
+    );
+    usage(
+        publisher(addr, &["--create", "a", "extra"]),
+        "unexpected argument",
+    );
+    usage(
+        publisher(addr, &["--publish", "t", "two", "words"]),
+        "unexpected argument",
+    );
+    usage(publisher(addr, &["--create"]), "--create");
+    usage(subscriber_run(addr, &[]), "nothing to read");
+    usage(
+        subscriber_run(addr, &["--subscribe", "t", "--count", "many"]),
+        "many",
+    );
+    usage(
+        subscriber_run(addr, &["--subscribe", "t", "--timeout", "-1"]),
+        "-1",
+    );
+    usage(
+        subscriber_run(addr, &["--subscribe", "t", "-v", "--json"]),
+        "only one",
+    );
+    usage(
+        subscriber_run(addr, &["--subscribe", "t", "--frob"]),
+        "unknown flag",
+    );
+}
+
+#[test]
+fn help_and_version() {
+    let broker = start_broker();
+    for (program, flags) in [
+        (
+            env!("CARGO_BIN_EXE_publisher"),
+            &[
+                "--broker",
+                "--create",
+                "--delete",
+                "--publish",
+                "--help",
+                "--version",
+            ][..],
+        ),
+        (
+            env!("CARGO_BIN_EXE_subscriber"),
+            &[
+                "--broker",
+                "--subscribe",
+                "--id",
+                "--count",
+                "--timeout",
+                "-v",
+                "--json",
+            ][..],
+        ),
+    ] {
+        let help = ok(run(command(program, broker.addr()).arg("--help")));
+        assert!(help.contains("usage: "));
+        for flag in flags {
+            assert!(
+                help.contains(flag),
+                "{program} --help does not explain {flag}"
+            );
+        }
+        let version = ok(run(command(program, broker.addr()).arg("--version")));
+        assert!(version.ends_with(&format!(" {}\n", env!("CARGO_PKG_VERSION"))));
+    }
+}
