@@ -616,3 +616,22 @@ fn shutdown_answers_waiting_pulls_and_tells_every_client() {
     let frames = publisher.expect_closed();
     assert_eq!(frames.len(), 1);
 }
+
+#[test]
+fn registering_again_answers_the_connections_waiting_pull() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "again" });
+    let (mut subscriber, id) = Raw::subscriber(broker.addr(), &["again"]);
+    for resume in [None, Some(id)] {
+        let parked = subscriber.send(pull(None, 10, 30_000, false));
+        let register = subscriber.send(Request::RegisterSubscriber { resume });
+        let (got, reply) = subscriber.recv(Op::Pull);
+        assert_eq!(got, parked);
+        assert!(messages(reply).is_empty());
+        let (got, reply) = subscriber.recv(Op::RegisterSubscriber);
+        assert_eq!(got, register);
+        assert!(matches!(reply, Ok(Reply::SubscriberRegistered { .. })));
+    }
+    assert_eq!(publisher.stats().waiting_pulls, 0);
+}

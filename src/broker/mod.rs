@@ -523,6 +523,11 @@ impl Broker {
         resume: Option<u64>,
         out: &mut dyn Outbox,
     ) -> Result<Reply, Failure> {
+        // A pull this connection left waiting belongs to the session it is
+        // about to let go of (or rewind): answer it now, empty.
+        if let Some(current) = self.client(conn).and_then(|c| c.subscriber) {
+            self.answer_parked_empty(current, out);
+        }
         let key = match resume {
             None => {
                 let id = self.ids.next_id();
