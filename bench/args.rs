@@ -1,0 +1,481 @@
+//! The command line: a scenario name, then flags.
+//!
+//! Each scenario takes only the flags that mean something to it; a flag
+//! given to a scenario that ignores it is an error rather than silently
+//! dropped, so a typo'd experiment cannot masquerade as a real one. Every
+//! number is bounded here, so nothing later has to wonder about absurd
+//! values, and every run is bounded in time ([`MAX_DURATION`]).
+
+use crate::help;
+use crate::payload::HEADER_LEN;
+use pico_args::Arguments;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// No run measures longer than this, whatever it is asked.
+pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+/// The measured time when neither `--messages` nor `--duration` is given.
+const DEFAULT_DURATION: Duration = Duration::from_secs(5);
+const MAX_WARMUP: Duration = Duration::from_secs(600);
+const MAX_THREADS: usize = 1024;
+const MAX_TOPICS: usize = 10_000;
+const MAX_SIZE: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    Send,
+    Fanout,
+    Latency,
+    CreateTopic,
+    Idle,
+    Retained,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 6] = [
+        Scenario::Send,
+        Scenario::Fanout,
+        Scenario::Latency,
+        Scenario::CreateTopic,
+        Scenario::Idle,
+        Scenario::Retained,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Send => "send",
+            Scenario::Fanout => "fanout",
+            Scenario::Latency => "latency",
+            Scenario::CreateTopic => "create-topic",
+            Scenario::Idle => "idle",
+            Scenario::Retained => "retained",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Scenario::Send => help::SEND,
+            Scenario::Fanout => help::FANOUT,
+            Scenario::Latency => help::LATENCY,
+            Scenario::CreateTopic => help::CREATE_TOPIC,
+            Scenario::Idle => help::IDLE,
+            Scenario::Retained => help::RETAINED,
+        }
+    }
+
+    /// Whether this scenario takes the flag (with a value); the switches
+    /// `--json` and `--quiet` are taken by all.
+    fn takes(self, flag: &str) -> bool {
+        use Scenario::*;
+        let streams = matches!(self, Send | Fanout | Latency);
+        match flag {
+            "--broker" => true,
+            "--messages" => self != Idle,
+            "--duration" => self != Retained,
+            "--warmup" => streams || self == CreateTopic,
+            "--size" | "--batch" => streams || self == Retained,
+            "--pipeline" => matches!(self, Send | Fanout | Retained | CreateTopic),
+            "--publishers" | "--subscribers" => streams,
+            "--topics" => streams || self == Retained,
+            "--rate" => self == Latency,
+            "--clients" => matches!(self, CreateTopic | Idle),
+            "--connections" => self == Idle,
+            "--broker-pid" => matches!(self, Idle | Retained),
+            "--hgrm" => true,
+            _ => false,
+        }
+    }
+}
+
+/// A parsed command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub scenario: Scenario,
+    /// `None`: start a broker in this process.
+    pub broker: Option<String>,
+    pub broker_pid: Option<u32>,
+    /// Messages (or topics, or connections) to measure, over all clients.
+    pub messages: Option<u64>,
+    /// Measured time; always set (a default applies), at most [`MAX_DURATION`].
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub size: usize,
+    pub batch: usize,
+    pub pipeline: usize,
+    pub clients: usize,
+    pub publishers: usize,
+    pub subscribers: usize,
+    pub topics: usize,
+    pub rate: f64,
+    pub json: bool,
+    pub hgrm: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+impl Options {
+    fn defaults(scenario: Scenario) -> Options {
+        Options {
+            scenario,
+            broker: None,
+            broker_pid: None,
+            messages: None,
+            duration: DEFAULT_DURATION,
+            warmup: Duration::ZERO,
+            size: 128,
+            batch: if scenario == Scenario::Retained {
+                100
+            } else {
+                1
+            },
+            pipeline: if scenario == Scenario::CreateTopic {
+                1
+            } else {
+                16
+            },
+            clients: if scenario == Scenario::Idle { 1000 } else { 8 },
+            publishers: 1,
+            subscribers: usize::from(scenario != Scenario::Send),
+            topics: 1,
+            rate: 10_000.0,
+            json: false,
+            hgrm: None,
+            quiet: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Parsed {
+    Help(&'static str),
+    Version,
+    Run(Options),
+}
+
+/// Bad arguments: one line, and where to look for help.
+#[derive(Debug)]
+pub struct UsageError {
+    pub message: String,
+    pub scenario: Option<Scenario>,
+}
+
+impl UsageError {
+    /// The one line to print, ending with a pointer to the relevant help.
+    pub fn text(&self) -> String {
+        let help = match self.scenario {
+            Some(s) => format!("bench {} --help", s.name()),
+            None => "bench --help".to_owned(),
+        };
+        format!("bench: {} (see '{help}')", self.message)
+    }
+}
+
+pub fn parse(args: Vec<OsString>) -> Result<Parsed, UsageError> {
+    let mut args = Arguments::from_vec(args);
+    let first = args.subcommand().map_err(|e| usage(e.to_string(), None))?;
+    let Some(name) = first else {
+        if args.contains(["-V", "--version"]) {
+            return Ok(Parsed::Version);
+        }
+        if args.contains(["-h", "--help"]) {
+            return Ok(Parsed::Help(help::MAIN));
+        }
+        return Err(usage("no scenario given", None));
+    };
+    if name == "help" {
+        return Ok(Parsed::Help(help::MAIN));
+    }
+    let Some(scenario) = Scenario::ALL.into_iter().find(|s| s.name() == name) else {
+        return Err(usage(format!("unknown scenario '{name}'"), None));
+    };
+    if args.contains(["-h", "--help"]) {
+        return Ok(Parsed::Help(scenario.help()));
+    }
+    let mut flags = Flags { args, scenario };
+    let options = flags.options()?;
+    let rest = flags.args.finish();
+    if let Some(first) = rest.first() {
+        let text = first.to_string_lossy();
+        let message = if text.starts_with('-') {
+            format!("unknown option '{text}' (or given twice)")
+        } else {
+            format!("unexpected argument '{text}'")
+        };
+        return Err(usage(message, Some(scenario)));
+    }
+    validate(&options).map_err(|message| usage(message, Some(scenario)))?;
+    Ok(Parsed::Run(options))
+}
+
+fn usage(message: impl Into<String>, scenario: Option<Scenario>) -> UsageError {
+    UsageError {
+        message: message.into(),
+        scenario,
+    }
+}
+
+struct Flags {
+    args: Arguments,
+    scenario: Scenario,
+}
+
+impl Flags {
+    fn options(&mut self) -> Result<Options, UsageError> {
+        let mut o = Options::defaults(self.scenario);
+        o.json = self.args.contains("--json");
+        o.quiet = self.args.contains("--quiet");
+        o.hgrm = self.value("--hgrm", |t| Some(PathBuf::from(t)))?;
+        o.broker = self.value("--broker", |t| Some(t.to_owned()))?;
+        o.broker_pid = self.value("--broker-pid", |t| t.parse().ok())?;
+        o.messages = self.value("--messages", count)?;
+        let duration = self.value("--duration", seconds)?;
+        if let Some(connections) = self.value("--connections", count)? {
+            o.messages = Some(connections);
+        }
+        if let Some(clients) = self.value("--clients", count)? {
+            if self.scenario == Scenario::Idle {
+                o.messages = Some(clients);
+            } else {
+                o.clients = to_usize(clients);
+            }
+        }
+        o.duration = match (duration, o.messages, self.scenario) {
+            (Some(d), _, _) => d,
+            // Idle holds its connections for --duration: none by default.
+            (None, _, Scenario::Idle) => Duration::ZERO,
+            (None, Some(_), _) => MAX_DURATION,
+            (None, None, _) => DEFAULT_DURATION,
+        };
+        if let Some(d) = duration.filter(|d| *d > MAX_DURATION) {
+            return Err(usage(
+                format!(
+                    "--duration {} is over the limit of {} seconds",
+                    d.as_secs_f64(),
+                    MAX_DURATION.as_secs()
+                ),
+                Some(self.scenario),
+            ));
+        }
+        if self.scenario == Scenario::Retained && o.messages.is_none() {
+            o.messages = Some(100_000);
+        }
+        if self.scenario == Scenario::Idle && o.messages.is_none() {
+            o.messages = Some(o.clients as u64);
+        }
+        o.warmup = self.value("--warmup", seconds)?.unwrap_or(o.warmup);
+        o.size = self.value("--size", count)?.map_or(o.size, to_usize);
+        o.batch = self.value("--batch", count)?.map_or(o.batch, to_usize);
+        o.pipeline = self
+            .value("--pipeline", count)?
+            .map_or(o.pipeline, to_usize);
+        o.publishers = self
+            .value("--publishers", count)?
+            .map_or(o.publishers, to_usize);
+        o.subscribers = self
+            .value("--subscribers", count)?
+            .map_or(o.subscribers, to_usize);
+        o.topics = self.value("--topics", count)?.map_or(o.topics, to_usize);
+        o.rate = self
+            .value("--rate", |t| t.parse::<f64>().ok())?
+            .unwrap_or(o.rate);
+        Ok(o)
+    }
+
+    /// The value of `flag`, parsed by `parse`; an error if the scenario
+    /// does not take the flag or the value does not parse.
+    fn value<T>(
+        &mut self,
+        flag: &'static str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<Option<T>, UsageError> {
+        let scenario = self.scenario;
+        let text: Option<String> = self
+            .args
+            .opt_value_from_str(flag)
+            .map_err(|e| usage(e.to_string(), Some(scenario)))?;
+        let Some(text) = text else { return Ok(None) };
+        if !scenario.takes(flag) {
+            return Err(usage(
+                format!("{flag} does not apply to 'bench {}'", scenario.name()),
+                Some(scenario),
+            ));
+        }
+        match parse(&text) {
+            Some(value) => Ok(Some(value)),
+            None => Err(usage(
+                format!("invalid value '{text}' for {flag}"),
+                Some(scenario),
+            )),
+        }
+    }
+}
+
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// A count: digits (underscores allowed), with an optional k/M/G (10^3) or
+/// KiB/MiB/GiB (2^10) suffix.
+pub fn count(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '_')
+        .unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(split);
+    let digits: String = digits.chars().filter(|&c| c != '_').collect();
+    let n = u64::from_str(&digits).ok()?;
+    let scale: u64 = match suffix {
+        "" => 1,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+/// Seconds, possibly fractional, with an optional `s` or `ms` suffix.
+pub fn seconds(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 1e-3)
+    } else {
+        (text.strip_suffix('s').unwrap_or(text), 1.0)
+    };
+    let secs = f64::from_str(number).ok()? * scale;
+    if !(0.0..=1e9).contains(&secs) {
+        return None;
+    }
+    Some(Duration::from_secs_f64(secs))
+}
+
+fn validate(o: &Options) -> Result<(), String> {
+    fn within(name: &str, value: usize, low: usize, high: usize) -> Result<(), String> {
+        if (low..=high).contains(&value) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{name} must be between {low} and {high}, not {value}"
+            ))
+        }
+    }
+    let streams = matches!(
+        o.scenario,
+        Scenario::Send | Scenario::Fanout | Scenario::Latency
+    );
+    if o.size < HEADER_LEN {
+        return Err(format!(
+            "--size {} is below the {HEADER_LEN} bytes every bench message needs for its header",
+            o.size
+        ));
+    }
+    within("--size", o.size, HEADER_LEN, MAX_SIZE)?;
+    within("--batch", o.batch, 1, 65_536)?;
+    within("--pipeline", o.pipeline, 1, 4096)?;
+    within("--topics", o.topics, 1, MAX_TOPICS)?;
+    within("--publishers", o.publishers, 1, MAX_THREADS)?;
+    let fewest_subscribers = usize::from(o.scenario != Scenario::Send);
+    within(
+        "--subscribers",
+        o.subscribers,
+        fewest_subscribers,
+        MAX_THREADS,
+    )?;
+    within("--clients", o.clients, 1, MAX_THREADS)?;
+    if o.scenario != Scenario::Idle && o.duration.is_zero() {
+        return Err("--duration must be more than 0".into());
+    }
+    if o.warmup > MAX_WARMUP {
+        return Err(format!(
+            "--warmup is over the limit of {} seconds",
+            MAX_WARMUP.as_secs()
+        ));
+    }
+    match o.messages {
+        Some(0) => return Err("--messages must be at least 1".into()),
+        Some(n) if n > 1_000_000_000_000 => return Err("--messages is over 10^12".into()),
+        _ => {}
+    }
+    if o.scenario == Scenario::Idle {
+        within(
+            "--connections",
+            o.messages.map_or(0, to_usize),
+            1,
+            1_000_000,
+        )?;
+    }
+    if streams && o.publishers + o.subscribers > MAX_THREADS {
+        return Err(format!(
+            "--publishers plus --subscribers is over {MAX_THREADS} (one thread each)"
+        ));
+    }
+    if !(o.rate.is_finite() && o.rate >= 1.0 && o.rate <= 1e8) {
+        return Err(format!("--rate must be between 1 and 10^8, not {}", o.rate));
+    }
+    if o.broker.as_deref().is_some_and(|b| b.trim().is_empty()) {
+        return Err("--broker needs HOST:PORT".into());
+    }
+    if o.broker_pid.is_some() && o.broker.is_none() {
+        return Err(
+            "--broker-pid needs --broker: an in-process broker shares the bench's memory".into(),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(line: &str) -> Result<Options, UsageError> {
+        let args = line.split_whitespace().map(OsString::from).collect();
+        match parse(args)? {
+            Parsed::Run(options) => Ok(options),
+            other => panic!("expected options, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn counts_and_seconds_take_suffixes() {
+        assert_eq!(count("1_000"), Some(1000));
+        assert_eq!(count("2M"), Some(2_000_000));
+        assert_eq!(count("64KiB"), Some(65_536));
+        assert_eq!(count("1x"), None);
+        assert_eq!(count("-1"), None);
+        assert_eq!(seconds("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(seconds("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(seconds("-1"), None);
+    }
+
+    #[test]
+    fn defaults_and_bounds() {
+        let o = run("send").unwrap();
+        assert_eq!((o.publishers, o.subscribers, o.pipeline), (1, 0, 16));
+        assert_eq!(o.duration, DEFAULT_DURATION);
+        let o = run("fanout --messages 300").unwrap();
+        assert_eq!((o.subscribers, o.messages), (1, Some(300)));
+        assert_eq!(
+            o.duration, MAX_DURATION,
+            "count-bound runs are still time-bound"
+        );
+        assert!(run("send --duration 3601").is_err());
+        assert!(run("send --size 19").is_err());
+        assert!(run("fanout --subscribers 0").is_err());
+        assert!(run("idle --broker-pid 1").is_err());
+    }
+
+    #[test]
+    fn flags_must_apply_to_the_scenario() {
+        let e = run("send --rate 5").unwrap_err();
+        assert_eq!(e.scenario, Some(Scenario::Send));
+        assert!(run("send --nope").is_err());
+        assert!(run("nope").is_err());
+        assert!(run("create-topic --clients 4").is_ok());
+        assert_eq!(run("idle --clients 7").unwrap().messages, Some(7));
+        assert_eq!(run("idle --connections 9").unwrap().messages, Some(9));
+    }
+}

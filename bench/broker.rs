@@ -1,0 +1,90 @@
+//! The broker under test: one given by `--broker`, or one started inside
+//! this process on 127.0.0.1 and a free port, so that `bench send` works with
+//! nothing else running. And the one thing bench reads about a broker in
+//! another process: its resident memory, from `/proc/PID/status`.
+
+use crate::args::{Options, Scenario};
+use courier::server::{self, Config, RunningServer};
+use std::net::{Ipv4Addr, SocketAddr};
+
+pub struct Broker {
+    addr: String,
+    running: Option<RunningServer>,
+}
+
+impl Broker {
+    pub fn start(options: &Options) -> Result<Broker, String> {
+        if let Some(addr) = &options.broker {
+            return Ok(Broker {
+                addr: addr.clone(),
+                running: None,
+            });
+        }
+        let mut config = Config {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            ..Config::default()
+        };
+        if options.scenario == Scenario::Retained {
+            // Retaining is the point: no backlog bound gets in the way.
+            config.limits.max_backlog_bytes = usize::MAX / 2;
+            config.limits.max_backlog_messages = usize::MAX / 2;
+        }
+        if options.scenario == Scenario::Idle {
+            config.max_connections = config.max_connections.max(1_000_100);
+        }
+        let running = server::spawn(config)
+            .map_err(|e| format!("cannot start the in-process broker: {e}"))?;
+        Ok(Broker {
+            addr: running.addr().to_string(),
+            running: Some(running),
+        })
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn in_process(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Stops an in-process broker and waits for its thread.
+    pub fn stop(self) -> Result<(), String> {
+        match self.running {
+            Some(running) => running
+                .stop()
+                .map_err(|e| format!("the in-process broker failed: {e}")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The resident set size of process `pid`, in bytes (`VmRSS`).
+pub fn rss_bytes(pid: u32) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "cannot read {path} (is --broker-pid right?): {}",
+            courier::client::io_message(&e)
+        )
+    })?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|kb| kb.trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| format!("no VmRSS line in {path}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_rss_is_readable() {
+        let rss = rss_bytes(std::process::id()).unwrap();
+        assert!(rss > 0);
+        assert!(rss_bytes(u32::MAX).is_err());
+    }
+}

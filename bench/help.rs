@@ -1,0 +1,170 @@
+//! The `--help` texts: the tool's, and one per scenario. Kept apart from the
+//! parser so that both stay readable.
+
+pub const MAIN: &str = "\
+bench: measure a courier broker, and check what it delivered
+
+usage: bench SCENARIO [OPTIONS]
+
+Scenarios:
+  send          P publishers, D publishes in flight each: acknowledged publishes/s,
+                MB/s, publish latency
+  fanout        P publishers, S subscribers over T topics: deliveries/s and
+                end-to-end latency
+  latency       a fixed publish rate: end-to-end and acknowledgement latency
+                measured from the intended send time (coordinated omission)
+  create-topic  N clients creating and deleting topics: ops/s and latency
+  idle          open N idle connections; with --broker-pid, the broker's RSS
+                per connection
+  retained      publish N messages nobody pulls; with --broker-pid, the
+                broker's RSS per retained message
+
+Common options:
+  --broker HOST:PORT  measure that broker; without it bench starts one inside
+                      its own process on 127.0.0.1 and a free port
+  --messages N        messages (create-topic: topics) to measure, over all
+                      clients; suffixes k, M, G (10^3) are accepted
+  --duration SECS     measure for this long (at most 3600); with --messages,
+                      whichever ends first; default 5 when neither is given
+  --warmup SECS       run this long before measuring (default 0)
+  --json              print one JSON object instead of the human report
+  --hgrm FILE         write the latency distribution (HdrHistogram .hgrm,
+                      values in microseconds)
+  --quiet             no progress line on stderr
+  -h, --help          this help; bench SCENARIO --help for a scenario's options
+  -V, --version       print the version
+
+Every run verifies what it measured: each acknowledged message reached each
+subscriber of its topic exactly once and in order per publisher. A loss, a
+duplicate, a reorder or a failed request makes the exit status 1; bad
+arguments exit with 2.
+
+Examples (the maintainers' reference figures):
+  bench fanout --publishers 1 --subscribers 1 --batch 100         1 -> 1, 128 B
+  bench fanout --publishers 1 --subscribers 8 --batch 100         1 -> 8 fan-out
+  bench fanout --publishers 16 --subscribers 1 --batch 100        16 -> 1
+  bench send --pipeline 1                                         p50 one in flight
+  bench fanout --size 65536 --pipeline 32                         64 KiB messages
+  bench create-topic --clients 8 --pipeline 32
+";
+
+pub const SEND: &str = "\
+bench send: acknowledged publishes per second, MB/s and publish latency
+
+usage: bench send [--publishers P] [--pipeline D] [--batch K] [--size BYTES]
+                  [--topics T] [--subscribers S] [common options]
+
+  --publishers P    publisher connections, one thread each (default 1)
+  --pipeline D      publish requests in flight per publisher; 1 sends one at
+                    a time and waits for its acknowledgement (default 16)
+  --batch K         messages per publish frame; 1 sends single PUBLISH
+                    requests, more sends PUBLISH_BATCH (default 1)
+  --size BYTES      payload size, at least 20 (the bench header); KiB and MiB
+                    suffixes are accepted (default 128)
+  --topics T        topics; publishers are spread over them (default 1)
+  --subscribers S   subscribers pulling as in fanout (default 0: the broker
+                    acknowledges and drops, which measures publishing alone)
+
+The latency is per request: from queuing the publish to reading its
+acknowledgement. TOPIC_FULL refusals are retried after a short backoff and
+counted, never lost.
+";
+
+pub const FANOUT: &str = "\
+bench fanout: deliveries per second and end-to-end latency
+
+usage: bench fanout [--publishers P] [--subscribers S] [--topics T]
+                    [--pipeline D] [--batch K] [--size BYTES] [common options]
+
+  --publishers P    publisher connections (default 1)
+  --subscribers S   subscriber connections (default 1)
+  --topics T        topics (default 1). With at least as many clients as
+                    topics, client i takes topic i % T; with fewer, client i
+                    takes every topic t with t % clients == i
+  --pipeline D      publish requests in flight per publisher (default 16)
+  --batch K         messages per publish frame (default 1)
+  --size BYTES      payload size, at least 20 (default 128)
+
+Subscribers pull up to 65536 messages at a time, waiting up to 100 ms, and
+acknowledge each batch with the next pull. End-to-end latency is from the
+publisher's send time (written in the payload) to the pull reply that
+carried the message.
+";
+
+pub const LATENCY: &str = "\
+bench latency: latency under a known load
+
+usage: bench latency [--rate MSGS_PER_S] [--publishers P] [--subscribers S]
+                     [--topics T] [--batch K] [--size BYTES] [common options]
+
+  --rate R          messages per second over all publishers (default 10000)
+  --publishers P    publisher connections sharing the rate (default 1)
+  --subscribers S   subscriber connections (default 1)
+  --topics T        topics (default 1)
+  --batch K         messages per publish frame (default 1); frames go out at
+                    R / K per second
+  --size BYTES      payload size, at least 20 (default 128)
+
+Each publisher sends on a fixed schedule, one request at a time, as wrk2
+does. Both latencies are measured from the time a message was meant to be
+sent, not when it was: a publisher held up by a slow reply sends late, and
+that lateness counts (coordinated-omission correction). The report also
+shows how late the sends went out, which includes the bench's own timer
+precision.
+";
+
+pub const CREATE_TOPIC: &str = "\
+bench create-topic: topics created (and deleted) per second
+
+usage: bench create-topic [--clients N] [--pipeline D] [common options]
+
+  --clients N       client connections, one thread each (default 8)
+  --pipeline D      requests in flight per client (default 1: one round trip
+                    each, through the client library)
+  --messages N      topics to create (and delete) over all clients
+
+Each client creates a topic, deletes it, and goes on with the next name;
+create and delete are timed separately, from queuing to the reply.
+";
+
+pub const IDLE: &str = "\
+bench idle: the cost of idle connections
+
+usage: bench idle [--connections N] [--broker HOST:PORT [--broker-pid PID]]
+                  [--duration SECS] [common options]
+
+  --connections N   connections to open (handshake only); --clients is the
+                    same (default 1000)
+  --broker-pid PID  the broker's process id: its RSS (VmRSS in /proc/PID/status)
+                    is read before and after, and the difference divided by N
+  --duration SECS   hold the connections this long before closing (default 0)
+
+The connections are opened one after another from one thread and timed
+(TCP connect and HELLO). As for retained, a freshly started broker gives
+the honest figure. Each needs a file descriptor on both sides: raise
+`ulimit -n` for large N.
+";
+
+pub const RETAINED: &str = "\
+bench retained: the cost of retained messages
+
+usage: bench retained [--messages N] [--size BYTES] [--topics T] [--batch K]
+                      [--pipeline D] [--broker HOST:PORT [--broker-pid PID]]
+                      [common options]
+
+  --messages N      messages to publish and leave unpulled (default 100000)
+  --size BYTES      payload size, at least 20 (default 128)
+  --topics T        topics, one subscriber on all of them (default 1)
+  --batch K         messages per publish frame (default 100)
+  --pipeline D      publish requests in flight (default 16)
+  --broker-pid PID  read the broker's RSS before publishing, after, and after
+                    the subscriber has pulled everything
+
+One subscriber subscribes and does not pull while N messages are published;
+the broker's STATS must then show them retained. The subscriber then pulls
+them all, checking them as every scenario does. The broker's backlog limits
+bound N x size per topic (an in-process broker is started without them).
+
+Measure against a freshly started broker: memory freed by an earlier run
+stays with the broker's allocator and would be reused, hiding the cost.
+";

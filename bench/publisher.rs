@@ -1,0 +1,459 @@
+//! A publisher's loop, in its two shapes: pipelined (as fast as the broker
+//! acknowledges, `depth` requests in flight) and paced (a fixed schedule,
+//! one request at a time, latency counted from the intended send time).
+//!
+//! Both keep the same books ([`Books`]): which sequence numbers were issued
+//! on each topic, which the broker acknowledged, which it refused. A refusal
+//! that may pass (`TOPIC_FULL`) is a retry, not a loss: its numbers are set
+//! aside as refused and the loop goes on issuing new ones after a short
+//! backoff (see `verify` for why numbers are never reused). Any other error
+//! ends the run.
+//!
+//! Per message, nothing is allocated and no syscall made: a frame of
+//! `--batch` payloads has only its headers rewritten, and the client library
+//! writes a pipeline's requests together.
+
+use crate::payload::Frames;
+use crate::report;
+use crate::run::{Fault, Shared, Timeline};
+use crate::verify::Issued;
+use courier::client::{self, Client, Completion, PublishedBatch};
+use hdrhistogram::Histogram;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Below this much time to wait, the paced loop spins instead of sleeping:
+/// a sleep overshoots by tens of microseconds, which would be measured as
+/// latency.
+const SPIN_NS: u64 = 100_000;
+
+/// What to do when the broker refuses with a retryable error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    Retry,
+    /// Stop publishing (the retained scenario measures up to the limit).
+    Stop,
+}
+
+/// What one publisher is to do.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub index: usize,
+    /// (global topic index, name), visited in turn.
+    pub topics: Vec<(usize, String)>,
+    /// How many subscribers each topic has: every acknowledgement must say
+    /// so (the subscribers all subscribed before the start).
+    pub subscribers: Vec<u64>,
+    /// Whether this is the topic's only publisher, so its offsets must be
+    /// consecutive rather than merely increasing.
+    pub sole: Vec<bool>,
+    pub size: usize,
+    pub batch: usize,
+    pub depth: usize,
+    /// Paced publishers sharing a rate start this fraction of an interval
+    /// apart, so their sends do not bunch up.
+    pub phase: f64,
+    /// Messages to have acknowledged within the measured window.
+    pub quota: u64,
+    pub on_full: OnFull,
+}
+
+/// What one publisher did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub issued: Vec<Issued>,
+    /// Per request, nanoseconds; measured window only.
+    pub latency: Histogram<u64>,
+    /// How late paced sends went out (paced only).
+    pub lag: Option<Histogram<u64>>,
+    pub measured: u64,
+    pub measured_requests: u64,
+    pub measured_bytes: u64,
+    pub last_ns: u64,
+    pub accepted: u64,
+    pub requests: u64,
+    pub retries: u64,
+    /// Acknowledgements that named the wrong number of subscribers.
+    pub subscriber_mismatches: u64,
+    /// Acknowledged offsets that went backwards (or, for a sole publisher,
+    /// skipped).
+    pub offset_breaks: u64,
+    /// The broker refused and `OnFull::Stop` applied.
+    pub stopped_full: bool,
+}
+
+/// A request whose outcome is not known yet.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    tag: u64,
+    local: usize,
+    first_seq: u64,
+    count: u64,
+    sent_ns: u64,
+}
+
+struct Books<'a> {
+    spec: &'a Spec,
+    timeline: Timeline,
+    out: Outcome,
+    /// Per topic: where the next acknowledged offset may start.
+    next_offset: Vec<Option<u64>>,
+}
+
+impl<'a> Books<'a> {
+    fn new(spec: &'a Spec, timeline: Timeline) -> Books<'a> {
+        let issued = spec
+            .topics
+            .iter()
+            .map(|&(topic, _)| Issued {
+                publisher: spec.index,
+                topic,
+                ..Issued::default()
+            })
+            .collect();
+        Books {
+            spec,
+            timeline,
+            next_offset: vec![None; spec.topics.len()],
+            out: Outcome {
+                issued,
+                latency: report::histogram(),
+                lag: None,
+                measured: 0,
+                measured_requests: 0,
+                measured_bytes: 0,
+                last_ns: timeline.measure_ns,
+                accepted: 0,
+                requests: 0,
+                retries: 0,
+                subscriber_mismatches: 0,
+                offset_breaks: 0,
+                stopped_full: false,
+            },
+        }
+    }
+
+    /// Takes `n` sequence numbers on topic `local`; returns the first.
+    fn issue(&mut self, local: usize, n: u64) -> u64 {
+        match self.out.issued.get_mut(local) {
+            Some(topic) => {
+                let first = topic.issued;
+                topic.issued += n;
+                first
+            }
+            None => 0,
+        }
+    }
+
+    /// Messages that still count toward the quota.
+    fn remaining(&self, in_flight: u64) -> u64 {
+        self.spec
+            .quota
+            .saturating_sub(self.out.measured + in_flight)
+    }
+
+    /// Records a request's outcome. `Ok(false)` for a retryable refusal.
+    fn settle(
+        &mut self,
+        sent: Sent,
+        result: client::Result<PublishedBatch>,
+        done_ns: u64,
+        shared: &Shared,
+    ) -> Result<bool, Fault> {
+        let index = self.spec.index;
+        let Some(topic) = self.out.issued.get_mut(sent.local) else {
+            return Ok(true);
+        };
+        let stored = match result {
+            Ok(stored) => stored,
+            Err(e) if e.is_retryable() => {
+                topic
+                    .refused
+                    .push((sent.first_seq, sent.first_seq + sent.count));
+                self.out.retries += 1;
+                return Ok(false);
+            }
+            Err(e) => {
+                let name = self
+                    .spec
+                    .topics
+                    .get(sent.local)
+                    .map_or("?", |t| t.1.as_str());
+                return Err(Fault::Failed(format!(
+                    "publisher {index}: publishing to {name} failed: {e}"
+                )));
+            }
+        };
+        if stored.count != sent.count {
+            return Err(Fault::Failed(format!(
+                "publisher {index}: the broker stored {} messages of a batch of {}",
+                stored.count, sent.count
+            )));
+        }
+        topic.accepted += sent.count;
+        self.out.accepted += sent.count;
+        self.out.requests += 1;
+        let expected = self.spec.subscribers.get(sent.local).copied();
+        if expected != Some(stored.subscribers) {
+            self.out.subscriber_mismatches += 1;
+        }
+        if let Some(next) = self.next_offset.get_mut(sent.local) {
+            let sole = self.spec.sole.get(sent.local).copied().unwrap_or(false);
+            let broken = match *next {
+                Some(n) if sole => stored.first_offset != n,
+                Some(n) => stored.first_offset < n,
+                None => false,
+            };
+            if broken {
+                self.out.offset_breaks += 1;
+            }
+            *next = Some(stored.first_offset + stored.count);
+        }
+        if self.timeline.measured(done_ns) {
+            self.out.measured += sent.count;
+            self.out.measured_requests += 1;
+            self.out.measured_bytes += sent.count * self.spec.size as u64;
+            self.out
+                .latency
+                .saturating_record(done_ns.saturating_sub(sent.sent_ns));
+            self.out.last_ns = self.out.last_ns.max(done_ns);
+        }
+        if let Some(meter) = shared.meter(0) {
+            meter.add(sent.count);
+        }
+        Ok(true)
+    }
+
+    fn failed(&self, e: client::Error) -> Fault {
+        Fault::Failed(format!("publisher {}: {e}", self.spec.index))
+    }
+
+    /// Settles a drained set of completions against the requests sent.
+    fn settle_all(
+        &mut self,
+        pending: &mut VecDeque<Sent>,
+        in_flight: &mut u64,
+        completions: impl Iterator<Item = Completion>,
+        shared: &Shared,
+    ) -> Result<Drained, Fault> {
+        let done_ns = shared.clock.now_ns();
+        let mut drained = Drained::default();
+        for done in completions {
+            // Completions come in the order sent; the search is for safety.
+            let Some(sent) = pending
+                .iter()
+                .position(|s| s.tag == done.tag)
+                .and_then(|at| pending.remove(at))
+            else {
+                return Err(Fault::Failed(format!(
+                    "publisher {}: an outcome for a request never sent",
+                    self.spec.index
+                )));
+            };
+            *in_flight -= sent.count;
+            if self.settle(sent, done.result, done_ns, shared)? {
+                drained.accepted = true;
+            } else {
+                drained.refused = true;
+            }
+        }
+        Ok(drained)
+    }
+}
+
+/// What one batch of completions held.
+#[derive(Debug, Default, Clone, Copy)]
+struct Drained {
+    accepted: bool,
+    refused: bool,
+}
+
+/// Doubles from 100 µs to 10 ms while the broker keeps refusing; back to
+/// the start once it accepts again.
+struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_micros(100);
+    const MOST: Duration = Duration::from_millis(10);
+
+    fn after(&mut self, drained: Drained) {
+        if drained.refused {
+            std::thread::sleep(self.0);
+            self.0 = (self.0 * 2).min(Backoff::MOST);
+        } else if drained.accepted {
+            self.0 = Backoff::FIRST;
+        }
+    }
+}
+
+/// Publishes with up to `spec.depth` requests in flight until the quota is
+/// acknowledged or the timeline says stop.
+pub fn pipelined(
+    client: &mut Client,
+    spec: &Spec,
+    shared: &Shared,
+    timeline: Timeline,
+) -> Result<Outcome, Fault> {
+    let mut books = Books::new(spec, timeline);
+    let mut frames = Frames::new(spec.size, spec.batch);
+    let mut pending: VecDeque<Sent> = VecDeque::with_capacity(spec.depth + 1);
+    let mut in_flight = 0u64;
+    let mut backoff = Backoff(Backoff::FIRST);
+    let mut turn = 0usize;
+    let publisher = u32::try_from(spec.index).unwrap_or(u32::MAX);
+    let mut pipeline = client.pipeline(spec.depth);
+    let mut failure = None;
+    loop {
+        let now = shared.clock.now_ns();
+        if shared.aborted() || now >= timeline.stop_ns || books.out.stopped_full {
+            break;
+        }
+        let remaining = books.remaining(in_flight);
+        let step = if remaining == 0 {
+            if pending.is_empty() {
+                break;
+            }
+            // The quota is in flight: wait for it (refusals reopen it).
+            let waited = pipeline.wait_all();
+            let settled =
+                books.settle_all(&mut pending, &mut in_flight, pipeline.completions(), shared);
+            settled.and_then(|d| waited.map(|()| d).map_err(|e| books.failed(e)))
+        } else {
+            let n = remaining.min(spec.batch as u64);
+            let local = turn;
+            turn = (turn + 1) % spec.topics.len().max(1);
+            let Some((_, name)) = spec.topics.get(local) else {
+                break;
+            };
+            let first_seq = books.issue(local, n);
+            let queued = if n == 1 {
+                pipeline.send(name, frames.stamp_one(publisher, first_seq, now))
+            } else {
+                pipeline.send_batch(name, &frames.stamp(n as usize, publisher, first_seq, now))
+            };
+            let flushed = queued.and_then(|tag| {
+                pending.push_back(Sent {
+                    tag,
+                    local,
+                    first_seq,
+                    count: n,
+                    sent_ns: now,
+                });
+                in_flight += n;
+                // One at a time means one at a time: do not leave the
+                // request in the buffer until the next one.
+                if spec.depth == 1 {
+                    pipeline.flush()
+                } else {
+                    Ok(())
+                }
+            });
+            let settled =
+                books.settle_all(&mut pending, &mut in_flight, pipeline.completions(), shared);
+            settled.and_then(|d| flushed.map(|()| d).map_err(|e| books.failed(e)))
+        };
+        let drained = match step {
+            Ok(drained) if drained.refused => {
+                if spec.on_full == OnFull::Stop {
+                    books.out.stopped_full = true;
+                    continue;
+                }
+                // The topic is full: what is in flight behind the refusal
+                // would mostly be refused too. Let it all come back before
+                // trying again, so an overloaded broker is not kept busy
+                // refusing.
+                let waited = pipeline.wait_all();
+                let settled =
+                    books.settle_all(&mut pending, &mut in_flight, pipeline.completions(), shared);
+                settled
+                    .and_then(|d| waited.map(|()| d).map_err(|e| books.failed(e)))
+                    .map(|_| drained)
+            }
+            other => other,
+        };
+        match drained {
+            Ok(drained) => backoff.after(drained),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let rest = pipeline.finish();
+    let settled = books.settle_all(&mut pending, &mut in_flight, rest.into_iter(), shared);
+    match (failure, settled) {
+        (Some(e), _) | (None, Err(e)) => Err(e),
+        (None, Ok(_)) => Ok(books.out),
+    }
+}
+
+/// Publishes on a fixed schedule — `rate` messages per second, in frames of
+/// `spec.batch` — one request at a time, timing each from its intended
+/// send time.
+pub fn paced(
+    client: &mut Client,
+    spec: &Spec,
+    shared: &Shared,
+    timeline: Timeline,
+    rate: f64,
+) -> Result<Outcome, Fault> {
+    let mut books = Books::new(spec, timeline);
+    let mut lag = report::histogram();
+    let mut frames = Frames::new(spec.size, spec.batch);
+    let interval_ns = spec.batch as f64 * 1e9 / rate;
+    let publisher = u32::try_from(spec.index).unwrap_or(u32::MAX);
+    let offset_ns = interval_ns * spec.phase.fract();
+    let clock = shared.clock;
+    for k in 0u64.. {
+        let intended = timeline.start_ns + (offset_ns + k as f64 * interval_ns) as u64;
+        let remaining = books.remaining(0);
+        if shared.aborted() || intended >= timeline.stop_ns || remaining == 0 {
+            break;
+        }
+        while clock.now_ns() < intended {
+            let left = intended.saturating_sub(clock.now_ns());
+            if left > SPIN_NS {
+                std::thread::sleep(Duration::from_nanos(left - SPIN_NS));
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        let n = remaining.min(spec.batch as u64);
+        let local = (k % spec.topics.len().max(1) as u64) as usize;
+        let Some((_, name)) = spec.topics.get(local) else {
+            break;
+        };
+        let first_seq = books.issue(local, n);
+        let start = clock.now_ns();
+        if timeline.measured(intended) {
+            lag.saturating_record(start.saturating_sub(intended).max(1));
+        }
+        let result = if n == 1 {
+            let payload = frames.stamp_one(publisher, first_seq, intended);
+            client.send(name, payload).map(|p| PublishedBatch {
+                first_offset: p.offset,
+                count: 1,
+                subscribers: p.subscribers,
+            })
+        } else {
+            client.send_batch(
+                name,
+                &frames.stamp(n as usize, publisher, first_seq, intended),
+            )
+        };
+        let sent = Sent {
+            tag: k,
+            local,
+            first_seq,
+            count: n,
+            sent_ns: intended,
+        };
+        let accepted = books.settle(sent, result, clock.now_ns(), shared)?;
+        if !accepted && spec.on_full == OnFull::Stop {
+            books.out.stopped_full = true;
+            break;
+        }
+    }
+    books.out.lag = Some(lag);
+    Ok(books.out)
+}

@@ -1,0 +1,486 @@
+//! The bench tool end to end: each scenario on a tiny run against the broker
+//! it starts in its own process, checking the report's counts and JSON
+//! fields. Speed is never asserted — only that what was measured adds up and
+//! was verified.
+//!
+//! The JSON is read with a minimal parser below (the crate has no JSON
+//! dependency), which also proves the output is well-formed.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(args)
+        .output()
+        .expect("bench runs")
+}
+
+/// Runs a scenario with `--json --quiet`, expects success, returns the JSON.
+fn json(args: &[&str]) -> Json {
+    let mut all = args.to_vec();
+    all.extend(["--json", "--quiet"]);
+    let out = bench(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "bench {args:?}\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = Json::parse(stdout.trim());
+    assert_eq!(report.get("verified"), &Json::Bool(true), "{stdout}");
+    assert_eq!(report.get("problems"), &Json::Arr(vec![]));
+    report
+}
+
+fn assert_latency(report: &Json, op: &str, samples: u64) {
+    let latency = report.get(&format!("operations.{op}.latency_us"));
+    assert_eq!(latency.u64("samples"), samples, "{op}");
+    for key in ["min", "mean", "p50", "p90", "p99", "p99_9", "max"] {
+        assert!(latency.num(key) > 0.0, "{op}.{key}");
+    }
+    assert!(latency.num("p50") <= latency.num("p99") && latency.num("p99") <= latency.num("max"));
+}
+
+#[test]
+fn send_counts_every_acknowledged_publish() {
+    let report = json(&[
+        "send",
+        "--messages",
+        "300",
+        "--publishers",
+        "2",
+        "--pipeline",
+        "4",
+        "--batch",
+        "10",
+    ]);
+    assert_eq!(report.get("scenario"), &Json::Str("send".into()));
+    assert_eq!(report.u64("parameters.publishers"), 2);
+    assert_eq!(report.get("parameters.in_process"), &Json::Bool(true));
+    assert_eq!(report.u64("counts.published"), 300);
+    assert_eq!(report.u64("counts.requests"), 30);
+    assert_eq!(report.u64("counts.lost"), 0);
+    assert_eq!(report.u64("operations.publish.count"), 300);
+    assert_eq!(report.u64("operations.publish.requests"), 30);
+    assert_eq!(report.u64("operations.publish.bytes"), 300 * 128);
+    assert!(report.num("operations.publish.ops_per_s") > 0.0);
+    assert!(report.num("operations.publish.mb_per_s") > 0.0);
+    assert_latency(&report, "publish", 30);
+}
+
+#[test]
+fn send_one_at_a_time() {
+    let report = json(&[
+        "send",
+        "--messages",
+        "200",
+        "--pipeline",
+        "1",
+        "--size",
+        "20",
+    ]);
+    assert_eq!(report.u64("counts.published"), 200);
+    assert_eq!(report.u64("operations.publish.bytes"), 200 * 20);
+    assert_latency(&report, "publish", 200);
+}
+
+#[test]
+fn fanout_delivers_each_message_to_each_subscriber_of_its_topic() {
+    // Two topics: subscribers 0 and 2 take topic 0, subscriber 1 topic 1;
+    // each publisher has its own topic, with 150 messages each.
+    let report = json(&[
+        "fanout",
+        "--messages",
+        "300",
+        "--publishers",
+        "2",
+        "--subscribers",
+        "3",
+        "--topics",
+        "2",
+        "--batch",
+        "7",
+    ]);
+    assert_eq!(report.u64("counts.published"), 300);
+    assert_eq!(report.u64("counts.expected_deliveries"), 450);
+    assert_eq!(report.u64("counts.delivered"), 450);
+    for key in ["lost", "duplicated", "reordered"] {
+        assert_eq!(report.u64(&format!("counts.{key}")), 0, "{key}");
+    }
+    assert_eq!(report.u64("operations.deliver.count"), 450);
+    assert_eq!(report.u64("operations.deliver.bytes"), 450 * 128);
+    assert_latency(&report, "deliver", 450);
+    assert_eq!(report.u64("operations.publish.count"), 300);
+}
+
+#[test]
+fn fanout_with_more_topics_than_clients() {
+    let report = json(&[
+        "fanout",
+        "--messages",
+        "240",
+        "--publishers",
+        "2",
+        "--subscribers",
+        "2",
+        "--topics",
+        "5",
+        "--pipeline",
+        "3",
+    ]);
+    assert_eq!(report.u64("counts.published"), 240);
+    assert_eq!(report.u64("counts.delivered"), 240);
+}
+
+#[test]
+fn latency_runs_at_a_fixed_rate() {
+    let report = json(&["latency", "--rate", "4000", "--messages", "200"]);
+    assert_eq!(report.num("parameters.rate"), 4000.0);
+    assert_eq!(report.u64("counts.published"), 200);
+    assert_eq!(report.u64("counts.delivered"), 200);
+    assert_latency(&report, "publish", 200);
+    assert_latency(&report, "deliver", 200);
+    let lag = report.u64("counts.send_lag_max_ns");
+    assert!(report.u64("counts.send_lag_p50_ns") <= lag);
+    // 200 messages at 4000/s take about 50 ms; far less would mean the
+    // schedule was not kept.
+    assert!(report.num("operations.publish.elapsed_s") >= 0.04);
+}
+
+#[test]
+fn create_topic_times_creates_and_deletes() {
+    for pipeline in ["1", "6"] {
+        let report = json(&[
+            "create-topic",
+            "--clients",
+            "2",
+            "--messages",
+            "200",
+            "--pipeline",
+            pipeline,
+        ]);
+        assert_eq!(report.u64("counts.created"), 200, "pipeline {pipeline}");
+        assert_eq!(report.u64("counts.deleted"), 200);
+        for op in ["create", "delete"] {
+            assert_eq!(report.u64(&format!("operations.{op}.count")), 200);
+            assert_latency(&report, op, 200);
+        }
+    }
+}
+
+#[test]
+fn idle_opens_the_connections_asked() {
+    let report = json(&["idle", "--connections", "30"]);
+    assert_eq!(report.u64("counts.connections"), 30);
+    assert_eq!(report.u64("counts.broker_connections"), 30);
+    assert_latency(&report, "connect", 30);
+}
+
+#[test]
+fn retained_messages_are_counted_by_the_broker_then_drained() {
+    let report = json(&[
+        "retained",
+        "--messages",
+        "500",
+        "--topics",
+        "3",
+        "--batch",
+        "40",
+        "--size",
+        "64",
+    ]);
+    assert_eq!(report.u64("counts.retained"), 500);
+    assert_eq!(report.u64("counts.broker_backlog_messages"), 500);
+    assert_eq!(report.u64("counts.broker_backlog_bytes"), 500 * 64);
+    assert_eq!(report.u64("counts.delivered"), 500);
+    assert_eq!(report.u64("operations.deliver.count"), 500);
+}
+
+#[test]
+fn human_report_has_rates_and_percentiles() {
+    let out = bench(&["fanout", "--messages", "200", "--quiet"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"====== fanout ======"));
+    for op in ["publish:", "deliver:"] {
+        let at = lines.iter().position(|l| l.starts_with(op)).expect(op);
+        assert!(lines[at].contains("/s") && lines[at].contains("MB/s"));
+        let latency = lines[at + 2];
+        for label in ["p50", "p90", "p99", "p99.9", "max"] {
+            assert!(latency.contains(label), "{latency}");
+        }
+    }
+    assert_eq!(lines.last(), Some(&"verified: ok"));
+}
+
+#[test]
+fn hgrm_files_have_the_percentile_distribution_format() {
+    let dir = std::env::temp_dir().join(format!("bench-hgrm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("run.hgrm");
+    let path_text = path.to_string_lossy().into_owned();
+    json(&["fanout", "--messages", "200", "--hgrm", &path_text]);
+    let side: PathBuf = dir.join("run.publish.hgrm");
+    for (file, total) in [(&path, 200), (&side, 200)] {
+        let text = std::fs::read_to_string(file).expect("histogram written");
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("       Value     Percentile TotalCount 1/(1-Percentile)")
+        );
+        assert_eq!(lines.next(), Some(""));
+        let rows: Vec<Vec<&str>> = lines
+            .clone()
+            .take_while(|l| !l.starts_with('#'))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        let last = rows.last().expect("rows");
+        assert_eq!(last.len(), 3, "the last row has no 1/(1-p) column");
+        assert_eq!(last[1], "1.000000000000");
+        assert_eq!(last[2].parse::<u64>().ok(), Some(total));
+        assert!(rows[..rows.len() - 1].iter().all(|r| r.len() == 4));
+        let footer: Vec<&str> = lines.filter(|l| l.starts_with("#[")).collect();
+        assert_eq!(footer.len(), 3);
+        assert!(footer[0].starts_with("#[Mean    ="));
+        assert!(footer[1].starts_with("#[Max     ="));
+        assert!(footer[2].starts_with("#[Buckets ="));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_arguments_exit_with_2() {
+    for args in [
+        &[][..],
+        &["nonsense"],
+        &["send", "--size", "19"],
+        &["send", "--duration", "3601"],
+        &["send", "--rate", "10"],
+        &["send", "--messages", "0"],
+        &["send", "--bogus"],
+        &["fanout", "--subscribers", "0"],
+        &["idle", "--broker-pid", "1"],
+        &[
+            "fanout",
+            "--size",
+            "65536",
+            "--batch",
+            "100",
+            "--messages",
+            "10",
+        ],
+    ] {
+        let out = bench(args);
+        assert_eq!(out.status.code(), Some(2), "bench {args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("bench: "), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn help_exists_for_the_tool_and_each_scenario() {
+    for args in [
+        &["--help"][..],
+        &["send", "--help"],
+        &["fanout", "--help"],
+        &["latency", "--help"],
+        &["create-topic", "--help"],
+        &["idle", "--help"],
+        &["retained", "-h"],
+    ] {
+        let out = bench(args);
+        assert_eq!(out.status.code(), Some(0), "bench {args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("usage: bench"));
+    }
+}
+
+#[test]
+fn an_unreachable_broker_is_a_runtime_failure() {
+    // A port that was free a moment ago: nobody listens on it.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let out = bench(&["send", "--broker", &addr, "--messages", "10", "--quiet"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
+
+/// Just enough JSON to read the report.
+#[derive(Debug, Clone, PartialEq)]
+enum Json {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    fn parse(text: &str) -> Json {
+        let mut p = Parser {
+            s: text.as_bytes(),
+            at: 0,
+        };
+        let value = p.value();
+        p.space();
+        assert_eq!(p.at, p.s.len(), "trailing bytes after the JSON value");
+        value
+    }
+
+    /// The value at a dotted path; panics if absent.
+    fn get(&self, path: &str) -> &Json {
+        path.split('.').fold(self, |node, key| match node {
+            Json::Obj(fields) => fields
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v)
+                .unwrap_or_else(|| panic!("no field {key} in {path}")),
+            other => panic!("{path}: {other:?} is not an object"),
+        })
+    }
+
+    fn num(&self, path: &str) -> f64 {
+        match self.get(path) {
+            Json::Num(n) => *n,
+            other => panic!("{path}: {other:?} is not a number"),
+        }
+    }
+
+    fn u64(&self, path: &str) -> u64 {
+        let n = self.num(path);
+        assert!(n >= 0.0 && n.fract() == 0.0, "{path}: {n} is not a count");
+        n as u64
+    }
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    at: usize,
+}
+
+impl Parser<'_> {
+    fn space(&mut self) {
+        while self.s.get(self.at).is_some_and(u8::is_ascii_whitespace) {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) {
+        self.space();
+        assert_eq!(
+            self.s.get(self.at),
+            Some(&c),
+            "expected '{}' at {}",
+            c as char,
+            self.at
+        );
+        self.at += 1;
+    }
+
+    fn peek(&mut self) -> u8 {
+        self.space();
+        *self.s.get(self.at).expect("unexpected end of JSON")
+    }
+
+    fn value(&mut self) -> Json {
+        match self.peek() {
+            b'{' => {
+                self.eat(b'{');
+                let mut fields = Vec::new();
+                while self.peek() != b'}' {
+                    if !fields.is_empty() {
+                        self.eat(b',');
+                    }
+                    let key = self.string();
+                    self.eat(b':');
+                    fields.push((key, self.value()));
+                }
+                self.eat(b'}');
+                Json::Obj(fields)
+            }
+            b'[' => {
+                self.eat(b'[');
+                let mut items = Vec::new();
+                while self.peek() != b']' {
+                    if !items.is_empty() {
+                        self.eat(b',');
+                    }
+                    items.push(self.value());
+                }
+                self.eat(b']');
+                Json::Arr(items)
+            }
+            b'"' => Json::Str(self.string()),
+            _ => {
+                let start = self.at;
+                while self
+                    .s
+                    .get(self.at)
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || b"+-.".contains(c))
+                {
+                    self.at += 1;
+                }
+                match &self.s[start..self.at] {
+                    b"null" => Json::Null,
+                    b"true" => Json::Bool(true),
+                    b"false" => Json::Bool(false),
+                    number => Json::Num(
+                        std::str::from_utf8(number)
+                            .ok()
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or_else(|| panic!("bad JSON value at {start}")),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn string(&mut self) -> String {
+        self.eat(b'"');
+        let mut out = String::new();
+        loop {
+            let c = *self.s.get(self.at).expect("unterminated string");
+            self.at += 1;
+            match c {
+                b'"' => return out,
+                b'\\' => {
+                    let e = *self.s.get(self.at).expect("escape");
+                    self.at += 1;
+                    match e {
+                        b'n' => out.push('\n'),
+                        b't' => out.push('\t'),
+                        b'r' => out.push('\r'),
+                        b'u' => {
+                            let hex = std::str::from_utf8(&self.s[self.at..self.at + 4]).unwrap();
+                            let code = u32::from_str_radix(hex, 16).unwrap();
+                            out.push(char::from_u32(code).unwrap());
+                            self.at += 4;
+                        }
+                        other => out.push(other as char),
+                    }
+                }
+                _ => {
+                    // Multi-byte UTF-8 passes through byte by byte.
+                    let start = self.at - 1;
+                    let len = match c {
+                        0xF0.. => 4,
+                        0xE0.. => 3,
+                        0xC0.. => 2,
+                        _ => 1,
+                    };
+                    out.push_str(std::str::from_utf8(&self.s[start..start + len]).unwrap());
+                    self.at = start + len;
+                }
+            }
+        }
+    }
+}
