@@ -268,6 +268,15 @@ struct Drained {
     refused: bool,
 }
 
+impl Drained {
+    fn merge(self, other: Drained) -> Drained {
+        Drained {
+            accepted: self.accepted || other.accepted,
+            refused: self.refused || other.refused,
+        }
+    }
+}
+
 /// Doubles from 100 µs to 10 ms while the broker keeps refusing; back to
 /// the start once it accepts again.
 struct Backoff(Duration);
@@ -325,6 +334,28 @@ pub fn pipelined(
             let Some((_, name)) = spec.topics.get(local) else {
                 break;
             };
+            // Stamp the time the request can actually leave, not the time
+            // before waiting for room in the pipeline: otherwise one
+            // request in flight would count two round trips.
+            // Replies that made room are settled now, so their latency ends
+            // when they arrived, not after the next request was built.
+            if let Err(e) = pipeline.wait_for_room() {
+                failure = Some(books.failed(e));
+                break;
+            }
+            let early = match books.settle_all(
+                &mut pending,
+                &mut in_flight,
+                pipeline.completions(),
+                shared,
+            ) {
+                Ok(early) => early,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
+            let now = shared.clock.now_ns();
             let first_seq = books.issue(local, n);
             let queued = if n == 1 {
                 pipeline.send(name, frames.stamp_one(publisher, first_seq, now))
@@ -350,7 +381,9 @@ pub fn pipelined(
             });
             let settled =
                 books.settle_all(&mut pending, &mut in_flight, pipeline.completions(), shared);
-            settled.and_then(|d| flushed.map(|()| d).map_err(|e| books.failed(e)))
+            settled
+                .map(|d| d.merge(early))
+                .and_then(|d| flushed.map(|()| d).map_err(|e| books.failed(e)))
         };
         let drained = match step {
             Ok(drained) if drained.refused => {

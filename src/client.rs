@@ -188,8 +188,6 @@ impl Batch {
 pub struct Client {
     conn: Conn,
     info: ServerInfo,
-    /// Reused to encode the payloads of a batch.
-    scratch: Vec<u8>,
 }
 
 impl fmt::Debug for Client {
@@ -230,11 +228,7 @@ impl Client {
             other => return Err(conn.unexpected(Op::Hello, &other)),
         };
         conn.max_frame = usize::try_from(info.max_frame_bytes).unwrap_or(usize::MAX);
-        Ok(Client {
-            conn,
-            info,
-            scratch: Vec::new(),
-        })
+        Ok(Client { conn, info })
     }
 
     /// What the broker said about itself in the handshake.
@@ -274,10 +268,11 @@ impl Client {
 
     /// Publishes several messages to one topic, all or nothing.
     pub fn send_batch(&mut self, topic: &str, payloads: &[&[u8]]) -> Result<PublishedBatch> {
-        let payloads = codec::encode_payloads(&mut self.scratch, payloads);
-        let reply = self
-            .conn
-            .call(&Request::PublishBatch { topic, payloads }, Duration::ZERO)?;
+        let reply = self.conn.call_with(
+            Op::PublishBatch,
+            |out, id| codec::encode_publish_batch(out, id, topic, payloads),
+            Duration::ZERO,
+        )?;
         match reply {
             Reply::PublishedBatch {
                 first_offset,

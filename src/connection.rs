@@ -171,15 +171,18 @@ impl Connection {
     }
 
     /// Reads until the socket would block or the buffer is full.
+    /// `peer_closed`: the readiness event already reported the peer's close.
     pub fn fill(
         &mut self,
         pool: &mut BufferPool,
         max_body: usize,
+        peer_closed: bool,
     ) -> io::Result<(ReadStatus, usize)> {
         let mut total = 0;
         loop {
             self.input.make_room(pool, max_body);
             let free = &mut self.input.buf[self.input.end..];
+            let free_len = free.len();
             if free.is_empty() {
                 return Ok((ReadStatus::BufferFull, total));
             }
@@ -188,6 +191,14 @@ impl Connection {
                 Ok(n) => {
                     self.input.end += n;
                     total += n;
+                    // A short read emptied the socket's queue: data arriving
+                    // later raises a new edge, so the `WouldBlock` read that
+                    // would confirm it can be saved (one syscall per event).
+                    // Not when the peer's close was already signalled: that
+                    // edge is spent, so read on until the 0 that shows it.
+                    if n < free_len && !peer_closed {
+                        return Ok((ReadStatus::Drained, total));
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return Ok((ReadStatus::Drained, total));

@@ -329,7 +329,7 @@ impl EventLoop {
             }
             let now = Instant::now();
             for key in std::mem::take(&mut self.again) {
-                self.read_from(key, now);
+                self.read_from(key, now, true);
             }
             for event in events.iter() {
                 match event.token() {
@@ -341,8 +341,9 @@ impl EventLoop {
                         if event.is_writable() {
                             self.mark_dirty(key);
                         }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read_from(key, now);
+                        let closed = event.is_read_closed() || event.is_error();
+                        if event.is_readable() || closed {
+                            self.read_from(key, now, closed);
                         }
                     }
                 }
@@ -456,7 +457,8 @@ impl EventLoop {
     }
 
     /// Reads what the connection has and executes every complete frame.
-    fn read_from(&mut self, key: ConnId, now: Instant) {
+    /// `peer_closed` is the event's report that the peer has closed.
+    fn read_from(&mut self, key: ConnId, now: Instant, peer_closed: bool) {
         let max_frame = self.config.limits.max_frame_bytes;
         let mut budget = READ_BUDGET_BYTES;
         loop {
@@ -466,7 +468,7 @@ impl EventLoop {
             if connection.closing {
                 return;
             }
-            let (status, read) = match connection.fill(&mut self.pool, max_frame) {
+            let (status, read) = match connection.fill(&mut self.pool, max_frame, peer_closed) {
                 Ok(result) => result,
                 Err(e) => {
                     log_debug!("connection {key}: read error: {e}");

@@ -37,6 +37,8 @@ pub(super) struct Conn {
     /// Encoded requests not yet written.
     pub(super) out: Vec<u8>,
     input: BytesMut,
+    /// Where small reads land before joining `input` (allocated on first use).
+    scratch: Vec<u8>,
     /// Largest frame body either side may send (from HELLO once known).
     pub(super) max_frame: usize,
     /// Ids of requests whose replies are to be skipped.
@@ -88,6 +90,7 @@ impl Conn {
             next_id: 1,
             out: Vec::with_capacity(READ_CHUNK),
             input: BytesMut::with_capacity(READ_CHUNK),
+            scratch: Vec::new(),
             max_frame,
             orphans: Vec::new(),
             closed: false,
@@ -97,8 +100,22 @@ impl Conn {
     /// Sends one request and waits for its reply. `extra` is how long the
     /// broker may legitimately hold the reply back (a pull's wait).
     pub(super) fn call(&mut self, request: &Request<'_>, extra: Duration) -> Result<Reply> {
-        let op = request.op();
-        let id = self.queue(request)?;
+        self.call_with(
+            request.op(),
+            |out, id| codec::encode_request(out, id, request),
+            extra,
+        )
+    }
+
+    /// Like [`Conn::call`], for a request of operation `op` that `encode`
+    /// writes as a frame with the given id.
+    pub(super) fn call_with(
+        &mut self,
+        op: Op,
+        encode: impl FnOnce(&mut Vec<u8>, u64),
+        extra: Duration,
+    ) -> Result<Reply> {
+        let id = self.queue_with(encode)?;
         self.flush()?;
         let deadline = self.deadline(extra);
         let (got, frame) = self.read_reply(deadline)?;
@@ -116,13 +133,19 @@ impl Conn {
     /// Encodes a request into the write buffer; returns its id. A request
     /// over the frame limit is refused here, before anything is sent.
     pub(super) fn queue(&mut self, request: &Request<'_>) -> Result<u64> {
+        self.queue_with(|out, id| codec::encode_request(out, id, request))
+    }
+
+    /// Like [`Conn::queue`], for a request that `encode` writes as a frame
+    /// with the given id.
+    pub(super) fn queue_with(&mut self, encode: impl FnOnce(&mut Vec<u8>, u64)) -> Result<u64> {
         if self.closed {
             return Err(Error::ConnectionClosed);
         }
         let id = self.next_id;
         self.next_id = self.next_id.checked_add(1).unwrap_or(1);
         let start = self.out.len();
-        codec::encode_request(&mut self.out, id, request);
+        encode(&mut self.out, id);
         let len = self.out.len() - start - FRAME_HEADER_LEN;
         if len > self.max_frame {
             self.out.truncate(start);
@@ -271,10 +294,15 @@ impl Conn {
     /// Reads once from the socket into the input buffer, waiting no later
     /// than `deadline`.
     fn fill(&mut self, deadline: Option<Instant>) -> Result<()> {
+        // The socket timeout is the time left rounded up to 100 ms, so that
+        // back-to-back calls find it already set instead of paying a
+        // setsockopt each; a read may overrun the deadline by that much.
         let timeout = match deadline {
             None => None,
             Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => Some(left),
+                Some(left) if !left.is_zero() => Some(Duration::from_millis(
+                    u64::try_from(left.as_millis().div_ceil(100) * 100).unwrap_or(u64::MAX),
+                )),
                 _ => return Err(Error::Timeout),
             },
         };
@@ -282,17 +310,26 @@ impl Conn {
             self.stream.set_read_timeout(timeout).map_err(Error::Io)?;
             self.read_timeout = timeout;
         }
-        let start = self.input.len();
-        let want = READ_CHUNK.max(self.pending_frame_bytes());
-        self.input.resize(start + want, 0);
-        let read = loop {
-            match self.stream.read(&mut self.input[start..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
+        // A large frame whose header is in is read straight into the input
+        // (zeroing only bytes about to be overwritten); anything else goes
+        // through a scratch buffer zeroed once, so that a 20-byte reply does
+        // not cost a 64 KiB memset.
+        let pending = self.pending_frame_bytes();
+        let read = if pending > READ_CHUNK {
+            let start = self.input.len();
+            self.input.resize(start + pending, 0);
+            let read = read_retrying(&mut self.stream, &mut self.input[start..]);
+            self.input.truncate(start + *read.as_ref().unwrap_or(&0));
+            read
+        } else {
+            if self.scratch.is_empty() {
+                self.scratch = vec![0; READ_CHUNK];
             }
+            let read = read_retrying(&mut self.stream, &mut self.scratch);
+            let n = *read.as_ref().unwrap_or(&0);
+            self.input.extend_from_slice(&self.scratch[..n]);
+            read
         };
-        let n = *read.as_ref().unwrap_or(&0);
-        self.input.truncate(start + n);
         match read {
             Ok(0) => Err(Error::ConnectionClosed),
             Ok(_) => Ok(()),
@@ -309,6 +346,15 @@ impl Conn {
                 (FRAME_HEADER_LEN + len.min(self.max_frame)).saturating_sub(self.input.len())
             }
             None => 0,
+        }
+    }
+}
+
+fn read_retrying(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
         }
     }
 }

@@ -128,11 +128,8 @@ impl<'c> Pipeline<'c> {
     /// while `depth` requests are outstanding.
     pub fn send_batch(&mut self, topic: &str, payloads: &[&[u8]]) -> Result<u64> {
         self.make_room()?;
-        let Client { conn, scratch, .. } = &mut *self.client;
-        let encoded = codec::encode_payloads(scratch, payloads);
-        let id = conn.queue(&Request::PublishBatch {
-            topic,
-            payloads: encoded,
+        let id = self.client.conn.queue_with(|out, id| {
+            codec::encode_publish_batch(out, id, topic, payloads);
         })?;
         let messages = u32::try_from(payloads.len()).unwrap_or(u32::MAX);
         Ok(self.track(id, Op::PublishBatch, messages))
@@ -182,6 +179,14 @@ impl<'c> Pipeline<'c> {
             messages,
         });
         tag
+    }
+
+    /// Blocks until a request can be queued without waiting: fewer than
+    /// `depth` outstanding, and the write buffer below its flush size.
+    /// [`send`](Pipeline::send) does this itself; call it first to learn the
+    /// moment a request can really leave (to timestamp it, say).
+    pub fn wait_for_room(&mut self) -> Result<()> {
+        self.make_room()
     }
 
     fn make_room(&mut self) -> Result<()> {
