@@ -322,7 +322,7 @@ impl Broker {
                 self.publish(topic, PublishInput::Batch(payloads)).map(Some)
             }
             Request::RegisterSubscriber { resume } => {
-                self.register_subscriber(conn, resume, out).map(Some)
+                self.register_subscriber(conn, resume, now, out).map(Some)
             }
             Request::Subscribe { topic } => self.subscribe(conn, topic).map(Some),
             Request::Unsubscribe { topic } => self
@@ -358,10 +358,18 @@ impl Broker {
 
     fn topic_key(&self, name: &str) -> Result<TopicKey, Failure> {
         if validate_topic_name(name).is_err() {
+            // Echo at most the start of the name: an error reply must stay
+            // small whatever the client sent.
+            let shown: String = name.escape_debug().take(64).collect();
+            let cut = if shown.len() < name.escape_debug().count() {
+                "…"
+            } else {
+                ""
+            };
             return fail(
                 ErrorCode::InvalidTopicName,
                 format!(
-                    "invalid topic name {name:?}: use 1 to {MAX_TOPIC_NAME_BYTES} bytes of A-Z a-z 0-9 . _ -"
+                    "invalid topic name \"{shown}{cut}\": use 1 to {MAX_TOPIC_NAME_BYTES} bytes of A-Z a-z 0-9 . _ -"
                 ),
             );
         }
@@ -521,6 +529,7 @@ impl Broker {
         &mut self,
         conn: ConnId,
         resume: Option<u64>,
+        now: Instant,
         out: &mut dyn Outbox,
     ) -> Result<Reply, Failure> {
         // A pull this connection left waiting belongs to the session it is
@@ -550,7 +559,7 @@ impl Broker {
         if let Some(client) = self.clients.get_mut(conn).and_then(Option::as_mut) {
             let previous = client.subscriber.replace(key);
             if let Some(previous) = previous.filter(|&p| p != key) {
-                self.detach(previous, Instant::now());
+                self.detach(previous, now);
             }
         }
         let session = &self.sessions[key];
