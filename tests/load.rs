@@ -13,9 +13,8 @@ mod common;
 
 use common::*;
 use courier::protocol::{Reply, Request};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -33,50 +32,6 @@ const MESSAGES_PER_TOPIC: u64 = 40;
 const SUBSCRIBERS_PER_TOPIC: u64 =
     (2 * SUBSCRIBER_THREADS * SUBSCRIBERS_PER_THREAD / TOPICS) as u64;
 const TEST_DEADLINE: Duration = Duration::from_secs(50);
-
-struct BrokerProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl BrokerProcess {
-    fn start() -> BrokerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
-            .args(["--addr", "127.0.0.1:0", "--session-timeout", "1"])
-            .args(["--log-level", "error"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("broker binary starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("startup line");
-        let addr = line
-            .trim()
-            .strip_prefix("Server started on ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected startup line {line:?}"));
-        BrokerProcess { child, addr }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn topic_name(i: usize) -> String {
     format!("load-{i}")
@@ -259,7 +214,7 @@ fn hostile_clients(addr: SocketAddr) -> Vec<TcpStream> {
 
 #[test]
 fn two_thousand_connections_with_hostile_clients_lose_nothing() {
-    let broker = BrokerProcess::start();
+    let broker = BrokerProcess::start(&["--session-timeout", "1", "--log-level", "error"]);
     let addr = broker.addr;
     let mut monitor = Raw::hello(addr);
     let rss_start = broker.rss_kib();

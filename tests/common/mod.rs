@@ -7,8 +7,9 @@ use courier::broker::Limits;
 use courier::codec::{self, decode_reply, decode_reply_id, encode_request, split_frame};
 use courier::protocol::{ErrorCode, ErrorReply, Op, Reply, Request, TopicMessages};
 use courier::server::{Config, RunningServer, spawn};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long any single wait in a test may take before it fails.
@@ -38,6 +39,58 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     while !condition() {
         assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The real `broker` binary, killed when dropped.
+pub struct BrokerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// The rest of its standard output, after the startup line.
+    pub stdout: BufReader<ChildStdout>,
+}
+
+impl BrokerProcess {
+    /// Starts `broker --addr 127.0.0.1:0` with `args` and waits for its
+    /// startup line.
+    pub fn start(args: &[&str]) -> BrokerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
+            .args(["--addr", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("broker binary starts");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("startup line");
+        let addr = line
+            .trim()
+            .strip_prefix("Server started on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected startup line {line:?}"));
+        BrokerProcess {
+            child,
+            addr,
+            stdout,
+        }
+    }
+
+    /// Resident memory, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
