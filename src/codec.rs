@@ -585,58 +585,12 @@ fn read_named<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{PROTOCOL_VERSION, ServerInfo};
-
-    fn sample_requests<'a>(scratch: &'a mut Vec<u8>) -> Vec<Request<'a>> {
-        let payloads = encode_payloads(scratch, &[b"one", b"", &[0, 255, 7]]);
-        vec![
-            Request::Hello {
-                version: PROTOCOL_VERSION,
-                client_name: "test",
-            },
-            Request::RegisterPublisher,
-            Request::CreateTopic { topic: "t" },
-            Request::DeleteTopic { topic: "t" },
-            Request::Publish {
-                topic: "t",
-                payload: &[0, 1, 2, 255],
-            },
-            Request::PublishBatch {
-                topic: "t",
-                payloads,
-            },
-            Request::RegisterSubscriber { resume: None },
-            Request::RegisterSubscriber {
-                resume: Some(u64::MAX),
-            },
-            Request::Subscribe { topic: "t" },
-            Request::Unsubscribe { topic: "t" },
-            Request::Pull(Pull {
-                topic: None,
-                max_messages: 10,
-                max_bytes: 1 << 20,
-                wait_ms: 500,
-                ack: true,
-            }),
-            Request::Pull(Pull {
-                topic: Some("t"),
-                max_messages: 1,
-                max_bytes: 0,
-                wait_ms: 0,
-                ack: false,
-            }),
-            Request::Ack {
-                topic: "t",
-                offset: 1 << 40,
-            },
-            Request::Stats,
-        ]
-    }
+    use crate::testing::{every_reply, every_request};
 
     #[test]
     fn every_request_round_trips() {
         let mut scratch = Vec::new();
-        for (id, request) in sample_requests(&mut scratch).into_iter().enumerate() {
+        for (id, request) in every_request(&mut scratch).into_iter().enumerate() {
             let mut out = Vec::new();
             encode_request(&mut out, id as u64 * 1000, &request);
             let (body, used) = split_frame(&out, 1 << 20).unwrap().unwrap();
@@ -743,63 +697,7 @@ mod tests {
 
     #[test]
     fn every_reply_round_trips() {
-        let info = ServerInfo {
-            version: 1,
-            server: "courier 0.1.0".into(),
-            max_frame_bytes: 1 << 20,
-            max_payload_bytes: (1 << 20) - 512,
-            max_topic_name_bytes: 255,
-            max_pull_messages: 65536,
-            max_backlog_bytes: 1 << 26,
-            max_backlog_messages: 1 << 20,
-            session_timeout_ms: 60_000,
-        };
-        let mut stats = Stats {
-            messages_in: 5,
-            ..Stats::default()
-        };
-        stats.errors.insert("TOPIC_FULL".into(), 2);
-        let cases = vec![
-            (Op::Hello, Reply::Hello(info)),
-            (Op::Stats, Reply::Stats(stats)),
-            (
-                Op::RegisterPublisher,
-                Reply::PublisherRegistered { publisher_id: 3 },
-            ),
-            (Op::CreateTopic, Reply::Done),
-            (
-                Op::Publish,
-                Reply::Published {
-                    offset: 17,
-                    subscribers: 2,
-                },
-            ),
-            (
-                Op::PublishBatch,
-                Reply::PublishedBatch {
-                    first_offset: 1,
-                    count: 2,
-                    subscribers: 3,
-                },
-            ),
-            (
-                Op::RegisterSubscriber,
-                Reply::SubscriberRegistered {
-                    subscriber_id: 99,
-                    topics: vec!["a".into(), "b".into()],
-                },
-            ),
-            (Op::Subscribe, Reply::Subscribed { next_offset: 4 }),
-            (
-                Op::Pull,
-                Reply::Messages(vec![TopicMessages {
-                    topic: "t".into(),
-                    first_offset: 10,
-                    payloads: vec![Bytes::from_static(b"x"), Bytes::from_static(&[0, 1])],
-                }]),
-            ),
-        ];
-        for (op, reply) in cases {
+        for (op, reply) in every_reply() {
             let mut out = Vec::new();
             encode_reply(&mut out, 42, &reply);
             let (body, _) = split_frame(&out, 1 << 20).unwrap().unwrap();

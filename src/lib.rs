@@ -23,6 +23,8 @@
 //!   the bench tool.
 //! - [`log`]: levelled, rate-limited logging to stderr.
 //! - [`memory`]: returning freed memory to the operating system.
+//! - `testing` (hidden): support shared by the property tests and the fuzz
+//!   targets — sample values, codec checks, a broker harness.
 
 pub mod broker;
 pub mod client;
@@ -33,6 +35,8 @@ pub mod memory;
 pub mod msgpack;
 pub mod protocol;
 pub mod server;
+#[doc(hidden)]
+pub mod testing;
 pub mod timers;
 
 pub use client::Client;

@@ -309,19 +309,7 @@ mod tests {
 
     #[test]
     fn integers_round_trip_at_every_width_boundary() {
-        for value in [
-            0,
-            1,
-            0x7f,
-            0x80,
-            0xff,
-            0x100,
-            0xffff,
-            0x1_0000,
-            0xffff_ffff,
-            0x1_0000_0000,
-            u64::MAX,
-        ] {
+        for &value in crate::testing::INT_WIDTH_EDGES.iter().chain(&[1]) {
             let mut out = Vec::new();
             write_u64(&mut out, value);
             assert_eq!(out.len(), u64_len(value));

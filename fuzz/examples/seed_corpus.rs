@@ -1,15 +1,15 @@
-//! Writes seed inputs for the fuzz targets into `corpus/<target>/`: every
-//! request and a sample of every reply, and for `broker_frames` a few
-//! sessions in the target's record format (see its doc). Seeds get the
+//! Writes seed inputs for the fuzz targets into `corpus/<target>/`: one
+//! request and one reply of every kind (`courier::testing`'s samples, which
+//! courier's own tests use too), and for `broker_frames` a few sessions in
+//! the target's record format (see its doc). Seeds get the
 //! fuzzers past the handshake and into deep broker states in seconds
 //! instead of hours.
 //!
 //! `cargo run --manifest-path fuzz/Cargo.toml --example seed_corpus`
 
 use courier::codec;
-use courier::protocol::{
-    ErrorCode, FRAME_HEADER_LEN, Pull, Reply, Request, ServerInfo, Stats, TopicMessages,
-};
+use courier::protocol::{ErrorCode, FRAME_HEADER_LEN, Pull, Request};
+use courier::testing::{every_reply, every_request};
 use std::fs;
 use std::path::Path;
 
@@ -29,81 +29,11 @@ fn pull(topic: Option<&str>, wait_ms: u32, ack: bool) -> Request<'_> {
     })
 }
 
-/// Every operation once, with small arguments.
-fn requests(scratch: &mut Vec<u8>) -> Vec<Request<'_>> {
-    let batch = codec::encode_payloads(scratch, &[b"one", b"", b"three"]);
-    vec![
-        Request::Hello {
-            version: 1,
-            client_name: "seed",
-        },
-        Request::RegisterPublisher,
-        Request::CreateTopic { topic: "t" },
-        Request::DeleteTopic { topic: "t" },
-        Request::Publish {
-            topic: "t",
-            payload: b"hello",
-        },
-        Request::PublishBatch {
-            topic: "t",
-            payloads: batch,
-        },
-        Request::RegisterSubscriber { resume: None },
-        Request::RegisterSubscriber { resume: Some(7) },
-        Request::Subscribe { topic: "t" },
-        Request::Unsubscribe { topic: "t" },
-        pull(None, 50, true),
-        pull(Some("t"), 0, false),
-        Request::Ack {
-            topic: "t",
-            offset: 1,
-        },
-        Request::Stats,
-    ]
-}
-
+/// Every reply and an error, as bodies.
 fn replies() -> Vec<Vec<u8>> {
-    let info = ServerInfo {
-        version: 1,
-        server: "courier seed".into(),
-        max_frame_bytes: 2048,
-        max_payload_bytes: 1536,
-        max_topic_name_bytes: 255,
-        max_pull_messages: 65536,
-        max_backlog_bytes: 4096,
-        max_backlog_messages: 16,
-        session_timeout_ms: 200,
-    };
-    let mut stats = Stats::default();
-    stats.errors.insert("TOPIC_FULL".into(), 2);
-    let all = [
-        Reply::Hello(info),
-        Reply::Stats(stats),
-        Reply::PublisherRegistered { publisher_id: 1 },
-        Reply::Done,
-        Reply::Published {
-            offset: 3,
-            subscribers: 1,
-        },
-        Reply::PublishedBatch {
-            first_offset: 4,
-            count: 2,
-            subscribers: 1,
-        },
-        Reply::SubscriberRegistered {
-            subscriber_id: 99,
-            topics: vec!["t".into(), "u".into()],
-        },
-        Reply::Subscribed { next_offset: 5 },
-        Reply::Messages(vec![TopicMessages {
-            topic: "t".into(),
-            first_offset: 6,
-            payloads: vec![b"a".to_vec().into(), b"bc".to_vec().into()],
-        }]),
-    ];
-    let mut out: Vec<Vec<u8>> = all
+    let mut out: Vec<Vec<u8>> = every_reply()
         .iter()
-        .map(|reply| {
+        .map(|(_, reply)| {
             let mut frame = Vec::new();
             codec::encode_reply(&mut frame, 42, reply);
             frame.split_off(FRAME_HEADER_LEN)
@@ -218,7 +148,7 @@ fn write(target: &str, seeds: &[Vec<u8>]) -> std::io::Result<()> {
 
 fn main() -> std::io::Result<()> {
     let mut scratch = Vec::new();
-    let requests = requests(&mut scratch);
+    let requests = every_request(&mut scratch);
     let mut seeds: Vec<Vec<u8>> = requests.iter().map(|r| body(r, 300)).collect();
     // All of them as one stream, after the byte that picks the frame limit.
     let mut stream = vec![0];

@@ -1,9 +1,10 @@
 //! The broker fed an arbitrary byte stream over a few connections, the way
 //! the server feeds it, with connections closing and reopening and time
-//! passing. See `courier_fuzz::Harness` for what is checked.
+//! passing. See `courier::testing::Harness` for what is checked.
 //!
 //! The input is a list of records, each starting with a control byte whose
-//! low two bits pick the connection and whose upper six bits the action:
+//! low two bits pick the connection (modulo `CONNS`, so 3 is 0 again) and
+//! whose upper six bits the action:
 //!
 //! | `ctl >> 2` | action | followed by |
 //! |---|---|---|
@@ -18,7 +19,8 @@
 
 #![no_main]
 
-use courier_fuzz::Harness;
+use courier::testing::framed;
+use courier_fuzz::{CONNS, harness};
 use libfuzzer_sys::fuzz_target;
 use std::time::Duration;
 
@@ -34,11 +36,11 @@ fn byte(input: &mut &[u8]) -> u8 {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut harness = Harness::new();
+    let mut harness = harness();
     let mut input = data;
     while let Some((&ctl, rest)) = input.split_first() {
         input = rest;
-        let conn = usize::from(ctl & 3);
+        let conn = usize::from(ctl & 3) % CONNS;
         match ctl >> 2 {
             0..=39 => {
                 let len = match byte(&mut input) {
@@ -49,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
                     n => usize::from(n),
                 };
                 let body = take(&mut input, len);
-                harness.feed_frame(conn, body);
+                harness.feed(conn, &framed(body));
             }
             40..=51 => {
                 let len = usize::from(byte(&mut input));

@@ -5,7 +5,7 @@
 #![no_main]
 
 use bytes::Bytes;
-use courier_fuzz::{ALL_OPS, check_reply_body};
+use courier::testing::{ALL_OPS, check_reply_body};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,7 @@
 
 #![no_main]
 
-use courier_fuzz::{check_request_body, check_request_stream};
+use courier::testing::{check_request_body, check_request_stream};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
