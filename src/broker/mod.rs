@@ -564,7 +564,7 @@ impl Broker {
         }
         let session = &self.sessions[key];
         let topics = session
-            .subscriptions
+            .subscriptions()
             .iter()
             .filter_map(|s| self.topics.get(s.topic).map(|t| t.name.to_string()))
             .collect();
@@ -613,13 +613,21 @@ impl Broker {
     fn expire(&mut self, key: SessionKey) {
         let session = self.sessions.remove(key);
         self.session_ids.remove(&session.id);
-        self.counters.subscriptions -= session.subscriptions.len() as u64;
-        for sub in session.subscriptions {
-            if let Some(topic) = self.topics.get_mut(sub.topic) {
-                topic.subscribers.retain(|&s| s != key);
-            }
-            self.release(sub.topic);
+        for sub in session.into_subscriptions() {
+            self.leave_topic(key, sub);
         }
+    }
+
+    /// The topic's side of ending a subscription (the session's side is
+    /// already done): it no longer lists the session nor waits for its
+    /// acknowledgements.
+    fn leave_topic(&mut self, session_key: SessionKey, sub: Subscription) {
+        self.counters.subscriptions -= 1;
+        if let Some(topic) = self.topics.get_mut(sub.topic) {
+            topic.subscribers.retain(|&s| s != session_key);
+            topic.remove_cursor(sub.acked);
+        }
+        self.release(sub.topic);
     }
 
     fn subscribe(&mut self, conn: ConnId, name: &str) -> Result<Reply, Failure> {
@@ -643,7 +651,8 @@ impl Broker {
         }
         let next_offset = topic.next_offset();
         topic.subscribers.push(session_key);
-        session.subscriptions.push(Subscription {
+        topic.add_cursor(next_offset);
+        session.add_subscription(Subscription {
             topic: topic_key,
             acked: next_offset,
             delivered: next_offset,
@@ -660,20 +669,13 @@ impl Broker {
     ) -> Result<(), Failure> {
         let session_key = self.subscriber(conn)?;
         let topic_key = self.topic_key(name)?;
-        if self.sessions[session_key]
-            .remove_subscription(topic_key)
-            .is_none()
-        {
+        let Some(sub) = self.sessions[session_key].remove_subscription(topic_key) else {
             return fail(
                 ErrorCode::NotSubscribed,
                 format!("not subscribed to '{name}'"),
             );
-        }
-        self.counters.subscriptions -= 1;
-        self.topics[topic_key]
-            .subscribers
-            .retain(|&s| s != session_key);
-        self.release(topic_key);
+        };
+        self.leave_topic(session_key, sub);
         // A pull waiting on this topic alone can no longer get anything.
         if self.sessions[session_key]
             .parked
@@ -703,7 +705,8 @@ impl Broker {
             );
         }
         if offset > sub.acked {
-            sub.acked = offset;
+            let from = std::mem::replace(&mut sub.acked, offset);
+            self.topics[topic_key].move_cursor(from, offset);
             self.release(topic_key);
         }
         Ok(())
@@ -714,18 +717,7 @@ impl Broker {
         let Some(topic) = self.topics.get_mut(topic_key) else {
             return;
         };
-        let sessions = &self.sessions;
-        let floor = topic
-            .subscribers
-            .iter()
-            .filter_map(|&s| {
-                sessions
-                    .get(s)?
-                    .subscription(topic_key)
-                    .map(|sub| sub.acked)
-            })
-            .min()
-            .unwrap_or_else(|| topic.next_offset());
+        let floor = topic.floor();
         if floor > topic.base_offset() {
             let (messages, bytes) = (topic.backlog_messages(), topic.backlog_bytes());
             topic.release_below(floor);
@@ -792,11 +784,12 @@ impl Broker {
     /// `ack = true` on a pull: everything delivered on the pulled topics is
     /// acknowledged.
     fn ack_delivered(&mut self, session_key: SessionKey, topic: Option<TopicKey>) {
-        for index in 0..self.sessions[session_key].subscriptions.len() {
-            let sub = &mut self.sessions[session_key].subscriptions[index];
+        for index in 0..self.sessions[session_key].subscriptions().len() {
+            let sub = &mut self.sessions[session_key].subscriptions_mut()[index];
             if topic.is_none_or(|t| t == sub.topic) && sub.acked < sub.delivered {
-                sub.acked = sub.delivered;
-                let topic_key = sub.topic;
+                let from = std::mem::replace(&mut sub.acked, sub.delivered);
+                let (topic_key, to) = (sub.topic, sub.acked);
+                self.topics[topic_key].move_cursor(from, to);
                 self.release(topic_key);
             }
         }

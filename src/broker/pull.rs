@@ -42,7 +42,7 @@ impl Broker {
     fn plan_pull(&mut self, key: SessionKey, parked: &Parked) -> usize {
         self.plan.clear();
         let session = &self.sessions[key];
-        let subscriptions = session.subscriptions.len();
+        let subscriptions = session.subscriptions().len();
         let header = codec::messages_header_len(parked.request_id);
         let mut room = self.limits.max_frame_bytes.saturating_sub(header);
         let mut messages_left = parked.max_messages;
@@ -50,7 +50,7 @@ impl Broker {
         let mut first = true;
         'topics: for step in 0..subscriptions {
             let index = (session.turn + step) % subscriptions;
-            let sub = session.subscriptions[index];
+            let sub = session.subscriptions()[index];
             if !parked.covers(sub.topic) {
                 continue;
             }
@@ -119,10 +119,10 @@ impl Broker {
                 }
             }
             self.counters.messages_out += u64::from(group.count);
-            session.subscriptions[group.subscription].delivered += u64::from(group.count);
+            session.subscriptions_mut()[group.subscription].delivered += u64::from(group.count);
         }
         codec::end_frame(buf, start);
         // Topics take turns at being first in an all-topics pull.
-        session.turn = (session.turn + 1) % session.subscriptions.len().max(1);
+        session.turn = (session.turn + 1) % session.subscriptions().len().max(1);
     }
 }

@@ -14,6 +14,7 @@
 use super::ConnId;
 use super::topic::TopicKey;
 use crate::timers::TimerKey;
+use std::collections::HashMap;
 
 pub type SessionKey = usize;
 
@@ -49,7 +50,10 @@ impl Parked {
 pub struct Session {
     pub id: u64,
     pub conn: Option<ConnId>,
-    pub subscriptions: Vec<Subscription>,
+    /// In a `Vec` for pulls to walk in turn; `index` finds one by topic in
+    /// O(1), so a session with thousands of topics costs no quadratic work.
+    subscriptions: Vec<Subscription>,
+    index: HashMap<TopicKey, usize>,
     pub parked: Option<Parked>,
     /// Armed while no connection holds the session.
     pub expiry: Option<TimerKey>,
@@ -63,23 +67,47 @@ impl Session {
             id,
             conn: Some(conn),
             subscriptions: Vec::new(),
+            index: HashMap::new(),
             parked: None,
             expiry: None,
             turn: 0,
         }
     }
 
+    pub fn subscriptions(&self) -> &[Subscription] {
+        &self.subscriptions
+    }
+
+    pub fn subscriptions_mut(&mut self) -> &mut [Subscription] {
+        &mut self.subscriptions
+    }
+
+    /// Ends the session, handing back what it was subscribed to.
+    pub fn into_subscriptions(self) -> Vec<Subscription> {
+        self.subscriptions
+    }
+
     pub fn subscription(&self, topic: TopicKey) -> Option<&Subscription> {
-        self.subscriptions.iter().find(|s| s.topic == topic)
+        self.subscriptions.get(*self.index.get(&topic)?)
     }
 
     pub fn subscription_mut(&mut self, topic: TopicKey) -> Option<&mut Subscription> {
-        self.subscriptions.iter_mut().find(|s| s.topic == topic)
+        self.subscriptions.get_mut(*self.index.get(&topic)?)
+    }
+
+    /// Adds a subscription to a topic not yet subscribed.
+    pub fn add_subscription(&mut self, sub: Subscription) {
+        self.index.insert(sub.topic, self.subscriptions.len());
+        self.subscriptions.push(sub);
     }
 
     pub fn remove_subscription(&mut self, topic: TopicKey) -> Option<Subscription> {
-        let index = self.subscriptions.iter().position(|s| s.topic == topic)?;
-        Some(self.subscriptions.swap_remove(index))
+        let index = self.index.remove(&topic)?;
+        let removed = self.subscriptions.swap_remove(index);
+        if let Some(moved) = self.subscriptions.get(index) {
+            self.index.insert(moved.topic, index);
+        }
+        Some(removed)
     }
 
     /// Everything delivered but not acknowledged will be delivered again.
@@ -144,9 +172,27 @@ mod tests {
     }
 
     #[test]
+    fn subscriptions_are_found_by_topic_after_removals() {
+        let mut session = Session::new(1, 0);
+        for topic in 0..5 {
+            session.add_subscription(Subscription {
+                topic,
+                acked: topic as u64,
+                delivered: topic as u64,
+            });
+        }
+        assert_eq!(session.remove_subscription(1).map(|s| s.acked), Some(1));
+        assert_eq!(session.remove_subscription(1), None);
+        for topic in [0, 2, 3, 4] {
+            assert_eq!(session.subscription(topic).map(|s| s.topic), Some(topic));
+        }
+        assert_eq!(session.subscriptions().len(), 4);
+    }
+
+    #[test]
     fn rewind_returns_in_flight_messages() {
         let mut session = Session::new(1, 0);
-        session.subscriptions.push(Subscription {
+        session.add_subscription(Subscription {
             topic: 3,
             acked: 5,
             delivered: 9,

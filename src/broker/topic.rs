@@ -12,7 +12,7 @@
 
 use super::session::SessionKey;
 use bytes::Bytes;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 pub type TopicKey = usize;
 
@@ -24,6 +24,10 @@ pub struct Topic {
     backlog_bytes: usize,
     /// Sessions subscribed to this topic (each session also lists the topic).
     pub subscribers: Vec<SessionKey>,
+    /// How many subscribers have acknowledged up to each offset. The first
+    /// key is how far the topic may forget, found in O(log n) however many
+    /// subscribers there are.
+    acked: BTreeMap<u64, u32>,
 }
 
 impl Topic {
@@ -34,7 +38,38 @@ impl Topic {
             base: 0,
             backlog_bytes: 0,
             subscribers: Vec::new(),
+            acked: BTreeMap::new(),
         }
+    }
+
+    /// A subscriber's acknowledged offset starts at `offset`.
+    pub fn add_cursor(&mut self, offset: u64) {
+        *self.acked.entry(offset).or_default() += 1;
+    }
+
+    /// A subscriber whose acknowledged offset was `offset` leaves.
+    pub fn remove_cursor(&mut self, offset: u64) {
+        if let Some(count) = self.acked.get_mut(&offset) {
+            *count -= 1;
+            if *count == 0 {
+                self.acked.remove(&offset);
+            }
+        }
+    }
+
+    /// A subscriber acknowledged from `from` up to `to`.
+    pub fn move_cursor(&mut self, from: u64, to: u64) {
+        self.remove_cursor(from);
+        self.add_cursor(to);
+    }
+
+    /// Below this offset every subscriber has acknowledged everything.
+    pub fn floor(&self) -> u64 {
+        self.acked
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or_else(|| self.next_offset())
     }
 
     /// The offset the next published message will get.
@@ -131,6 +166,25 @@ mod tests {
         assert_eq!(topic.backlog_messages(), 0);
         assert_eq!(topic.skip(2), 5);
         assert_eq!(topic.next_offset(), 7);
+    }
+
+    #[test]
+    fn the_floor_is_the_slowest_acknowledgement() {
+        let mut topic = Topic::new("t");
+        for _ in 0..4 {
+            topic.push(Bytes::from_static(b"x"));
+        }
+        assert_eq!(topic.floor(), 4);
+        topic.add_cursor(1);
+        topic.add_cursor(1);
+        topic.add_cursor(3);
+        assert_eq!(topic.floor(), 1);
+        topic.move_cursor(1, 2);
+        assert_eq!(topic.floor(), 1);
+        topic.move_cursor(1, 4);
+        assert_eq!(topic.floor(), 2);
+        topic.remove_cursor(2);
+        assert_eq!(topic.floor(), 3);
     }
 
     #[test]
