@@ -1,5 +1,5 @@
 //! `create-topic`: clients creating and deleting topics, each on its own
-//! connection and thread, one request at a time.
+//! connection and thread, with `--pipeline D` requests in flight.
 //!
 //! Each client creates a topic, deletes it, and goes on with the next name,
 //! so the broker's topic table stays small and the run measures the two
@@ -7,31 +7,29 @@
 //! buffer. Every request must succeed; for an in-process broker the topic
 //! count must be back where it started.
 //!
-//! With `--pipeline 1` (the default) each request is one round trip through
-//! the client library, so the rate is bounded by clients / round trip. With
-//! more, requests go `D` at a time over a bare connection (`raw`), because
-//! the library pipelines only publishes.
+//! Requests go through the client library's pipeline at every depth: with
+//! `--pipeline 1` (the default) each is one round trip, so the rate is
+//! bounded by clients / round trip; with more, `D` are in flight at once.
 
 use crate::args::Options;
 use crate::broker::Broker;
 use crate::progress::Progress;
-use crate::raw::Raw;
 use crate::report::{self, Operation, Report};
 use crate::run::{self, Failure, Fault, Gate, Shared, Timeline};
 use crate::topics::run_prefix;
-use courier::protocol::{Op, Request};
+use courier::client::{self, Completion, Pipeline};
+use courier::protocol::Op;
 use hdrhistogram::Histogram;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
 
-/// How long a pipelined client waits for a reply.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
-
+/// What one client did.
 struct Outcome {
+    /// Per request, nanoseconds; measured window only.
     create: Histogram<u64>,
     delete: Histogram<u64>,
+    /// Topics deleted in the measured window.
     measured: u64,
     last_ns: u64,
     created: u64,
@@ -59,13 +57,7 @@ pub fn run(o: &Options, broker: &Broker) -> Result<Report, Failure> {
         let (shared2, gate2) = (Arc::clone(&shared), Arc::clone(&gate));
         let prefix = format!("{prefix}-c{c}-");
         let depth = o.pipeline;
-        let body = move || {
-            if depth > 1 {
-                pipelined(&shared2, &gate2, c, prefix, quota, depth)
-            } else {
-                blocking(&shared2, &gate2, c, prefix, quota)
-            }
-        };
+        let body = move || creating(&shared2, &gate2, c, prefix, quota, depth);
         match run::spawn(format!("bench-client-{c}"), &shared, &gate, body) {
             Ok(handle) => handles.push(handle),
             Err(e) => {
@@ -74,20 +66,9 @@ pub fn run(o: &Options, broker: &Broker) -> Result<Report, Failure> {
             }
         }
     }
-    let timeline = spawned.and_then(|()| {
-        gate.open(o.clients, || {
-            Timeline::starting_now(&shared.clock, o.warmup, o.duration)
-        })
-        .ok_or_else(|| "the clients could not all connect in time".to_owned())
-    });
-    let timeline = match timeline {
-        Ok(timeline) => timeline,
-        Err(e) => {
-            shared.abort();
-            gate.fail();
-            return Err(Failure::Runtime(run::join(handles).err().unwrap_or(e)));
-        }
-    };
+    let timeline = run::start(o, &shared, &gate, o.clients, spawned, || {
+        run::join(std::mem::take(&mut handles)).map(drop)
+    })?;
     let mut progress = Progress::new(o.scenario.name(), o.quiet);
     progress.wait(&shared, &handles);
     drop(progress);
@@ -132,148 +113,159 @@ pub fn run(o: &Options, broker: &Broker) -> Result<Report, Failure> {
     Ok(report)
 }
 
-/// One client, one request at a time through the client library: create,
-/// delete, next name, until the quota or the stop.
-fn blocking(
+/// One client: create, delete, next name, with up to `depth` requests in
+/// flight, until the quota or the stop. A topic counts when its delete is
+/// answered.
+fn creating(
     shared: &Shared,
     gate: &Gate,
     index: usize,
-    mut name: String,
+    prefix: String,
     quota: u64,
+    depth: usize,
 ) -> Result<Outcome, Fault> {
     let mut client = shared.connect(format!("bench-client-{index}"))?;
     client
         .register_publisher()
         .map_err(|e| format!("client {index}: cannot register: {e}"))?;
     let timeline = gate.ready().ok_or(Fault::Aborted)?;
-    let prefix_len = name.len();
-    let clock = shared.clock;
-    let mut out = Outcome {
-        create: report::histogram(),
-        delete: report::histogram(),
-        measured: 0,
-        last_ns: timeline.measure_ns,
-        created: 0,
+    let mut books = Books {
+        shared,
+        timeline,
+        index,
+        prefix,
+        one_at_a_time: depth == 1,
+        last_queued_ns: shared.clock.now_ns(),
+        sent: VecDeque::with_capacity(depth + 1),
+        topics_in_flight: 0,
+        out: Outcome {
+            create: report::histogram(),
+            delete: report::histogram(),
+            measured: 0,
+            last_ns: timeline.measure_ns,
+            created: 0,
+        },
     };
-    for k in 0u64.. {
-        let start = clock.now_ns();
-        if out.measured >= quota || start >= timeline.stop_ns || shared.aborted() {
+    let mut name = books.prefix.clone();
+    let mut pipeline = client.pipeline(depth);
+    for topic in 0u64.. {
+        // The time of the last request is recent enough to tell the stop,
+        // and saves a clock read per topic.
+        let stop = shared.aborted() || books.last_queued_ns >= timeline.stop_ns;
+        if stop || books.out.measured + books.topics_in_flight >= quota {
             break;
         }
-        name.truncate(prefix_len);
-        let _ = write!(name, "{k}");
-        client
-            .create_topic(&name)
-            .map_err(|e| format!("client {index}: cannot create topic {name}: {e}"))?;
-        let created = clock.now_ns();
-        out.created += 1;
-        client
-            .delete_topic(&name)
-            .map_err(|e| format!("client {index}: cannot delete topic {name}: {e}"))?;
-        let deleted = clock.now_ns();
-        if timeline.measured(start) {
-            out.create
-                .saturating_record(created.saturating_sub(start).max(1));
-            out.delete
-                .saturating_record(deleted.saturating_sub(created).max(1));
-            out.measured += 1;
-            out.last_ns = deleted;
-        }
-        if let Some(meter) = shared.meter(0) {
-            meter.add(1);
-        }
+        name.truncate(books.prefix.len());
+        let _ = write!(name, "{topic}");
+        books.topics_in_flight += 1;
+        books.issue(&mut pipeline, Op::CreateTopic, topic, |p| {
+            p.create_topic(&name)
+        })?;
+        books.issue(&mut pipeline, Op::DeleteTopic, topic, |p| {
+            p.delete_topic(&name)
+        })?;
     }
-    Ok(out)
+    // A failed connection is the outcome of what it cut off: settled here.
+    let rest = pipeline.finish();
+    books.settle(rest.into_iter(), shared.clock.now_ns())?;
+    Ok(books.out)
 }
 
-/// One client keeping `depth` requests in flight (see `raw`): creates and
-/// deletes go out in pairs, and a topic counts when its delete is answered.
-fn pipelined(
-    shared: &Shared,
-    gate: &Gate,
+/// A request whose outcome is not known yet.
+struct Sent {
+    tag: u64,
+    op: Op,
+    /// The topic's number after the client's prefix.
+    topic: u64,
+    /// When it could leave, on the run's clock.
+    queued_ns: u64,
+}
+
+/// One client's requests in flight and what their outcomes add up to.
+struct Books<'a> {
+    shared: &'a Shared,
+    timeline: Timeline,
     index: usize,
-    mut name: String,
-    quota: u64,
-    depth: usize,
-) -> Result<Outcome, Fault> {
-    let label = format!("client {index}");
-    let mut raw = Raw::publisher(
-        &shared.addr,
-        &format!("bench-client-{index}"),
-        REPLY_TIMEOUT,
-    )
-    .map_err(|e| format!("{label}: {e}"))?;
-    let timeline = gate.ready().ok_or(Fault::Aborted)?;
-    let prefix_len = name.len();
-    let clock = shared.clock;
-    let mut out = Outcome {
-        create: report::histogram(),
-        delete: report::histogram(),
-        measured: 0,
-        last_ns: timeline.measure_ns,
-        created: 0,
-    };
-    // (request id, operation, when it was queued)
-    let mut pending: VecDeque<(u64, Op, u64)> = VecDeque::with_capacity(depth + 2);
-    let mut topics_in_flight = 0u64;
-    let mut next_name = 0u64;
-    loop {
-        let now = clock.now_ns();
-        let open = !shared.aborted() && now < timeline.stop_ns;
-        if open && pending.len() + 2 <= depth.max(2) && out.measured + topics_in_flight < quota {
-            name.truncate(prefix_len);
-            let _ = write!(name, "{next_name}");
-            next_name += 1;
-            let create = raw.queue(&Request::CreateTopic { topic: &name });
-            let delete = raw.queue(&Request::DeleteTopic { topic: &name });
-            pending.push_back((create, Op::CreateTopic, now));
-            pending.push_back((delete, Op::DeleteTopic, now));
-            topics_in_flight += 1;
-            continue;
+    prefix: String,
+    one_at_a_time: bool,
+    /// When the last request was queued.
+    last_queued_ns: u64,
+    sent: VecDeque<Sent>,
+    /// Topics whose create was queued and whose delete is not answered.
+    topics_in_flight: u64,
+    out: Outcome,
+}
+
+impl Books<'_> {
+    /// Queues one request with `queue`, which first waits for room in the
+    /// pipeline, then settles the replies that made room. The request is
+    /// timed from that moment, and their latency ends there: encoding a
+    /// topic request in between costs next to nothing.
+    fn issue(
+        &mut self,
+        pipeline: &mut Pipeline<'_>,
+        op: Op,
+        topic: u64,
+        queue: impl FnOnce(&mut Pipeline<'_>) -> client::Result<u64>,
+    ) -> Result<(), Fault> {
+        let tag = queue(pipeline).map_err(|e| self.failed(e))?;
+        let now = self.shared.clock.now_ns();
+        self.last_queued_ns = now;
+        self.sent.push_back(Sent {
+            tag,
+            op,
+            topic,
+            queued_ns: now,
+        });
+        self.settle(pipeline.completions(), now)?;
+        // One at a time means one at a time: do not leave the request in
+        // the buffer until the next one.
+        if self.one_at_a_time {
+            pipeline.flush().map_err(|e| self.failed(e))?;
         }
-        let Some(&(_, first_op, _)) = pending.front() else {
-            break;
-        };
-        raw.flush().map_err(|e| format!("{label}: {e}"))?;
-        let mut reply = Some(raw.reply(first_op).map_err(|e| format!("{label}: {e}"))?);
-        while let Some((id, result)) = reply.take() {
-            let done = clock.now_ns();
-            let Some((sent_id, op, queued)) = pending.pop_front() else {
-                return Err(Fault::Failed(format!("{label}: a reply to nothing")));
-            };
-            if id != sent_id {
-                return Err(Fault::Failed(format!(
-                    "{label}: reply to request {id} while {sent_id} was next"
-                )));
-            }
-            if let Err(e) = result {
-                return Err(Fault::Failed(format!(
-                    "{label}: {op:?} failed: {} ({})",
-                    e.message,
-                    e.code.name()
-                )));
-            }
-            let latency = done.saturating_sub(queued).max(1);
-            if op == Op::CreateTopic {
-                out.created += 1;
-                if timeline.measured(queued) {
-                    out.create.saturating_record(latency);
-                }
-            } else {
-                topics_in_flight -= 1;
-                if timeline.measured(queued) {
-                    out.delete.saturating_record(latency);
-                    out.measured += 1;
-                    out.last_ns = done;
-                }
-                if let Some(meter) = shared.meter(0) {
-                    meter.add(1);
-                }
-            }
-            if let Some(&(_, next_op, _)) = pending.front() {
-                reply = raw.buffered(next_op).map_err(|e| format!("{label}: {e}"))?;
-            }
-        }
+        Ok(())
     }
-    Ok(out)
+
+    /// Records the outcomes that arrived by `done_ns`; a refusal ends the
+    /// run.
+    fn settle(
+        &mut self,
+        completions: impl Iterator<Item = Completion>,
+        done_ns: u64,
+    ) -> Result<(), Fault> {
+        for done in completions {
+            // The pipeline completes requests in the order sent.
+            let sent = self.sent.pop_front().filter(|s| s.tag == done.tag);
+            let Some(sent) = sent else {
+                return Err(self.failed("an outcome out of the order sent"));
+            };
+            if let Err(e) = done.result {
+                let (op, prefix, topic) = (sent.op, &self.prefix, sent.topic);
+                return Err(self.failed(format_args!("{op:?} {prefix}{topic} failed: {e}")));
+            }
+            let measured = self.timeline.measured(sent.queued_ns);
+            let latency = done_ns.saturating_sub(sent.queued_ns).max(1);
+            if sent.op == Op::CreateTopic {
+                self.out.created += 1;
+                if measured {
+                    self.out.create.saturating_record(latency);
+                }
+                continue;
+            }
+            self.topics_in_flight -= 1;
+            if measured {
+                self.out.delete.saturating_record(latency);
+                self.out.measured += 1;
+                self.out.last_ns = done_ns;
+            }
+            if let Some(meter) = self.shared.meter(0) {
+                meter.add(1);
+            }
+        }
+        Ok(())
+    }
+
+    fn failed(&self, what: impl std::fmt::Display) -> Fault {
+        Fault::Failed(format!("client {}: {what}", self.index))
+    }
 }

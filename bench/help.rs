@@ -120,7 +120,7 @@ usage: bench create-topic [--clients N] [--pipeline D] [common options]
 
   --clients N       client connections, one thread each (default 8)
   --pipeline D      requests in flight per client (default 1: one round trip
-                    each, through the client library)
+                    each)
   --messages N      topics to create (and delete) over all clients
 
 Each client creates a topic, deletes it, and goes on with the next name;

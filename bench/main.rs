@@ -20,8 +20,6 @@
 //! - `publisher`, `subscriber`: the two client loops.
 //! - `verify`: setting what subscribers saw against what publishers issued.
 //! - `topics`: the run's topics and the admin connection.
-//! - `raw`: a stopgap pipelined connection for topic requests, which the
-//!   client library does not pipeline yet.
 //! - `stream` (send, fanout, latency), `create_topic`, `idle`, `retained`:
 //!   the scenarios, each ending in a `Report`.
 //! - `report`, `json`, `hgrm`, `progress`: output.
@@ -37,7 +35,6 @@ mod layout;
 mod payload;
 mod progress;
 mod publisher;
-mod raw;
 mod report;
 mod retained;
 mod run;

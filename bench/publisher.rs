@@ -251,7 +251,17 @@ impl<'a> Books<'a> {
                 )));
             };
             *in_flight -= sent.count;
-            if self.settle(sent, done.result, done_ns, shared)? {
+            let result = match done.result {
+                Ok(client::Outcome::Published(stored)) => Ok(stored),
+                Ok(other) => {
+                    return Err(Fault::Failed(format!(
+                        "publisher {}: a publish completed as {other:?}",
+                        self.spec.index
+                    )));
+                }
+                Err(e) => Err(e),
+            };
+            if self.settle(sent, result, done_ns, shared)? {
                 drained.accepted = true;
             } else {
                 drained.refused = true;

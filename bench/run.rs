@@ -9,6 +9,7 @@
 //! at their next check; a thread that fails before the gate opens makes the
 //! gate refuse to open, so nobody waits forever.
 
+use crate::args::Options;
 use crate::payload::Clock;
 use courier::client::{self, Client, ClientOptions};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -217,6 +218,32 @@ impl Gate {
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Opens the gate once `workers` are ready, starting the run's timeline
+/// (`o.warmup`, then `o.duration`). If they cannot all get ready — spawning
+/// them failed (`spawned`), one of them failed, or setup timed out — calls
+/// the run off and fails with the error that says the most: a worker's own,
+/// from `join` (which joins them all), rather than the gate's.
+pub fn start(
+    o: &Options,
+    shared: &Shared,
+    gate: &Gate,
+    workers: usize,
+    spawned: Result<(), String>,
+    join: impl FnOnce() -> Result<(), String>,
+) -> Result<Timeline, Failure> {
+    let opened = spawned.and_then(|()| {
+        gate.open(workers, || {
+            Timeline::starting_now(&shared.clock, o.warmup, o.duration)
+        })
+        .ok_or_else(|| "the clients could not all connect in time".to_owned())
+    });
+    opened.map_err(|e| {
+        shared.abort();
+        gate.fail();
+        Failure::Runtime(join().err().unwrap_or(e))
+    })
 }
 
 /// Starts a named worker thread. A worker that fails aborts the run, so

@@ -55,22 +55,12 @@ pub fn run(o: &Options, broker: &Broker) -> Result<Report, Failure> {
         .map(|handles| subscribers = handles)
         .and_then(|()| spawn_publishers(o, layout, &topics.names, &shared, &gate))
         .map(|handles| publishers = handles);
-    let timeline = started.and_then(|()| {
-        gate.open(o.publishers + o.subscribers, || {
-            Timeline::starting_now(&shared.clock, o.warmup, o.duration)
-        })
-        .ok_or_else(|| "the clients could not all connect in time".to_owned())
-    });
-    let timeline = match timeline {
-        Ok(timeline) => timeline,
-        Err(e) => {
-            shared.abort();
-            gate.fail();
-            // A client's own error says more than the gate's.
-            let joined = run::join(publishers).and(run::join(subscribers));
-            return Err(Failure::Runtime(joined.err().unwrap_or(e)));
-        }
-    };
+    let workers = o.publishers + o.subscribers;
+    let timeline = run::start(o, &shared, &gate, workers, started, || {
+        let publishers = run::join(std::mem::take(&mut publishers));
+        let subscribers = run::join(std::mem::take(&mut subscribers));
+        publishers.and(subscribers).map(drop)
+    })?;
     let mut progress = Progress::new(o.scenario.name(), o.quiet);
 
     progress.wait(&shared, &publishers);

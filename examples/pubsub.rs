@@ -9,7 +9,7 @@
 //! batches — and another pulls them with waiting pulls, acknowledging each
 //! batch with the pull that follows it.
 
-use courier::client::{Client, PullOptions};
+use courier::client::{Client, Outcome, PullOptions};
 use std::error::Error;
 use std::time::Duration;
 
@@ -60,13 +60,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     for done in pipeline.finish() {
         // A TOPIC_FULL refusal would show here, retryable, never silently lost.
-        let stored = done.result?;
-        println!(
-            "batch {} stored at offsets {}..{}",
-            done.tag,
-            stored.first_offset,
-            stored.first_offset + stored.count
-        );
+        if let Outcome::Published(stored) = done.result? {
+            println!(
+                "batch {} stored at offsets {}..{}",
+                done.tag,
+                stored.first_offset,
+                stored.first_offset + stored.count
+            );
+        }
     }
 
     let mut options = PullOptions {

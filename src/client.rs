@@ -7,10 +7,11 @@
 //! request in flight, a reply is matched by checking that its id is the one
 //! sent (a parked pull's late reply, PROTOCOL.md 3.3, cannot happen: the pull
 //! call itself waits for it). Throughput comes from [`Pipeline`], which keeps
-//! many publishes in flight on the same connection.
+//! many publishes (and topic creations and deletions) in flight on the same
+//! connection.
 //!
 //! Layout: `conn` owns the socket and the frame buffers, `pipeline` the
-//! publishes in flight, `error` the error type. This file holds the
+//! requests in flight, `error` the error type. This file holds the
 //! operations, which only build requests and unpack replies.
 
 mod conn;
@@ -18,7 +19,7 @@ mod error;
 mod pipeline;
 
 pub use self::error::{Error, Result, io_message};
-pub use self::pipeline::{Completion, Pipeline};
+pub use self::pipeline::{Completion, Outcome, Pipeline};
 pub use crate::protocol::{ServerInfo, Stats, TopicMessages};
 
 use self::conn::Conn;
@@ -159,7 +160,7 @@ impl Batch {
 ///
 /// Every method sends one request and blocks until its reply; an error reply
 /// is [`Error::Server`] and leaves the client usable unless
-/// [`Error::is_fatal`] says otherwise. For many publishes in flight at once,
+/// [`Error::is_fatal`] says otherwise. For many requests in flight at once,
 /// see [`Client::pipeline`].
 ///
 /// ```no_run
@@ -355,8 +356,8 @@ impl Client {
         }
     }
 
-    /// Starts pipelined publishing with up to `depth` requests in flight
-    /// (at least 1). See [`Pipeline`].
+    /// Starts pipelining publishes and topic requests, with up to `depth`
+    /// in flight (at least 1). See [`Pipeline`].
     pub fn pipeline(&mut self, depth: usize) -> Pipeline<'_> {
         Pipeline::new(self, depth)
     }

@@ -7,7 +7,7 @@ mod common;
 
 use common::{limits, start_broker, start_broker_with, wait_until};
 use courier::ErrorCode;
-use courier::client::{Client, ClientOptions, Completion, Error, PullOptions};
+use courier::client::{Client, ClientOptions, Completion, Error, Outcome, PullOptions};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -205,6 +205,16 @@ fn assert_each_tag_once(completions: &[Completion], n: u64) {
     assert_eq!(unique, (0..n).collect(), "a tag is missing");
 }
 
+/// The codes of failed completions, in tag order (`None`: it succeeded).
+fn codes(completions: &[Completion]) -> Vec<Option<ErrorCode>> {
+    let mut sorted: Vec<&Completion> = completions.iter().collect();
+    sorted.sort_by_key(|c| c.tag);
+    sorted
+        .iter()
+        .map(|c| c.result.as_ref().err().and_then(Error::code))
+        .collect()
+}
+
 #[test]
 fn pipelined_sends_complete_once_each_with_consecutive_offsets() {
     let broker = start_broker();
@@ -221,7 +231,8 @@ fn pipelined_sends_complete_once_each_with_consecutive_offsets() {
     completions.extend(pipeline.finish());
     assert_each_tag_once(&completions, 5000);
     for c in &completions {
-        let stored = c.result.as_ref().expect("stored");
+        let stored = c.result.as_ref().ok().and_then(Outcome::published);
+        let stored = stored.expect("stored");
         assert_eq!((stored.first_offset, stored.count), (c.tag, 1));
     }
     let got = pull_n(&mut subscriber, 5000);
@@ -303,16 +314,112 @@ fn errors_in_a_pipeline_do_not_stop_it() {
     pipeline.send("t", b"c").expect("send");
     let completions = pipeline.finish();
     assert_each_tag_once(&completions, 3);
-    let codes: Vec<Option<ErrorCode>> = completions
-        .iter()
-        .map(|c| c.result.as_ref().err().and_then(Error::code))
-        .collect();
-    assert_eq!(codes, vec![None, Some(ErrorCode::UnknownTopic), None]);
+    assert_eq!(
+        codes(&completions),
+        vec![None, Some(ErrorCode::UnknownTopic), None]
+    );
     let offsets: Vec<u64> = completions
         .iter()
-        .filter_map(|c| c.result.as_ref().ok().map(|p| p.first_offset))
+        .filter_map(|c| c.result.as_ref().ok().and_then(Outcome::published))
+        .map(|p| p.first_offset)
         .collect();
     assert_eq!(offsets, vec![0, 1]);
+}
+
+#[test]
+fn pipelined_topic_requests_complete_once_each_beside_publishes() {
+    let broker = start_broker();
+    let mut client = Client::connect(broker.addr()).expect("connect");
+    client.register_publisher().expect("register publisher");
+    let mut pipeline = client.pipeline(8);
+    let mut completions = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..300 {
+        let topic = format!("t{i}");
+        let tags = [
+            pipeline.create_topic(&topic).expect("create"),
+            pipeline.send(&topic, b"m").expect("send"),
+            pipeline.delete_topic(&topic).expect("delete"),
+        ];
+        assert_eq!(tags, [3 * i, 3 * i + 1, 3 * i + 2]);
+        let stored = Outcome::Published(courier::client::PublishedBatch {
+            first_offset: 0,
+            count: 1,
+            subscribers: 0,
+        });
+        expected.extend([Outcome::Created, stored, Outcome::Deleted]);
+        completions.extend(pipeline.completions());
+        assert!(pipeline.in_flight() <= 8);
+    }
+    completions.extend(pipeline.finish());
+    assert_each_tag_once(&completions, 900);
+    completions.sort_by_key(|c| c.tag);
+    let outcomes: Vec<Outcome> = completions
+        .iter()
+        .map(|c| c.result.clone().expect("done"))
+        .collect();
+    assert_eq!(outcomes, expected);
+    let messages: Vec<u32> = completions.iter().map(|c| c.messages).collect();
+    assert!(messages.chunks(3).all(|m| m == [0, 1, 0]));
+    assert_eq!(client.stats().expect("stats").topics, 0);
+}
+
+#[test]
+fn completions_not_taken_stay_for_the_next_call() {
+    let broker = start_broker();
+    let mut client = publisher(broker.addr(), "t");
+    let mut pipeline = client.pipeline(8);
+    for _ in 0..3 {
+        pipeline.send("t", b"m").expect("send");
+    }
+    pipeline.wait_all().expect("replies");
+    let first = pipeline.completions().next().expect("a completion");
+    let rest: Vec<Completion> = pipeline.completions().collect();
+    let tags: Vec<u64> = rest.iter().map(|c| c.tag).collect();
+    assert_eq!((first.tag, tags), (0, vec![1, 2]));
+    assert!(pipeline.finish().is_empty());
+}
+
+#[test]
+fn pipelined_topic_refusals_are_reported_per_tag() {
+    let broker = start_broker();
+    let mut client = publisher(broker.addr(), "taken");
+    let mut pipeline = client.pipeline(4);
+    pipeline.create_topic("taken").expect("queue");
+    pipeline.create_topic("new").expect("queue");
+    pipeline.create_topic("new").expect("queue");
+    pipeline.delete_topic("missing").expect("queue");
+    pipeline.delete_topic("new").expect("queue");
+    pipeline.delete_topic("new").expect("queue");
+    pipeline.create_topic("new").expect("queue");
+    let completions = pipeline.finish();
+    assert_each_tag_once(&completions, 7);
+    let (exists, unknown) = (Some(ErrorCode::TopicExists), Some(ErrorCode::UnknownTopic));
+    assert_eq!(
+        codes(&completions),
+        vec![exists, None, exists, unknown, None, unknown, None]
+    );
+    for c in completions.iter().filter(|c| !c.is_ok()) {
+        let e = c.result.as_ref().expect_err("refused");
+        assert!(!e.is_fatal() && !c.is_retryable(), "{c:?}");
+    }
+    // Refusals leave the connection usable.
+    client
+        .delete_topic("new")
+        .expect("delete after the pipeline");
+    assert_eq!(client.stats().expect("stats").topics, 1);
+}
+
+#[test]
+fn pipelined_topic_requests_need_a_publisher() {
+    let broker = start_broker();
+    let mut client = Client::connect(broker.addr()).expect("connect");
+    let mut pipeline = client.pipeline(2);
+    pipeline.create_topic("t").expect("queue");
+    pipeline.delete_topic("t").expect("queue");
+    let completions = pipeline.finish();
+    let not_registered = Some(ErrorCode::NotRegistered);
+    assert_eq!(codes(&completions), vec![not_registered, not_registered]);
 }
 
 #[test]

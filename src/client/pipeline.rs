@@ -1,23 +1,30 @@
-//! Pipelined publishing: many PUBLISH / PUBLISH_BATCH requests in flight on
-//! one connection.
+//! Pipelined requests: publishes (PUBLISH, PUBLISH_BATCH) and topic changes
+//! (CREATE_TOPIC, DELETE_TOPIC), many in flight on one connection.
 //!
 //! A blocking call waits a round trip per request; a pipeline does not. It
 //! encodes requests into the connection's write buffer, writes them in one
 //! syscall when the buffer has grown or `depth` requests are outstanding, and
 //! reads replies only when it must make room (or when asked to finish). The
 //! caller learns each request's outcome as a [`Completion`], tagged with the
-//! sequence number [`Pipeline::send`] returned.
+//! sequence number the queuing call ([`Pipeline::send`],
+//! [`Pipeline::create_topic`], …) returned.
 //!
 //! The contract that makes it safe to use for data that must not be lost:
 //! every tag `send` returns is reported in exactly one completion — stored,
 //! refused with a code (`TOPIC_FULL` is retryable: resend that tag's
 //! payloads), or failed with the connection (outcome unknown: the broker may
 //! or may not have stored it). A `send` that returns `Err` queued nothing and
-//! issued no tag.
+//! issued no tag. The same holds for every queuing call: a topic created or
+//! deleted, refused (`TOPIC_EXISTS`, `UNKNOWN_TOPIC`…), or cut off with the
+//! connection.
 //!
-//! Replies to publishes come in the order sent (PROTOCOL.md 3.3), but they are
-//! still matched by id, so a reply for a request not in flight is caught as a
-//! protocol violation rather than credited to the wrong tag.
+//! A completion's result is an [`Outcome`] that names what was done, so one
+//! stream of completions serves a mix of requests; a caller that only
+//! publishes gets only [`Outcome::Published`].
+//!
+//! Replies to these requests come in the order sent (PROTOCOL.md 3.3), but
+//! they are still matched by id, so a reply for a request not in flight is
+//! caught as a protocol violation rather than credited to the wrong tag.
 
 use super::error::{Error, Result};
 use super::{Client, PublishedBatch};
@@ -25,7 +32,6 @@ use crate::codec;
 use crate::protocol::{Op, Reply, Request};
 use bytes::Bytes;
 use std::collections::VecDeque;
-use std::collections::vec_deque::Drain;
 use std::time::Duration;
 
 /// Buffered request bytes that are written without waiting for `depth`.
@@ -34,14 +40,14 @@ const FLUSH_BYTES: usize = 64 * 1024;
 /// The outcome of one pipelined request.
 #[derive(Debug, Clone)]
 pub struct Completion {
-    /// The sequence number [`Pipeline::send`] or [`Pipeline::send_batch`]
-    /// returned: 0, 1, 2, … in the order sent.
+    /// The sequence number the queuing call returned: 0, 1, 2, … in the
+    /// order queued, whatever the request.
     pub tag: u64,
-    /// How many messages the request carried.
+    /// How many messages the request carried (0 for a topic request).
     pub messages: u32,
-    /// Where they were stored (a single message is a batch of one), or why
-    /// not. On [`Error::is_retryable`] nothing was stored: send them again.
-    pub result: Result<PublishedBatch>,
+    /// What the request did, or why not. On [`Error::is_retryable`]
+    /// nothing was done: send it again.
+    pub result: Result<Outcome>,
 }
 
 impl Completion {
@@ -55,6 +61,29 @@ impl Completion {
     }
 }
 
+/// What a pipelined request did. Each request has one possible outcome: a
+/// publish is `Published`, a CREATE_TOPIC `Created`, a DELETE_TOPIC
+/// `Deleted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Where the messages were stored (a single message is a batch of one).
+    Published(PublishedBatch),
+    /// The topic exists now.
+    Created,
+    /// The topic and what it retained are gone.
+    Deleted,
+}
+
+impl Outcome {
+    /// Where a publish stored its messages; `None` for a topic request.
+    pub fn published(&self) -> Option<PublishedBatch> {
+        match *self {
+            Outcome::Published(stored) => Some(stored),
+            Outcome::Created | Outcome::Deleted => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
     id: u64,
@@ -63,8 +92,9 @@ struct InFlight {
     messages: u32,
 }
 
-/// Publishes with up to `depth` requests in flight. Made by
-/// [`Client::pipeline`]; the client is borrowed until the pipeline is dropped.
+/// Publishes, creates and deletes topics with up to `depth` requests in
+/// flight. Made by [`Client::pipeline`]; the client is borrowed until the
+/// pipeline is dropped.
 ///
 /// Requests are written when the buffer passes 64 KiB, when `depth` are
 /// outstanding, or on [`flush`](Pipeline::flush), [`wait_all`](Pipeline::wait_all)
@@ -74,20 +104,27 @@ struct InFlight {
 /// outcomes still due.
 ///
 /// ```no_run
-/// # use courier::client::Client;
+/// # use courier::client::{Client, Outcome};
 /// # fn main() -> courier::client::Result<()> {
 /// let mut client = Client::connect("localhost:5555")?;
 /// client.register_publisher()?;
 /// let mut pipeline = client.pipeline(16);
+/// pipeline.create_topic("news")?;
 /// let lines: [&[u8]; 3] = [b"one", b"two", b"three"];
 /// for chunk in lines.chunks(2) {
 ///     pipeline.send_batch("news", chunk)?;
 ///     for done in pipeline.completions() {
-///         println!("batch {}: {:?}", done.tag, done.result);
+///         println!("request {}: {:?}", done.tag, done.result);
 ///     }
 /// }
 /// for done in pipeline.finish() {
-///     println!("batch {}: {:?}", done.tag, done.result);
+///     match done.result {
+///         Ok(Outcome::Published(stored)) => {
+///             println!("batch {} at offset {}", done.tag, stored.first_offset)
+///         }
+///         Ok(other) => println!("request {}: {other:?}", done.tag),
+///         Err(e) => println!("request {} failed: {e}", done.tag),
+///     }
 /// }
 /// # Ok(())
 /// # }
@@ -116,12 +153,7 @@ impl<'c> Pipeline<'c> {
     /// Queues one PUBLISH; returns its tag. Blocks while `depth` requests
     /// are outstanding.
     pub fn send(&mut self, topic: &str, payload: &[u8]) -> Result<u64> {
-        self.make_room()?;
-        let id = self
-            .client
-            .conn
-            .queue(&Request::Publish { topic, payload })?;
-        Ok(self.track(id, Op::Publish, 1))
+        self.queue(&Request::Publish { topic, payload }, 1)
     }
 
     /// Queues one PUBLISH_BATCH (all or nothing); returns its tag. Blocks
@@ -133,6 +165,27 @@ impl<'c> Pipeline<'c> {
         })?;
         let messages = u32::try_from(payloads.len()).unwrap_or(u32::MAX);
         Ok(self.track(id, Op::PublishBatch, messages))
+    }
+
+    /// Queues one CREATE_TOPIC; returns its tag, whose outcome is
+    /// [`Outcome::Created`] or the refusal (`TOPIC_EXISTS`…). Blocks while
+    /// `depth` requests are outstanding.
+    pub fn create_topic(&mut self, topic: &str) -> Result<u64> {
+        self.queue(&Request::CreateTopic { topic }, 0)
+    }
+
+    /// Queues one DELETE_TOPIC; returns its tag, whose outcome is
+    /// [`Outcome::Deleted`] or the refusal (`UNKNOWN_TOPIC`…). Blocks while
+    /// `depth` requests are outstanding.
+    pub fn delete_topic(&mut self, topic: &str) -> Result<u64> {
+        self.queue(&Request::DeleteTopic { topic }, 0)
+    }
+
+    /// Queues a request that carries `messages` messages; returns its tag.
+    fn queue(&mut self, request: &Request<'_>, messages: u32) -> Result<u64> {
+        self.make_room()?;
+        let id = self.client.conn.queue(request)?;
+        Ok(self.track(id, request.op(), messages))
     }
 
     /// Writes every buffered request now, without waiting for replies.
@@ -150,9 +203,12 @@ impl<'c> Pipeline<'c> {
         Ok(())
     }
 
-    /// Outcomes that arrived and were not taken yet, oldest first.
-    pub fn completions(&mut self) -> Drain<'_, Completion> {
-        self.done.drain(..)
+    /// Outcomes that arrived and were not taken yet, oldest first. Each is
+    /// taken as the iterator reaches it; those it does not reach stay for
+    /// the next call (unlike a drain, dropping it early loses nothing, and
+    /// it costs nothing when there is nothing to take).
+    pub fn completions(&mut self) -> impl Iterator<Item = Completion> + '_ {
+        std::iter::from_fn(|| self.done.pop_front())
     }
 
     /// Requests sent or buffered whose outcome has not arrived.
@@ -222,35 +278,50 @@ impl<'c> Pipeline<'c> {
             let e = self.client.conn.unattributed(frame);
             return Err(self.abort(e));
         }
-        let position = self.in_flight.iter().position(|f| f.id == id);
-        let Some(request) = position.and_then(|p| self.in_flight.remove(p)) else {
+        // Replies come in the order sent: the oldest is the usual match, and
+        // taking it from the front costs no shuffling.
+        let request = match self.in_flight.iter().position(|f| f.id == id) {
+            Some(0) => self.in_flight.pop_front(),
+            Some(p) => self.in_flight.remove(p),
+            None => None,
+        };
+        let Some(request) = request else {
             let e = self.client.conn.fail(Error::Protocol(format!(
                 "reply to request {id}, which is not in flight"
             )));
             return Err(self.abort(e));
         };
         let conn = &mut self.client.conn;
-        let result = match conn.decode(request.op, frame) {
-            Ok(Reply::Published {
-                offset,
-                subscribers,
-            }) => Ok(PublishedBatch {
-                first_offset: offset,
-                count: 1,
-                subscribers,
-            }),
-            Ok(Reply::PublishedBatch {
-                first_offset,
-                count,
-                subscribers,
-            }) => Ok(PublishedBatch {
-                first_offset,
-                count,
-                subscribers,
-            }),
-            Ok(other) => Err(conn.unexpected(request.op, &other)),
-            Err(e) => Err(e),
-        };
+        let result = conn
+            .decode(request.op, frame)
+            .and_then(|reply| match (request.op, reply) {
+                (
+                    Op::Publish,
+                    Reply::Published {
+                        offset,
+                        subscribers,
+                    },
+                ) => Ok(Outcome::Published(PublishedBatch {
+                    first_offset: offset,
+                    count: 1,
+                    subscribers,
+                })),
+                (
+                    Op::PublishBatch,
+                    Reply::PublishedBatch {
+                        first_offset,
+                        count,
+                        subscribers,
+                    },
+                ) => Ok(Outcome::Published(PublishedBatch {
+                    first_offset,
+                    count,
+                    subscribers,
+                })),
+                (Op::CreateTopic, Reply::Done) => Ok(Outcome::Created),
+                (Op::DeleteTopic, Reply::Done) => Ok(Outcome::Deleted),
+                (op, other) => Err(conn.unexpected(op, &other)),
+            });
         let fatal = result.as_ref().err().filter(|e| e.is_fatal()).cloned();
         self.done.push_back(Completion {
             tag: request.tag,
