@@ -60,6 +60,14 @@ impl Broker {
 }
 
 /// The resident set size of process `pid`, in bytes (`VmRSS`).
+/// The broker's RSS after its next housekeeping: the broker returns freed
+/// memory to the system once a second, so a reading taken right after a
+/// drain would still show the peak.
+pub fn settled_rss_bytes(pid: u32) -> Result<u64, String> {
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    rss_bytes(pid)
+}
+
 pub fn rss_bytes(pid: u32) -> Result<u64, String> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).map_err(|e| {

@@ -445,7 +445,11 @@ fn bad_reply(what: &str, e: impl fmt::Display) -> ReplyDecodeError {
 /// The id and status of a reply, read before the body is interpreted (the
 /// body's shape depends on which request the id belongs to).
 pub fn decode_reply_id(body: &[u8]) -> Result<u64, ReplyDecodeError> {
-    let mut r = Reader::new(body);
+    read_reply_id(&mut Reader::new(body))
+}
+
+/// Reads `[id, ` of a reply, leaving the reader at the status.
+fn read_reply_id(r: &mut Reader<'_>) -> Result<u64, ReplyDecodeError> {
     let len = r.read_array_len().map_err(|e| bad_reply("frame", e))?;
     if len != 3 {
         return Err(bad_reply("frame", format!("array of {len}, expected 3")));
@@ -460,10 +464,7 @@ pub type DecodedReply = (u64, Result<Reply, ErrorReply>);
 /// frame body; payloads in a pull reply are slices of it, not copies.
 pub fn decode_reply(op: Op, frame: &Bytes) -> Result<DecodedReply, ReplyDecodeError> {
     let mut r = Reader::new(frame);
-    let id = decode_reply_id(frame)?;
-    // Skip what decode_reply_id already checked.
-    r.read_array_len().map_err(|e| bad_reply("frame", e))?;
-    r.read_u64().map_err(|e| bad_reply("id", e))?;
+    let id = read_reply_id(&mut r)?;
     let status = r.read_u64().map_err(|e| bad_reply("status", e))?;
     if status != 0 {
         let code = ErrorCode::from_code(status)

@@ -104,15 +104,14 @@ impl Input {
                 return;
             }
         }
-        // Full of one unfinished frame: grow to fit it (the header was
-        // already checked against the limit when it arrived).
-        let wanted = codec::split_frame(self.unread(), max_body)
-            .ok()
-            .and_then(|_| self.unread().first_chunk::<FRAME_HEADER_LEN>())
-            .map(|h| FRAME_HEADER_LEN + u32::from_be_bytes(*h) as usize)
-            .unwrap_or(0);
-        if wanted > self.buf.len() {
-            self.buf.resize(wanted, 0);
+        // Full of one unfinished frame: grow to fit it. A length over the
+        // limit is not grown for; executing frames refuses it.
+        if let Some(header) = self.unread().first_chunk::<FRAME_HEADER_LEN>() {
+            let len = u32::from_be_bytes(*header) as usize;
+            let wanted = FRAME_HEADER_LEN + len;
+            if len <= max_body && wanted > self.buf.len() {
+                self.buf.resize(wanted, 0);
+            }
         }
     }
 
@@ -257,5 +256,64 @@ impl Connection {
             self.interest = wanted;
             Some(wanted)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(body_len: usize) -> Vec<u8> {
+        let mut f = (body_len as u32).to_be_bytes().to_vec();
+        f.resize(FRAME_HEADER_LEN + body_len, 7);
+        f
+    }
+
+    fn filled(bytes: &[u8]) -> Input {
+        let mut buf = vec![0; READ_BUFFER_BYTES];
+        buf[..bytes.len()].copy_from_slice(bytes);
+        Input {
+            buf,
+            start: 0,
+            end: bytes.len(),
+        }
+    }
+
+    #[test]
+    fn a_buffer_full_of_complete_frames_is_left_as_it_is() {
+        let mut pool = BufferPool::default();
+        let mut stream = Vec::new();
+        while stream.len() < READ_BUFFER_BYTES {
+            stream.extend_from_slice(&frame(100));
+        }
+        let mut input = filled(&stream[..READ_BUFFER_BYTES]);
+        input.make_room(&mut pool, 1 << 20);
+        assert_eq!(input.buf.len(), READ_BUFFER_BYTES);
+        assert_eq!(input.unread(), &stream[..READ_BUFFER_BYTES]);
+    }
+
+    #[test]
+    fn one_unfinished_large_frame_grows_the_buffer_to_fit() {
+        let mut pool = BufferPool::default();
+        let big = frame(200_000);
+        let mut input = filled(&big[..READ_BUFFER_BYTES]);
+        input.make_room(&mut pool, 1 << 20);
+        assert_eq!(input.buf.len(), big.len());
+        // Over the limit: no growth; executing frames refuses it.
+        let mut input = filled(&big[..READ_BUFFER_BYTES]);
+        input.make_room(&mut pool, 100_000);
+        assert_eq!(input.buf.len(), READ_BUFFER_BYTES);
+    }
+
+    #[test]
+    fn consumed_bytes_make_room_by_moving_the_rest_to_the_front() {
+        let mut pool = BufferPool::default();
+        let mut stream = frame(READ_BUFFER_BYTES - 104);
+        stream.extend_from_slice(&frame(200)[..100]);
+        let mut input = filled(&stream);
+        input.consume(READ_BUFFER_BYTES - 100);
+        input.make_room(&mut pool, 1 << 20);
+        assert_eq!(input.unread(), &frame(200)[..100]);
+        assert_eq!(input.start, 0);
     }
 }

@@ -707,19 +707,24 @@ impl EventLoop {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         let (mut outbox, broker) = self.outbox();
-        let answered = broker.shutdown(&mut outbox);
-        let keys: Vec<ConnId> = self.connections.iter().map(|(key, _)| key).collect();
+        broker.shutdown(&mut outbox);
+        // Connections whose waiting pull was just answered are closing;
+        // every other one is told with id 0.
+        let keys: Vec<ConnId> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| !c.closing)
+            .map(|(key, _)| key)
+            .collect();
         for key in keys {
-            if !answered.contains(&key) {
-                let (mut outbox, broker) = self.outbox();
-                broker.send_error(
-                    key,
-                    0,
-                    ErrorCode::ShuttingDown,
-                    "the broker is shutting down",
-                    &mut outbox,
-                );
-            }
+            let (mut outbox, broker) = self.outbox();
+            broker.send_error(
+                key,
+                0,
+                ErrorCode::ShuttingDown,
+                "the broker is shutting down",
+                &mut outbox,
+            );
         }
         let deadline = Instant::now() + self.config.shutdown_grace;
         let mut events = Events::with_capacity(1024);

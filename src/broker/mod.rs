@@ -872,20 +872,16 @@ impl Broker {
         }
     }
 
-    /// Answers every parked pull with SHUTTING_DOWN; returns the connections
-    /// that were answered that way.
-    pub fn shutdown(&mut self, out: &mut dyn Outbox) -> Vec<ConnId> {
+    /// Answers every parked pull with SHUTTING_DOWN (which closes its
+    /// connection).
+    pub fn shutdown(&mut self, out: &mut dyn Outbox) {
         let parked: Vec<SessionKey> = self
             .sessions
             .iter()
             .filter(|(_, s)| s.parked.is_some())
             .map(|(key, _)| key)
             .collect();
-        let mut answered = Vec::new();
         for key in parked {
-            if let Some(conn) = self.sessions[key].parked.map(|p| p.conn) {
-                answered.push(conn);
-            }
             self.answer_parked_with_error(
                 key,
                 ErrorCode::ShuttingDown,
@@ -893,7 +889,6 @@ impl Broker {
                 out,
             );
         }
-        answered
     }
 
     pub fn stats(&self, now: Instant) -> Stats {
