@@ -308,6 +308,35 @@ fn pull_limits_and_all_topics_pulls_take_turns() {
     assert_eq!(got.iter().filter(|m| m.0 == "b").count(), 10);
 }
 
+#[test]
+fn idle_topics_pass_their_turn_in_all_topics_pulls() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    let topics = ["a", "b", "idle1", "idle2", "idle3", "idle4"];
+    for topic in topics {
+        publisher.ok(Request::CreateTopic { topic });
+    }
+    let (mut subscriber, _) = Raw::subscriber(broker.addr(), &topics);
+    for i in 0..12u8 {
+        publisher.publish("a", &[i]);
+        publisher.publish("b", &[i]);
+    }
+    let firsts: Vec<String> = (0..12)
+        .map(|_| {
+            messages(subscriber.call(pull(None, 1, 0, true)))
+                .remove(0)
+                .0
+        })
+        .collect();
+    let alternating: Vec<String> = ["a", "b"]
+        .iter()
+        .cycle()
+        .take(12)
+        .map(|t| t.to_string())
+        .collect();
+    assert_eq!(firsts, alternating);
+}
+
 fn courier_pull(topic: Option<&str>, max_messages: u32, max_bytes: u32) -> Request<'_> {
     Request::Pull(courier::protocol::Pull {
         topic,

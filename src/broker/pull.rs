@@ -8,7 +8,7 @@
 
 use super::session::{Parked, SessionKey};
 use super::topic::TopicKey;
-use super::{Broker, ConnId, Outbox};
+use super::{Broker, Outbox};
 use crate::codec;
 use crate::msgpack;
 
@@ -33,7 +33,7 @@ impl Broker {
         let frame_bytes = self.plan_pull(key, parked);
         let delivered: u32 = self.plan.iter().map(|g| g.count).sum();
         if delivered > 0 {
-            self.write_pull_reply(key, parked.conn, parked.request_id, frame_bytes, out);
+            self.write_pull_reply(key, parked, frame_bytes, out);
         }
         delivered
     }
@@ -48,12 +48,20 @@ impl Broker {
         let mut messages_left = parked.max_messages;
         let mut bytes_left = parked.max_bytes as usize;
         let mut first = true;
-        'topics: for step in 0..subscriptions {
-            let index = (session.turn + step) % subscriptions;
-            let sub = session.subscriptions()[index];
-            if !parked.covers(sub.topic) {
-                continue;
-            }
+        // An all-topics pull walks the subscriptions once, from the turn on;
+        // a one-topic pull looks only at its topic.
+        let (start, steps) = match parked.topic {
+            None => (session.turn, subscriptions),
+            Some(topic) => match session.position(topic) {
+                Some(index) => (index, 1),
+                None => (0, 0),
+            },
+        };
+        'topics: for step in 0..steps {
+            let index = (start + step) % subscriptions;
+            let Some(&sub) = session.subscriptions().get(index) else {
+                break;
+            };
             let Some(topic) = self.topics.get(sub.topic) else {
                 continue;
             };
@@ -96,17 +104,16 @@ impl Broker {
     fn write_pull_reply(
         &mut self,
         key: SessionKey,
-        conn: ConnId,
-        request_id: u64,
+        parked: &Parked,
         frame_bytes: usize,
         out: &mut dyn Outbox,
     ) {
         let session = &mut self.sessions[key];
-        let Some(buf) = out.buffer(conn) else {
+        let Some(buf) = out.buffer(parked.conn) else {
             return;
         };
         buf.reserve(frame_bytes);
-        let start = codec::write_messages_header(buf, request_id, self.plan.len() as u32);
+        let start = codec::write_messages_header(buf, parked.request_id, self.plan.len() as u32);
         for group in &self.plan {
             let Some(topic) = self.topics.get(group.topic) else {
                 continue;
@@ -122,7 +129,14 @@ impl Broker {
             session.subscriptions_mut()[group.subscription].delivered += u64::from(group.count);
         }
         codec::end_frame(buf, start);
-        // Topics take turns at being first in an all-topics pull.
-        session.turn = (session.turn + 1) % session.subscriptions().len().max(1);
+        // Topics take turns at being first in an all-topics pull: the next
+        // one starts after the last topic that delivered, so the turn of an
+        // idle topic passes to the next busy one instead of falling back to
+        // whichever busy topic the walk wraps round to.
+        if parked.topic.is_none()
+            && let Some(last) = self.plan.last()
+        {
+            session.turn = (last.subscription + 1) % session.subscriptions().len().max(1);
+        }
     }
 }

@@ -88,11 +88,17 @@ impl Session {
     }
 
     pub fn subscription(&self, topic: TopicKey) -> Option<&Subscription> {
-        self.subscriptions.get(*self.index.get(&topic)?)
+        self.subscriptions.get(self.position(topic)?)
+    }
+
+    /// Where the subscription to `topic` sits in `subscriptions()`.
+    pub fn position(&self, topic: TopicKey) -> Option<usize> {
+        self.index.get(&topic).copied()
     }
 
     pub fn subscription_mut(&mut self, topic: TopicKey) -> Option<&mut Subscription> {
-        self.subscriptions.get_mut(*self.index.get(&topic)?)
+        let index = self.position(topic)?;
+        self.subscriptions.get_mut(index)
     }
 
     /// Adds a subscription to a topic not yet subscribed.

@@ -357,3 +357,77 @@ fn a_pull_reply_never_exceeds_the_frame_limit() {
     let (_, reply) = decode_reply(Op::Pull, &body).unwrap();
     assert_eq!(payloads(reply).len(), 1);
 }
+
+/// The topic each of `pulls` single-message all-topics pulls started with,
+/// for a subscriber of `topics` (in that order) where only `busy` have
+/// messages.
+fn first_topics_of_single_pulls(topics: &[&str], busy: &[&str], pulls: usize) -> Vec<String> {
+    let mut h = Harness::new(Limits::default());
+    h.connect(0);
+    h.connect(1);
+    h.call(0, Request::RegisterPublisher).unwrap();
+    h.call(1, Request::RegisterSubscriber { resume: None })
+        .unwrap();
+    for &topic in topics {
+        h.call(0, Request::CreateTopic { topic }).unwrap();
+        h.call(1, Request::Subscribe { topic }).unwrap();
+    }
+    for &topic in busy {
+        for _ in 0..pulls {
+            h.call(
+                0,
+                Request::Publish {
+                    topic,
+                    payload: b"m",
+                },
+            )
+            .unwrap();
+        }
+    }
+    (0..pulls)
+        .map(|_| {
+            let reply = h.call(
+                1,
+                Request::Pull(Pull {
+                    topic: None,
+                    max_messages: 1,
+                    max_bytes: 1 << 20,
+                    wait_ms: 0,
+                    ack: true,
+                }),
+            );
+            let Ok(Reply::Messages(groups)) = reply else {
+                panic!("not messages: {reply:?}")
+            };
+            assert_eq!(groups.len(), 1);
+            groups[0].topic.clone()
+        })
+        .collect()
+}
+
+#[test]
+fn idle_topics_pass_their_turn_to_the_next_busy_one() {
+    // Issue 8: with four idle topics after two busy ones, `a` used to get
+    // ten of twelve single-message pulls.
+    let got = first_topics_of_single_pulls(&["a", "b", "i1", "i2", "i3", "i4"], &["a", "b"], 12);
+    let alternating: Vec<String> = ["a", "b"]
+        .iter()
+        .cycle()
+        .take(12)
+        .map(|t| t.to_string())
+        .collect();
+    assert_eq!(got, alternating);
+}
+
+#[test]
+fn busy_topics_take_turns_wherever_the_idle_ones_sit() {
+    let topics = ["i1", "a", "i2", "i3", "b", "c", "i4"];
+    let got = first_topics_of_single_pulls(&topics, &["a", "b", "c"], 12);
+    let expected: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .cycle()
+        .take(12)
+        .map(|t| t.to_string())
+        .collect();
+    assert_eq!(got, expected);
+}
