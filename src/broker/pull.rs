@@ -1,16 +1,152 @@
-//! Building a pull reply straight from the topics' retained messages.
+//! Pulls: answering at once, parking until messages arrive or the wait
+//! ends, and building the reply straight from the topics' retained messages.
 //!
-//! A pull is planned first (which topics, from which offset, how many
+//! A subscriber has at most one waiting pull (a newer one answers the older
+//! empty), kept on its session as a [`Parked`], so every path that ends a
+//! session's wait — a publish, a deadline, an unsubscribe, a take-over,
+//! deletion, shutdown — finds it in O(1) and goes through
+//! [`Broker::cancel_parked`].
+//!
+//! A reply is planned first (which topics, from which offset, how many
 //! messages), then written in one pass: the reply's array headers need the
 //! counts up front, and planning against exact encoded sizes is what keeps
 //! every reply within `max_frame_bytes`. Each payload is copied once, from
 //! where the topic keeps it into the connection's write buffer.
+//!
+//! An all-topics pull walks the session's subscriptions once, starting at its
+//! turn, and the next one starts after the last topic that delivered: idle
+//! topics pass their turn to the next busy one, and busy topics alternate.
+//! That walk is O(subscriptions) per pull at worst; a one-topic pull looks at
+//! its own subscription only.
 
-use super::session::{Parked, SessionKey};
-use super::topic::TopicKey;
-use super::{Broker, Outbox};
+use super::failure::Failure;
+use super::keys::{ConnId, SessionKey, TopicKey};
+use super::session::Parked;
+use super::{Broker, BrokerTimer, Outbox};
 use crate::codec;
 use crate::msgpack;
+use crate::protocol::{ErrorCode, MAX_PULL_MESSAGES, MAX_PULL_WAIT_MS, Pull};
+use std::time::{Duration, Instant};
+
+impl Broker {
+    pub(super) fn pull(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        request: Pull<'_>,
+        now: Instant,
+        out: &mut dyn Outbox,
+    ) -> Result<(), Failure> {
+        let session_key = self.subscriber(conn)?;
+        let topic = match request.topic {
+            None => None,
+            Some(name) => {
+                let key = self.topic_key(name)?;
+                if self.sessions[session_key].subscription(key).is_none() {
+                    return Err(Failure::not_subscribed(name));
+                }
+                Some(key)
+            }
+        };
+        // One waiting pull per subscriber: a newer one supersedes it.
+        if self.sessions[session_key].parked.is_some() {
+            self.answer_parked_empty(session_key, out);
+        }
+        if request.ack {
+            self.ack_delivered(session_key, topic);
+        }
+        let mut parked = Parked {
+            conn,
+            request_id: id,
+            topic,
+            max_messages: request.max_messages.clamp(1, MAX_PULL_MESSAGES),
+            max_bytes: request.max_bytes,
+            timer: None,
+            queued: false,
+        };
+        if self.deliver(session_key, &parked, out) > 0 {
+            return Ok(());
+        }
+        let wait_ms = request.wait_ms.min(MAX_PULL_WAIT_MS);
+        if wait_ms == 0 {
+            write_empty_messages(out, conn, id);
+            return Ok(());
+        }
+        parked.timer = Some(self.timers.arm(
+            now + Duration::from_millis(u64::from(wait_ms)),
+            BrokerTimer::PullDeadline(session_key),
+        ));
+        self.sessions[session_key].parked = Some(parked);
+        self.counters.waiting_pulls += 1;
+        Ok(())
+    }
+
+    /// Ends the session's wait, if it has one, without answering it.
+    pub(super) fn cancel_parked(&mut self, key: SessionKey) -> Option<Parked> {
+        let parked = self.sessions.get_mut(key)?.parked.take()?;
+        if let Some(timer) = parked.timer {
+            self.timers.cancel(timer);
+        }
+        self.counters.waiting_pulls -= 1;
+        Some(parked)
+    }
+
+    pub(super) fn answer_parked_empty(&mut self, key: SessionKey, out: &mut dyn Outbox) {
+        if let Some(parked) = self.cancel_parked(key) {
+            write_empty_messages(out, parked.conn, parked.request_id);
+        }
+    }
+
+    pub(super) fn answer_parked_with_error(
+        &mut self,
+        key: SessionKey,
+        code: ErrorCode,
+        message: &str,
+        out: &mut dyn Outbox,
+    ) {
+        if let Some(parked) = self.cancel_parked(key) {
+            self.send_error(parked.conn, parked.request_id, code, message, out);
+        }
+    }
+
+    /// Answers the parked pulls that publishes made ready during this batch.
+    pub fn answer_ready(&mut self, out: &mut dyn Outbox) {
+        let mut ready = std::mem::take(&mut self.ready);
+        for key in ready.drain(..) {
+            let Some(session) = self.sessions.get_mut(key) else {
+                continue;
+            };
+            let Some(parked) = session.parked.as_mut() else {
+                continue;
+            };
+            parked.queued = false;
+            let parked = *parked;
+            if self.deliver(key, &parked, out) > 0 {
+                self.cancel_parked(key);
+            }
+        }
+        self.ready = ready;
+    }
+
+    /// Answers every parked pull with SHUTTING_DOWN (which closes its
+    /// connection).
+    pub fn shutdown(&mut self, out: &mut dyn Outbox) {
+        let parked: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.parked.is_some())
+            .map(|(key, _)| key)
+            .collect();
+        for key in parked {
+            self.answer_parked_with_error(
+                key,
+                ErrorCode::ShuttingDown,
+                "the broker is shutting down",
+                out,
+            );
+        }
+    }
+}
 
 /// The messages one topic contributes to a pull reply.
 #[derive(Debug, Clone, Copy)]
@@ -138,5 +274,12 @@ impl Broker {
         {
             session.turn = (last.subscription + 1) % session.subscriptions().len().max(1);
         }
+    }
+}
+
+fn write_empty_messages(out: &mut dyn Outbox, conn: ConnId, id: u64) {
+    if let Some(buf) = out.buffer(conn) {
+        let start = codec::write_messages_header(buf, id, 0);
+        codec::end_frame(buf, start);
     }
 }

@@ -11,12 +11,9 @@
 //! ending either costs only what it had (as Redis keeps client→channels beside
 //! channel→clients).
 
-use super::ConnId;
-use super::topic::TopicKey;
+use super::keys::{ConnId, TopicKey};
 use crate::timers::TimerKey;
 use std::collections::HashMap;
-
-pub type SessionKey = usize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscription {
@@ -57,7 +54,8 @@ pub struct Session {
     pub parked: Option<Parked>,
     /// Armed while no connection holds the session.
     pub expiry: Option<TimerKey>,
-    /// Where the next all-topics pull starts, so topics take turns.
+    /// Where the next all-topics pull starts: just after the last topic that
+    /// delivered to the previous one, so busy topics take turns.
     pub turn: usize,
 }
 

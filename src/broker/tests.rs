@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::codec::{decode_reply, encode_request, split_frame};
-use crate::protocol::{ErrorReply, Op, TopicMessages};
+use crate::protocol::{ErrorReply, Op, Pull, TopicMessages};
+use bytes::Bytes;
 use std::collections::HashMap;
 
 #[derive(Default)]
@@ -430,4 +431,48 @@ fn busy_topics_take_turns_wherever_the_idle_ones_sit() {
         .map(|t| t.to_string())
         .collect();
     assert_eq!(got, expected);
+}
+
+#[test]
+fn the_client_name_is_known_once_the_handshake_is_done() {
+    let mut h = Harness::new(Limits::default());
+    assert_eq!(h.broker.client_name(0), None);
+    h.broker.connect(0);
+    assert_eq!(h.broker.client_name(0), None);
+    // A refused HELLO is no handshake.
+    assert_eq!(
+        h.code(
+            0,
+            Request::Hello {
+                version: 99,
+                client_name: "x"
+            }
+        ),
+        ErrorCode::UnsupportedVersion
+    );
+    assert_eq!(h.broker.client_name(0), None);
+    h.connect(1);
+    assert_eq!(h.broker.client_name(1), Some("t"));
+    h.broker.disconnect(1, h.now);
+    assert_eq!(h.broker.client_name(1), None);
+}
+
+#[test]
+fn a_long_client_name_is_kept_cut_on_a_character_boundary() {
+    let mut h = Harness::new(Limits::default());
+    h.broker.connect(0);
+    // An odd start puts a two-byte character across the cut.
+    let name = format!("a{}", "é".repeat(MAX_CLIENT_NAME_BYTES));
+    let reply = h.call(
+        0,
+        Request::Hello {
+            version: 1,
+            client_name: &name,
+        },
+    );
+    assert!(matches!(reply, Ok(Reply::Hello(_))));
+    let kept = h.broker.client_name(0).unwrap_or_default();
+    assert!(name.starts_with(kept));
+    assert!(kept.len() <= MAX_CLIENT_NAME_BYTES);
+    assert!(kept.len() + 4 > MAX_CLIENT_NAME_BYTES);
 }

@@ -10,11 +10,9 @@
 //! Each retained message costs one `Bytes` handle (32 bytes) beyond its
 //! payload. Payloads that arrived in one batch share one allocation.
 
-use super::session::SessionKey;
+use super::keys::SessionKey;
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
-
-pub type TopicKey = usize;
 
 #[derive(Debug)]
 pub struct Topic {

@@ -1,0 +1,196 @@
+//! The publisher's side: the topic table (names to keys), creating and
+//! deleting topics, and appending published messages.
+//!
+//! A publish only appends and marks the waiting pulls it may answer; the
+//! pulls themselves are answered at the end of the server's batch
+//! ([`Broker::answer_ready`]), so a burst of publishes wakes each subscriber
+//! once. A topic without subscribers keeps nothing: its offsets advance and
+//! the payloads are dropped, since no cursor could ever reach them.
+
+use super::failure::{Failure, fail};
+use super::keys::TopicKey;
+use super::topic::Topic;
+use super::{Broker, Outbox};
+use crate::protocol::{ErrorCode, Payloads, Reply, validate_topic_name};
+use bytes::Bytes;
+
+impl Broker {
+    /// The topic called `name`: refused as invalid before it is looked up,
+    /// so an unknown-topic message only ever echoes a valid name.
+    pub(super) fn topic_key(&self, name: &str) -> Result<TopicKey, Failure> {
+        check_topic_name(name)?;
+        self.topic_names
+            .get(name)
+            .copied()
+            .ok_or_else(|| Failure::unknown_topic(name))
+    }
+
+    pub(super) fn create_topic(&mut self, name: &str) -> Result<(), Failure> {
+        check_topic_name(name)?;
+        if self.topic_names.contains_key(name) {
+            return fail(
+                ErrorCode::TopicExists,
+                format!("topic '{name}' already exists"),
+            );
+        }
+        if self.topics.len() >= self.limits.max_topics {
+            return fail(
+                ErrorCode::TooManyTopics,
+                format!(
+                    "the broker holds its maximum of {} topics",
+                    self.limits.max_topics
+                ),
+            );
+        }
+        let key = self.topics.insert(Topic::new(name));
+        self.topic_names.insert(name.into(), key);
+        Ok(())
+    }
+
+    /// Drops the topic with its backlog; pulls waiting on it are answered
+    /// TOPIC_DELETED.
+    pub(super) fn delete_topic(&mut self, name: &str, out: &mut dyn Outbox) -> Result<(), Failure> {
+        let key = self.topic_key(name)?;
+        let topic = self.topics.remove(key);
+        self.topic_names.remove(name);
+        self.counters.backlog_messages -= topic.backlog_messages() as u64;
+        self.counters.backlog_bytes -= topic.backlog_bytes() as u64;
+        for session_key in topic.subscribers {
+            let Some(session) = self.sessions.get_mut(session_key) else {
+                continue;
+            };
+            if session.remove_subscription(key).is_some() {
+                self.counters.subscriptions -= 1;
+            }
+            let ends_pull = session.parked.is_some_and(|p| p.covers(key));
+            if ends_pull {
+                self.answer_parked_with_error(
+                    session_key,
+                    ErrorCode::TopicDeleted,
+                    &format!("topic '{name}' was deleted"),
+                    out,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn publish(
+        &mut self,
+        name: &str,
+        input: PublishInput<'_>,
+    ) -> Result<Reply, Failure> {
+        let key = self.topic_key(name)?;
+        let max_payload = self.limits.max_payload_bytes();
+        let (count, bytes, largest) = input.measure();
+        if largest > max_payload {
+            return fail(
+                ErrorCode::PayloadTooLarge,
+                format!("a payload of {largest} bytes exceeds the maximum of {max_payload}"),
+            );
+        }
+        let limits = &self.limits;
+        let topic = &mut self.topics[key];
+        let subscribers = topic.subscribers.len() as u64;
+        let first_offset = if subscribers == 0 {
+            topic.skip(count as u64)
+        } else {
+            if !topic.has_room(
+                count,
+                bytes,
+                limits.max_backlog_messages,
+                limits.max_backlog_bytes,
+            ) {
+                return fail(
+                    ErrorCode::TopicFull,
+                    format!(
+                        "topic '{name}' holds {} messages / {} bytes not yet acknowledged by all subscribers (bounds {} / {}); retry later",
+                        topic.backlog_messages(),
+                        topic.backlog_bytes(),
+                        limits.max_backlog_messages,
+                        limits.max_backlog_bytes
+                    ),
+                );
+            }
+            let first = topic.next_offset();
+            input.append_to(topic);
+            self.counters.backlog_messages += count as u64;
+            self.counters.backlog_bytes += bytes as u64;
+            if count > 0 {
+                self.wake_subscribers(key);
+            }
+            first
+        };
+        self.counters.messages_in += count as u64;
+        self.counters.bytes_in += bytes as u64;
+        Ok(match input {
+            PublishInput::One(_) => Reply::Published {
+                offset: first_offset,
+                subscribers,
+            },
+            PublishInput::Batch(_) => Reply::PublishedBatch {
+                first_offset,
+                count: count as u64,
+                subscribers,
+            },
+        })
+    }
+
+    /// Queues the parked pulls that wait on `topic` to be answered at the end
+    /// of the batch.
+    fn wake_subscribers(&mut self, topic: TopicKey) {
+        for &session_key in &self.topics[topic].subscribers {
+            let Some(session) = self.sessions.get_mut(session_key) else {
+                continue;
+            };
+            if let Some(parked) = &mut session.parked
+                && !parked.queued
+                && parked.covers(topic)
+            {
+                parked.queued = true;
+                self.ready.push(session_key);
+            }
+        }
+    }
+}
+
+fn check_topic_name(name: &str) -> Result<(), Failure> {
+    validate_topic_name(name).map_err(|_| Failure::invalid_topic_name(name))
+}
+
+/// A PUBLISH payload or a PUBLISH_BATCH's payloads, borrowed from the frame.
+#[derive(Clone, Copy)]
+pub(super) enum PublishInput<'a> {
+    One(&'a [u8]),
+    Batch(Payloads<'a>),
+}
+
+impl PublishInput<'_> {
+    /// (messages, payload bytes, largest payload)
+    fn measure(&self) -> (usize, usize, usize) {
+        match self {
+            PublishInput::One(payload) => (1, payload.len(), payload.len()),
+            PublishInput::Batch(payloads) => payloads.iter().fold((0, 0, 0), |(n, sum, max), p| {
+                (n + 1, sum + p.len(), max.max(p.len()))
+            }),
+        }
+    }
+
+    /// Copies the payloads out of the read buffer, once: a batch is copied
+    /// as one block and each message is a slice of it.
+    fn append_to(&self, topic: &mut Topic) {
+        match self {
+            PublishInput::One(payload) => {
+                topic.push(Bytes::copy_from_slice(payload));
+            }
+            PublishInput::Batch(payloads) => {
+                let block = Bytes::copy_from_slice(payloads.encoded);
+                let base = payloads.encoded.as_ptr() as usize;
+                for payload in payloads.iter() {
+                    let start = payload.as_ptr() as usize - base;
+                    topic.push(block.slice(start..start + payload.len()));
+                }
+            }
+        }
+    }
+}

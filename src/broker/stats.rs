@@ -1,0 +1,70 @@
+//! The broker's counters and the STATS reply built from them.
+//!
+//! Counters are bumped where the event happens (a publish, a delivery, a
+//! refusal) and never recomputed by walking the tables, so STATS costs the
+//! same however many topics and sessions there are. Gauges that the tables
+//! already know (how many topics, how many sessions) are read from them
+//! instead of being counted twice.
+
+use super::Broker;
+use crate::protocol::{ErrorCode, Stats};
+use std::time::Instant;
+
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub connections: u64,
+    pub connections_total: u64,
+    pub publishers: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub backlog_messages: u64,
+    pub backlog_bytes: u64,
+    pub subscriptions: u64,
+    pub waiting_pulls: u64,
+    /// Indexed by the numeric error code.
+    pub errors: [u64; 32],
+}
+
+impl Broker {
+    /// Counts an error the server answered on its own (e.g. a connection
+    /// refused before it had an id).
+    pub fn count_error(&mut self, code: ErrorCode) {
+        if let Some(slot) = self.counters.errors.get_mut(code as usize) {
+            *slot += 1;
+        }
+    }
+
+    /// Payload bytes retained now, over all topics.
+    pub fn backlog_bytes(&self) -> u64 {
+        self.counters.backlog_bytes
+    }
+
+    pub fn stats(&self, now: Instant) -> Stats {
+        let c = &self.counters;
+        Stats {
+            uptime_ms: now.duration_since(self.started).as_millis() as u64,
+            connections: c.connections,
+            connections_total: c.connections_total,
+            topics: self.topics.len() as u64,
+            publishers: c.publishers,
+            subscribers: self.sessions.len() as u64,
+            subscriptions: c.subscriptions,
+            waiting_pulls: c.waiting_pulls,
+            messages_in: c.messages_in,
+            messages_out: c.messages_out,
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+            backlog_messages: c.backlog_messages,
+            backlog_bytes: c.backlog_bytes,
+            errors: ErrorCode::ALL
+                .iter()
+                .filter_map(|&code| {
+                    let n = c.errors.get(code as usize).copied().unwrap_or(0);
+                    (n > 0).then(|| (code.name().to_string(), n))
+                })
+                .collect(),
+        }
+    }
+}

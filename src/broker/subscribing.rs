@@ -1,0 +1,244 @@
+//! The subscriber's side: sessions registered, resumed, taken over,
+//! detached and expired; subscriptions made and ended; acknowledgements.
+//!
+//! A session outlives its connection (see [`super::session`]), so the
+//! connection and the session are joined and parted here in one place each:
+//! [`Broker::take_over`] joins (and rewinds what was in flight),
+//! [`Broker::detach`] parts (and arms the expiry). Every path that moves an
+//! acknowledged offset ends in [`Broker::release`], the one place where a
+//! topic forgets what all its subscribers have processed.
+
+use super::failure::{Failure, fail};
+use super::keys::{ConnId, SessionKey, TopicKey};
+use super::session::{Session, Subscription};
+use super::{Broker, BrokerTimer, Outbox};
+use crate::protocol::{ErrorCode, Reply};
+use std::time::Instant;
+
+impl Broker {
+    /// A new session (`resume = None`) or an existing one moved to `conn`.
+    pub(super) fn register_subscriber(
+        &mut self,
+        conn: ConnId,
+        resume: Option<u64>,
+        now: Instant,
+        out: &mut dyn Outbox,
+    ) -> Result<Reply, Failure> {
+        // A pull this connection left waiting belongs to the session it is
+        // about to let go of (or rewind): answer it now, empty.
+        if let Some(current) = self.client(conn).and_then(|c| c.subscriber) {
+            self.answer_parked_empty(current, out);
+        }
+        let key = match resume {
+            None => {
+                let id = self.ids.next_id();
+                let key = self.sessions.insert(Session::new(id, conn));
+                self.session_ids.insert(id, key);
+                key
+            }
+            Some(id) => {
+                let Some(&key) = self.session_ids.get(&id) else {
+                    return fail(
+                        ErrorCode::UnknownSubscriber,
+                        format!("no subscriber session {id} (it never existed or it expired)"),
+                    );
+                };
+                self.take_over(key, conn, out);
+                key
+            }
+        };
+        // A connection holds one subscriber: the one it had is let go.
+        if let Some(client) = self.client_mut(conn) {
+            let previous = client.subscriber.replace(key);
+            if let Some(previous) = previous.filter(|&p| p != key) {
+                self.detach(previous, now);
+            }
+        }
+        let session = &self.sessions[key];
+        let topics = session
+            .subscriptions()
+            .iter()
+            .filter_map(|s| self.topics.get(s.topic).map(|t| t.name.to_string()))
+            .collect();
+        Ok(Reply::SubscriberRegistered {
+            subscriber_id: session.id,
+            topics,
+        })
+    }
+
+    /// Moves session `key` to `conn`, taking it from whoever held it, and
+    /// rewinds it so unacknowledged messages are delivered again.
+    fn take_over(&mut self, key: SessionKey, conn: ConnId, out: &mut dyn Outbox) {
+        let previous = self.sessions[key].conn;
+        if let Some(old) = previous.filter(|&old| old != conn) {
+            self.answer_parked_with_error(
+                key,
+                ErrorCode::SessionTakenOver,
+                "another connection resumed this subscriber",
+                out,
+            );
+            if let Some(client) = self.client_mut(old) {
+                client.subscriber = None;
+            }
+        }
+        self.cancel_parked(key);
+        let session = &mut self.sessions[key];
+        if let Some(timer) = session.expiry.take() {
+            self.timers.cancel(timer);
+        }
+        session.conn = Some(conn);
+        session.rewind();
+    }
+
+    /// The session loses its connection; it expires unless resumed in time.
+    pub(super) fn detach(&mut self, key: SessionKey, now: Instant) {
+        self.cancel_parked(key);
+        let deadline = now + self.limits.session_timeout;
+        let timer = self.timers.arm(deadline, BrokerTimer::SessionExpiry(key));
+        let session = &mut self.sessions[key];
+        session.conn = None;
+        if let Some(old) = session.expiry.replace(timer) {
+            self.timers.cancel(old);
+        }
+    }
+
+    /// Ends a detached session whose expiry came.
+    pub(super) fn expire(&mut self, key: SessionKey) {
+        let session = self.sessions.remove(key);
+        self.session_ids.remove(&session.id);
+        for sub in session.into_subscriptions() {
+            self.leave_topic(key, sub);
+        }
+    }
+
+    /// The topic's side of ending a subscription (the session's side is
+    /// already done): it no longer lists the session nor waits for its
+    /// acknowledgements.
+    fn leave_topic(&mut self, session_key: SessionKey, sub: Subscription) {
+        self.counters.subscriptions -= 1;
+        if let Some(topic) = self.topics.get_mut(sub.topic) {
+            topic.subscribers.retain(|&s| s != session_key);
+            topic.remove_cursor(sub.acked);
+        }
+        self.release(sub.topic);
+    }
+
+    /// Subscribes from the topic's next offset; subscribing again answers
+    /// where the subscription stands.
+    pub(super) fn subscribe(&mut self, conn: ConnId, name: &str) -> Result<Reply, Failure> {
+        let session_key = self.subscriber(conn)?;
+        let topic_key = self.topic_key(name)?;
+        let session = &mut self.sessions[session_key];
+        if let Some(sub) = session.subscription(topic_key) {
+            return Ok(Reply::Subscribed {
+                next_offset: sub.acked,
+            });
+        }
+        let topic = &mut self.topics[topic_key];
+        if topic.subscribers.len() >= self.limits.max_subscribers_per_topic {
+            return fail(
+                ErrorCode::TooManySubscribers,
+                format!(
+                    "topic '{name}' has its maximum of {} subscribers",
+                    self.limits.max_subscribers_per_topic
+                ),
+            );
+        }
+        let next_offset = topic.next_offset();
+        topic.subscribers.push(session_key);
+        topic.add_cursor(next_offset);
+        session.add_subscription(Subscription {
+            topic: topic_key,
+            acked: next_offset,
+            delivered: next_offset,
+        });
+        self.counters.subscriptions += 1;
+        Ok(Reply::Subscribed { next_offset })
+    }
+
+    pub(super) fn unsubscribe(
+        &mut self,
+        conn: ConnId,
+        name: &str,
+        out: &mut dyn Outbox,
+    ) -> Result<(), Failure> {
+        let session_key = self.subscriber(conn)?;
+        let topic_key = self.topic_key(name)?;
+        let Some(sub) = self.sessions[session_key].remove_subscription(topic_key) else {
+            return Err(Failure::not_subscribed(name));
+        };
+        self.leave_topic(session_key, sub);
+        // A pull waiting on this topic alone can no longer get anything.
+        if self.sessions[session_key]
+            .parked
+            .is_some_and(|p| p.topic == Some(topic_key))
+        {
+            self.answer_parked_empty(session_key, out);
+        }
+        Ok(())
+    }
+
+    pub(super) fn ack(&mut self, conn: ConnId, name: &str, offset: u64) -> Result<(), Failure> {
+        let session_key = self.subscriber(conn)?;
+        let topic_key = self.topic_key(name)?;
+        let Some(sub) = self.sessions[session_key].subscription_mut(topic_key) else {
+            return Err(Failure::not_subscribed(name));
+        };
+        if offset > sub.delivered {
+            return fail(
+                ErrorCode::InvalidAck,
+                format!(
+                    "cannot acknowledge up to offset {offset} of '{name}': only offsets below {} were delivered",
+                    sub.delivered
+                ),
+            );
+        }
+        if offset > sub.acked {
+            let from = std::mem::replace(&mut sub.acked, offset);
+            self.topics[topic_key].move_cursor(from, offset);
+            self.release(topic_key);
+        }
+        Ok(())
+    }
+
+    /// `ack = true` on a pull: everything delivered on the pulled topics is
+    /// acknowledged. A one-topic pull touches only its subscription.
+    pub(super) fn ack_delivered(&mut self, session_key: SessionKey, topic: Option<TopicKey>) {
+        let session = &self.sessions[session_key];
+        let indices = match topic {
+            None => 0..session.subscriptions().len(),
+            Some(topic) => match session.position(topic) {
+                Some(index) => index..index + 1,
+                None => 0..0,
+            },
+        };
+        for index in indices {
+            let Some(sub) = self.sessions[session_key]
+                .subscriptions_mut()
+                .get_mut(index)
+            else {
+                continue;
+            };
+            if sub.acked < sub.delivered {
+                let from = std::mem::replace(&mut sub.acked, sub.delivered);
+                let (topic_key, to) = (sub.topic, sub.acked);
+                self.topics[topic_key].move_cursor(from, to);
+                self.release(topic_key);
+            }
+        }
+    }
+
+    /// Drops what every subscriber of `topic` has acknowledged.
+    fn release(&mut self, topic_key: TopicKey) {
+        let Some(topic) = self.topics.get_mut(topic_key) else {
+            return;
+        };
+        let floor = topic.floor();
+        if floor > topic.base_offset() {
+            let (messages, bytes) = (topic.backlog_messages(), topic.backlog_bytes());
+            topic.release_below(floor);
+            self.counters.backlog_messages -= (messages - topic.backlog_messages()) as u64;
+            self.counters.backlog_bytes -= (bytes - topic.backlog_bytes()) as u64;
+        }
+    }
+}
