@@ -132,18 +132,15 @@ impl Broker {
     /// Idempotent: registering again answers the id already given.
     pub(super) fn register_publisher(&mut self, conn: ConnId) -> Result<Reply, Failure> {
         let next = self.next_publisher_id;
-        let Some(client) = self.clients.get_mut(conn).and_then(Option::as_mut) else {
+        let Some(client) = self.client_mut(conn) else {
             return fail(ErrorCode::NotRegistered, "connection is closing");
         };
-        let publisher_id = match client.publisher {
-            Some(id) => id,
-            None => {
-                client.publisher = Some(next);
-                self.next_publisher_id += 1;
-                self.counters.publishers += 1;
-                next
-            }
-        };
+        let publisher_id = *client.publisher.get_or_insert(next);
+        // Ids only grow, so a connection that had one got it before `next`.
+        if publisher_id == next {
+            self.next_publisher_id += 1;
+            self.counters.publishers += 1;
+        }
         Ok(Reply::PublisherRegistered { publisher_id })
     }
 
