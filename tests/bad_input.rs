@@ -322,3 +322,34 @@ fn random_garbage_streams_never_hurt_the_broker() {
     }
     bystander.check();
 }
+
+#[test]
+fn names_must_be_utf8_str_and_a_misshapen_hello_after_the_handshake_is_malformed() {
+    let broker = start_broker();
+    let mut bystander = Bystander::new(broker.addr());
+    // As the first frame, a HELLO whose client name is a bin is no handshake.
+    let mut first = Raw::connect(broker.addr());
+    first.send_body(b"\x94\x01\x03\x01\xc4\x01x");
+    assert_eq!(error_of(&mut first), (3, ErrorCode::HandshakeRequired));
+    first.expect_closed();
+
+    let mut raw = Raw::publisher(broker.addr());
+    let cases: &[(&[u8], u64, ErrorCode)] = &[
+        // HELLO with a bin client name, then with a fifth element.
+        (b"\x94\x01\x05\x01\xc4\x01x", 5, ErrorCode::MalformedRequest),
+        (b"\x95\x01\x06\x01\xa1x\xc0", 6, ErrorCode::MalformedRequest),
+        // A well-formed HELLO, even of another version.
+        (b"\x94\x01\x07\x02\xa1x", 7, ErrorCode::HandshakeRepeated),
+        // CREATE_TOPIC with a bin name, then a str that is not UTF-8.
+        (b"\x93\x03\x08\xc4\x01t", 8, ErrorCode::MalformedRequest),
+        (b"\x93\x03\x09\xa1\xff", 9, ErrorCode::MalformedRequest),
+        // Valid UTF-8 outside the topic alphabet.
+        (b"\x93\x03\x0a\xa2\xc3\xbc", 10, ErrorCode::InvalidTopicName),
+    ];
+    for (body, id, code) in cases {
+        raw.send_body(body);
+        assert_eq!(error_of(&mut raw), (*id, *code), "body {body:02x?}");
+    }
+    raw.ok(Request::CreateTopic { topic: "t" });
+    bystander.check();
+}

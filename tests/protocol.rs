@@ -664,3 +664,168 @@ fn registering_again_answers_the_connections_waiting_pull() {
     }
     assert_eq!(publisher.stats().waiting_pulls, 0);
 }
+
+// Behaviour PROTOCOL.md settles explicitly: each test below pins one sentence.
+
+#[test]
+fn one_connection_may_be_publisher_and_subscriber() {
+    let broker = start_broker();
+    let mut both = Raw::hello(broker.addr());
+    both.ok(Request::RegisterSubscriber { resume: None });
+    both.ok(Request::RegisterPublisher);
+    both.ok(Request::CreateTopic { topic: "self" });
+    both.ok(Request::Subscribe { topic: "self" });
+    both.publish("self", b"to me");
+    assert_eq!(
+        messages(both.call(pull(None, 10, 0, true))),
+        vec![("self".into(), 0, b"to me".to_vec())]
+    );
+}
+
+#[test]
+fn a_batch_fills_the_frame_exactly_as_the_size_table_says() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "news" });
+    let payload = [7u8; 1000];
+    // 1,045 payloads of 1,000 bytes, id 9, topic "news": a body of 1,048,146.
+    let fits = vec![&payload[..]; 1045];
+    let mut frame = Vec::new();
+    courier::codec::encode_publish_batch(&mut frame, 9, "news", &fits);
+    assert_eq!(frame.len() - 4, 1_048_146);
+    publisher.send_bytes(&frame);
+    let (id, reply) = publisher.recv(Op::PublishBatch);
+    assert_eq!(id, 9);
+    assert!(
+        matches!(reply, Ok(Reply::PublishedBatch { count: 1045, .. })),
+        "{reply:?}"
+    );
+    // 1,046 make 1,049,149 bytes: over the 1,048,576 limit.
+    let too_many = vec![&payload[..]; 1046];
+    frame.clear();
+    courier::codec::encode_publish_batch(&mut frame, 10, "news", &too_many);
+    assert_eq!(frame.len() - 4, 1_049_149);
+    publisher.send_bytes(&frame);
+    let (id, reply) = publisher.recv(Op::PublishBatch);
+    assert_eq!((id, reply.unwrap_err().code), (0, ErrorCode::FrameTooLarge));
+}
+
+#[test]
+fn integers_and_headers_of_any_width_are_accepted() {
+    let broker = start_broker();
+    let mut raw = Raw::connect(broker.addr());
+    let bodies: &[(&[u8], Op)] = &[
+        // HELLO as an array 16, version 1 as a uint 64, name as a str 8.
+        (
+            b"\xdc\x00\x04\x01\x01\xcf\x00\x00\x00\x00\x00\x00\x00\x01\xd9\x04demo",
+            Op::Hello,
+        ),
+        // REGISTER_PUBLISHER as an array 32, op as an int 8, id 2 as a uint 16.
+        (
+            b"\xdd\x00\x00\x00\x02\xd0\x02\xcd\x00\x02",
+            Op::RegisterPublisher,
+        ),
+        // CREATE_TOPIC "n" with the name as a str 32.
+        (b"\x93\x03\x03\xdb\x00\x00\x00\x01n", Op::CreateTopic),
+        (b"\x93\x07\x04\xc0", Op::RegisterSubscriber),
+        (b"\x93\x08\x05\xa1n", Op::Subscribe),
+        // PUBLISH with the topic as a str 16 and the payload as a bin 32.
+        (
+            b"\x94\x05\x06\xda\x00\x01n\xc6\x00\x00\x00\x02hi",
+            Op::Publish,
+        ),
+    ];
+    for (body, op) in bodies {
+        raw.send_body(body);
+        let (_, reply) = raw.recv(*op);
+        assert!(reply.is_ok(), "{body:02x?}: {reply:?}");
+    }
+    // PULL with max_messages as a uint 64, max_bytes as a uint 32 and
+    // wait_ms as an int 32.
+    raw.send_body(
+        b"\x97\x0a\x07\xa1n\xcf\x00\x00\x00\x00\x00\x00\x00\x0a\xce\x00\x00\xff\xff\xd2\x00\x00\x00\x00\xc2",
+    );
+    let (id, reply) = raw.recv(Op::Pull);
+    assert_eq!(id, 7);
+    assert_eq!(messages(reply), vec![("n".into(), 0, b"hi".to_vec())]);
+}
+
+#[test]
+fn a_failed_resume_keeps_the_session_already_held() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "kept" });
+    let (mut subscriber, id) = Raw::subscriber(broker.addr(), &["kept"]);
+    // The waiting pull is answered first, even though the resume fails.
+    let parked = subscriber.send(pull(None, 10, 30_000, false));
+    let resume = subscriber.send(Request::RegisterSubscriber {
+        resume: Some(id ^ 1),
+    });
+    let (got, reply) = subscriber.recv(Op::Pull);
+    assert_eq!(got, parked);
+    assert!(messages(reply).is_empty());
+    let (got, reply) = subscriber.recv(Op::RegisterSubscriber);
+    assert_eq!(got, resume);
+    assert_eq!(reply.unwrap_err().code, ErrorCode::UnknownSubscriber);
+    publisher.publish("kept", b"still mine");
+    assert_eq!(
+        messages(subscriber.call(pull(Some("kept"), 10, 5000, false))),
+        vec![("kept".into(), 0, b"still mine".to_vec())]
+    );
+}
+
+#[test]
+fn any_publisher_may_delete_any_topic() {
+    let broker = start_broker();
+    let mut creator = Raw::publisher(broker.addr());
+    let mut other = Raw::publisher(broker.addr());
+    creator.ok(Request::CreateTopic { topic: "shared" });
+    assert_eq!(
+        other.ok(Request::DeleteTopic { topic: "shared" }),
+        Reply::Done
+    );
+    assert_eq!(
+        creator.error(Request::DeleteTopic { topic: "shared" }),
+        ErrorCode::UnknownTopic
+    );
+}
+
+#[test]
+fn one_pulls_budget_is_shared_by_all_its_topics() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    for t in ["a", "b"] {
+        publisher.ok(Request::CreateTopic { topic: t });
+    }
+    let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["a", "b"]);
+    for i in 0..10u8 {
+        publisher.publish("a", &[i; 100]);
+        publisher.publish("b", &[i; 100]);
+    }
+    assert_eq!(messages(subscriber.call(pull(None, 5, 0, false))).len(), 5);
+    // 250 bytes: the first 100-byte message, one more, and no third.
+    assert_eq!(
+        messages(subscriber.call(courier_pull(None, 100, 250))).len(),
+        2
+    );
+}
+
+#[test]
+fn after_topic_deleted_an_all_topics_pull_just_pulls_again() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "gone" });
+    publisher.ok(Request::CreateTopic { topic: "stays" });
+    let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["gone", "stays"]);
+    let parked = subscriber.send(pull(None, 10, 30_000, false));
+    wait_until("pull parked", || publisher.stats().waiting_pulls == 1);
+    publisher.ok(Request::DeleteTopic { topic: "gone" });
+    let (got, reply) = subscriber.recv(Op::Pull);
+    assert_eq!(got, parked);
+    assert_eq!(reply.unwrap_err().code, ErrorCode::TopicDeleted);
+    publisher.publish("stays", b"x");
+    assert_eq!(
+        messages(subscriber.call(pull(None, 10, 5000, false))),
+        vec![("stays".into(), 0, b"x".to_vec())]
+    );
+}
