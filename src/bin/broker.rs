@@ -445,3 +445,34 @@ fn parse_level(text: &str) -> Result<Level, UsageError> {
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_and_show_with_suffixes() {
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("512K"), Some(512 << 10));
+        assert_eq!(parse_size("64mib"), Some(64 << 20));
+        assert_eq!(parse_size("2GB"), Some(2 << 30));
+        assert_eq!(parse_size("1X"), None);
+        assert_eq!(parse_size("K"), None);
+        assert_eq!(show_size(1 << 20), "1M");
+        assert_eq!(show_size(1536), "1536");
+        assert_eq!(MAX_OUTPUT_BYTES.range(), "--max-frame-bytes to 1024G");
+        assert_eq!(HANDSHAKE_TIMEOUT.range(), "0.001 to 3600");
+    }
+
+    #[test]
+    fn a_backlog_smaller_than_a_frame_is_refused_by_name() {
+        let mut args =
+            pico_args::Arguments::from_vec(vec!["--max-backlog-bytes".into(), "1K".into()]);
+        match parse(&mut args) {
+            Err(UsageError(message)) => {
+                assert!(message.starts_with("--max-backlog-bytes 1K: "), "{message}")
+            }
+            Ok(_) => panic!("accepted a backlog smaller than a frame"),
+        }
+    }
+}
