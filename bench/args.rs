@@ -226,7 +226,15 @@ impl Flags {
         o.json = self.args.contains("--json");
         o.quiet = self.args.contains("--quiet");
         o.hgrm = self.value("--hgrm", |t| Some(PathBuf::from(t)))?;
-        o.broker = self.value("--broker", |t| Some(t.to_owned()))?;
+        // A host alone means the default port, as for the commands; an
+        // empty value is left for `validate` to refuse.
+        o.broker = self.value("--broker", |t| {
+            Some(if t.trim().is_empty() {
+                String::new()
+            } else {
+                courier::client::with_default_port(t)
+            })
+        })?;
         o.broker_pid = self.value("--broker-pid", |t| t.parse().ok())?;
         o.messages = self.value("--messages", count)?;
         let duration = self.value("--duration", seconds)?;
@@ -304,7 +312,7 @@ impl Flags {
         match parse(&text) {
             Some(value) => Ok(Some(value)),
             None => Err(usage(
-                format!("invalid value '{text}' for {flag}"),
+                format!("{flag}: '{text}' is not a number"),
                 Some(scenario),
             )),
         }
@@ -477,5 +485,12 @@ mod tests {
         assert!(run("create-topic --clients 4").is_ok());
         assert_eq!(run("idle --clients 7").unwrap().messages, Some(7));
         assert_eq!(run("idle --connections 9").unwrap().messages, Some(9));
+    }
+
+    #[test]
+    fn a_broker_without_a_port_gets_the_default_one() {
+        let o = run("send --broker localhost").unwrap();
+        assert_eq!(o.broker.as_deref(), Some("localhost:5555"));
+        assert!(run("send --broker 127.0.0.1:0").is_ok());
     }
 }

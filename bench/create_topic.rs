@@ -7,6 +7,11 @@
 //! buffer. Every request must succeed; for an in-process broker the topic
 //! count must be back where it started.
 //!
+//! The unit measured is the pair: the create and the delete go out
+//! interleaved on one pipeline, so their rates are one rate and neither has a
+//! latency of its own worth reporting apart. A pair's latency runs from
+//! queuing its create to the reply to its delete.
+//!
 //! Requests go through the client library's pipeline at every depth: with
 //! `--pipeline 1` (the default) each is one round trip, so the rate is
 //! bounded by clients / round trip; with more, `D` are in flight at once.
@@ -24,12 +29,14 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+/// The one operation this scenario measures.
+const PAIR: &str = "create_delete";
+
 /// What one client did.
 struct Outcome {
-    /// Per request, nanoseconds; measured window only.
-    create: Histogram<u64>,
-    delete: Histogram<u64>,
-    /// Topics deleted in the measured window.
+    /// Per create+delete pair, nanoseconds; measured window only.
+    pairs: Histogram<u64>,
+    /// Pairs completed (topics deleted) in the measured window.
     measured: u64,
     last_ns: u64,
     created: u64,
@@ -75,32 +82,29 @@ pub fn run(o: &Options, broker: &Broker) -> Result<Report, Failure> {
     let outcomes = run::join(handles)?;
     let after = broker.in_process().then(|| stats(&mut admin)).transpose()?;
 
-    let mut report = Report::new(o.scenario.name(), "create");
+    let mut report = Report::new(o.scenario.name(), PAIR);
     report.bounds(broker, o);
     report.param("clients", o.clients);
     report.param("pipeline", o.pipeline);
-    let (mut create, mut delete) = (report::histogram(), report::histogram());
+    let mut pairs = report::histogram();
     let (mut measured, mut created, mut last_ns) = (0, 0, timeline.measure_ns);
     for outcome in outcomes {
-        let _ = create.add(&outcome.create);
-        let _ = delete.add(&outcome.delete);
+        let _ = pairs.add(&outcome.pairs);
         measured += outcome.measured;
         created += outcome.created;
         last_ns = last_ns.max(outcome.last_ns);
     }
     let elapsed = timeline.window(last_ns);
-    for (name, latency) in [("create", create), ("delete", delete)] {
-        report.operations.push(Operation {
-            name,
-            unit: "topics",
-            count: measured,
-            requests: None,
-            bytes: None,
-            elapsed,
-            latency: Some(latency),
-            latency_of: "per request",
-        });
-    }
+    report.operations.push(Operation {
+        name: PAIR,
+        unit: "pairs",
+        count: measured,
+        requests: Some(2 * measured),
+        bytes: None,
+        elapsed,
+        latency: Some(pairs),
+        latency_of: "per create+delete pair",
+    });
     report.count("created", created);
     report.count("deleted", created);
     if let (Some(before), Some(after)) = (before, after)
@@ -139,8 +143,7 @@ fn creating(
         sent: VecDeque::with_capacity(depth + 1),
         topics_in_flight: 0,
         out: Outcome {
-            create: report::histogram(),
-            delete: report::histogram(),
+            pairs: report::histogram(),
             measured: 0,
             last_ns: timeline.measure_ns,
             created: 0,
@@ -158,12 +161,16 @@ fn creating(
         name.truncate(books.prefix.len());
         let _ = write!(name, "{topic}");
         books.topics_in_flight += 1;
-        books.issue(&mut pipeline, Op::CreateTopic, topic, |p| {
+        let started_ns = books.issue(&mut pipeline, Op::CreateTopic, topic, None, |p| {
             p.create_topic(&name)
         })?;
-        books.issue(&mut pipeline, Op::DeleteTopic, topic, |p| {
-            p.delete_topic(&name)
-        })?;
+        books.issue(
+            &mut pipeline,
+            Op::DeleteTopic,
+            topic,
+            Some(started_ns),
+            |p| p.delete_topic(&name),
+        )?;
     }
     // A failed connection is the outcome of what it cut off: settled here.
     let rest = pipeline.finish();
@@ -177,8 +184,8 @@ struct Sent {
     op: Op,
     /// The topic's number after the client's prefix.
     topic: u64,
-    /// When it could leave, on the run's clock.
-    queued_ns: u64,
+    /// When its pair's create could leave, on the run's clock.
+    pair_ns: u64,
 }
 
 /// One client's requests in flight and what their outcomes add up to.
@@ -199,23 +206,26 @@ struct Books<'a> {
 impl Books<'_> {
     /// Queues one request with `queue`, which first waits for room in the
     /// pipeline, then settles the replies that made room. The request is
-    /// timed from that moment, and their latency ends there: encoding a
-    /// topic request in between costs next to nothing.
+    /// queued at that moment, and their latency ends there: encoding a
+    /// topic request in between costs next to nothing. A delete carries its
+    /// create's time (`pair_ns`); returns the time the pair started.
     fn issue(
         &mut self,
         pipeline: &mut Pipeline<'_>,
         op: Op,
         topic: u64,
+        pair_ns: Option<u64>,
         queue: impl FnOnce(&mut Pipeline<'_>) -> client::Result<u64>,
-    ) -> Result<(), Fault> {
+    ) -> Result<u64, Fault> {
         let tag = queue(pipeline).map_err(|e| self.failed(e))?;
         let now = self.shared.clock.now_ns();
         self.last_queued_ns = now;
+        let pair_ns = pair_ns.unwrap_or(now);
         self.sent.push_back(Sent {
             tag,
             op,
             topic,
-            queued_ns: now,
+            pair_ns,
         });
         self.settle(pipeline.completions(), now)?;
         // One at a time means one at a time: do not leave the request in
@@ -223,7 +233,7 @@ impl Books<'_> {
         if self.one_at_a_time {
             pipeline.flush().map_err(|e| self.failed(e))?;
         }
-        Ok(())
+        Ok(pair_ns)
     }
 
     /// Records the outcomes that arrived by `done_ns`; a refusal ends the
@@ -243,18 +253,14 @@ impl Books<'_> {
                 let (op, prefix, topic) = (sent.op, &self.prefix, sent.topic);
                 return Err(self.failed(format_args!("{op:?} {prefix}{topic} failed: {e}")));
             }
-            let measured = self.timeline.measured(sent.queued_ns);
-            let latency = done_ns.saturating_sub(sent.queued_ns).max(1);
             if sent.op == Op::CreateTopic {
                 self.out.created += 1;
-                if measured {
-                    self.out.create.saturating_record(latency);
-                }
                 continue;
             }
             self.topics_in_flight -= 1;
-            if measured {
-                self.out.delete.saturating_record(latency);
+            if self.timeline.measured(sent.pair_ns) {
+                let latency = done_ns.saturating_sub(sent.pair_ns).max(1);
+                self.out.pairs.saturating_record(latency);
                 self.out.measured += 1;
                 self.out.last_ns = done_ns;
             }

@@ -13,26 +13,34 @@ Scenarios:
                 end-to-end latency
   latency       a fixed publish rate: end-to-end and acknowledgement latency
                 measured from the intended send time (coordinated omission)
-  create-topic  N clients creating and deleting topics: ops/s and latency
+  create-topic  N clients creating and deleting topics: create+delete pairs/s
+                and the latency of a pair
   idle          open N idle connections; with --broker-pid, the broker's RSS
                 per connection
   retained      publish N messages nobody pulls; with --broker-pid, the
                 broker's RSS per retained message
 
 Common options:
-  --broker HOST:PORT  measure that broker; without it bench starts one inside
-                      its own process on 127.0.0.1 and a free port
+  --broker HOST[:PORT]
+                      measure that broker (the port defaults to 5555);
+                      without it bench starts one inside its own process on
+                      127.0.0.1 and a free port
   --messages N        messages (create-topic: topics) to measure, over all
-                      clients; suffixes k, M, G (10^3) are accepted
-  --duration SECS     measure for this long (at most 3600); with --messages,
-                      whichever ends first; default 5 when neither is given
-  --warmup SECS       run this long before measuring (default 0)
+                      clients, 1 to 10^12; suffixes k, M, G (10^3) and KiB,
+                      MiB, GiB (2^10) are accepted
+  --duration SECS     measure for this long, more than 0 and at most 3600;
+                      with --messages, whichever ends first; default 5 when
+                      neither is given; suffixes s and ms are accepted
+  --warmup SECS       run this long before measuring, 0 to 600 (default 0)
   --json              print one JSON object instead of the human report
   --hgrm FILE         write the latency distribution (HdrHistogram .hgrm,
                       values in microseconds)
   --quiet             no progress line on stderr
   -h, --help          this help; bench SCENARIO --help for a scenario's options
   -V, --version       print the version
+
+Numbers out of range are refused with the accepted range; each scenario's
+--help gives the range of its own flags.
 
 Every run verifies what it measured: each acknowledged message reached each
 subscriber of its topic exactly once and in order per publisher. A loss, a
@@ -54,16 +62,24 @@ bench send: acknowledged publishes per second, MB/s and publish latency
 usage: bench send [--publishers P] [--pipeline D] [--batch K] [--size BYTES]
                   [--topics T] [--subscribers S] [common options]
 
-  --publishers P    publisher connections, one thread each (default 1)
-  --pipeline D      publish requests in flight per publisher; 1 sends one at
-                    a time and waits for its acknowledgement (default 16)
-  --batch K         messages per publish frame; 1 sends single PUBLISH
-                    requests, more sends PUBLISH_BATCH (default 1)
-  --size BYTES      payload size, at least 20 (the bench header); KiB and MiB
-                    suffixes are accepted (default 128)
-  --topics T        topics; publishers are spread over them (default 1)
-  --subscribers S   subscribers pulling as in fanout (default 0: the broker
-                    acknowledges and drops, which measures publishing alone)
+  --publishers P    publisher connections, one thread each, 1 to 1024
+                    (default 1)
+  --pipeline D      publish requests in flight per publisher, 1 to 4096; 1
+                    sends one at a time and waits for its acknowledgement
+                    (default 16)
+  --batch K         messages per publish frame, 1 to 65536; 1 sends single
+                    PUBLISH requests, more sends PUBLISH_BATCH (default 1)
+  --size BYTES      payload size, 20 (the bench header) to 64MiB, and within
+                    the broker's payload limit; KiB and MiB suffixes are
+                    accepted (default 128)
+  --topics T        topics, 1 to 10000; publishers are spread over them
+                    (default 1)
+  --subscribers S   subscribers pulling as in fanout, 0 to 1024 (default 0:
+                    the broker acknowledges and drops, which measures
+                    publishing alone)
+
+--publishers plus --subscribers is at most 1024 (one thread each), and a
+frame of --batch messages of --size bytes must fit the broker's frame limit.
 
 The latency is per request: from queuing the publish to reading its
 acknowledgement. TOPIC_FULL refusals are retried after a short backoff and
@@ -76,14 +92,18 @@ bench fanout: deliveries per second and end-to-end latency
 usage: bench fanout [--publishers P] [--subscribers S] [--topics T]
                     [--pipeline D] [--batch K] [--size BYTES] [common options]
 
-  --publishers P    publisher connections (default 1)
-  --subscribers S   subscriber connections (default 1)
-  --topics T        topics (default 1). With at least as many clients as
-                    topics, client i takes topic i % T; with fewer, client i
-                    takes every topic t with t % clients == i
-  --pipeline D      publish requests in flight per publisher (default 16)
-  --batch K         messages per publish frame (default 1)
-  --size BYTES      payload size, at least 20 (default 128)
+  --publishers P    publisher connections, 1 to 1024 (default 1)
+  --subscribers S   subscriber connections, 1 to 1024 (default 1)
+  --topics T        topics, 1 to 10000 (default 1). With at least as many
+                    clients as topics, client i takes topic i % T; with
+                    fewer, client i takes every topic t with t % clients == i
+  --pipeline D      publish requests in flight per publisher, 1 to 4096
+                    (default 16)
+  --batch K         messages per publish frame, 1 to 65536 (default 1)
+  --size BYTES      payload size, 20 to 64MiB (default 128)
+
+--publishers plus --subscribers is at most 1024, and a frame of --batch
+messages of --size bytes must fit the broker's frame limit.
 
 Subscribers pull up to 65536 messages at a time, waiting up to 100 ms, and
 acknowledge each batch with the next pull. End-to-end latency is from the
@@ -97,13 +117,15 @@ bench latency: latency under a known load
 usage: bench latency [--rate MSGS_PER_S] [--publishers P] [--subscribers S]
                      [--topics T] [--batch K] [--size BYTES] [common options]
 
-  --rate R          messages per second over all publishers (default 10000)
-  --publishers P    publisher connections sharing the rate (default 1)
-  --subscribers S   subscriber connections (default 1)
-  --topics T        topics (default 1)
-  --batch K         messages per publish frame (default 1); frames go out at
-                    R / K per second
-  --size BYTES      payload size, at least 20 (default 128)
+  --rate R          messages per second over all publishers, 1 to 10^8
+                    (default 10000)
+  --publishers P    publisher connections sharing the rate, 1 to 1024
+                    (default 1)
+  --subscribers S   subscriber connections, 1 to 1024 (default 1)
+  --topics T        topics, 1 to 10000 (default 1)
+  --batch K         messages per publish frame, 1 to 65536 (default 1);
+                    frames go out at R / K per second
+  --size BYTES      payload size, 20 to 64MiB (default 128)
 
 Each publisher sends on a fixed schedule, one request at a time, as wrk2
 does. Both latencies are measured from the time a message was meant to be
@@ -118,13 +140,18 @@ bench create-topic: topics created (and deleted) per second
 
 usage: bench create-topic [--clients N] [--pipeline D] [common options]
 
-  --clients N       client connections, one thread each (default 8)
-  --pipeline D      requests in flight per client (default 1: one round trip
-                    each)
-  --messages N      topics to create (and delete) over all clients
+  --clients N       client connections, one thread each, 1 to 1024
+                    (default 8)
+  --pipeline D      requests in flight per client, 1 to 4096 (default 1: one
+                    round trip each)
+  --messages N      topics to create (and delete) over all clients, 1 to
+                    10^12
+  --warmup SECS     0 to 600 (default 0)
 
-Each client creates a topic, deletes it, and goes on with the next name;
-create and delete are timed separately, from queuing to the reply.
+Each client creates a topic, deletes it, and goes on with the next name.
+The two requests share one pipeline, so the unit measured is the pair:
+create+delete pairs per second, and each pair's latency from queuing its
+create to the reply to its delete (operation `create_delete`).
 ";
 
 pub const IDLE: &str = "\
@@ -133,11 +160,12 @@ bench idle: the cost of idle connections
 usage: bench idle [--connections N] [--broker HOST:PORT [--broker-pid PID]]
                   [--duration SECS] [common options]
 
-  --connections N   connections to open (handshake only); --clients is the
-                    same (default 1000)
+  --connections N   connections to open (handshake only), 1 to 1000000;
+                    --clients is the same (default 1000)
   --broker-pid PID  the broker's process id: its RSS (VmRSS in /proc/PID/status)
                     is read before and after, and the difference divided by N
-  --duration SECS   hold the connections this long before closing (default 0)
+  --duration SECS   hold the connections this long before closing, 0 to 3600
+                    (default 0)
 
 The connections are opened one after another from one thread and timed
 (TCP connect and HELLO). As for retained, a freshly started broker gives
@@ -152,11 +180,13 @@ usage: bench retained [--messages N] [--size BYTES] [--topics T] [--batch K]
                       [--pipeline D] [--broker HOST:PORT [--broker-pid PID]]
                       [common options]
 
-  --messages N      messages to publish and leave unpulled (default 100000)
-  --size BYTES      payload size, at least 20 (default 128)
-  --topics T        topics, one subscriber on all of them (default 1)
-  --batch K         messages per publish frame (default 100)
-  --pipeline D      publish requests in flight (default 16)
+  --messages N      messages to publish and leave unpulled, 1 to 10^12
+                    (default 100000)
+  --size BYTES      payload size, 20 to 64MiB (default 128)
+  --topics T        topics, 1 to 10000, one subscriber on all of them
+                    (default 1)
+  --batch K         messages per publish frame, 1 to 65536 (default 100)
+  --pipeline D      publish requests in flight, 1 to 4096 (default 16)
   --broker-pid PID  read the broker's RSS before publishing, after, and after
                     the subscriber has pulled everything
 

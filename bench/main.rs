@@ -22,7 +22,7 @@
 //! - `topics`: the run's topics and the admin connection.
 //! - `stream` (send, fanout, latency), `create_topic`, `idle`, `retained`:
 //!   the scenarios, each ending in a `Report`.
-//! - `report`, `json`, `hgrm`, `progress`: output.
+//! - `report`, `hgrm`, `progress`: output (JSON through serde_json).
 
 mod args;
 mod broker;
@@ -30,7 +30,6 @@ mod create_topic;
 mod help;
 mod hgrm;
 mod idle;
-mod json;
 mod layout;
 mod payload;
 mod progress;

@@ -14,8 +14,8 @@
 use crate::args::{MAX_DURATION, Options};
 use crate::broker::Broker;
 use crate::hgrm;
-use crate::json;
 use hdrhistogram::Histogram;
+use serde_json::{Map, Value, json};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -69,6 +69,45 @@ impl Operation {
 
     pub fn megabytes_per_second(&self) -> Option<f64> {
         self.bytes.map(|b| rate(b, self.elapsed) / 1e6)
+    }
+
+    fn json(&self) -> Value {
+        let mut o = Map::new();
+        o.insert("unit".into(), json!(self.unit));
+        o.insert("count".into(), json!(self.count));
+        if let Some(requests) = self.requests {
+            o.insert("requests".into(), json!(requests));
+        }
+        o.insert("elapsed_s".into(), number(self.elapsed.as_secs_f64()));
+        o.insert("ops_per_s".into(), number(self.per_second()));
+        if let (Some(bytes), Some(mb)) = (self.bytes, self.megabytes_per_second()) {
+            o.insert("bytes".into(), json!(bytes));
+            o.insert("mb_per_s".into(), number(mb));
+        }
+        if let Some(hist) = &self.latency {
+            let mut l = Map::new();
+            l.insert("samples".into(), json!(hist.len()));
+            if !hist.is_empty() {
+                l.insert("min".into(), number(micros(hist.min())));
+                l.insert("mean".into(), number(hist.mean() / 1000.0));
+                for (_, key, q) in PERCENTILES {
+                    l.insert(key.into(), number(micros(hist.value_at_quantile(q))));
+                }
+                l.insert("max".into(), number(micros(hist.max())));
+            }
+            o.insert("latency_us".into(), Value::Object(l));
+        }
+        Value::Object(o)
+    }
+}
+
+/// Three decimals are all a measurement carries; NaN and infinity, which
+/// JSON cannot hold, become null.
+fn number(value: f64) -> Value {
+    if value.is_finite() {
+        json!((value * 1000.0).round() / 1000.0)
+    } else {
+        Value::Null
     }
 }
 
@@ -201,69 +240,39 @@ impl Report {
     }
 
     pub fn json(&self) -> String {
-        let mut out = String::new();
-        {
-            let mut root = json::Object::new(&mut out);
-            root.str("scenario", self.scenario);
-            {
-                let mut params = root.object("parameters");
-                for (name, value) in &self.params {
-                    match value {
-                        Param::Int(v) => params.u64(name, *v),
-                        Param::Float(v) => params.f64(name, *v),
-                        Param::Text(v) => params.str(name, v),
-                        Param::Bool(v) => params.bool(name, *v),
-                    }
-                }
-            }
-            {
-                let mut counts = root.object("counts");
-                for (name, value) in &self.counts {
-                    counts.u64(name, *value);
-                }
-            }
-            {
-                let mut ops = root.object("operations");
-                for op in &self.operations {
-                    let mut o = ops.object(op.name);
-                    o.str("unit", op.unit);
-                    o.u64("count", op.count);
-                    if let Some(requests) = op.requests {
-                        o.u64("requests", requests);
-                    }
-                    o.f64("elapsed_s", op.elapsed.as_secs_f64());
-                    o.f64("ops_per_s", op.per_second());
-                    if let (Some(bytes), Some(mb)) = (op.bytes, op.megabytes_per_second()) {
-                        o.u64("bytes", bytes);
-                        o.f64("mb_per_s", mb);
-                    }
-                    if let Some(hist) = &op.latency {
-                        let mut l = o.object("latency_us");
-                        l.u64("samples", hist.len());
-                        if !hist.is_empty() {
-                            l.f64("min", micros(hist.min()));
-                            l.f64("mean", hist.mean() / 1000.0);
-                            for (_, key, q) in PERCENTILES {
-                                l.f64(key, micros(hist.value_at_quantile(q)));
-                            }
-                            l.f64("max", micros(hist.max()));
-                        }
-                    }
-                }
-            }
-            root.bool("verified", self.verified());
-            {
-                let mut problems = root.array("problems");
-                for problem in &self.problems {
-                    problems.str(problem);
-                }
-            }
-            let mut notes = root.array("notes");
-            for note in &self.notes {
-                notes.str(note);
-            }
-        }
-        out
+        let params: Map<String, Value> = self
+            .params
+            .iter()
+            .map(|(name, value)| {
+                let value = match value {
+                    Param::Int(v) => json!(v),
+                    Param::Float(v) => number(*v),
+                    Param::Text(v) => json!(v),
+                    Param::Bool(v) => json!(v),
+                };
+                (name.to_string(), value)
+            })
+            .collect();
+        let counts: Map<String, Value> = self
+            .counts
+            .iter()
+            .map(|(name, value)| (name.to_string(), json!(value)))
+            .collect();
+        let operations: Map<String, Value> = self
+            .operations
+            .iter()
+            .map(|op| (op.name.to_owned(), op.json()))
+            .collect();
+        json!({
+            "scenario": self.scenario,
+            "parameters": params,
+            "counts": counts,
+            "operations": operations,
+            "verified": self.verified(),
+            "problems": self.problems,
+            "notes": self.notes,
+        })
+        .to_string()
     }
 
     /// Writes each timed operation's distribution: the primary one to
@@ -372,12 +381,10 @@ mod tests {
         assert!(report.verified());
         report.problem_if(3, |n| format!("{n} lost"));
         assert!(!report.verified());
-        let json = report.json();
-        assert!(
-            json.contains(r#""verified":false,"problems":["3 lost"]"#),
-            "{json}"
-        );
-        assert!(json.contains(r#""parameters":{"size":128}"#), "{json}");
+        let json: Value = serde_json::from_str(&report.json()).expect("valid JSON");
+        assert_eq!(json["verified"], json!(false));
+        assert_eq!(json["problems"], json!(["3 lost"]));
+        assert_eq!(json["parameters"], json!({"size": 128}));
         assert!(report.human().contains("VERIFICATION FAILED: 3 lost"));
     }
 

@@ -93,17 +93,20 @@ impl Shared {
             connect_timeout: Some(Duration::from_secs(10)),
         };
         Client::connect_with(self.addr.as_str(), options).map_err(|e| {
-            // EMFILE and ENFILE: the usual wall when opening many connections.
-            let out_of_files = match &e {
-                client::Error::Connect { source, .. } => {
-                    matches!(source.raw_os_error(), Some(23 | 24))
+            let hint = match &e {
+                // EMFILE and ENFILE: the usual wall when opening many
+                // connections.
+                client::Error::Connect { source, .. }
+                    if matches!(source.raw_os_error(), Some(23 | 24)) =>
+                {
+                    " (out of file descriptors: raise `ulimit -n`)".to_owned()
                 }
-                _ => false,
-            };
-            let hint = if out_of_files {
-                " (out of file descriptors: raise `ulimit -n`)"
-            } else {
-                ""
+                client::Error::Connect { addr, source }
+                    if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+                {
+                    format!("; is the broker running at {addr}?")
+                }
+                _ => String::new(),
             };
             format!("{e}{hint}")
         })

@@ -11,13 +11,16 @@
 //! connection.
 //!
 //! Layout: `conn` owns the socket and the frame buffers, `pipeline` the
-//! requests in flight, `error` the error type. This file holds the
-//! operations, which only build requests and unpack replies.
+//! requests in flight, `error` the error type, `addr` the default port.
+//! This file holds the operations, which only build requests and unpack
+//! replies.
 
+mod addr;
 mod conn;
 mod error;
 mod pipeline;
 
+pub use self::addr::{DEFAULT_PORT, with_default_port};
 pub use self::error::{Error, Result, io_message};
 pub use self::pipeline::{Completion, Outcome, Pipeline};
 pub use crate::protocol::{ServerInfo, Stats, TopicMessages};

@@ -43,8 +43,13 @@ fn run(command: &mut Command) -> Output {
 
 /// `publisher --publish TOPIC` with `input` on standard input.
 fn publish_stdin(broker: SocketAddr, topic: &str, input: &[u8]) -> Output {
+    publisher_with_stdin(broker, &["--publish", topic], input)
+}
+
+/// `publisher ARGS` with `input` on standard input.
+fn publisher_with_stdin(broker: SocketAddr, args: &[&str], input: &[u8]) -> Output {
     let mut child = command(env!("CARGO_BIN_EXE_publisher"), broker)
-        .args(["--publish", topic])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -97,6 +102,8 @@ fn fails(output: Output, code: i32, fragment: &str) {
 struct Subscriber {
     child: Child,
     lines: Receiver<String>,
+    /// Its standard error after the id line.
+    errors: Receiver<String>,
     id: u64,
 }
 
@@ -104,7 +111,7 @@ impl Subscriber {
     /// Starts it and waits until it has subscribed (it prints its id on
     /// standard error once subscribed).
     fn start(broker: SocketAddr, args: &[&str]) -> Subscriber {
-        let (mut child, id) = spawn_subscriber(broker, args);
+        let (mut child, id, errors) = spawn_subscriber_with_errors(broker, args);
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -115,7 +122,19 @@ impl Subscriber {
                 }
             }
         });
-        Subscriber { child, lines, id }
+        Subscriber {
+            child,
+            lines,
+            errors,
+            id,
+        }
+    }
+
+    /// The next line it prints on standard error.
+    fn next_error(&self) -> String {
+        self.errors
+            .recv_timeout(DEADLINE)
+            .expect("a line on the subscriber's stderr")
     }
 
     /// The next `n` lines it prints.
@@ -154,6 +173,15 @@ impl Drop for Subscriber {
 /// Spawns a subscriber with piped output; returns it once it has printed its
 /// id (which it does after subscribing).
 fn spawn_subscriber(broker: SocketAddr, args: &[&str]) -> (Child, u64) {
+    let (child, id, _) = spawn_subscriber_with_errors(broker, args);
+    (child, id)
+}
+
+/// As [`spawn_subscriber`], with the rest of its standard error.
+fn spawn_subscriber_with_errors(
+    broker: SocketAddr,
+    args: &[&str],
+) -> (Child, u64, Receiver<String>) {
     let mut child = command(env!("CARGO_BIN_EXE_subscriber"), broker)
         .args(args)
         .stdin(Stdio::null())
@@ -175,7 +203,7 @@ fn spawn_subscriber(broker: SocketAddr, args: &[&str]) -> (Child, u64) {
         .and_then(|rest| rest.split(' ').next())
         .and_then(|id| id.parse().ok())
         .unwrap_or_else(|| panic!("no id in: {first}"));
-    (child, id)
+    (child, id, rx)
 }
 
 fn numbers(lines: &[String]) -> Vec<u32> {
@@ -423,6 +451,9 @@ fn runtime_errors_exit_1_with_one_line() {
     let refused = format!("cannot connect to broker at {closed}");
     fails(publisher(closed, &["--create", "t"]), 1, &refused);
     fails(subscriber_run(closed, &["--subscribe", "t"]), 1, &refused);
+    let hint = format!("is the broker running at {closed}?");
+    fails(publisher(closed, &["--create", "t"]), 1, &hint);
+    fails(subscriber_run(closed, &["--subscribe", "t"]), 1, &hint);
 }
 
 #[test]
@@ -478,6 +509,7 @@ fn help_and_version() {
                 "--create",
                 "--delete",
                 "--publish",
+                "--file",
                 "--help",
                 "--version",
             ][..],
@@ -492,6 +524,8 @@ fn help_and_version() {
                 "--timeout",
                 "-v",
                 "--json",
+                "--raw",
+                "-0",
             ][..],
         ),
     ] {
@@ -505,5 +539,268 @@ fn help_and_version() {
         }
         let version = ok(run(command(program, broker.addr()).arg("--version")));
         assert!(version.ends_with(&format!(" {}\n", env!("CARGO_PKG_VERSION"))));
+    }
+}
+
+/// Waits until the broker holds `n` parked pulls: a subscriber waiting
+/// inside the broker learns of a deletion at once.
+fn wait_for_waiting_pulls(broker: SocketAddr, n: u64) {
+    let mut stats = Client::connect(broker).expect("connect");
+    wait_until("the subscriber's pull to wait", || {
+        stats.stats().expect("stats").waiting_pulls == n
+    });
+}
+
+#[test]
+fn a_deleted_topic_ends_only_its_own_subscription() {
+    let broker = start_broker();
+    let addr = broker.addr();
+    ok(publisher(addr, &["--create", "a1"]));
+    ok(publisher(addr, &["--create", "a2"]));
+    let subscriber = Subscriber::start(addr, &["--subscribe", "a1", "--subscribe", "a2"]);
+    wait_for_waiting_pulls(addr, 1);
+    ok(publisher(addr, &["--delete", "a2"]));
+    let note = subscriber.next_error();
+    assert!(note.contains("'a2'") && note.contains("deleted"), "{note}");
+    ok(publisher(addr, &["--publish", "a1", "after"]));
+    assert_eq!(subscriber.take(1), ["after"]);
+    // The last topic gone, nothing is left to read: exit status 3.
+    wait_for_waiting_pulls(addr, 1);
+    ok(publisher(addr, &["--delete", "a1"]));
+    assert!(subscriber.next_error().contains("'a1'"));
+    let last = subscriber.next_error();
+    assert!(last.contains("nothing left to read"), "{last}");
+    let (code, rest) = subscriber.wait();
+    assert_eq!((code, rest.len()), (Some(3), 0));
+}
+
+/// Starts a subscriber, runs `publish`, and returns everything the
+/// subscriber printed once it exits after `count` messages.
+fn received(broker: SocketAddr, format: &str, count: &str, publish: impl FnOnce()) -> Vec<u8> {
+    let (child, _) = spawn_subscriber(broker, &["--subscribe", "t", format, "--count", count]);
+    publish();
+    let output = child.wait_with_output().expect("subscriber output");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    output.stdout
+}
+
+#[test]
+fn a_file_is_one_message_byte_for_byte() {
+    let broker = start_broker();
+    let addr = broker.addr();
+    ok(publisher(addr, &["--create", "t"]));
+    // Every byte value, newlines and NULs included, twice over.
+    let bytes: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+    let path = std::env::temp_dir().join(format!("courier-cli-file-{}", std::process::id()));
+    std::fs::write(&path, &bytes).expect("write the file");
+    let path_text = path.to_string_lossy().into_owned();
+    let got = received(addr, "--raw", "1", || {
+        let summary = ok(publisher(addr, &["--publish", "t", "--file", &path_text]));
+        assert_eq!(
+            summary,
+            "published 512 bytes to t (offset 0, 1 subscriber)\n"
+        );
+    });
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(got, bytes);
+}
+
+#[test]
+fn file_dash_is_all_of_standard_input_as_one_message() {
+    let broker = start_broker();
+    let addr = broker.addr();
+    ok(publisher(addr, &["--create", "t"]));
+    let input = b"two\nlines\0and a NUL\n";
+    let got = received(addr, "-0", "1", || {
+        let output = publisher_with_stdin(addr, &["--publish", "t", "--file", "-"], input);
+        assert!(ok(output).starts_with("published 20 bytes to t"));
+    });
+    let mut expected = input.to_vec();
+    expected.push(0);
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn raw_adds_nothing_and_null_adds_a_nul() {
+    let broker = start_broker();
+    let addr = broker.addr();
+    ok(publisher(addr, &["--create", "t"]));
+    let got = received(addr, "--raw", "3", || {
+        ok(publish_stdin(addr, "t", b"a\n\nbc\n"));
+    });
+    assert_eq!(got, b"abc");
+    let got = received(addr, "-0", "3", || {
+        ok(publish_stdin(addr, "t", b"a\n\nbc\n"));
+    });
+    assert_eq!(got, b"a\0\0bc\0");
+    let got = received(addr, "--null", "1", || {
+        ok(publisher(addr, &["--publish", "t", "plain"]));
+    });
+    assert_eq!(got, b"plain\0");
+}
+
+#[test]
+fn empty_standard_input_publishes_nothing_and_says_so() {
+    let broker = start_broker();
+    let addr = broker.addr();
+    ok(publisher(addr, &["--create", "t"]));
+    let output = publish_stdin(addr, "t", b"");
+    assert!(output.stdout.is_empty());
+    fails(output, 3, "no messages on stdin; nothing published");
+    let mut client = Client::connect(addr).expect("connect");
+    assert_eq!(client.stats().expect("stats").messages_in, 0);
+    // An empty file is still one (empty) message: it was asked for.
+    let output = publisher_with_stdin(addr, &["--publish", "t", "--file", "-"], b"");
+    assert!(ok(output).starts_with("published 0 bytes to t"));
+}
+
+#[test]
+fn file_mistakes_are_named() {
+    let broker = start_broker();
+    let addr = broker.addr();
+    ok(publisher(addr, &["--create", "t"]));
+    let missing = std::env::temp_dir().join(format!("courier-no-such-{}", std::process::id()));
+    let missing = missing.to_string_lossy().into_owned();
+    fails(
+        publisher(addr, &["--publish", "t", "--file", &missing]),
+        1,
+        &format!("cannot read '{missing}'"),
+    );
+    fails(
+        publisher(addr, &["--publish", "t", "m", "--file", "-"]),
+        2,
+        "not both",
+    );
+    fails(
+        publisher(addr, &["--create", "u", "--file", "-"]),
+        2,
+        "--file needs --publish",
+    );
+    // Over the payload limit: refused before anything is sent.
+    let limit = Client::connect(addr)
+        .expect("connect")
+        .server_info()
+        .max_payload_bytes;
+    let big = vec![b'x'; usize::try_from(limit).expect("limit") + 1];
+    fails(
+        publisher_with_stdin(addr, &["--publish", "t", "--file", "-"], &big),
+        1,
+        "over the broker's limit",
+    );
+}
+
+#[test]
+fn parse_errors_name_the_flag() {
+    let broker = start_broker();
+    let addr = broker.addr();
+    for (args, fragment) in [
+        (
+            &["--subscribe", "t", "--count", "abc"][..],
+            "--count: 'abc' is not a number",
+        ),
+        (
+            &["--subscribe", "t", "--count", "0"],
+            "--count: 0 is out of range (1 to ",
+        ),
+        (
+            &["--subscribe", "t", "--timeout", "soon"],
+            "--timeout: 'soon' is not a number",
+        ),
+        (&["--id", "x1"], "--id: 'x1' is not a number"),
+        (&["--subscribe", "t", "--raw", "-0"], "only one"),
+    ] {
+        fails(subscriber_run(addr, args), 2, fragment);
+    }
+    fails(
+        publisher(addr, &["--broker", "", "--create", "t"]),
+        2,
+        "--broker",
+    );
+}
+
+#[test]
+fn the_broker_names_the_flag_and_its_range() {
+    let broker = |args: &[&str]| run(Command::new(env!("CARGO_BIN_EXE_broker")).args(args));
+    fails(
+        broker(&["--max-backlog-bytes", "1K"]),
+        2,
+        "--max-backlog-bytes 1K: must be at least --max-frame-bytes",
+    );
+    fails(
+        broker(&["--max-topics", "abc"]),
+        2,
+        "--max-topics: 'abc' is not a whole number",
+    );
+    fails(
+        broker(&["--max-topics", "0"]),
+        2,
+        "--max-topics: 0 is out of range (1 to ",
+    );
+    fails(
+        broker(&["--frame-timeout", "-1"]),
+        2,
+        "--frame-timeout: -1 is out of range",
+    );
+    // The rule the first error enforces is in the help.
+    let help = ok(broker(&["--help"]));
+    assert!(
+        help.contains("must be at least --max-frame-bytes"),
+        "{help}"
+    );
+}
+
+#[test]
+fn every_help_states_the_range_of_its_numeric_flags() {
+    let help = |program: &str, args: &[&str]| ok(run(Command::new(program).args(args)));
+    let broker = help(env!("CARGO_BIN_EXE_broker"), &["--help"]);
+    for flag in [
+        "--max-connections",
+        "--max-frame-bytes",
+        "--max-backlog-bytes",
+        "--max-backlog-messages",
+        "--max-topics",
+        "--max-subscribers-per-topic",
+        "--max-output-bytes",
+        "--session-timeout",
+        "--handshake-timeout",
+        "--frame-timeout",
+        "--shutdown-grace",
+    ] {
+        // The flag's entry runs from its name to the next flag.
+        let at = broker.find(&format!("  {flag} ")).expect(flag);
+        let entry = &broker[at..];
+        let end = entry[2..].find("\n  --").map_or(entry.len(), |e| e + 2);
+        assert!(
+            entry[..end].contains(" to "),
+            "no range for {flag}: {}",
+            &entry[..end]
+        );
+    }
+    let subscriber = help(env!("CARGO_BIN_EXE_subscriber"), &["--help"]);
+    assert!(subscriber.contains("(1 to\n                      18446744073709551615)"));
+    assert!(subscriber.contains("(0.001 to 31536000"));
+    for (scenario, ranges) in [
+        (
+            "send",
+            &[
+                "1 to 1024",
+                "1 to 4096",
+                "1 to 65536",
+                "20 (the bench header) to 64MiB",
+            ][..],
+        ),
+        ("fanout", &["1 to 10000"]),
+        ("latency", &["1 to 10^8"]),
+        ("create-topic", &["1 to 1024", "0 to 600"]),
+        ("idle", &["1 to 1000000", "0 to 3600"]),
+        ("retained", &["1 to 10^12"]),
+    ] {
+        let text = help(env!("CARGO_BIN_EXE_bench"), &[scenario, "--help"]);
+        for range in ranges {
+            assert!(
+                text.contains(range),
+                "bench {scenario} --help: no '{range}'"
+            );
+        }
     }
 }

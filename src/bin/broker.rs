@@ -4,17 +4,142 @@
 //! into a [`courier::Config`] and reports errors as one line on stderr.
 
 use courier::broker::Limits;
+use courier::client::with_default_port;
 use courier::log::{self, Level};
 use courier::{Config, Server};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: broker [--addr HOST:PORT] [OPTIONS]";
+const USAGE: &str = "usage: broker [--addr HOST[:PORT]] [OPTIONS]";
+
+/// What a numeric flag holds, and so how its value is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Count,
+    /// Bytes, with an optional K, M or G suffix.
+    Size,
+    /// Seconds, decimals allowed; `min` and `max` are in milliseconds.
+    Secs,
+}
+
+/// A numeric flag and the values it accepts. Both `--help` and the parser
+/// read these, so the help states exactly the rule enforced.
+#[derive(Debug, Clone, Copy)]
+struct Numeric {
+    flag: &'static str,
+    kind: Kind,
+    min: u64,
+    max: u64,
+}
+
+const MAX_SIZE: u64 = 1 << 40;
+const HOUR_MS: u64 = 3_600_000;
+
+const MAX_CONNECTIONS: Numeric = Numeric {
+    flag: "--max-connections",
+    kind: Kind::Count,
+    min: 1,
+    max: 1 << 20,
+};
+const MAX_FRAME_BYTES: Numeric = Numeric {
+    flag: "--max-frame-bytes",
+    kind: Kind::Size,
+    min: 1024,
+    max: u32::MAX as u64,
+};
+const MAX_BACKLOG_BYTES: Numeric = Numeric {
+    flag: "--max-backlog-bytes",
+    kind: Kind::Size,
+    min: 1024,
+    max: MAX_SIZE,
+};
+const MAX_BACKLOG_MESSAGES: Numeric = Numeric {
+    flag: "--max-backlog-messages",
+    kind: Kind::Count,
+    min: 1,
+    max: 1_000_000_000,
+};
+const MAX_TOPICS: Numeric = Numeric {
+    flag: "--max-topics",
+    kind: Kind::Count,
+    min: 1,
+    max: 100_000_000,
+};
+const MAX_SUBSCRIBERS_PER_TOPIC: Numeric = Numeric {
+    flag: "--max-subscribers-per-topic",
+    kind: Kind::Count,
+    min: 1,
+    max: 1_000_000,
+};
+const MAX_OUTPUT_BYTES: Numeric = Numeric {
+    flag: "--max-output-bytes",
+    kind: Kind::Size,
+    min: 1024,
+    max: MAX_SIZE,
+};
+const SESSION_TIMEOUT: Numeric = Numeric {
+    flag: "--session-timeout",
+    kind: Kind::Secs,
+    min: 0,
+    max: 7 * 24 * HOUR_MS,
+};
+const HANDSHAKE_TIMEOUT: Numeric = Numeric {
+    flag: "--handshake-timeout",
+    kind: Kind::Secs,
+    min: 1,
+    max: HOUR_MS,
+};
+const FRAME_TIMEOUT: Numeric = Numeric {
+    flag: "--frame-timeout",
+    kind: Kind::Secs,
+    min: 1,
+    max: HOUR_MS,
+};
+const SHUTDOWN_GRACE: Numeric = Numeric {
+    flag: "--shutdown-grace",
+    kind: Kind::Secs,
+    min: 0,
+    max: HOUR_MS,
+};
+
+/// The flags whose lower bound is `--max-frame-bytes` rather than `min`: a
+/// backlog or an output buffer must hold at least one frame.
+const AT_LEAST_A_FRAME: [&str; 2] = ["--max-backlog-bytes", "--max-output-bytes"];
+
+impl Numeric {
+    fn show(&self, value: u64) -> String {
+        match self.kind {
+            Kind::Count => value.to_string(),
+            Kind::Size => show_size(value),
+            Kind::Secs => format!("{}", value as f64 / 1000.0),
+        }
+    }
+
+    /// `1K to 4294967295`, as `--help` and the errors state it.
+    fn range(&self) -> String {
+        let min = if AT_LEAST_A_FRAME.contains(&self.flag) {
+            "--max-frame-bytes".to_owned()
+        } else {
+            self.show(self.min)
+        };
+        format!("{min} to {}", self.show(self.max))
+    }
+}
+
+fn show_size(bytes: u64) -> String {
+    for (suffix, shift) in [("G", 30), ("M", 20), ("K", 10)] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
 
 fn help() -> String {
     let d = Config::default();
     let l = Limits::default();
+    let size = |bytes: usize| show_size(bytes as u64);
     format!(
         "broker — the Courier publish/subscribe message broker
 
@@ -24,40 +149,65 @@ Serves the protocol in PROTOCOL.md on one thread. Prints
 \"Server started on HOST:PORT\" once it accepts connections, and
 \"Server stopped\" after a clean shutdown (SIGINT or SIGTERM).
 
-Options:
-  --addr HOST:PORT                 address to listen on [default: localhost:5555];
-                                   port 0 picks a free port (the line shows it)
-  --max-connections N              connections beyond N are refused [default: {}]
-  --max-frame-bytes SIZE           largest frame in either direction [default: {}]
+Options (each numeric flag lists the values it accepts):
+  --addr HOST[:PORT]               address to listen on [default: localhost:5555];
+                                   the port defaults to 5555; port 0 picks a free
+                                   port (the line shows it)
+  --max-connections N              connections beyond N are refused
+                                   [default: {}; {}]
+  --max-frame-bytes SIZE           largest frame in either direction
+                                   [default: {}; {}]
   --max-backlog-bytes SIZE         per topic: unacknowledged payload bytes kept
-                                   before publish gets TOPIC_FULL [default: {}]
-  --max-backlog-messages N         per topic: unacknowledged messages kept [default: {}]
-  --max-topics N                   topics the broker holds at most [default: {}]
-  --max-subscribers-per-topic N    subscribers one topic takes at most [default: {}]
+                                   before publish gets TOPIC_FULL
+                                   [default: {}; {}]
+  --max-backlog-messages N         per topic: unacknowledged messages kept
+                                   [default: {}; {}]
+  --max-topics N                   topics the broker holds at most
+                                   [default: {}; {}]
+  --max-subscribers-per-topic N    subscribers one topic takes at most
+                                   [default: {}; {}]
   --max-output-bytes SIZE          a client with more unread replies than this is
-                                   disconnected [default: {}]
+                                   disconnected
+                                   [default: {}; {}]
   --session-timeout SECS           a disconnected subscriber session is kept this
-                                   long for resuming [default: {}]
-  --handshake-timeout SECS         time from connect to HELLO [default: {}]
-  --frame-timeout SECS             time for one frame to arrive once begun [default: {}]
-  --shutdown-grace SECS            time to flush replies on shutdown [default: {}]
+                                   long for resuming [default: {}; {}]
+  --handshake-timeout SECS         time from connect to HELLO
+                                   [default: {}; {}]
+  --frame-timeout SECS             time for one frame to arrive once begun
+                                   [default: {}; {}]
+  --shutdown-grace SECS            time to flush replies on shutdown
+                                   [default: {}; {}]
   --log-level LEVEL                off, error, warn, info or debug [default: info,
                                    or RUST_LOG when set]
   -h, --help                       print this help
   -V, --version                    print the version
 
-SIZE is a number of bytes, optionally with a suffix: K, M, G (powers of 1024).",
+SIZE is a number of bytes, optionally with a suffix: K, M, G (powers of 1024).
+SECS is a number of seconds; decimals are allowed (0.5). --max-backlog-bytes
+and --max-output-bytes must be at least --max-frame-bytes (each must hold a
+whole frame): when raising --max-frame-bytes, raise them too.",
         d.max_connections,
-        l.max_frame_bytes,
-        l.max_backlog_bytes,
+        MAX_CONNECTIONS.range(),
+        size(l.max_frame_bytes),
+        MAX_FRAME_BYTES.range(),
+        size(l.max_backlog_bytes),
+        MAX_BACKLOG_BYTES.range(),
         l.max_backlog_messages,
+        MAX_BACKLOG_MESSAGES.range(),
         l.max_topics,
+        MAX_TOPICS.range(),
         l.max_subscribers_per_topic,
-        d.max_output_bytes,
+        MAX_SUBSCRIBERS_PER_TOPIC.range(),
+        size(d.max_output_bytes),
+        MAX_OUTPUT_BYTES.range(),
         l.session_timeout.as_secs_f64(),
+        SESSION_TIMEOUT.range(),
         d.handshake_timeout.as_secs_f64(),
+        HANDSHAKE_TIMEOUT.range(),
         d.frame_timeout.as_secs_f64(),
+        FRAME_TIMEOUT.range(),
         d.shutdown_grace.as_secs_f64(),
+        SHUTDOWN_GRACE.range(),
     )
 }
 
@@ -110,71 +260,25 @@ fn parse(args: &mut pico_args::Arguments) -> Result<(Config, String), UsageError
         handle_signals: true,
         ..Config::default()
     };
-    let addr_text: String =
-        option(args, "--addr", |s| Ok(s.to_string()))?.unwrap_or_else(|| "localhost:5555".into());
+    let addr_text: String = option(args, "--addr", |s| Ok(s.to_string()))?
+        .map_or_else(|| "localhost:5555".into(), |a| with_default_port(&a));
     config.addr = resolve(&addr_text)?;
     let l = &mut config.limits;
-    set(
+    set_count(args, &MAX_FRAME_BYTES, &mut l.max_frame_bytes)?;
+    set_count(args, &MAX_BACKLOG_BYTES, &mut l.max_backlog_bytes)?;
+    set_count(args, &MAX_BACKLOG_MESSAGES, &mut l.max_backlog_messages)?;
+    set_count(args, &MAX_TOPICS, &mut l.max_topics)?;
+    set_count(
         args,
-        "--max-frame-bytes",
-        parse_size,
-        &mut l.max_frame_bytes,
-    )?;
-    set(
-        args,
-        "--max-backlog-bytes",
-        parse_size,
-        &mut l.max_backlog_bytes,
-    )?;
-    set(
-        args,
-        "--max-backlog-messages",
-        parse_count,
-        &mut l.max_backlog_messages,
-    )?;
-    set(args, "--max-topics", parse_count, &mut l.max_topics)?;
-    set(
-        args,
-        "--max-subscribers-per-topic",
-        parse_count,
+        &MAX_SUBSCRIBERS_PER_TOPIC,
         &mut l.max_subscribers_per_topic,
     )?;
-    set(
-        args,
-        "--session-timeout",
-        parse_secs,
-        &mut l.session_timeout,
-    )?;
-    set(
-        args,
-        "--max-connections",
-        parse_count,
-        &mut config.max_connections,
-    )?;
-    set(
-        args,
-        "--max-output-bytes",
-        parse_size,
-        &mut config.max_output_bytes,
-    )?;
-    set(
-        args,
-        "--handshake-timeout",
-        parse_secs,
-        &mut config.handshake_timeout,
-    )?;
-    set(
-        args,
-        "--frame-timeout",
-        parse_secs,
-        &mut config.frame_timeout,
-    )?;
-    set(
-        args,
-        "--shutdown-grace",
-        parse_secs,
-        &mut config.shutdown_grace,
-    )?;
+    set_secs(args, &SESSION_TIMEOUT, &mut l.session_timeout)?;
+    set_count(args, &MAX_CONNECTIONS, &mut config.max_connections)?;
+    set_count(args, &MAX_OUTPUT_BYTES, &mut config.max_output_bytes)?;
+    set_secs(args, &HANDSHAKE_TIMEOUT, &mut config.handshake_timeout)?;
+    set_secs(args, &FRAME_TIMEOUT, &mut config.frame_timeout)?;
+    set_secs(args, &SHUTDOWN_GRACE, &mut config.shutdown_grace)?;
     let level = match option(args, "--log-level", parse_level)? {
         Some(level) => level,
         None => match std::env::var("RUST_LOG") {
@@ -190,21 +294,21 @@ fn parse(args: &mut pico_args::Arguments) -> Result<(Config, String), UsageError
             extra.to_string_lossy()
         )));
     }
-    let limits = &config.limits;
-    if limits.max_frame_bytes < 1024 || limits.max_frame_bytes > u32::MAX as usize {
-        return Err(UsageError(
-            "--max-frame-bytes must be between 1K and 4G".into(),
-        ));
-    }
-    if limits.max_backlog_bytes < limits.max_frame_bytes {
-        return Err(UsageError(
-            "--max-backlog-bytes must be at least --max-frame-bytes".into(),
-        ));
-    }
-    if config.max_output_bytes < limits.max_frame_bytes {
-        return Err(UsageError(
-            "--max-output-bytes must be at least --max-frame-bytes".into(),
-        ));
+    let frame = config.limits.max_frame_bytes;
+    for (numeric, value) in [
+        (&MAX_BACKLOG_BYTES, config.limits.max_backlog_bytes),
+        (&MAX_OUTPUT_BYTES, config.max_output_bytes),
+    ] {
+        if value < frame {
+            return Err(UsageError(format!(
+                "{} {}: must be at least --max-frame-bytes, which is {} (accepted: {} to {})",
+                numeric.flag,
+                show_size(value as u64),
+                show_size(frame as u64),
+                show_size(frame as u64),
+                show_size(numeric.max),
+            )));
+        }
     }
     Ok((config, addr_text))
 }
@@ -214,23 +318,83 @@ fn option<T>(
     name: &'static str,
     parse: fn(&str) -> Result<T, UsageError>,
 ) -> Result<Option<T>, UsageError> {
-    let text: Option<String> = args
-        .opt_value_from_str(name)
-        .map_err(|e| UsageError(e.to_string()))?;
-    text.map(|t| parse(&t).map_err(|UsageError(why)| UsageError(format!("{name} {t:?}: {why}"))))
+    value(args, name)?
+        .map(|t| parse(&t).map_err(|UsageError(why)| UsageError(format!("{name} {t:?}: {why}"))))
         .transpose()
 }
 
-fn set<T>(
+/// Sets `slot` from a count or size flag, if given, within its range.
+fn set_count(
     args: &mut pico_args::Arguments,
-    name: &'static str,
-    parse: fn(&str) -> Result<T, UsageError>,
-    slot: &mut T,
+    numeric: &Numeric,
+    slot: &mut usize,
 ) -> Result<(), UsageError> {
-    if let Some(value) = option(args, name, parse)? {
-        *slot = value;
-    }
+    let Some(text) = value(args, numeric.flag)? else {
+        return Ok(());
+    };
+    let parsed = match numeric.kind {
+        Kind::Size => parse_size(&text),
+        _ => text.trim().parse().ok(),
+    };
+    let Some(n) = parsed else {
+        let expected = match numeric.kind {
+            Kind::Size => "a size such as 1048576, 512K or 64M",
+            _ => "a whole number",
+        };
+        return Err(UsageError(format!(
+            "{}: '{text}' is not {expected}",
+            numeric.flag
+        )));
+    };
+    check(numeric, &text, (numeric.min..=numeric.max).contains(&n))?;
+    *slot = usize::try_from(n).unwrap_or(usize::MAX);
     Ok(())
+}
+
+/// Sets `slot` from a seconds flag, if given, within its range.
+fn set_secs(
+    args: &mut pico_args::Arguments,
+    numeric: &Numeric,
+    slot: &mut Duration,
+) -> Result<(), UsageError> {
+    let Some(text) = value(args, numeric.flag)? else {
+        return Ok(());
+    };
+    let Ok(secs) = text.trim().parse::<f64>() else {
+        return Err(UsageError(format!(
+            "{}: '{text}' is not a number of seconds such as 30 or 0.5",
+            numeric.flag
+        )));
+    };
+    let ms = secs * 1000.0;
+    // False for NaN as well.
+    check(
+        numeric,
+        &text,
+        (numeric.min as f64..=numeric.max as f64).contains(&ms),
+    )?;
+    *slot = Duration::from_secs_f64(secs);
+    Ok(())
+}
+
+fn value(
+    args: &mut pico_args::Arguments,
+    flag: &'static str,
+) -> Result<Option<String>, UsageError> {
+    args.opt_value_from_str(flag)
+        .map_err(|e| UsageError(e.to_string()))
+}
+
+fn check(numeric: &Numeric, text: &str, within: bool) -> Result<(), UsageError> {
+    if within {
+        Ok(())
+    } else {
+        Err(UsageError(format!(
+            "{}: {text} is out of range ({})",
+            numeric.flag,
+            numeric.range()
+        )))
+    }
 }
 
 /// Resolves HOST:PORT, preferring IPv4 (so `localhost` serves clients that
@@ -254,37 +418,24 @@ fn host_part(addr_text: &str) -> &str {
         .map_or(addr_text, |(host, _)| host)
 }
 
-fn parse_count(text: &str) -> Result<usize, UsageError> {
-    text.parse()
-        .map_err(|_| UsageError("expected a whole number".into()))
-}
-
-fn parse_size(text: &str) -> Result<usize, UsageError> {
-    let text = text.trim();
-    let upper = text.to_ascii_uppercase();
+/// Bytes, with an optional K, M or G suffix (and B or iB after it).
+fn parse_size(text: &str) -> Option<u64> {
+    let upper = text.trim().to_ascii_uppercase();
     let upper = upper
         .strip_suffix("IB")
         .or_else(|| upper.strip_suffix('B'))
         .unwrap_or(&upper);
-    let (digits, shift) = match upper.chars().last() {
-        Some('K') => (&upper[..upper.len() - 1], 10),
-        Some('M') => (&upper[..upper.len() - 1], 20),
-        Some('G') => (&upper[..upper.len() - 1], 30),
-        _ => (upper, 0),
+    let (digits, shift) = match upper.strip_suffix(['K', 'M', 'G']) {
+        Some(digits) if upper.ends_with('K') => (digits, 10),
+        Some(digits) if upper.ends_with('M') => (digits, 20),
+        Some(digits) => (digits, 30),
+        None => (upper, 0),
     };
     digits
         .trim()
-        .parse::<usize>()
+        .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(1 << shift))
-        .ok_or_else(|| UsageError("expected a size such as 1048576, 512K or 64M".into()))
-}
-
-fn parse_secs(text: &str) -> Result<Duration, UsageError> {
-    text.parse::<f64>()
-        .ok()
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .ok_or_else(|| UsageError("expected a number of seconds such as 30 or 0.5".into()))
 }
 
 fn parse_level(text: &str) -> Result<Level, UsageError> {
@@ -293,4 +444,35 @@ fn parse_level(text: &str) -> Result<Level, UsageError> {
             "unknown log level {text:?} (use off, error, warn, info or debug)"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_and_show_with_suffixes() {
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("512K"), Some(512 << 10));
+        assert_eq!(parse_size("64mib"), Some(64 << 20));
+        assert_eq!(parse_size("2GB"), Some(2 << 30));
+        assert_eq!(parse_size("1X"), None);
+        assert_eq!(parse_size("K"), None);
+        assert_eq!(show_size(1 << 20), "1M");
+        assert_eq!(show_size(1536), "1536");
+        assert_eq!(MAX_OUTPUT_BYTES.range(), "--max-frame-bytes to 1024G");
+        assert_eq!(HANDSHAKE_TIMEOUT.range(), "0.001 to 3600");
+    }
+
+    #[test]
+    fn a_backlog_smaller_than_a_frame_is_refused_by_name() {
+        let mut args =
+            pico_args::Arguments::from_vec(vec!["--max-backlog-bytes".into(), "1K".into()]);
+        match parse(&mut args) {
+            Err(UsageError(message)) => {
+                assert!(message.starts_with("--max-backlog-bytes 1K: "), "{message}")
+            }
+            Ok(_) => panic!("accepted a backlog smaller than a frame"),
+        }
+    }
 }

@@ -1,5 +1,8 @@
-//! `publisher`: create and delete topics, publish one message, or publish
-//! every line of standard input.
+//! `publisher`: create and delete topics, publish one message (an argument,
+//! or a file's bytes), or publish every line of standard input.
+//!
+//! A `--file` is read whole, up to the broker's payload limit and no
+//! further, so a file too large is refused without holding it all in memory.
 //!
 //! Standard input is read line by line into batches (up to 1000 lines or
 //! 256 KiB, and within the broker's frame limit) that go out as
@@ -26,33 +29,43 @@ use courier::ErrorCode;
 use courier::client::{Client, Completion, Pipeline, Published, ServerInfo};
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::io::{self, BufRead, BufReader, Read};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, IsTerminal, Read};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const PROGRAM: Program = Program {
     name: "publisher",
-    usage: "usage: publisher [--broker HOST:PORT] (--create TOPIC | --delete TOPIC | --publish TOPIC [MESSAGE | -])",
+    usage: "usage: publisher [--broker HOST[:PORT]] (--create TOPIC | --delete TOPIC | --publish TOPIC [MESSAGE | --file PATH | -])",
     help: "\
 publisher: create and delete topics and publish messages on a courier broker
 
-usage: publisher [--broker HOST:PORT] (--create TOPIC | --delete TOPIC | --publish TOPIC [MESSAGE | -])
+usage: publisher [--broker HOST[:PORT]] (--create TOPIC | --delete TOPIC | --publish TOPIC [MESSAGE | --file PATH | -])
 
 Exactly one of:
   --create TOPIC           create a topic (names: 1 to 255 of A-Z a-z 0-9 . _ -)
   --delete TOPIC           delete a topic and every message it still holds
   --publish TOPIC MESSAGE  publish MESSAGE to TOPIC and print its offset
+  --publish TOPIC --file PATH
+                           publish the bytes of the file PATH, exactly, as one
+                           message (binary-safe); PATH '-' is all of standard
+                           input as one message
   --publish TOPIC [-]      publish each line of standard input (without its
                            newline) as one message, in batches with several in
-                           flight; prints a summary at the end
+                           flight; prints a summary at the end. At a terminal,
+                           type one message per line and end with Ctrl-D
 
 Options:
-  --broker HOST:PORT       the broker to use (default: $BROKER_ADDR if set,
-                           else localhost:5555)
+  --broker HOST[:PORT]     the broker to use (default: $BROKER_ADDR if set,
+                           else localhost:5555; the port defaults to 5555)
   -h, --help               print this help
   -V, --version            print the version
 
 A MESSAGE that starts with '-' goes after '--':  publisher --publish t -- -42
+
+A message (MESSAGE, a --file, or a line) may be at most the broker's payload
+limit: its --max-frame-bytes less 512 bytes (1048064 bytes by default).
 
 When the topic is full (its subscribers have not acknowledged enough), the
 publisher waits and sends again: no message is lost. Lines keep their input
@@ -60,8 +73,9 @@ order, except that the first time the topic fills up, up to 7 batches that
 were already in flight may be stored before the one the broker refused; after
 that the publisher sends one batch at a time, in order.
 
-Exit status: 0 on success, 1 if the broker or the connection failed, 2 for
-bad arguments.
+Exit status: 0 on success, 1 if the broker or the connection failed (or a
+--file could not be read), 2 for bad arguments, 3 when standard input held
+no lines (nothing was published).
 ",
 };
 
@@ -77,19 +91,60 @@ fn main() -> ExitCode {
 enum Action {
     Create(String),
     Delete(String),
-    Publish(String),
+    Publish(String, Source),
 }
 
-fn run(mut args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure> {
+/// What `--publish` sends.
+enum Source {
+    /// The MESSAGE argument.
+    Message(Vec<u8>),
+    /// `--file PATH`, opened before connecting so a typo fails first.
+    File(PathBuf, File),
+    /// `--file -`: all of standard input, one message.
+    Stdin,
+    /// Each line of standard input, one message each.
+    Lines,
+}
+
+fn parse(
+    mut args: pico_args::Arguments,
+    literal: Vec<OsString>,
+) -> Result<(String, Action), Failure> {
     let broker = cli::broker_addr(&mut args)?;
     let create = args.opt_value_from_str("--create")?;
     let delete = args.opt_value_from_str("--delete")?;
     let publish = args.opt_value_from_str("--publish")?;
+    let file: Option<PathBuf> = args.opt_value_from_os_str("--file", |s| {
+        Ok::<_, std::convert::Infallible>(PathBuf::from(s))
+    })?;
     let mut free = cli::free_arguments(args, literal)?.into_iter();
+    let message = free.next();
+    if let Some(extra) = free.next() {
+        return Err(Failure::usage(format!(
+            "unexpected argument '{}' (quote a message that has spaces)",
+            extra.to_string_lossy()
+        )));
+    }
     let action = match (create, delete, publish) {
         (Some(topic), None, None) => Action::Create(topic),
         (None, Some(topic), None) => Action::Delete(topic),
-        (None, None, Some(topic)) => Action::Publish(topic),
+        (None, None, Some(topic)) => {
+            let source = match (message, file) {
+                (Some(_), Some(_)) => {
+                    return Err(Failure::usage("give a MESSAGE or --file, not both"));
+                }
+                (Some(message), None) if message != "-" => {
+                    Source::Message(message.into_encoded_bytes())
+                }
+                (_, None) => Source::Lines,
+                (None, Some(path)) if path.as_os_str() == "-" => Source::Stdin,
+                (None, Some(path)) => match File::open(&path) {
+                    Ok(file) => Source::File(path, file),
+                    Err(e) => return Err(unreadable(&path, &e)),
+                },
+            };
+            return Ok((broker, Action::Publish(topic, source)));
+        }
         (None, None, None) => {
             return Err(Failure::usage(
                 "nothing to do: give --create, --delete or --publish",
@@ -101,23 +156,28 @@ fn run(mut args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Fai
             ));
         }
     };
-    let message = match (&action, free.next()) {
-        (Action::Publish(_), Some(message)) if message != "-" => Some(message),
-        (Action::Publish(_), _) | (_, None) => None,
-        (_, Some(extra)) => {
-            return Err(Failure::usage(format!(
-                "unexpected argument '{}'",
-                extra.to_string_lossy()
-            )));
-        }
-    };
-    if let Some(extra) = free.next() {
+    if file.is_some() {
+        return Err(Failure::usage("--file needs --publish TOPIC"));
+    }
+    if let Some(extra) = message {
         return Err(Failure::usage(format!(
-            "unexpected argument '{}' (quote a message that has spaces)",
+            "unexpected argument '{}'",
             extra.to_string_lossy()
         )));
     }
+    Ok((broker, action))
+}
 
+fn unreadable(path: &Path, e: &io::Error) -> Failure {
+    Failure::runtime(format!(
+        "cannot read '{}': {}",
+        path.display(),
+        courier::client::io_message(e)
+    ))
+}
+
+fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure> {
+    let (broker, action) = parse(args, literal)?;
     let mut client = cli::connect(&broker, "publisher")?;
     client.register_publisher()?;
     match action {
@@ -133,29 +193,95 @@ fn run(mut args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Fai
                 .map_err(|e| cli::topic_failure(&e, &topic))?;
             cli::print_line(format_args!("deleted topic {topic}"))?;
         }
-        Action::Publish(topic) => match message {
-            Some(message) => {
-                let published = publish_one(&mut client, &topic, &message.into_encoded_bytes())?;
-                cli::print_line(format_args!(
-                    "published to {topic} (offset {}, {})",
-                    published.offset,
-                    plural(published.subscribers, "subscriber")
-                ))?;
+        Action::Publish(topic, Source::Message(message)) => {
+            let published = publish_one(&mut client, &topic, &message)?;
+            cli::print_line(format_args!(
+                "published to {topic} (offset {}, {})",
+                published.offset,
+                plural(published.subscribers, "subscriber")
+            ))?;
+        }
+        Action::Publish(topic, Source::File(path, file)) => {
+            let limit = client.server_info().max_payload_bytes;
+            let payload = read_whole(file, limit).map_err(|e| match e {
+                Whole::TooLarge => too_large(&format!("file '{}'", path.display()), limit),
+                Whole::Io(e) => unreadable(&path, &e),
+            })?;
+            publish_whole(&mut client, &topic, &payload)?;
+        }
+        Action::Publish(topic, Source::Stdin) => {
+            if io::stdin().is_terminal() {
+                cli::note("publisher: reading one message from standard input until Ctrl-D");
             }
-            None => {
-                let start = Instant::now();
-                let input = BufReader::with_capacity(BATCH_BYTES, io::stdin().lock());
-                let count = publish_lines(&mut client, &topic, input)?;
-                let seconds = start.elapsed().as_secs_f64();
-                cli::print_line(format_args!(
-                    "published {} to {topic} in {seconds:.2} s ({:.0} msg/s)",
-                    plural(count, "message"),
-                    count as f64 / seconds.max(1e-6)
-                ))?;
+            let limit = client.server_info().max_payload_bytes;
+            let payload = read_whole(io::stdin().lock(), limit).map_err(|e| match e {
+                Whole::TooLarge => too_large("standard input", limit),
+                Whole::Io(e) => Failure::runtime(format!(
+                    "cannot read standard input: {}",
+                    courier::client::io_message(&e)
+                )),
+            })?;
+            publish_whole(&mut client, &topic, &payload)?;
+        }
+        Action::Publish(topic, Source::Lines) => {
+            if io::stdin().is_terminal() {
+                cli::note(
+                    "publisher: reading messages from standard input, one per line, until Ctrl-D",
+                );
             }
-        },
+            let start = Instant::now();
+            let input = BufReader::with_capacity(BATCH_BYTES, io::stdin().lock());
+            let count = publish_lines(&mut client, &topic, input)?;
+            if count == 0 {
+                return Err(Failure::NothingLeft(
+                    "no messages on stdin; nothing published".into(),
+                ));
+            }
+            let seconds = start.elapsed().as_secs_f64();
+            cli::print_line(format_args!(
+                "published {} to {topic} in {seconds:.2} s ({:.0} msg/s)",
+                plural(count, "message"),
+                count as f64 / seconds.max(1e-6)
+            ))?;
+        }
     }
     Ok(())
+}
+
+/// Why [`read_whole`] gave up.
+enum Whole {
+    TooLarge,
+    Io(io::Error),
+}
+
+/// All of `input`, if it is at most `limit` bytes; reads no more than one
+/// byte past the limit.
+fn read_whole(input: impl Read, limit: u64) -> Result<Vec<u8>, Whole> {
+    let mut payload = Vec::new();
+    input
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut payload)
+        .map_err(Whole::Io)?;
+    if payload.len() as u64 > limit {
+        return Err(Whole::TooLarge);
+    }
+    Ok(payload)
+}
+
+fn too_large(what: &str, limit: u64) -> Failure {
+    Failure::runtime(format!(
+        "{what} is over the broker's limit of {limit} bytes per message"
+    ))
+}
+
+fn publish_whole(client: &mut Client, topic: &str, payload: &[u8]) -> Result<(), Failure> {
+    let published = publish_one(client, topic, payload)?;
+    cli::print_line(format_args!(
+        "published {} to {topic} (offset {}, {})",
+        plural(payload.len() as u64, "byte"),
+        published.offset,
+        plural(published.subscribers, "subscriber")
+    ))
 }
 
 fn plural(n: u64, noun: &str) -> String {

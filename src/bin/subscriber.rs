@@ -10,12 +10,22 @@
 //! that was not printed, and a subscriber stopped at any point and resumed
 //! with `--id` starts again at its first unprinted (or unacknowledged)
 //! message: at least once, never lost.
+//!
+//! A deleted topic ends only its own subscription. The broker answers a
+//! waiting pull with `TOPIC_DELETED` (and drops the subscription silently
+//! when no pull waits), so on that error, and whenever a pull comes back
+//! empty, the subscriber asks after each topic it still reads with a no-op
+//! ACK at offset 0: `UNKNOWN_TOPIC` or `NOT_SUBSCRIBED` means that topic is
+//! gone. That asks the broker by code, never by parsing its text. Only when
+//! no topic is left does the subscriber stop, with exit status 3.
 
 mod cli;
 
+use base64::prelude::{BASE64_STANDARD, Engine as _};
 use cli::{Failure, Program};
 use courier::ErrorCode;
 use courier::client::{Client, Message, PullOptions};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{self, BufWriter, Write};
@@ -24,34 +34,47 @@ use std::time::{Duration, Instant};
 
 const PROGRAM: Program = Program {
     name: "subscriber",
-    usage: "usage: subscriber [--broker HOST:PORT] (--subscribe TOPIC... | --id ID) [--count N] [--timeout SECS] [-v | --json]",
+    usage: "usage: subscriber [--broker HOST[:PORT]] (--subscribe TOPIC... | --id ID) [--count N] [--timeout SECS] [-v | --json | --raw | -0]",
     help: "\
 subscriber: print the messages published to topics on a courier broker
 
-usage: subscriber [--broker HOST:PORT] (--subscribe TOPIC... | --id ID) [--count N] [--timeout SECS] [-v | --json]
+usage: subscriber [--broker HOST[:PORT]] (--subscribe TOPIC... | --id ID) [--count N] [--timeout SECS] [-v | --json | --raw | -0]
 
-Prints each message on its own line as soon as it arrives, and acknowledges
-it once printed. The subscriber id is printed on standard error at start.
+Prints each message as soon as it arrives, and acknowledges it once printed.
+By default each payload is printed followed by a newline (a payload that
+holds newlines therefore spans several lines; use --raw, -0 or --json to
+keep messages apart exactly). The subscriber id is printed on standard error
+at start.
 
 Options:
   --subscribe TOPIC   subscribe to TOPIC (repeat for several topics)
-  --id ID             resume subscriber ID: its subscriptions, and every
-                      message it had not acknowledged (a stopped subscriber
-                      resumed this way loses nothing)
-  --count N           exit after printing N messages
+  --id ID             resume subscriber ID (0 to 18446744073709551615, as
+                      printed at start): its subscriptions, and every message
+                      it had not acknowledged (a stopped subscriber resumed
+                      this way loses nothing)
+  --count N           exit after printing N messages (1 to
+                      18446744073709551615)
   --timeout SECS      exit when no message has arrived for SECS seconds
-                      (decimals allowed)
-  -v, --verbose       print 'TOPIC OFFSET ' before each message
+                      (0.001 to 31536000, decimals allowed)
+  -v, --verbose       print 'TOPIC OFFSET ' before each payload
   --json              print one JSON object per line: {\"topic\":..,\"offset\":..,
                       \"payload\":..}, or \"payload_base64\" instead of \"payload\"
                       when the message is not UTF-8 text
-  --broker HOST:PORT  the broker to use (default: $BROKER_ADDR if set, else
-                      localhost:5555)
+  --raw               print the payload bytes exactly, adding nothing (not even
+                      a newline)
+  -0, --null          print each payload followed by a NUL byte (for xargs -0)
+  --broker HOST[:PORT]
+                      the broker to use (default: $BROKER_ADDR if set, else
+                      localhost:5555; the port defaults to 5555)
   -h, --help          print this help
   -V, --version       print the version
 
+When a topic is deleted, the subscriber says so on standard error and goes
+on reading the others.
+
 Exit status: 0 after --count messages or --timeout, 1 if the broker or the
-connection failed, 2 for bad arguments.
+connection failed, 2 for bad arguments, 3 when every subscribed topic was
+deleted (nothing left to read).
 ",
 };
 
@@ -63,11 +86,20 @@ fn main() -> ExitCode {
     PROGRAM.main(run)
 }
 
+/// Longest `--timeout`: a year.
+const MAX_TIMEOUT_SECS: f64 = 31_536_000.0;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
+    /// The payload and a newline.
     Plain,
+    /// `TOPIC OFFSET `, the payload, a newline.
     Verbose,
     Json,
+    /// The payload's bytes, nothing added.
+    Raw,
+    /// The payload and a NUL byte.
+    Null,
 }
 
 struct Options {
@@ -82,16 +114,16 @@ struct Options {
 fn parse(mut args: pico_args::Arguments, literal: Vec<OsString>) -> Result<Options, Failure> {
     let broker = cli::broker_addr(&mut args)?;
     let topics: Vec<String> = args.values_from_str("--subscribe")?;
-    let id = args.opt_value_from_str("--id")?;
-    let count = args.opt_value_from_str("--count")?;
-    let timeout = args.opt_value_from_fn("--timeout", |s| {
-        s.parse::<f64>()
-            .ok()
-            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-            .ok_or("expected a number of seconds, 0 or more")
-    })?;
-    let verbose = args.contains(["-v", "--verbose"]);
-    let json = args.contains("--json");
+    let id = cli::number(&mut args, "--id", 0..=u64::MAX)?;
+    let count = cli::number(&mut args, "--count", 1..=u64::MAX)?;
+    let timeout =
+        cli::number(&mut args, "--timeout", 0.001..=MAX_TIMEOUT_SECS)?.map(Duration::from_secs_f64);
+    let formats = [
+        (args.contains(["-v", "--verbose"]), Format::Verbose),
+        (args.contains("--json"), Format::Json),
+        (args.contains("--raw"), Format::Raw),
+        (args.contains(["-0", "--null"]), Format::Null),
+    ];
     if let Some(extra) = cli::free_arguments(args, literal)?.first() {
         return Err(Failure::usage(format!(
             "unexpected argument '{}'",
@@ -103,12 +135,11 @@ fn parse(mut args: pico_args::Arguments, literal: Vec<OsString>) -> Result<Optio
             "nothing to read: give --subscribe TOPIC or --id ID",
         ));
     }
-    let format = match (verbose, json) {
-        (true, true) => return Err(Failure::usage("give only one of -v and --json")),
-        (true, false) => Format::Verbose,
-        (false, true) => Format::Json,
-        (false, false) => Format::Plain,
-    };
+    let mut chosen = formats.iter().filter(|(given, _)| *given).map(|(_, f)| *f);
+    let format = chosen.next().unwrap_or(Format::Plain);
+    if chosen.next().is_some() {
+        return Err(Failure::usage("give only one of -v, --json, --raw and -0"));
+    }
     Ok(Options {
         broker,
         topics,
@@ -138,7 +169,9 @@ fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure
         client
             .subscribe(topic)
             .map_err(|e| cli::topic_failure(&e, topic))?;
-        topics.push(topic.clone());
+        if !topics.contains(topic) {
+            topics.push(topic.clone());
+        }
     }
     if topics.is_empty() {
         return Err(Failure::runtime(format!(
@@ -150,8 +183,10 @@ fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure
         client: &mut client,
         out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
         format: options.format,
+        topics,
         printed: 0,
         unacked: BTreeMap::new(),
+        json: Vec::new(),
     }
     .read(options.count, options.timeout)
 }
@@ -160,10 +195,14 @@ struct Reader<'c, W: Write> {
     client: &'c mut Client,
     out: W,
     format: Format,
+    /// The topics still subscribed, as far as this run knows.
+    topics: Vec<String>,
     printed: u64,
     /// Per topic, the offset after the last message printed since the last
     /// acknowledging pull.
     unacked: BTreeMap<String, u64>,
+    /// Reused for each JSON line.
+    json: Vec<u8>,
 }
 
 impl<W: Write> Reader<'_, W> {
@@ -191,12 +230,24 @@ impl<W: Write> Reader<'_, W> {
                 wait,
                 ack,
             };
-            let batch = self.client.pull(&pull).map_err(pull_failure)?;
+            let batch = match self.client.pull(&pull) {
+                Ok(batch) => batch,
+                Err(e) if e.code() == Some(ErrorCode::TopicDeleted) => {
+                    // Only a waiting pull is ended this way, and its ack
+                    // was done before it waited.
+                    self.unacked.clear();
+                    self.forget_deleted()?;
+                    continue;
+                }
+                Err(e) => return Err(pull_failure(e)),
+            };
             if ack {
                 self.unacked.clear();
             }
             ack = true;
             if batch.is_empty() {
+                // A topic deleted while no pull waited goes unannounced.
+                self.forget_deleted()?;
                 continue;
             }
             for message in batch.iter().take(left.unwrap_or(u64::MAX) as usize) {
@@ -214,37 +265,99 @@ impl<W: Write> Reader<'_, W> {
             last_message = Instant::now();
         }
         for (topic, offset) in &self.unacked {
-            self.client.ack(topic, *offset)?;
+            match self.client.ack(topic, *offset) {
+                // Deleted meanwhile: nothing is left to acknowledge.
+                Err(e) if gone(&e) => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the topics the broker no longer has us subscribed to, saying
+    /// so for each; fails when none is left.
+    fn forget_deleted(&mut self) -> Result<(), Failure> {
+        let mut kept = Vec::with_capacity(self.topics.len());
+        for topic in std::mem::take(&mut self.topics) {
+            match self.client.ack(&topic, 0) {
+                Ok(()) => kept.push(topic),
+                Err(e) if gone(&e) => {
+                    self.unacked.remove(&topic);
+                    cli::note(format_args!(
+                        "subscriber: topic '{topic}' was deleted; no longer reading it"
+                    ));
+                }
+                Err(e) => return Err(pull_failure(e)),
+            }
+        }
+        self.topics = kept;
+        if self.topics.is_empty() {
+            return Err(Failure::NothingLeft(
+                "every subscribed topic was deleted; nothing left to read".into(),
+            ));
         }
         Ok(())
     }
 
     fn print(&mut self, message: &Message<'_>) -> io::Result<()> {
         let out = &mut self.out;
+        let payload: &[u8] = message.payload;
         match self.format {
-            Format::Plain => {}
-            Format::Verbose => write!(out, "{} {} ", message.topic, message.offset)?,
+            Format::Plain => {
+                out.write_all(payload)?;
+                out.write_all(b"\n")
+            }
+            Format::Verbose => {
+                write!(out, "{} {} ", message.topic, message.offset)?;
+                out.write_all(payload)?;
+                out.write_all(b"\n")
+            }
+            Format::Raw => out.write_all(payload),
+            Format::Null => {
+                out.write_all(payload)?;
+                out.write_all(b"\0")
+            }
             Format::Json => {
-                out.write_all(b"{\"topic\":")?;
-                write_json_string(out, message.topic)?;
-                write!(out, ",\"offset\":{},", message.offset)?;
-                match std::str::from_utf8(message.payload) {
-                    Ok(text) => {
-                        out.write_all(b"\"payload\":")?;
-                        write_json_string(out, text)?;
-                    }
-                    Err(_) => {
-                        out.write_all(b"\"payload_base64\":\"")?;
-                        write_base64(out, message.payload)?;
-                        out.write_all(b"\"")?;
-                    }
-                }
-                return out.write_all(b"}\n");
+                self.json.clear();
+                serde_json::to_writer(&mut self.json, &JsonMessage::new(message))
+                    .map_err(io::Error::from)?;
+                self.json.push(b'\n');
+                out.write_all(&self.json)
             }
         }
-        out.write_all(message.payload)?;
-        out.write_all(b"\n")
     }
+}
+
+/// One `--json` line: the payload as text when it is UTF-8, else base64.
+#[derive(Serialize)]
+struct JsonMessage<'a> {
+    topic: &'a str,
+    offset: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_base64: Option<String>,
+}
+
+impl<'a> JsonMessage<'a> {
+    fn new(message: &Message<'a>) -> JsonMessage<'a> {
+        let payload: &'a [u8] = message.payload;
+        let text = std::str::from_utf8(payload).ok();
+        JsonMessage {
+            topic: message.topic,
+            offset: message.offset,
+            payload: text,
+            payload_base64: text.is_none().then(|| BASE64_STANDARD.encode(payload)),
+        }
+    }
+}
+
+/// The error of a request about a topic we are no longer subscribed to.
+fn gone(e: &courier::client::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(ErrorCode::UnknownTopic | ErrorCode::NotSubscribed)
+    )
 }
 
 fn pull_failure(e: courier::client::Error) -> Failure {
@@ -256,94 +369,31 @@ fn pull_failure(e: courier::client::Error) -> Failure {
     }
 }
 
-/// Writes `text` as a JSON string, quotes included.
-fn write_json_string(out: &mut impl Write, text: &str) -> io::Result<()> {
-    out.write_all(b"\"")?;
-    let mut plain = 0;
-    for (i, byte) in text.bytes().enumerate() {
-        let escape: &[u8] = match byte {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x00..=0x1f => b"",
-            _ => continue,
-        };
-        out.write_all(&text.as_bytes()[plain..i])?;
-        if escape.is_empty() {
-            write!(out, "\\u{byte:04x}")?;
-        } else {
-            out.write_all(escape)?;
-        }
-        plain = i + 1;
-    }
-    out.write_all(&text.as_bytes()[plain..])?;
-    out.write_all(b"\"")
-}
-
-/// Writes `bytes` in standard base64, with padding.
-fn write_base64(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        let digit = |shift: u32| ALPHABET[(n >> shift & 63) as usize];
-        let quad = [
-            digit(18),
-            digit(12),
-            if chunk.len() > 1 { digit(6) } else { b'=' },
-            if chunk.len() > 2 { digit(0) } else { b'=' },
-        ];
-        out.write_all(&quad)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
-    fn json(text: &str) -> String {
-        let mut out = Vec::new();
-        write_json_string(&mut out, text).unwrap();
-        String::from_utf8(out).unwrap()
-    }
-
-    fn base64(bytes: &[u8]) -> String {
-        let mut out = Vec::new();
-        write_base64(&mut out, bytes).unwrap();
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn json_strings_escape_quotes_backslashes_and_controls() {
-        assert_eq!(json("plain"), r#""plain""#);
-        assert_eq!(json("a\"b\\c"), r#""a\"b\\c""#);
-        assert_eq!(json("line\nnext\ttab\r"), r#""line\nnext\ttab\r""#);
-        assert_eq!(json("\u{1}\u{1f}"), r#""\u0001\u001f""#);
-        assert_eq!(json("héllo ✓"), "\"héllo ✓\"");
-        assert_eq!(json(""), r#""""#);
+    fn json(payload: &'static [u8]) -> String {
+        let payload = Bytes::from_static(payload);
+        let message = Message {
+            topic: "t",
+            offset: 7,
+            payload: &payload,
+        };
+        serde_json::to_string(&JsonMessage::new(&message)).expect("serializes")
     }
 
     #[test]
-    fn base64_matches_rfc_4648_vectors() {
-        let vectors: [(&[u8], &str); 7] = [
-            (b"", ""),
-            (b"f", "Zg=="),
-            (b"fo", "Zm8="),
-            (b"foo", "Zm9v"),
-            (b"foob", "Zm9vYg=="),
-            (b"fooba", "Zm9vYmE="),
-            (b"foobar", "Zm9vYmFy"),
-        ];
-        for (input, expected) in vectors {
-            assert_eq!(base64(input), expected);
-        }
-        assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
+    fn json_lines_carry_text_or_base64() {
+        assert_eq!(
+            json(b"say \"hi\"\n"),
+            r#"{"topic":"t","offset":7,"payload":"say \"hi\"\n"}"#
+        );
+        assert_eq!(
+            json(b"\xff\xfe\x00"),
+            r#"{"topic":"t","offset":7,"payload_base64":"//4A"}"#
+        );
+        assert_eq!(json(b""), r#"{"topic":"t","offset":7,"payload":""}"#);
     }
 }

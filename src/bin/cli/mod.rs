@@ -3,10 +3,14 @@
 //! stderr and an exit status.
 //!
 //! Exit statuses: 0 success, 1 a runtime failure (the broker refused, the
-//! connection failed), 2 bad arguments (with the usage line). A failure is
-//! always one line, `NAME: what went wrong`; messages about topics are
-//! written here from the error *code*, never from the broker's text, so they
-//! stay stable whatever the broker says.
+//! connection failed), 2 bad arguments (with the usage line), 3 nothing left
+//! to do (no input to publish, no topic left to read). A failure is always
+//! one line, `NAME: what went wrong`; messages about topics are written here
+//! from the error *code*, never from the broker's text, so they stay stable
+//! whatever the broker says.
+//!
+//! Numeric flags go through [`number`], so that every parse error names its
+//! flag and every range is checked in one place.
 
 use courier::ErrorCode;
 use courier::client::{self, Client, ClientOptions};
@@ -14,10 +18,15 @@ use pico_args::Arguments;
 use std::ffi::OsString;
 use std::fmt::Display;
 use std::io::{self, Write};
+use std::ops::RangeInclusive;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
 pub const DEFAULT_BROKER: &str = "localhost:5555";
+
+/// The exit status when the command ran out of work without failing.
+pub const EXIT_NOTHING_LEFT: u8 = 3;
 
 /// The environment variable that names the broker when `--broker` is absent.
 pub const BROKER_ENV: &str = "BROKER_ADDR";
@@ -29,6 +38,8 @@ pub enum Failure {
     Usage(String),
     /// Something failed while running: exit 1.
     Runtime(String),
+    /// Nothing left to do (empty input, every topic deleted): exit 3.
+    NothingLeft(String),
     /// Exit 1 without a message (standard output was closed: nobody reads).
     Silent,
 }
@@ -51,7 +62,14 @@ impl From<pico_args::Error> for Failure {
 
 impl From<client::Error> for Failure {
     fn from(e: client::Error) -> Failure {
-        Failure::runtime(e)
+        match &e {
+            client::Error::Connect { addr, source }
+                if source.kind() == io::ErrorKind::ConnectionRefused =>
+            {
+                Failure::runtime(format!("{e}; is the broker running at {addr}?"))
+            }
+            _ => Failure::runtime(e),
+        }
     }
 }
 
@@ -102,6 +120,10 @@ impl Program {
                 note(format_args!("{}: {message}", self.name));
                 ExitCode::from(1)
             }
+            Err(Failure::NothingLeft(message)) => {
+                note(format_args!("{}: {message}", self.name));
+                ExitCode::from(EXIT_NOTHING_LEFT)
+            }
             Err(Failure::Silent) => ExitCode::from(1),
         }
     }
@@ -138,15 +160,48 @@ pub fn output_failure(e: io::Error) -> Failure {
     }
 }
 
-/// `--broker`, else `$BROKER_ADDR`, else `localhost:5555`.
+/// `--broker`, else `$BROKER_ADDR`, else `localhost:5555`; a host without
+/// a port gets port 5555.
 pub fn broker_addr(args: &mut Arguments) -> Result<String, Failure> {
-    if let Some(addr) = args.opt_value_from_str::<_, String>("--broker")? {
-        return Ok(addr);
+    let addr = match args.opt_value_from_str::<_, String>("--broker")? {
+        Some(addr) if addr.trim().is_empty() => {
+            return Err(Failure::usage("--broker: expected HOST or HOST:PORT"));
+        }
+        Some(addr) => addr,
+        None => match std::env::var(BROKER_ENV) {
+            Ok(addr) if !addr.trim().is_empty() => addr,
+            _ => DEFAULT_BROKER.to_owned(),
+        },
+    };
+    Ok(client::with_default_port(&addr))
+}
+
+/// The value of a numeric `flag`, if given, within `range`. The errors name
+/// the flag: `--count: 'abc' is not a number`.
+#[allow(dead_code)] // The publisher has no numeric flag.
+pub fn number<T>(
+    args: &mut Arguments,
+    flag: &'static str,
+    range: RangeInclusive<T>,
+) -> Result<Option<T>, Failure>
+where
+    T: FromStr + PartialOrd + Display,
+{
+    let Some(text) = args.opt_value_from_str::<_, String>(flag)? else {
+        return Ok(None);
+    };
+    let Ok(value) = text.trim().parse::<T>() else {
+        return Err(Failure::usage(format!("{flag}: '{text}' is not a number")));
+    };
+    // `contains` is false for NaN too.
+    if !range.contains(&value) {
+        return Err(Failure::usage(format!(
+            "{flag}: {text} is out of range ({} to {})",
+            range.start(),
+            range.end()
+        )));
     }
-    match std::env::var(BROKER_ENV) {
-        Ok(addr) if !addr.is_empty() => Ok(addr),
-        _ => Ok(DEFAULT_BROKER.to_owned()),
-    }
+    Ok(Some(value))
 }
 
 /// Fails on what pico-args left over that looks like a flag; returns the
