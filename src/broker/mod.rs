@@ -70,10 +70,16 @@ impl Limits {
     }
 }
 
+/// Bytes of a HELLO's client name kept for logs; a longer name is cut so
+/// that names cannot make idle connections expensive.
+const MAX_CLIENT_NAME_BYTES: usize = 128;
+
 /// What one connection has done so far.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct ClientState {
     handshaken: bool,
+    /// From HELLO, at most [`MAX_CLIENT_NAME_BYTES`], for logs.
+    name: Box<str>,
     publisher: Option<u64>,
     subscriber: Option<SessionKey>,
 }
@@ -189,6 +195,12 @@ impl Broker {
         self.client(conn).is_some_and(|c| c.handshaken)
     }
 
+    /// The client name the connection gave in HELLO (cut to a bounded
+    /// length), for logs; `None` before the handshake.
+    pub fn client_name(&self, conn: ConnId) -> Option<&str> {
+        self.client(conn).filter(|c| c.handshaken).map(|c| &*c.name)
+    }
+
     fn client(&self, conn: ConnId) -> Option<&ClientState> {
         self.clients.get(conn).and_then(Option::as_ref)
     }
@@ -225,14 +237,14 @@ impl Broker {
 
     /// Executes one frame body from `conn`.
     pub fn handle_frame(&mut self, conn: ConnId, body: &[u8], now: Instant, out: &mut dyn Outbox) {
-        let Some(client) = self.client(conn).copied() else {
+        let Some(handshaken) = self.client(conn).map(|c| c.handshaken) else {
             return;
         };
         let (id, request) = match codec::decode_request(body) {
             Ok(decoded) => decoded,
             Err(DecodeError { id, code, message }) => {
                 // An undecodable first frame is not a handshake either.
-                let code = if client.handshaken {
+                let code = if handshaken {
                     code
                 } else {
                     ErrorCode::HandshakeRequired
@@ -240,7 +252,7 @@ impl Broker {
                 return self.send_error(conn, id.unwrap_or(0), code, &message, out);
             }
         };
-        let result = if client.handshaken {
+        let result = if handshaken {
             self.execute(conn, id, request, now, out)
         } else {
             self.handshake(conn, request)
@@ -257,7 +269,11 @@ impl Broker {
     }
 
     fn handshake(&mut self, conn: ConnId, request: Request<'_>) -> Result<Option<Reply>, Failure> {
-        let Request::Hello { version, .. } = request else {
+        let Request::Hello {
+            version,
+            client_name,
+        } = request
+        else {
             return fail(
                 ErrorCode::HandshakeRequired,
                 "the first request must be HELLO [1, id, version, client_name]",
@@ -273,6 +289,8 @@ impl Broker {
         }
         if let Some(client) = self.client_mut(conn) {
             client.handshaken = true;
+            let kept = client_name.floor_char_boundary(MAX_CLIENT_NAME_BYTES);
+            client.name = client_name.get(..kept).unwrap_or_default().into();
         }
         Ok(Some(Reply::Hello(self.server_info())))
     }
