@@ -177,3 +177,57 @@ impl fmt::Display for Label<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::net::TcpStream;
+
+    /// A table of two live connections over loopback.
+    fn table_of_two() -> (Table, Vec<std::net::TcpStream>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let mut table = Table::default();
+        let mut peers = Vec::new();
+        for serial in 0..2 {
+            let client = std::net::TcpStream::connect(addr).expect("connect");
+            let (server_side, peer) = listener.accept().expect("accept");
+            let socket = TcpStream::from_std(server_side);
+            table.insert(Connection::new(socket, peer, serial));
+            peers.push(client);
+        }
+        (table, peers)
+    }
+
+    #[test]
+    fn a_connection_is_listed_for_flushing_once_per_round() {
+        let (mut table, _peers) = table_of_two();
+        let mut pool = BufferPool::default();
+        table.mark_dirty(1);
+        assert!(table.output(1, &mut pool).is_some());
+        table.mark_dirty(0);
+        table.mark_dirty(1);
+        table.mark_dirty(7);
+        assert_eq!(table.take_dirty(), [1, 0]);
+        assert_eq!(table.take_dirty(), [] as [ConnId; 0]);
+        // Handed out means unmarked: the next round lists it again.
+        table.mark_dirty(1);
+        assert_eq!(table.take_dirty(), [1]);
+    }
+
+    #[test]
+    fn a_connection_is_closed_once_the_first_way_asked() {
+        let (mut table, _peers) = table_of_two();
+        table.close(0, Close::AfterFlush);
+        table.close(0, Close::Now);
+        table.close(1, Close::Now);
+        table.close(1, Close::AfterFlush);
+        assert_eq!(table.open_keys(), [] as [ConnId; 0]);
+        assert_eq!(table.take_closing(), [0]);
+        assert_eq!(table.take_dropping(), [1]);
+        // Still marked closing until removed, so nothing lists them again.
+        table.close(0, Close::AfterFlush);
+        assert_eq!(table.take_closing(), [] as [ConnId; 0]);
+        assert!(table.get(0).is_some_and(Connection::is_closing));
+    }
+}
