@@ -19,6 +19,7 @@ use crate::protocol::FRAME_HEADER_LEN;
 use mio::Interest;
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Size of a pooled read buffer; also the most read in one `read` call.
@@ -137,6 +138,8 @@ pub enum ReadStatus {
 
 pub struct Connection {
     pub socket: TcpStream,
+    /// The peer's address, kept for log lines.
+    pub peer: SocketAddr,
     /// Distinguishes this connection from earlier ones with the same key,
     /// so that a timer armed for one never fires on another.
     pub serial: u64,
@@ -147,16 +150,19 @@ pub struct Connection {
     /// When the frame now partly buffered began to arrive.
     pub partial_since: Option<Instant>,
     pub partial_timer_armed: bool,
-    /// Listed in the loop's set of connections with output to flush.
-    pub dirty: bool,
+    /// Listed in the loop's set of connections with output to flush. Private
+    /// with `closing` so that each flag changes only together with the
+    /// loop's list it mirrors (see `server::table`).
+    dirty: bool,
     /// Closing: read nothing more, flush what is buffered, then close.
-    pub closing: bool,
+    closing: bool,
 }
 
 impl Connection {
-    pub fn new(socket: TcpStream, serial: u64) -> Self {
+    pub fn new(socket: TcpStream, peer: SocketAddr, serial: u64) -> Self {
         Connection {
             socket,
+            peer,
             serial,
             input: Input::default(),
             output: Vec::new(),
@@ -167,6 +173,28 @@ impl Connection {
             dirty: false,
             closing: false,
         }
+    }
+
+    /// Marks the connection as having output to flush. `true` when it was
+    /// not marked yet, so the caller lists it exactly once.
+    pub fn mark_dirty(&mut self) -> bool {
+        !std::mem::replace(&mut self.dirty, true)
+    }
+
+    /// Clears the mark as the caller takes the connection off its list.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Marks the connection as closing. `true` when it was not closing yet,
+    /// so the caller lists it exactly once.
+    pub fn begin_close(&mut self) -> bool {
+        !std::mem::replace(&mut self.closing, true)
+    }
+
+    /// Closing: nothing more is read or executed.
+    pub fn is_closing(&self) -> bool {
+        self.closing
     }
 
     /// Reads until the socket would block or the buffer is full.

@@ -1,5 +1,8 @@
 //! Courier: a single-threaded publish/subscribe message broker.
 //!
+//! No `unsafe` anywhere (denied below) except the one documented foreign call
+//! in [`memory`].
+//!
 //! # Layout
 //!
 //! Data flows one way: socket bytes → [`connection`] → [`codec`] → request →
@@ -15,26 +18,36 @@
 //!   sockets: it reads decoded requests and appends encoded replies to
 //!   per-connection buffers, so it can be tested alone.
 //! - [`connection`]: one client's socket with its own read and write buffers.
-//! - [`server`]: the mio poll loop — the only module that knows mio — with
-//!   the listener, the slab of connections, timers and shutdown.
+//! - [`server`]: the mio poll loop — with [`connection`], the only code that
+//!   knows mio. Split by job: `server/mod.rs` (config, bind, spawn),
+//!   `event_loop.rs` (poll, accept, read, execute, flush, close), `table.rs`
+//!   (the slab and the flush/close lists), `guards.rs` (handshake and
+//!   partial-frame timeouts, housekeeping), `shutdown.rs` (the handle and
+//!   the drain).
 //! - [`timers`]: deadlines kept in order, for waiting pulls, session expiry
 //!   and connection timeouts.
 //! - [`client`]: a blocking client over `std::net`, used by the commands and
 //!   the bench tool.
-//! - [`log`]: levelled, rate-limited logging to stderr.
+//! - [`logging`]: logging through the `log` facade (the binaries install the
+//!   backend; the library never writes to stderr), and [`log_limited!`] for
+//!   lines a client can cause at will.
 //! - [`memory`]: returning freed memory to the operating system.
-//! - `testing` (hidden): support shared by the property tests and the fuzz
-//!   targets — sample values, codec checks, a broker harness.
+//! - `testing` (hidden, behind the `testing` cargo feature): support shared
+//!   by the property tests and the fuzz targets — sample values, codec
+//!   checks, a broker harness. `cargo test` turns the feature on by itself.
+
+#![deny(unsafe_code)]
 
 pub mod broker;
 pub mod client;
 pub mod codec;
 pub mod connection;
-pub mod log;
+pub mod logging;
 pub mod memory;
 pub mod msgpack;
 pub mod protocol;
 pub mod server;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod testing;
 pub mod timers;

@@ -8,19 +8,25 @@
 //! [`release_free_memory`] (glibc's `malloc_trim`, which returns whole free
 //! pages anywhere in the heap) after it has freed a lot. Elsewhere it does
 //! nothing.
+//!
+//! This is the crate's one foreign call, and so its one `unsafe` block: the
+//! crate root denies `unsafe_code`, and the allow below is the only exception.
 
 /// Returns free heap pages to the operating system, where supported.
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        unsafe extern "C" {
-            fn malloc_trim(pad: usize) -> i32;
-        }
-        // SAFETY: malloc_trim only walks the allocator's own free lists; it
-        // takes no pointers from us and is safe to call at any time from the
-        // thread that owns the state (glibc locks its arenas itself).
-        unsafe {
-            malloc_trim(0);
-        }
+    malloc_trim();
+}
+
+/// The one exception to the crate's `deny(unsafe_code)`; see the SAFETY note.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn malloc_trim() {
+    // SAFETY: malloc_trim takes no pointers and only walks the allocator's
+    // own free lists, which glibc locks itself, so it is sound to call at
+    // any time from any thread. Its result (whether anything was released)
+    // is advisory.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

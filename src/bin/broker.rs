@@ -1,12 +1,14 @@
 //! `broker`: parses flags, binds, prints the address, and runs the loop.
 //!
 //! All behaviour lives in the library; this file only turns the command line
-//! into a [`courier::Config`] and reports errors as one line on stderr.
+//! into a [`courier::Config`], installs the log backend (`env_logger`: the
+//! library only logs through the `log` facade), and reports errors as one
+//! line on stderr.
 
 use courier::broker::Limits;
 use courier::client::with_default_port;
-use courier::log::{self, Level};
 use courier::{Config, Server};
+use log::LevelFilter;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -177,8 +179,9 @@ Options (each numeric flag lists the values it accepts):
                                    [default: {}; {}]
   --shutdown-grace SECS            time to flush replies on shutdown
                                    [default: {}; {}]
-  --log-level LEVEL                off, error, warn, info or debug [default: info,
-                                   or RUST_LOG when set]
+  --log-level LEVEL                error, warn, info, debug, trace or off; overrides
+                                   RUST_LOG [default: RUST_LOG when set (env_logger
+                                   syntax, e.g. courier=debug), else info]
   -h, --help                       print this help
   -V, --version                    print the version
 
@@ -279,14 +282,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<(Config, String), UsageError
     set_secs(args, &HANDSHAKE_TIMEOUT, &mut config.handshake_timeout)?;
     set_secs(args, &FRAME_TIMEOUT, &mut config.frame_timeout)?;
     set_secs(args, &SHUTDOWN_GRACE, &mut config.shutdown_grace)?;
-    let level = match option(args, "--log-level", parse_level)? {
-        Some(level) => level,
-        None => match std::env::var("RUST_LOG") {
-            Ok(text) => parse_level(&text)?,
-            Err(_) => Level::Info,
-        },
-    };
-    log::set_level(level);
+    init_logging(option(args, "--log-level", parse_level)?);
     let rest = args.clone().finish();
     if let Some(extra) = rest.first() {
         return Err(UsageError(format!(
@@ -438,12 +434,31 @@ fn parse_size(text: &str) -> Option<u64> {
         .and_then(|n| n.checked_mul(1 << shift))
 }
 
-fn parse_level(text: &str) -> Result<Level, UsageError> {
-    Level::parse(text).ok_or_else(|| {
+/// `log`'s own names, any case: error, warn, info, debug, trace, off.
+fn parse_level(text: &str) -> Result<LevelFilter, UsageError> {
+    text.trim().parse().map_err(|_| {
         UsageError(format!(
-            "unknown log level {text:?} (use off, error, warn, info or debug)"
+            "unknown log level {text:?} (use error, warn, info, debug, trace or off)"
         ))
     })
+}
+
+/// Installs `env_logger` on stderr, each line stamped with the time (UTC,
+/// milliseconds), the level and the module. `--log-level` wins when given, as
+/// a flag is the more deliberate choice; otherwise RUST_LOG applies in full
+/// (per-module filters too), and without either the level is info.
+fn init_logging(flag: Option<LevelFilter>) {
+    let mut builder = env_logger::Builder::new();
+    builder.format_timestamp_millis();
+    match flag {
+        Some(level) => builder.filter_level(level),
+        None => match std::env::var("RUST_LOG") {
+            Ok(spec) => builder.parse_filters(&spec),
+            Err(_) => builder.filter_level(LevelFilter::Info),
+        },
+    };
+    // A second set-up (tests parse more than once) keeps the first logger.
+    let _ = builder.try_init();
 }
 
 #[cfg(test)]

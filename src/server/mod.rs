@@ -1,0 +1,197 @@
+//! The server: binds a listener and runs the mio poll loop over it. This
+//! module and [`connection`](crate::connection) are the only ones that know
+//! mio.
+//!
+//! What lives here is the public face — [`Config`], [`Server`] (bind, then
+//! run), [`spawn`] and [`RunningServer`] for a broker on its own thread — and
+//! the token plan shared by the parts of the loop:
+//!
+//! - `event_loop`: one iteration after another — poll, accept, read and
+//!   execute frames, flush, close;
+//! - `table`: the slab of connections with the lists of those to flush and
+//!   to close, the one owner of each connection's `dirty`/`closing` marks;
+//! - `guards`: the loop's own timers — handshake and partial-frame
+//!   timeouts, accept retries, memory housekeeping;
+//! - `shutdown`: the handle that stops a loop from any thread, and the
+//!   drain that answers everyone before `run` returns.
+//!
+//! Errors on one connection close that connection; nothing a client does
+//! returns from the loop.
+
+mod event_loop;
+mod guards;
+mod shutdown;
+mod table;
+
+pub use shutdown::ShutdownHandle;
+
+use crate::broker::{ConnId, Limits};
+use event_loop::EventLoop;
+use mio::net::TcpListener;
+use mio::{Interest, Poll, Token};
+use std::io;
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const SIGNALS: Token = Token(2);
+const FIRST_CONNECTION: usize = 3;
+
+fn token_of(key: ConnId) -> Token {
+    Token(key + FIRST_CONNECTION)
+}
+
+fn key_of(token: Token) -> ConnId {
+    token.0 - FIRST_CONNECTION
+}
+
+/// Everything the broker can be told at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub limits: Limits,
+    /// Connections beyond this get `TOO_MANY_CONNECTIONS` and are closed.
+    pub max_connections: usize,
+    /// A client whose unread replies exceed this is disconnected.
+    pub max_output_bytes: usize,
+    /// Time allowed from accept to a completed HELLO.
+    pub handshake_timeout: Duration,
+    /// Time allowed for one frame to arrive once its first byte has.
+    pub frame_timeout: Duration,
+    /// How long shutdown waits for write buffers to drain.
+    pub shutdown_grace: Duration,
+    /// Stop on SIGINT and SIGTERM (the `broker` binary sets this).
+    pub handle_signals: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 5555)),
+            limits: Limits::default(),
+            max_connections: 16_384,
+            max_output_bytes: 16 * 1024 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+            handle_signals: false,
+        }
+    }
+}
+
+/// A bound, not yet running, broker.
+pub struct Server {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    config: Config,
+    shutdown: ShutdownHandle,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+}
+
+impl Server {
+    /// Binds the listening socket; `run` then serves it.
+    pub fn bind(config: Config) -> io::Result<Server> {
+        if config.limits.max_backlog_bytes < config.limits.max_frame_bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "max backlog bytes must be at least the max frame bytes, or a full batch could never be published",
+            ));
+        }
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(config.addr)?;
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let shutdown = ShutdownHandle::new(poll.registry(), WAKER)?;
+        let signals = if config.handle_signals {
+            let mut signals = signal_hook_mio::v1_0::Signals::new([
+                signal_hook::consts::SIGINT,
+                signal_hook::consts::SIGTERM,
+            ])?;
+            poll.registry()
+                .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            Some(signals)
+        } else {
+            None
+        };
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            config,
+            shutdown,
+            signals,
+        })
+    }
+
+    /// The address actually bound (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Serves until shut down. Returns after waiting pulls were answered and
+    /// write buffers flushed (or the grace period ran out).
+    pub fn run(self) -> io::Result<()> {
+        EventLoop::new(self).run()
+    }
+}
+
+/// A server running on its own thread, for tests and the bench tool.
+pub struct RunningServer {
+    addr: SocketAddr,
+    handle: ShutdownHandle,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl RunningServer {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.handle.clone()
+    }
+
+    /// Shuts down and waits for the loop to finish.
+    pub fn stop(mut self) -> io::Result<()> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> io::Result<()> {
+        self.handle.shutdown();
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| io::Error::other("broker thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
+
+/// Binds and runs a broker on a new thread.
+pub fn spawn(config: Config) -> io::Result<RunningServer> {
+    let server = Server::bind(config)?;
+    let addr = server.local_addr();
+    let handle = server.shutdown_handle();
+    let thread = std::thread::Builder::new()
+        .name("courier-broker".into())
+        .spawn(move || server.run())?;
+    Ok(RunningServer {
+        addr,
+        handle,
+        thread: Some(thread),
+    })
+}
