@@ -291,3 +291,5 @@ pub fn flatten(groups: Vec<TopicMessages>) -> Vec<(String, u64, Vec<u8>)> {
         })
         .collect()
 }
+
+pub mod json;
