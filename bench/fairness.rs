@@ -272,9 +272,8 @@ fn build_report(
         ratio(0.5),
         ratio(0.99)
     ));
-    let rounds = |h: &Histogram<u64>| h.len();
-    report.count("probe_rounds_baseline", rounds(&probed.baseline));
-    report.count("probe_rounds_attacked", rounds(&probed.attacked));
+    report.count("probe_rounds_baseline", probed.baseline.len());
+    report.count("probe_rounds_attacked", probed.attacked.len());
     report.count("probe_errors", probed.errors);
     for (name, latency, elapsed) in [
         ("baseline", probed.baseline, p.baseline),
@@ -396,7 +395,8 @@ fn probe(shared: &Shared, gate: &Gate, topic: &str, interval: Duration) -> Resul
         };
         let t1 = clock.now_ns();
         let got: Vec<(u64, &Bytes)> = batch.iter().map(|m| (m.offset, m.payload)).collect();
-        if got.len() != 1 || got[0].0 != offset || got[0].1.as_ref() != payload {
+        let alone = matches!(got.as_slice(), [(o, p)] if *o == offset && p.as_ref() == payload);
+        if !alone {
             out.problems.push(format!(
                 "probe pull {seq} expected offset {offset} alone, got offsets {:?}",
                 got.iter().map(|(o, _)| o).collect::<Vec<_>>()
@@ -451,11 +451,7 @@ fn attacker(
         Attack::Pulls => {
             let mut raw = RawConn::hello(&shared.addr, &name)?;
             raw.expect_ok(&Request::RegisterSubscriber { resume: None })?;
-            let subscribes: Vec<Request<'_>> = targets
-                .iter()
-                .map(|topic| Request::Subscribe { topic })
-                .collect();
-            raw.all_ok(&subscribes)?;
+            raw.all_ok(targets.iter().map(|topic| Request::Subscribe { topic }))?;
             let timeline = wait_for_attack(shared, gate)?;
             let pull = Request::Pull(Pull {
                 topic: None,
@@ -569,14 +565,13 @@ fn churn(shared: &Shared, name: &str, targets: &[String], timeline: Timeline, ta
 /// session go, detached) and then hangs up.
 fn park_sessions(addr: &str, topic: &str, count: usize) -> Result<(), String> {
     let mut raw = RawConn::hello(addr, "bench-fanout-sessions")?;
-    let register = Request::RegisterSubscriber { resume: None };
-    let subscribe = Request::Subscribe { topic };
-    for chunk in (0..count).collect::<Vec<_>>().chunks(1000) {
-        let requests: Vec<&Request<'_>> =
-            chunk.iter().flat_map(|_| [&register, &subscribe]).collect();
-        raw.all_ok_refs(&requests)?;
-    }
-    Ok(())
+    let pairs = (0..count).flat_map(|_| {
+        [
+            Request::RegisterSubscriber { resume: None },
+            Request::Subscribe { topic },
+        ]
+    });
+    raw.all_ok(pairs)
 }
 
 /// A connection speaking raw frames, for the abuses the client library
@@ -648,24 +643,22 @@ impl RawConn {
         }
     }
 
-    fn all_ok(&mut self, requests: &[Request<'_>]) -> Result<(), String> {
-        let refs: Vec<&Request<'_>> = requests.iter().collect();
-        for chunk in refs.chunks(1000) {
-            self.all_ok_refs(chunk)?;
-        }
-        Ok(())
-    }
-
-    /// Sends `requests` in one write, then expects a success for each.
-    fn all_ok_refs(&mut self, requests: &[&Request<'_>]) -> Result<(), String> {
-        let mut frames = Vec::new();
-        for (id, request) in (1..).zip(requests) {
-            codec::encode_request(&mut frames, id, request);
-        }
-        self.write(&frames)?;
-        for request in requests {
-            if let Some(code) = self.read_code(request.op())? {
-                return Err(format!("{:?} refused: {code}", request.op()));
+    /// Sends `requests` pipelined, a thousand at a time, and expects a
+    /// success for each.
+    fn all_ok<'a>(&mut self, requests: impl Iterator<Item = Request<'a>>) -> Result<(), String> {
+        let mut requests = requests.peekable();
+        while requests.peek().is_some() {
+            let mut frames = Vec::new();
+            let mut ops = Vec::new();
+            for (id, request) in (1..).zip(requests.by_ref().take(1000)) {
+                codec::encode_request(&mut frames, id, &request);
+                ops.push(request.op());
+            }
+            self.write(&frames)?;
+            for op in ops {
+                if let Some(code) = self.read_code(op)? {
+                    return Err(format!("{op:?} refused: {code}"));
+                }
             }
         }
         Ok(())

@@ -382,8 +382,8 @@ fn connections_that_never_read_are_bounded_together() {
 
 /// Class 4: frames announced at 1 MiB of which only 64 KiB arrive, from
 /// many connections: the broker's read buffers follow the bytes received,
-/// not the lengths announced, and the frame timeout ends each attacker with
-/// TIMEOUT.
+/// not the lengths announced, and each attacker ends with a typed error
+/// (TIMEOUT from the frame timeout).
 #[test]
 #[ignore = "issue 9: no --max-memory; a read buffer grows to the announced frame length at once"]
 fn announced_but_unsent_frames_cost_only_what_arrived() {
@@ -407,7 +407,12 @@ fn announced_but_unsent_frames_cost_only_what_arrived() {
         let frame = attacker.recv_frame().expect("a TIMEOUT before the close");
         let (id, reply) = codec::decode_reply(Op::Hello, &frame).expect("reply");
         assert_eq!(id, 0, "attacker {i}");
-        assert_eq!(reply.err().map(|e| e.code), Some(ErrorCode::Timeout));
+        // TIMEOUT, or the budget's own refusal if the broker ends them first.
+        let code = reply.err().map(|e| e.code);
+        assert!(
+            code == Some(ErrorCode::Timeout) || code.is_some() && code == broker_full(),
+            "attacker {i}: {code:?}"
+        );
     }
     bystander.rounds(10);
 }
