@@ -17,9 +17,9 @@
 //! (publish floods through a [`courier::client::Pipeline`], session churn
 //! through plain calls) and raw frames from `courier::codec` where it cannot
 //! (pipelined STATS and pipelined pulls, which the library sends one at a
-//! time; `raw` holds that connection). Attackers expect refusals — `TOPIC_FULL` and the like are counted,
-//! not failures — and a broker that cuts an attacker off ends that attacker
-//! only. The probe must see every message, in order, with no error; anything
+//! time; `raw` holds that connection). Attackers expect refusals —
+//! `TOPIC_FULL` and the like are counted, not failures — and a broker that
+//! cuts an attacker off ends that attacker only. The probe must see every message, in order, with no error; anything
 //! else fails the run.
 
 mod raw;
