@@ -171,8 +171,8 @@ impl Bystander {
     }
 }
 
-/// Sends `requests` pipelined, `window` at a time, and returns each reply
-/// in order (stopping at the first error reply, which is returned too).
+/// Sends `requests` pipelined, `window` at a time; returns how many
+/// succeeded and the first error code, after which nothing more is sent.
 fn pipelined<'a>(
     raw: &mut Raw,
     requests: impl Iterator<Item = Request<'a>>,
