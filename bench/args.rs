@@ -31,16 +31,18 @@ pub enum Scenario {
     CreateTopic,
     Idle,
     Retained,
+    Fairness,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] = [
+    const ALL: [Scenario; 7] = [
         Scenario::Send,
         Scenario::Fanout,
         Scenario::Latency,
         Scenario::CreateTopic,
         Scenario::Idle,
         Scenario::Retained,
+        Scenario::Fairness,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +53,7 @@ impl Scenario {
             Scenario::CreateTopic => "create-topic",
             Scenario::Idle => "idle",
             Scenario::Retained => "retained",
+            Scenario::Fairness => "fairness",
         }
     }
 
@@ -62,6 +65,7 @@ impl Scenario {
             Scenario::CreateTopic => help::CREATE_TOPIC,
             Scenario::Idle => help::IDLE,
             Scenario::Retained => help::RETAINED,
+            Scenario::Fairness => help::FAIRNESS,
         }
     }
 
@@ -72,18 +76,21 @@ impl Scenario {
         let streams = matches!(self, Send | Fanout | Latency);
         match flag {
             "--broker" => true,
-            "--messages" => self != Idle,
+            "--messages" => !matches!(self, Idle | Fairness),
             "--duration" => self != Retained,
             "--warmup" => streams || self == CreateTopic,
             "--size" | "--batch" => streams || self == Retained,
             "--pipeline" => matches!(self, Send | Fanout | Retained | CreateTopic),
             "--publishers" | "--subscribers" => streams,
-            "--topics" => streams || self == Retained,
+            "--topics" => streams || matches!(self, Retained | Fairness),
             "--rate" => self == Latency,
             "--clients" => matches!(self, CreateTopic | Idle),
             "--connections" => self == Idle,
             "--broker-pid" => matches!(self, Idle | Retained),
             "--hgrm" => true,
+            "--attack" | "--attackers" | "--interval-ms" | "--baseline-secs" | "--sessions" => {
+                self == Fairness
+            }
             _ => false,
         }
     }
@@ -112,6 +119,8 @@ pub struct Options {
     pub json: bool,
     pub hgrm: Option<PathBuf>,
     pub quiet: bool,
+    /// Boxed: only one scenario needs it, and every `Options` carries it.
+    pub fairness: Box<crate::fairness::Params>,
 }
 
 impl Options {
@@ -137,11 +146,16 @@ impl Options {
             clients: if scenario == Scenario::Idle { 1000 } else { 8 },
             publishers: 1,
             subscribers: usize::from(scenario != Scenario::Send),
-            topics: 1,
+            topics: if scenario == Scenario::Fairness {
+                10_000
+            } else {
+                1
+            },
             rate: 10_000.0,
             json: false,
             hgrm: None,
             quiet: false,
+            fairness: Box::default(),
         }
     }
 }
@@ -287,6 +301,22 @@ impl Flags {
         o.rate = self
             .value("--rate", |t| t.parse::<f64>().ok())?
             .unwrap_or(o.rate);
+        let f = &mut o.fairness;
+        f.attack = self
+            .value("--attack", crate::fairness::Attack::parse)?
+            .unwrap_or(f.attack);
+        f.attackers = self
+            .value("--attackers", count)?
+            .map_or(f.attackers, to_usize);
+        f.interval = self
+            .value("--interval-ms", count)?
+            .map_or(f.interval, Duration::from_millis);
+        f.baseline = self
+            .value("--baseline-secs", seconds)?
+            .unwrap_or(f.baseline);
+        f.sessions = self
+            .value("--sessions", count)?
+            .map_or(f.sessions, to_usize);
         Ok(o)
     }
 
@@ -423,6 +453,9 @@ fn validate(o: &Options) -> Result<(), String> {
     }
     if !(o.rate.is_finite() && o.rate >= 1.0 && o.rate <= 1e8) {
         return Err(format!("--rate must be between 1 and 10^8, not {}", o.rate));
+    }
+    if o.scenario == Scenario::Fairness {
+        o.fairness.validate()?;
     }
     if o.broker.as_deref().is_some_and(|b| b.trim().is_empty()) {
         return Err("--broker needs HOST:PORT".into());

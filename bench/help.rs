@@ -19,6 +19,8 @@ Scenarios:
                 per connection
   retained      publish N messages nobody pulls; with --broker-pid, the
                 broker's RSS per retained message
+  fairness      a probe's round-trip latency alone, then beside attackers
+                abusing the broker (--attack flood|pulls|fanout|churn)
 
 Common options:
   --broker HOST[:PORT]
@@ -197,4 +199,37 @@ bound N x size per topic (an in-process broker is started without them).
 
 Measure against a freshly started broker: memory freed by an earlier run
 stays with the broker's allocator and would be reused, hiding the cost.
+";
+
+pub const FAIRNESS: &str = "\
+bench fairness: how much abusive clients slow down a well-behaved one
+
+usage: bench fairness [--attack KIND] [--attackers N] [--interval-ms MS]
+                      [--baseline-secs SECS] [--topics T] [--sessions S]
+                      [common options]
+
+  --attack KIND       the abuse (default flood):
+                        flood   pipelined PUBLISH to a topic nobody subscribes
+                                to (even attackers) and pipelined STATS (odd)
+                        pulls   a session subscribed to T topics pipelining
+                                empty all-topics pulls that do not wait
+                        fanout  pipelined PUBLISH to a topic with S detached
+                                subscriber sessions
+                        churn   connect, register a subscriber, subscribe to 3
+                                topics, disconnect, again and again
+  --attackers N       attacking connections, one thread each (default 1)
+  --interval-ms MS    the probe's pace: one round trip every MS (default 2)
+  --baseline-secs S   the probe alone first, this long (default 2)
+  --duration SECS     then the probe beside the attack, this long (default 5)
+  --topics T          pulls: topics the attacking session subscribes to
+                      (default 10000)
+  --sessions S        fanout: detached sessions on the attacked topic
+                      (default 5000)
+
+The probe is a publisher and a subscriber on a topic of their own: one
+acknowledged publish, then a pull of that message, timed together. The
+attackers build their state (topics, subscriptions, sessions) before the
+baseline, so the two phases differ by the attack traffic alone. The report
+shows the probe's latency in both phases; attackers' refusals are counted,
+not failures, but the probe must get every message in order and no error.
 ";

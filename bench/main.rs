@@ -20,13 +20,14 @@
 //! - `publisher`, `subscriber`: the two client loops.
 //! - `verify`: setting what subscribers saw against what publishers issued.
 //! - `topics`: the run's topics and the admin connection.
-//! - `stream` (send, fanout, latency), `create_topic`, `idle`, `retained`:
-//!   the scenarios, each ending in a `Report`.
+//! - `stream` (send, fanout, latency), `create_topic`, `idle`, `retained`,
+//!   `fairness`: the scenarios, each ending in a `Report`.
 //! - `report`, `hgrm`, `progress`: output (JSON through serde_json).
 
 mod args;
 mod broker;
 mod create_topic;
+mod fairness;
 mod help;
 mod hgrm;
 mod idle;
@@ -83,6 +84,7 @@ fn run(options: &Options) -> Result<Report, Failure> {
         Scenario::CreateTopic => create_topic::run(options, &broker),
         Scenario::Idle => idle::run(options, &broker),
         Scenario::Retained => retained::run(options, &broker),
+        Scenario::Fairness => fairness::run(options, &broker),
     };
     let stopped = broker.stop();
     let report = report?;

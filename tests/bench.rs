@@ -5,7 +5,10 @@
 //!
 //! The JSON is read with serde_json, which also proves it well-formed.
 
-use serde_json::{Value, json};
+mod common;
+
+use common::json::Json;
+use serde_json::json;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -320,35 +323,4 @@ fn an_unreachable_broker_is_a_runtime_failure() {
     let out = bench(&["send", "--broker", &addr, "--messages", "10", "--quiet"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
-}
-
-/// The report, read by dotted paths (`operations.publish.count`).
-struct Json(Value);
-
-impl Json {
-    fn parse(text: &str) -> Json {
-        Json(serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}")))
-    }
-
-    /// The value at a dotted path; panics if absent.
-    fn get(&self, path: &str) -> &Value {
-        let pointer = format!("/{}", path.replace('.', "/"));
-        self.0
-            .pointer(&pointer)
-            .unwrap_or_else(|| panic!("no field {path} in {}", self.0))
-    }
-
-    fn num(&self, path: &str) -> f64 {
-        let value = self.get(path);
-        value
-            .as_f64()
-            .unwrap_or_else(|| panic!("{path}: {value} is not a number"))
-    }
-
-    fn u64(&self, path: &str) -> u64 {
-        let value = self.get(path);
-        value
-            .as_u64()
-            .unwrap_or_else(|| panic!("{path}: {value} is not a count"))
-    }
 }

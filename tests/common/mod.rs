@@ -291,3 +291,114 @@ pub fn flatten(groups: Vec<TopicMessages>) -> Vec<(String, u64, Vec<u8>)> {
         })
         .collect()
 }
+
+pub mod json;
+
+impl BrokerProcess {
+    /// Starts `broker --addr 127.0.0.1:0` with `args` under an address-space
+    /// limit (`prlimit --as`, util-linux), so that a broker whose memory runs
+    /// away fails its allocation and dies — which the test then sees —
+    /// instead of eating the machine. Without `prlimit` the limit is skipped
+    /// (and said so on stderr); the test's own RSS checks still apply.
+    pub fn start_limited(address_space_bytes: u64, args: &[&str]) -> BrokerProcess {
+        let broker = env!("CARGO_BIN_EXE_broker");
+        let prlimit = ["/usr/bin/prlimit", "/bin/prlimit"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
+        let mut command = match prlimit {
+            Some(prlimit) => {
+                let mut command = Command::new(prlimit);
+                // prlimit execs the broker: the child's pid is the broker's.
+                command
+                    .arg(format!("--as={address_space_bytes}"))
+                    .arg("--")
+                    .arg(broker);
+                command
+            }
+            None => {
+                eprintln!("prlimit not found: the broker runs without an address-space limit");
+                Command::new(broker)
+            }
+        };
+        command.args(["--addr", "127.0.0.1:0"]).args(args);
+        BrokerProcess::spawn(command)
+    }
+
+    /// Starts `command` (a broker, perhaps behind a wrapper that execs it)
+    /// and waits for its startup line.
+    pub fn spawn(mut command: Command) -> BrokerProcess {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("broker starts");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("startup line");
+        let addr = line
+            .trim()
+            .strip_prefix("Server started on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected startup line {line:?}"));
+        BrokerProcess {
+            child,
+            addr,
+            stdout,
+        }
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// The highest RSS a process reached while a test ran, sampled from /proc
+/// every few milliseconds on a thread of its own.
+pub struct RssWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl RssWatch {
+    pub fn start(pid: u32) -> RssWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                // A process that is gone has no RSS; the test notices it died.
+                peak = peak.max(rss_kib_of(pid).unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        RssWatch {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sampling; the peak in KiB.
+    pub fn peak_kib(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .map_or(0, |t| t.join().expect("RSS sampler"))
+    }
+}
+
+/// `VmRSS` of process `pid` in KiB; `None` if it cannot be read.
+pub fn rss_kib_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The error code an error name (`BROKER_FULL`, …) has in this build of the
+/// protocol, if it has one: lets a test name a code that a later version
+/// adds while still compiling against the current one.
+pub fn code_named(name: &str) -> Option<ErrorCode> {
+    ErrorCode::ALL.iter().copied().find(|c| c.name() == name)
+}
