@@ -17,6 +17,8 @@
 //!   offset, subscriber sessions and their cursors, waiting pulls. Knows no
 //!   sockets: it reads decoded requests and appends encoded replies to
 //!   per-connection buffers, so it can be tested alone.
+//! - [`budget`]: the one memory budget, counted by class, that the broker's
+//!   state and the connections' buffers share.
 //! - [`connection`]: one client's socket with its own read and write buffers.
 //! - [`server`]: the mio poll loop — with [`connection`], the only code that
 //!   knows mio. Split by job: `server/mod.rs` (config, bind, spawn),
@@ -39,6 +41,7 @@
 #![deny(unsafe_code)]
 
 pub mod broker;
+pub mod budget;
 pub mod client;
 pub mod codec;
 pub mod connection;

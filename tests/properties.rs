@@ -623,6 +623,7 @@ fn model_limits() -> Limits {
         max_topics: 3,
         max_subscribers_per_topic: 2,
         session_timeout: Duration::from_millis(200),
+        ..Limits::default()
     }
 }
 

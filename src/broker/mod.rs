@@ -44,6 +44,7 @@ pub mod topic;
 pub use clients::MAX_CLIENT_NAME_BYTES;
 pub use keys::ConnId;
 
+use crate::budget::Budget;
 use crate::codec::{self, DecodeError};
 use crate::protocol::{ErrorCode, PAYLOAD_OVERHEAD_BYTES, Reply, Request};
 use crate::timers::Timers;
@@ -75,6 +76,8 @@ pub struct Limits {
     pub max_topics: usize,
     pub max_subscribers_per_topic: usize,
     pub session_timeout: Duration,
+    /// Everything held on clients' behalf, together (see [`crate::budget`]).
+    pub max_memory: usize,
 }
 
 impl Default for Limits {
@@ -86,6 +89,7 @@ impl Default for Limits {
             max_topics: 100_000,
             max_subscribers_per_topic: 10_000,
             session_timeout: Duration::from_secs(60),
+            max_memory: 1 << 30,
         }
     }
 }
@@ -95,6 +99,10 @@ impl Limits {
         self.max_frame_bytes.saturating_sub(PAYLOAD_OVERHEAD_BYTES)
     }
 }
+
+/// The share of `max_memory` kept for replies: state stops growing at
+/// 15/16 of the budget, so pulls and acks still work when it is full.
+const RESERVE_FRACTION: usize = 16;
 
 #[derive(Debug, Clone, Copy)]
 enum BrokerTimer {
@@ -118,12 +126,13 @@ pub struct Broker {
     counters: Counters,
     /// Reused by every pull to plan its reply.
     plan: Vec<pull::Group>,
+    /// What the broker and its connections hold, against `max_memory`.
+    budget: Budget,
 }
 
 impl Broker {
     pub fn new(limits: Limits, now: Instant) -> Self {
         Broker {
-            limits,
             started: now,
             clients: Vec::new(),
             topics: Slab::new(),
@@ -136,11 +145,23 @@ impl Broker {
             ready: Vec::new(),
             counters: Counters::default(),
             plan: Vec::new(),
+            budget: Budget::new(limits.max_memory, limits.max_memory / RESERVE_FRACTION),
+            limits,
         }
     }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The memory budget: the broker counts its state in it, the server its
+    /// connections' buffers.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    pub fn budget_mut(&mut self) -> &mut Budget {
+        &mut self.budget
     }
 
     /// Sends an error reply, and closes the connection if the code says so.
