@@ -16,7 +16,7 @@ mod pull;
 pub mod session;
 pub mod topic;
 
-use crate::codec::{self, DecodeError};
+use crate::codec;
 use crate::protocol::{
     ErrorCode, MAX_PULL_MESSAGES, MAX_PULL_WAIT_MS, MAX_TOPIC_NAME_BYTES, PAYLOAD_OVERHEAD_BYTES,
     PROTOCOL_VERSION, Payloads, Pull, Reply, Request, ServerInfo, Stats, validate_topic_name,
@@ -230,14 +230,14 @@ impl Broker {
         };
         let (id, request) = match codec::decode_request(body) {
             Ok(decoded) => decoded,
-            Err(DecodeError { id, code, message }) => {
+            Err(e) => {
                 // An undecodable first frame is not a handshake either.
                 let code = if client.handshaken {
-                    code
+                    e.code()
                 } else {
                     ErrorCode::HandshakeRequired
                 };
-                return self.send_error(conn, id.unwrap_or(0), code, &message, out);
+                return self.send_error(conn, e.id.unwrap_or(0), code, &e.to_string(), out);
             }
         };
         let result = if client.handshaken {

@@ -10,7 +10,7 @@ use super::session::{Parked, SessionKey};
 use super::topic::TopicKey;
 use super::{Broker, ConnId, Outbox};
 use crate::codec;
-use crate::msgpack;
+use crate::codec::msgpack;
 
 /// The messages one topic contributes to a pull reply.
 #[derive(Debug, Clone, Copy)]
