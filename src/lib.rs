@@ -8,11 +8,12 @@
 //! Data flows one way: socket bytes → [`connection`] → [`codec`] → request →
 //! [`broker`] → reply → [`codec`] → [`connection`] → socket.
 //!
-//! - [`msgpack`]: the subset of MessagePack the protocol uses, strict and
-//!   allocation-free.
 //! - [`protocol`]: operation and error codes, requests, replies, limits —
 //!   shared by the broker and the client. PROTOCOL.md is its prose twin.
 //! - [`codec`]: length-prefixed frames and their contents as bytes; no I/O.
+//!   Split by job: `codec::msgpack` (the MessagePack subset, on `rmp`,
+//!   strict and borrowing), frames, requests, replies, and the pull reply
+//!   the broker writes piecewise.
 //! - [`broker`]: the state — topics and their retained messages addressed by
 //!   offset, subscriber sessions and their cursors, waiting pulls. Knows no
 //!   sockets: it reads decoded requests and appends encoded replies to
@@ -47,7 +48,6 @@ pub mod codec;
 pub mod connection;
 pub mod logging;
 pub mod memory;
-pub mod msgpack;
 pub mod protocol;
 pub mod server;
 #[cfg(any(test, feature = "testing"))]

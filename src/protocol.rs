@@ -199,8 +199,7 @@ impl<'a> Payloads<'a> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let mut reader = crate::msgpack::Reader::new(self.encoded);
-        (0..self.count).map_while(move |_| reader.read_payload().ok())
+        crate::codec::iter_payloads(self)
     }
 }
 

@@ -241,7 +241,7 @@ pub fn check_request_body(body: &[u8]) {
             let again = whole_frame(&again);
             assert_eq!(codec::decode_request(&again), Ok((id, request)));
         }
-        Err(e) => match e.code {
+        Err(e) => match e.code() {
             ErrorCode::MalformedRequest => {}
             ErrorCode::UnknownOperation => assert!(e.id.is_some()),
             other => panic!("decode_request answered {other:?}"),

@@ -353,3 +353,53 @@ fn names_must_be_utf8_str_and_a_misshapen_hello_after_the_handshake_is_malformed
     raw.ok(Request::CreateTopic { topic: "t" });
     bystander.check();
 }
+
+#[test]
+fn a_str_payload_is_stored_as_its_bytes_but_a_name_must_be_a_utf8_str() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "raw" });
+    let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["raw"]);
+
+    // PUBLISH, id 20, of the str "\xff\xfe\x00" (not UTF-8), as old
+    // MessagePack "raw" or Python's use_bin_type=False would pack it.
+    publisher.send_body(b"\x94\x05\x14\xa3raw\xa3\xff\xfe\x00");
+    let (id, reply) = publisher.recv(Op::Publish);
+    assert!(
+        matches!(reply, Ok(Reply::Published { offset: 0, .. })),
+        "{reply:?}"
+    );
+    assert_eq!(id, 20);
+    // PUBLISH_BATCH, id 21, as array16 of a str8 and a bin16.
+    publisher.send_body(b"\x94\x06\x15\xa3raw\xdc\x00\x02\xd9\x01\x80\xc5\x00\x01z");
+    let (id, reply) = publisher.recv(Op::PublishBatch);
+    assert!(
+        matches!(reply, Ok(Reply::PublishedBatch { count: 2, .. })),
+        "{reply:?}"
+    );
+    assert_eq!(id, 21);
+    let got = messages(subscriber.call(pull(None, 10, 5000, true)));
+    let raw = |offset, payload: &[u8]| ("raw".to_string(), offset, payload.to_vec());
+    assert_eq!(
+        got,
+        vec![raw(0, b"\xff\xfe\x00"), raw(1, b"\x80"), raw(2, b"z")]
+    );
+
+    let cases: &[(&[u8], u64)] = &[
+        // PUBLISH, id 22, whose topic is bin "raw".
+        (b"\x94\x05\x16\xc4\x03raw\xc4\x00", 22),
+        // SUBSCRIBE, id 23, whose topic is a str that is not UTF-8.
+        (b"\x93\x08\x17\xa2\xc3\x28", 23),
+        // HELLO, id 24, whose client name is bin.
+        (b"\x94\x01\x18\x01\xc4\x01c", 24),
+    ];
+    for &(body, id) in cases {
+        subscriber.send_body(body);
+        assert_eq!(
+            error_of(&mut subscriber),
+            (id, ErrorCode::MalformedRequest),
+            "body {body:02x?}"
+        );
+    }
+    subscriber.ok(Request::Stats);
+}

@@ -45,7 +45,7 @@ pub use clients::MAX_CLIENT_NAME_BYTES;
 pub use keys::ConnId;
 
 use crate::budget::Budget;
-use crate::codec::{self, DecodeError};
+use crate::codec;
 use crate::protocol::{ErrorCode, PAYLOAD_OVERHEAD_BYTES, Reply, Request};
 use crate::timers::Timers;
 use clients::ClientState;
@@ -189,14 +189,14 @@ impl Broker {
         };
         let (id, request) = match codec::decode_request(body) {
             Ok(decoded) => decoded,
-            Err(DecodeError { id, code, message }) => {
+            Err(e) => {
                 // An undecodable first frame is not a handshake either.
                 let code = if handshaken {
-                    code
+                    e.code()
                 } else {
                     ErrorCode::HandshakeRequired
                 };
-                return self.send_error(conn, id.unwrap_or(0), code, &message, out);
+                return self.send_error(conn, e.id.unwrap_or(0), code, &e.to_string(), out);
             }
         };
         let result = if handshaken {

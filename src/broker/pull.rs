@@ -24,7 +24,7 @@ use super::keys::{ConnId, SessionKey, TopicKey};
 use super::session::Parked;
 use super::{Broker, BrokerTimer, Outbox};
 use crate::codec;
-use crate::msgpack;
+use crate::codec::msgpack;
 use crate::protocol::{ErrorCode, MAX_PULL_MESSAGES, MAX_PULL_WAIT_MS, Pull};
 use std::time::{Duration, Instant};
 

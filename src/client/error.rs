@@ -159,7 +159,7 @@ impl std::error::Error for Error {
 
 impl From<crate::codec::ReplyDecodeError> for Error {
     fn from(e: crate::codec::ReplyDecodeError) -> Error {
-        Error::Protocol(e.message)
+        Error::Protocol(e.to_string())
     }
 }
 

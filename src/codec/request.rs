@@ -1,0 +1,672 @@
+//! Requests as bytes: `[op, id, args…]`, decoded strictly, encoded shortest.
+//!
+//! The broker decodes with [`decode_request`], the client encodes with
+//! [`encode_request`] (or [`encode_publish_batch`], which writes payloads
+//! straight into the output), and both sides use the same arity table, so
+//! they cannot disagree. Decoding borrows every string and payload from the
+//! frame. Its errors are plain values ([`DecodeError`]): which request (when
+//! its id could be read), which operation, and a [`DecodeErrorKind`] saying
+//! what was wrong where; the text of an error reply is derived from them.
+//!
+//! Topic and client names must be `str` holding UTF-8; payloads may be `bin`
+//! or a `str` holding any bytes (see [`Reader::read_payload`]).
+
+use super::frame::{begin_frame, end_frame};
+use super::msgpack::{self, ReadError, Reader, len_u32};
+use crate::protocol::{ErrorCode, Op, Payloads, Pull, Request};
+use std::fmt;
+
+/// Which element of a request an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestField {
+    Op,
+    Id,
+    Version,
+    ClientName,
+    Topic,
+    Payload,
+    /// The array of a PUBLISH_BATCH's payloads, as a whole.
+    Payloads,
+    /// One payload of a PUBLISH_BATCH, counted from 0.
+    BatchPayload(u32),
+    SubscriberId,
+    MaxMessages,
+    MaxBytes,
+    WaitMs,
+    Ack,
+    Offset,
+}
+
+impl RequestField {
+    /// The field's index in the request array (the same in every operation
+    /// that has it).
+    pub fn index(self) -> u32 {
+        match self {
+            RequestField::Op => 0,
+            RequestField::Id => 1,
+            RequestField::Version | RequestField::Topic | RequestField::SubscriberId => 2,
+            RequestField::ClientName
+            | RequestField::Payload
+            | RequestField::Payloads
+            | RequestField::BatchPayload(_)
+            | RequestField::MaxMessages
+            | RequestField::Offset => 3,
+            RequestField::MaxBytes => 4,
+            RequestField::WaitMs => 5,
+            RequestField::Ack => 6,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RequestField::Op => "op",
+            RequestField::Id => "id",
+            RequestField::Version => "version",
+            RequestField::ClientName => "client_name",
+            RequestField::Topic => "topic",
+            RequestField::Payload => "payload",
+            RequestField::Payloads | RequestField::BatchPayload(_) => "payloads",
+            RequestField::SubscriberId => "subscriber_id",
+            RequestField::MaxMessages => "max_messages",
+            RequestField::MaxBytes => "max_bytes",
+            RequestField::WaitMs => "wait_ms",
+            RequestField::Ack => "ack",
+            RequestField::Offset => "offset",
+        }
+    }
+}
+
+impl fmt::Display for RequestField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "element {} ({})", self.index(), self.name())?;
+        if let RequestField::BatchPayload(i) = self {
+            write!(f, ", payload {i}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What was wrong with a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeErrorKind {
+    /// The body is not a MessagePack array (or not even a whole header).
+    NotAnArray,
+    /// The array is too short to hold `[op, id]`.
+    TooShort { len: u32 },
+    /// The operation code is not one this server knows.
+    UnknownOperation(u64),
+    /// The array does not have the operation's number of elements.
+    WrongArity { expected: u32, got: u32 },
+    /// An element could not be read as what the operation needs there.
+    BadField {
+        field: RequestField,
+        error: ReadError,
+    },
+    /// Bytes follow the request's array.
+    TrailingBytes { count: usize },
+}
+
+impl DecodeErrorKind {
+    /// The code of the error reply: only an unknown operation has its own.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            DecodeErrorKind::UnknownOperation(_) => ErrorCode::UnknownOperation,
+            _ => ErrorCode::MalformedRequest,
+        }
+    }
+}
+
+impl fmt::Display for DecodeErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeErrorKind::NotAnArray => {
+                f.write_str("a request must be a MessagePack array [op, id, ...]")
+            }
+            DecodeErrorKind::TooShort { len } => write!(
+                f,
+                "a request must be an array [op, id, ...], got {len} elements"
+            ),
+            DecodeErrorKind::UnknownOperation(op) => write!(f, "unknown operation {op}"),
+            DecodeErrorKind::WrongArity { expected, got } => {
+                write!(f, "expected {expected} elements, got {got}")
+            }
+            DecodeErrorKind::BadField { field, error } => write!(f, "{field}: {error}"),
+            DecodeErrorKind::TrailingBytes { count } => {
+                write!(f, "{count} trailing bytes after the request")
+            }
+        }
+    }
+}
+
+/// Why a request body could not be decoded. Carries the request id and the
+/// operation when they could be read, so that the error reply can still
+/// name the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeError {
+    pub id: Option<u64>,
+    pub op: Option<Op>,
+    pub kind: DecodeErrorKind,
+}
+
+impl DecodeError {
+    /// MALFORMED_REQUEST, or UNKNOWN_OPERATION.
+    pub fn code(&self) -> ErrorCode {
+        self.kind.code()
+    }
+}
+
+/// The text of the error reply: the operation's signature when it is
+/// known, then what was wrong.
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.op {
+            Some(op) => write!(f, "{}: {}", signature(op), self.kind),
+            None => self.kind.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Names of the arguments each operation takes after `[op, id`, for errors.
+fn signature(op: Op) -> &'static str {
+    match op {
+        Op::Hello => "HELLO [1, id, version, client_name]",
+        Op::RegisterPublisher => "REGISTER_PUBLISHER [2, id]",
+        Op::CreateTopic => "CREATE_TOPIC [3, id, topic]",
+        Op::DeleteTopic => "DELETE_TOPIC [4, id, topic]",
+        Op::Publish => "PUBLISH [5, id, topic, payload]",
+        Op::PublishBatch => "PUBLISH_BATCH [6, id, topic, [payload, ...]]",
+        Op::RegisterSubscriber => "REGISTER_SUBSCRIBER [7, id, subscriber_id or nil]",
+        Op::Subscribe => "SUBSCRIBE [8, id, topic]",
+        Op::Unsubscribe => "UNSUBSCRIBE [9, id, topic]",
+        Op::Pull => "PULL [10, id, topic or nil, max_messages, max_bytes, wait_ms, ack]",
+        Op::Ack => "ACK [11, id, topic, offset]",
+        Op::Stats => "STATS [12, id]",
+    }
+}
+
+fn arity(op: Op) -> u32 {
+    match op {
+        Op::RegisterPublisher | Op::Stats => 2,
+        Op::CreateTopic
+        | Op::DeleteTopic
+        | Op::RegisterSubscriber
+        | Op::Subscribe
+        | Op::Unsubscribe => 3,
+        Op::Hello | Op::Publish | Op::PublishBatch | Op::Ack => 4,
+        Op::Pull => 7,
+    }
+}
+
+/// Decodes one request body (the bytes after the length prefix).
+pub fn decode_request(body: &[u8]) -> Result<(u64, Request<'_>), DecodeError> {
+    let mut r = Reader::new(body);
+    let error = |id, op, kind| DecodeError { id, op, kind };
+    let bad = |field| move |error| DecodeErrorKind::BadField { field, error };
+
+    let len = r
+        .read_array_len()
+        .map_err(|_| error(None, None, DecodeErrorKind::NotAnArray))?;
+    if len < 2 {
+        return Err(error(None, None, DecodeErrorKind::TooShort { len }));
+    }
+    let op_code = r
+        .read_u64()
+        .map_err(|e| error(None, None, bad(RequestField::Op)(e)))?;
+    let id = r
+        .read_u64()
+        .map_err(|e| error(None, None, bad(RequestField::Id)(e)))?;
+    let Some(op) = Op::from_code(op_code) else {
+        return Err(error(
+            Some(id),
+            None,
+            DecodeErrorKind::UnknownOperation(op_code),
+        ));
+    };
+    if len != arity(op) {
+        let kind = DecodeErrorKind::WrongArity {
+            expected: arity(op),
+            got: len,
+        };
+        return Err(error(Some(id), Some(op), kind));
+    }
+    let request = decode_args(op, &mut r, body).map_err(|kind| error(Some(id), Some(op), kind))?;
+    if !r.is_empty() {
+        let kind = DecodeErrorKind::TrailingBytes {
+            count: r.rest().len(),
+        };
+        return Err(error(Some(id), Some(op), kind));
+    }
+    Ok((id, request))
+}
+
+/// Reads the arguments of `op` from `r`, positioned after `[op, id`.
+fn decode_args<'a>(
+    op: Op,
+    r: &mut Reader<'a>,
+    body: &'a [u8],
+) -> Result<Request<'a>, DecodeErrorKind> {
+    let bad = |field| move |error| DecodeErrorKind::BadField { field, error };
+    let topic = |r: &mut Reader<'a>| r.read_str().map_err(bad(RequestField::Topic));
+    Ok(match op {
+        Op::Hello => Request::Hello {
+            version: r.read_u64().map_err(bad(RequestField::Version))?,
+            client_name: r.read_str().map_err(bad(RequestField::ClientName))?,
+        },
+        Op::RegisterPublisher => Request::RegisterPublisher,
+        Op::CreateTopic => Request::CreateTopic { topic: topic(r)? },
+        Op::DeleteTopic => Request::DeleteTopic { topic: topic(r)? },
+        Op::Publish => Request::Publish {
+            topic: topic(r)?,
+            payload: r.read_payload().map_err(bad(RequestField::Payload))?,
+        },
+        Op::PublishBatch => {
+            let topic = topic(r)?;
+            let count = r.read_array_len().map_err(bad(RequestField::Payloads))?;
+            let start = r.position();
+            for i in 0..count {
+                r.read_payload()
+                    .map_err(bad(RequestField::BatchPayload(i)))?;
+            }
+            Request::PublishBatch {
+                topic,
+                payloads: Payloads {
+                    encoded: body.get(start..r.position()).unwrap_or_default(),
+                    count,
+                },
+            }
+        }
+        Op::RegisterSubscriber => Request::RegisterSubscriber {
+            resume: r.read_opt_u64().map_err(bad(RequestField::SubscriberId))?,
+        },
+        Op::Subscribe => Request::Subscribe { topic: topic(r)? },
+        Op::Unsubscribe => Request::Unsubscribe { topic: topic(r)? },
+        Op::Pull => Request::Pull(Pull {
+            topic: r.read_opt_str().map_err(bad(RequestField::Topic))?,
+            max_messages: r.read_u32().map_err(bad(RequestField::MaxMessages))?,
+            max_bytes: r.read_u32().map_err(bad(RequestField::MaxBytes))?,
+            wait_ms: r.read_u32().map_err(bad(RequestField::WaitMs))?,
+            ack: r.read_bool().map_err(bad(RequestField::Ack))?,
+        }),
+        Op::Ack => Request::Ack {
+            topic: topic(r)?,
+            offset: r.read_u64().map_err(bad(RequestField::Offset))?,
+        },
+        Op::Stats => Request::Stats,
+    })
+}
+
+/// The payloads of a batch, read again from their checked encoding.
+pub(crate) fn iter_payloads<'a>(payloads: &Payloads<'a>) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut reader = Reader::new(payloads.encoded);
+    (0..payloads.count).map_while(move |_| reader.read_payload().ok())
+}
+
+/// Writes `[len, op, id` — the start of every request.
+fn write_request_header(out: &mut Vec<u8>, op: Op, id: u64) {
+    msgpack::write_array_len(out, arity(op));
+    msgpack::write_u64(out, op as u64);
+    msgpack::write_u64(out, id);
+}
+
+/// Appends one complete request frame to `out`.
+pub fn encode_request(out: &mut Vec<u8>, id: u64, request: &Request<'_>) {
+    let start = begin_frame(out);
+    write_request_header(out, request.op(), id);
+    match request {
+        Request::Hello {
+            version,
+            client_name,
+        } => {
+            msgpack::write_u64(out, *version);
+            msgpack::write_str(out, client_name);
+        }
+        Request::RegisterPublisher | Request::Stats => {}
+        Request::CreateTopic { topic }
+        | Request::DeleteTopic { topic }
+        | Request::Subscribe { topic }
+        | Request::Unsubscribe { topic } => msgpack::write_str(out, topic),
+        Request::Publish { topic, payload } => {
+            msgpack::write_str(out, topic);
+            msgpack::write_bin(out, payload);
+        }
+        Request::PublishBatch { topic, payloads } => {
+            msgpack::write_str(out, topic);
+            msgpack::write_array_len(out, payloads.count);
+            out.extend_from_slice(payloads.encoded);
+        }
+        Request::RegisterSubscriber { resume } => match resume {
+            Some(id) => msgpack::write_u64(out, *id),
+            None => msgpack::write_nil(out),
+        },
+        Request::Pull(pull) => {
+            match pull.topic {
+                Some(topic) => msgpack::write_str(out, topic),
+                None => msgpack::write_nil(out),
+            }
+            msgpack::write_u64(out, u64::from(pull.max_messages));
+            msgpack::write_u64(out, u64::from(pull.max_bytes));
+            msgpack::write_u64(out, u64::from(pull.wait_ms));
+            msgpack::write_bool(out, pull.ack);
+        }
+        Request::Ack { topic, offset } => {
+            msgpack::write_str(out, topic);
+            msgpack::write_u64(out, *offset);
+        }
+    }
+    end_frame(out, start);
+}
+
+/// Appends a PUBLISH_BATCH request frame, writing each payload straight into
+/// `out` (the same bytes as [`encode_request`] with [`encode_payloads`],
+/// without the intermediate copy).
+pub fn encode_publish_batch(out: &mut Vec<u8>, id: u64, topic: &str, payloads: &[&[u8]]) {
+    let start = begin_frame(out);
+    write_request_header(out, Op::PublishBatch, id);
+    msgpack::write_str(out, topic);
+    msgpack::write_array_len(out, len_u32(payloads.len()));
+    for payload in payloads {
+        msgpack::write_bin(out, payload);
+    }
+    end_frame(out, start);
+}
+
+/// Encodes payloads in the form [`Payloads`] borrows, for building a
+/// PUBLISH_BATCH request.
+pub fn encode_payloads<'a>(scratch: &'a mut Vec<u8>, payloads: &[&[u8]]) -> Payloads<'a> {
+    scratch.clear();
+    for payload in payloads {
+        msgpack::write_bin(scratch, payload);
+    }
+    Payloads {
+        encoded: scratch,
+        count: len_u32(payloads.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::msgpack::Expected;
+    use crate::codec::split_frame;
+    use crate::testing::every_request;
+
+    #[test]
+    fn every_request_round_trips() {
+        let mut scratch = Vec::new();
+        for (id, request) in every_request(&mut scratch).into_iter().enumerate() {
+            let mut out = Vec::new();
+            encode_request(&mut out, id as u64 * 1000, &request);
+            let (body, used) = split_frame(&out, 1 << 20).unwrap().unwrap();
+            assert_eq!(used, out.len());
+            assert_eq!(decode_request(body), Ok((id as u64 * 1000, request)));
+        }
+    }
+
+    #[test]
+    fn a_direct_batch_encoding_equals_the_generic_one() {
+        let payloads: [&[u8]; 3] = [b"a", b"", &[0xff; 300]];
+        let mut scratch = Vec::new();
+        let mut generic = Vec::new();
+        encode_request(
+            &mut generic,
+            9,
+            &Request::PublishBatch {
+                topic: "t",
+                payloads: encode_payloads(&mut scratch, &payloads),
+            },
+        );
+        let mut direct = Vec::new();
+        encode_publish_batch(&mut direct, 9, "t", &payloads);
+        assert_eq!(direct, generic);
+    }
+
+    #[test]
+    fn batch_payloads_iterate_in_order() {
+        let mut scratch = Vec::new();
+        let payloads = encode_payloads(&mut scratch, &[b"a", b"bb", b"ccc"]);
+        let got: Vec<&[u8]> = payloads.iter().collect();
+        assert_eq!(got, vec![&b"a"[..], b"bb", b"ccc"]);
+    }
+
+    /// A request body, then the id, operation and kind of its error, and
+    /// the code of the error reply.
+    type Case<'a> = (
+        &'a [u8],
+        Option<u64>,
+        Option<Op>,
+        DecodeErrorKind,
+        ErrorCode,
+    );
+
+    fn bad(field: RequestField, error: ReadError) -> DecodeErrorKind {
+        DecodeErrorKind::BadField { field, error }
+    }
+
+    #[test]
+    fn bad_requests_get_typed_errors_with_the_id_when_known() {
+        use DecodeErrorKind::*;
+        use ErrorCode::{MalformedRequest as Malformed, UnknownOperation as Unknown};
+        let publish = Some(Op::Publish);
+        let cases: &[Case] = &[
+            (&[0xc0], None, None, NotAnArray, Malformed),
+            (&[], None, None, NotAnArray, Malformed),
+            (&[0x91, 0x01], None, None, TooShort { len: 1 }, Malformed),
+            (
+                &[0x92, 0xa0, 0x05],
+                None,
+                None,
+                bad(RequestField::Op, ReadError::WrongType(Expected::UInt)),
+                Malformed,
+            ),
+            (
+                &[0x92, 0x05, 0xff],
+                None,
+                None,
+                bad(RequestField::Id, ReadError::OutOfRange),
+                Malformed,
+            ),
+            (
+                &[0x92, 0x63, 0x05],
+                Some(5),
+                None,
+                UnknownOperation(99),
+                Unknown,
+            ),
+            (
+                &[0x92, 0x05, 0x05],
+                Some(5),
+                publish,
+                WrongArity {
+                    expected: 4,
+                    got: 2,
+                },
+                Malformed,
+            ),
+            // PUBLISH whose topic is an integer.
+            (
+                &[0x94, 0x05, 0x09, 0x01, 0xc4, 0x00],
+                Some(9),
+                publish,
+                bad(RequestField::Topic, ReadError::WrongType(Expected::Str)),
+                Malformed,
+            ),
+            // PUBLISH whose payload is cut short.
+            (
+                &[0x94, 0x05, 0x09, 0xa1, b't', 0xc4, 0x05, 0x00],
+                Some(9),
+                publish,
+                bad(RequestField::Payload, ReadError::Truncated),
+                Malformed,
+            ),
+            // STATS with a trailing byte after the array.
+            (
+                &[0x92, 0x0c, 0x01, 0x00],
+                Some(1),
+                Some(Op::Stats),
+                TrailingBytes { count: 1 },
+                Malformed,
+            ),
+            // PULL with a negative max_messages.
+            (
+                &[0x97, 0x0a, 0x02, 0xc0, 0xff, 0x01, 0x00, 0xc2],
+                Some(2),
+                Some(Op::Pull),
+                bad(RequestField::MaxMessages, ReadError::OutOfRange),
+                Malformed,
+            ),
+            // PULL whose ack is an integer.
+            (
+                &[0x97, 0x0a, 0x02, 0xc0, 0x01, 0x01, 0x00, 0x01],
+                Some(2),
+                Some(Op::Pull),
+                bad(RequestField::Ack, ReadError::WrongType(Expected::Bool)),
+                Malformed,
+            ),
+            // PUBLISH_BATCH whose second payload is an integer.
+            (
+                &[0x94, 0x06, 0x03, 0xa1, b't', 0x92, 0xc4, 0x00, 0x07],
+                Some(3),
+                Some(Op::PublishBatch),
+                bad(
+                    RequestField::BatchPayload(1),
+                    ReadError::WrongType(Expected::Payload),
+                ),
+                Malformed,
+            ),
+        ];
+        for &(body, id, op, expected, code) in cases {
+            let e = decode_request(body).expect_err("an undecodable request");
+            assert_eq!(
+                (e.id, e.op, e.kind, e.code()),
+                (id, op, expected, code),
+                "{body:02x?}"
+            );
+        }
+    }
+
+    /// `[op, 1, …]` as a request body with the given arguments.
+    fn request(op: Op, args: &[&[u8]]) -> Vec<u8> {
+        let mut body = vec![0x90 | (2 + args.len() as u8), op as u8, 0x01];
+        for arg in args {
+            body.extend_from_slice(arg);
+        }
+        body
+    }
+
+    #[test]
+    fn a_str_payload_is_taken_as_bytes_even_when_not_utf8() {
+        let body = request(Op::Publish, &[b"\xa1t", b"\xa3\xff\xfe\x00"]);
+        assert_eq!(
+            decode_request(&body),
+            Ok((
+                1,
+                Request::Publish {
+                    topic: "t",
+                    payload: b"\xff\xfe\x00"
+                }
+            ))
+        );
+        // In a batch, mixed with bin, in a str8 and a bin16.
+        let body = request(
+            Op::PublishBatch,
+            &[b"\xa1t", b"\x93\xa2\xc3\x28\xd9\x01\x80\xc5\x00\x01z"],
+        );
+        let Ok((1, Request::PublishBatch { topic, payloads })) = decode_request(&body) else {
+            panic!("{:?}", decode_request(&body));
+        };
+        assert_eq!(topic, "t");
+        let got: Vec<&[u8]> = payloads.iter().collect();
+        assert_eq!(got, [&b"\xc3\x28"[..], b"\x80", b"z"]);
+    }
+
+    #[test]
+    fn names_must_be_utf8_str_not_bin() {
+        let not_utf8 = bad(RequestField::Topic, ReadError::InvalidUtf8);
+        let a_bin = bad(RequestField::Topic, ReadError::WrongType(Expected::Str));
+        let cases = [
+            (request(Op::Publish, &[b"\xa1\xff", b"\xc4\x00"]), not_utf8),
+            (request(Op::Publish, &[b"\xc4\x01t", b"\xc4\x00"]), a_bin),
+            (request(Op::Subscribe, &[b"\xc4\x01t"]), a_bin),
+            (request(Op::CreateTopic, &[b"\xa1\xff"]), not_utf8),
+            (request(Op::Ack, &[b"\xc4\x01t", b"\x00"]), a_bin),
+            (request(Op::PublishBatch, &[b"\xc4\x01t", b"\x90"]), a_bin),
+            (
+                request(
+                    Op::Pull,
+                    &[b"\xc4\x01t", b"\x01", b"\x01", b"\x00", b"\xc2"],
+                ),
+                bad(
+                    RequestField::Topic,
+                    ReadError::WrongType(Expected::NilOrStr),
+                ),
+            ),
+            (
+                request(Op::Hello, &[b"\x01", b"\xc4\x01c"]),
+                bad(
+                    RequestField::ClientName,
+                    ReadError::WrongType(Expected::Str),
+                ),
+            ),
+            (
+                request(Op::Hello, &[b"\x01", b"\xa2\xc3\x28"]),
+                bad(RequestField::ClientName, ReadError::InvalidUtf8),
+            ),
+        ];
+        for (body, expected) in cases {
+            let e = decode_request(&body).expect_err("a bad name");
+            assert_eq!(
+                (e.kind, e.code()),
+                (expected, ErrorCode::MalformedRequest),
+                "{body:02x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_shortest_headers_and_every_integer_width_decode() {
+        // PUBLISH_BATCH as array16, op and id as uint8 and int16, the topic
+        // as str16, the payload array as array32, payloads as str32 and bin32.
+        let body = [
+            &[0xdc, 0x00, 0x04, 0xcc, 0x06, 0xd1, 0x01, 0x00][..],
+            &[0xda, 0x00, 0x01, b't'],
+            &[0xdd, 0x00, 0x00, 0x00, 0x02],
+            &[0xdb, 0x00, 0x00, 0x00, 0x01, b'a'],
+            &[0xc6, 0x00, 0x00, 0x00, 0x01, b'b'],
+        ]
+        .concat();
+        let Ok((256, Request::PublishBatch { topic, payloads })) = decode_request(&body) else {
+            panic!("{:?}", decode_request(&body));
+        };
+        assert_eq!(topic, "t");
+        assert_eq!(payloads.iter().collect::<Vec<_>>(), [b"a", b"b"]);
+
+        // ACK with the offset in every width, signed ones included.
+        let offsets: [&[u8]; 9] = [
+            &[0x07],
+            &[0xcc, 0x07],
+            &[0xcd, 0x00, 0x07],
+            &[0xce, 0x00, 0x00, 0x00, 0x07],
+            &[0xcf, 0, 0, 0, 0, 0, 0, 0, 0x07],
+            &[0xd0, 0x07],
+            &[0xd1, 0x00, 0x07],
+            &[0xd2, 0x00, 0x00, 0x00, 0x07],
+            &[0xd3, 0, 0, 0, 0, 0, 0, 0, 0x07],
+        ];
+        for offset in offsets {
+            let body = request(Op::Ack, &[b"\xd9\x01t", offset]);
+            assert_eq!(
+                decode_request(&body),
+                Ok((
+                    1,
+                    Request::Ack {
+                        topic: "t",
+                        offset: 7
+                    }
+                )),
+                "{offset:02x?}"
+            );
+        }
+    }
+}
