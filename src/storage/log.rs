@@ -127,7 +127,7 @@ impl Log {
             replay(at.seq, record);
         })?;
         let next_seq = recovered.next_seq;
-        let core = WriterCore::new(fs.clone(), dir, config.sync, next_seq);
+        let core = WriterCore::new(fs.clone(), dir, config.sync, next_seq, recovered.valid_end);
         let writer = match config.writer {
             WriterKind::Inline => Writer::Inline {
                 core: Box::new(core),

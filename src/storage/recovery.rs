@@ -68,6 +68,9 @@ pub(crate) struct Recovered {
     pub segments: Vec<u64>,
     /// The first sequence number the next segment may take.
     pub next_seq: u64,
+    /// One past the last valid record: the bound the next segment's header
+    /// carries. Below `next_seq` when names were seen past the records.
+    pub valid_end: u64,
 }
 
 struct Segment {
@@ -87,52 +90,21 @@ pub(crate) fn recover(
     let started = Instant::now();
     let mut segments = list_segments(fs, dir)?;
     let mut report = RecoveryReport::default();
-    let mut kept = Vec::new();
+    // Any name seen, even of a file dropped below, stays below the next
+    // segment, so no file name is ever taken twice.
     let mut next_seq = segments.last().map_or(1, |s| s.first + 1);
-    let mut i = 0;
-    while i < segments.len() {
-        let limit = segments[i + 1..]
-            .iter()
-            .filter_map(|s| s.header.ok().map(|h| h.valid_below))
-            .min();
+    check_headers(fs, dir, mode, &mut segments, &mut report)?;
+    let mut kept = Vec::new();
+    let mut valid_end = None;
+    for i in 0..segments.len() {
+        let limit = bound_after(&segments, i);
         let seg = &segments[i];
-        let is_last = i + 1 == segments.len();
+        kept.push(seg.first);
         if limit.is_some_and(|l| l <= seg.first) {
             report.abandoned_segments += 1;
-            kept.push(seg.first);
-            i += 1;
             continue;
         }
-        let bad_header = match seg.header {
-            Ok(h) if h.first_seq == seg.first => None,
-            Ok(_) => Some(Problem::Header(HeaderError::BadChecksum)),
-            Err(e) => Some(Problem::Header(e)),
-        };
-        if let Some(problem) = bad_header {
-            if is_last && problem == Problem::Header(HeaderError::Short) {
-                // A segment whose creation a cut interrupted: it never held
-                // a record, so it goes.
-                let size = fs.read_all(&seg.path).map_or(0, |b| b.len() as u64);
-                remove(fs, dir, &seg.path)?;
-                report.torn_tail = Some(Cut {
-                    file: seg.path.clone(),
-                    offset: 0,
-                    bytes_dropped: size,
-                    segments_removed: Vec::new(),
-                    problem,
-                });
-                break;
-            }
-            let at = Corruption {
-                file: seg.path.clone(),
-                offset: 0,
-                problem,
-            };
-            cut_at_corruption(fs, dir, mode, &mut segments, i, at, &mut report)?;
-            break;
-        }
         report.segments += 1;
-        kept.push(seg.first);
         let bytes = fs
             .read_all(&seg.path)
             .map_err(|e| io_error("read", &seg.path, e))?;
@@ -150,6 +122,7 @@ pub(crate) fn recover(
             );
         });
         next_seq = next_seq.max(outcome.next_seq);
+        valid_end = Some(outcome.next_seq);
         if let Ok(h) = seg.header {
             next_seq = next_seq.max(h.valid_below);
         }
@@ -176,7 +149,6 @@ pub(crate) fn recover(
                 break;
             }
         }
-        i += 1;
     }
     // Recovered records may sit only in the page cache (the process died,
     // the machine did not); the next segment will vouch for them in its
@@ -190,7 +162,66 @@ pub(crate) fn recover(
         report,
         segments: kept,
         next_seq,
+        valid_end: valid_end.unwrap_or(next_seq),
     })
+}
+
+/// The bound later headers put on segment `i`: records at or above it were
+/// lost. `None` for the last segment written.
+fn bound_after(segments: &[Segment], i: usize) -> Option<u64> {
+    segments
+        .get(i + 1..)?
+        .iter()
+        .filter_map(|s| s.header.ok().map(|h| h.valid_below))
+        .min()
+}
+
+/// Checks every header before any record is replayed, so a bad header is
+/// reported as itself rather than as records missing from the segment
+/// before it. A last segment too short to hold a record is a creation a cut
+/// interrupted, and goes; a segment lost wholly to a write failure is left
+/// for the scan to skip. After a file goes the bounds change, so the check
+/// starts over.
+fn check_headers(
+    fs: &dyn Fs,
+    dir: &Path,
+    mode: RecoveryMode,
+    segments: &mut Vec<Segment>,
+    report: &mut RecoveryReport,
+) -> Result<(), OpenError> {
+    for i in 0..segments.len() {
+        let seg = &segments[i];
+        let problem = match seg.header {
+            Ok(h) if h.first_seq == seg.first => continue,
+            Ok(_) => Problem::Header(HeaderError::BadChecksum),
+            Err(e) => Problem::Header(e),
+        };
+        if bound_after(segments, i).is_some_and(|l| l <= seg.first) {
+            continue;
+        }
+        let size = fs.read_all(&seg.path).map_or(0, |b| b.len() as u64);
+        if i + 1 == segments.len() && size <= SEGMENT_HEADER_LEN as u64 {
+            remove(fs, dir, &seg.path)?;
+            report.torn_tail = Some(Cut {
+                file: seg.path.clone(),
+                offset: 0,
+                bytes_dropped: size,
+                segments_removed: Vec::new(),
+                problem,
+            });
+            segments.truncate(i);
+            return check_headers(fs, dir, mode, segments, report);
+        }
+        let at = Corruption {
+            file: seg.path.clone(),
+            offset: 0,
+            problem,
+        };
+        cut_at_corruption(fs, dir, mode, segments, i, at, report)?;
+        segments.truncate(i);
+        return check_headers(fs, dir, mode, segments, report);
+    }
+    Ok(())
 }
 
 fn list_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<Segment>, OpenError> {

@@ -160,8 +160,9 @@ pub(crate) struct WriterCore {
 }
 
 impl WriterCore {
-    /// A writer whose records so far (below `next_seq`) are all durable.
-    pub fn new(fs: Arc<dyn Fs>, dir: &Path, mode: SyncMode, next_seq: u64) -> Self {
+    /// A writer whose records so far (below `next_seq`) are all durable or
+    /// gone, and whose segment files hold valid records below `valid_end`.
+    pub fn new(fs: Arc<dyn Fs>, dir: &Path, mode: SyncMode, next_seq: u64, valid_end: u64) -> Self {
         Self {
             fs,
             dir: dir.to_path_buf(),
@@ -169,7 +170,7 @@ impl WriterCore {
             file: None,
             written: next_seq,
             synced: next_seq,
-            valid_end: next_seq,
+            valid_end,
             file_len: 0,
             synced_len: 0,
             reported: next_seq,
