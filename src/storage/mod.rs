@@ -56,6 +56,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Problem {
     Header(HeaderError),
+    /// A valid header whose first sequence number is not the file's name.
+    NameMismatch {
+        header_first: u64,
+    },
     Frame(FrameError),
     /// A valid frame, but not the record that belongs there.
     WrongSeq {

@@ -193,7 +193,9 @@ fn check_headers(
         let seg = &segments[i];
         let problem = match seg.header {
             Ok(h) if h.first_seq == seg.first => continue,
-            Ok(_) => Problem::Header(HeaderError::BadChecksum),
+            Ok(h) => Problem::NameMismatch {
+                header_first: h.first_seq,
+            },
             Err(e) => Problem::Header(e),
         };
         if bound_after(segments, i).is_some_and(|l| l <= seg.first) {

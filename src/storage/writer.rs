@@ -112,8 +112,10 @@ pub enum Event {
         through: u64,
     },
     Lost(Loss),
-    /// A segment the owner released could not be removed; it stays on disk
-    /// and is harmless there (recovery replays it).
+    /// A segment the owner released could not be removed. It, and the
+    /// released segments after it, stay on disk until the next open offers
+    /// them for release again; meanwhile recovery would replay them, which
+    /// only repeats history the owner already holds.
     RemoveFailed {
         segment: u64,
         error: WriteError,
@@ -329,23 +331,24 @@ impl WriterCore {
         }
     }
 
+    /// Removes released segments oldest first, each made durable before
+    /// the next, so a power cut can leave a suffix of the log but no hole.
     fn remove(&mut self, segments: &[u64], events: &mut Vec<Event>) {
-        let mut removed = false;
         for &segment in segments {
             let path = self.dir.join(frame::segment_name(segment));
-            match self.fs.remove(&path) {
-                Ok(()) => removed = true,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => events.push(Event::RemoveFailed {
-                    segment,
-                    error: WriteError::from_io(WriteOp::Remove, &e),
-                }),
+            let result = match self.fs.remove(&path) {
+                Ok(()) => self
+                    .fs
+                    .sync_dir(&self.dir)
+                    .map_err(|e| WriteError::from_io(WriteOp::SyncDir, &e)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(WriteError::from_io(WriteOp::Remove, &e)),
+            };
+            if let Err(error) = result {
+                // Stop here: removing a later segment would leave a hole.
+                events.push(Event::RemoveFailed { segment, error });
+                return;
             }
-        }
-        // A removal not synced may come undone at a power cut; that only
-        // brings back records the owner no longer needs.
-        if removed && let Err(e) = self.fs.sync_dir(&self.dir) {
-            log::warn!("storage: syncing {} after removal: {e}", self.dir.display());
         }
     }
 }
@@ -422,5 +425,69 @@ mod tests {
                 ..
             }
         ));
+    }
+}
+
+#[cfg(test)]
+mod group_commit {
+    use super::*;
+    use crate::storage::record::Record;
+    use crate::storage::sim::SimFs;
+
+    fn batch(roll: bool, seq: u64) -> Command {
+        let mut bytes = Vec::new();
+        frame::encode_frame(seq, &Record::SessionCreated { session: seq }, &mut bytes);
+        Command::Batch(Batch {
+            roll,
+            first_seq: seq,
+            end_seq: seq + 1,
+            bytes,
+        })
+    }
+
+    #[test]
+    fn one_round_writes_every_waiting_batch_and_syncs_once() {
+        let fs = SimFs::new(1);
+        let dir = Path::new("/d");
+        let mut core = WriterCore::new(Arc::new(fs.clone()), dir, SyncMode::Always, 1, 1);
+        core.handle(vec![batch(true, 1)]);
+        let before = fs.ops();
+        let events = core.handle((2..12).map(|s| batch(false, s)).collect());
+        assert_eq!(events, vec![Event::Durable { through: 12 }]);
+        // Ten appends and a single fdatasync.
+        assert_eq!(fs.ops() - before, 11);
+    }
+
+    #[test]
+    fn a_failure_drops_later_batches_until_a_roll() {
+        let fs = SimFs::new(2);
+        let dir = Path::new("/d");
+        let mut core = WriterCore::new(Arc::new(fs.clone()), dir, SyncMode::Always, 1, 1);
+        core.handle(vec![batch(true, 1)]);
+        fs.fail_writes(1);
+        let events = core.handle(vec![batch(false, 2), batch(false, 3), batch(true, 4)]);
+        let lost: Vec<(Range<u64>, WriteError)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Lost(l) => Some((l.seqs.clone(), l.error)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(lost.len(), 2);
+        assert_eq!(lost[0].0, 2..3);
+        assert!(matches!(
+            lost[0].1,
+            WriteError::Io {
+                op: WriteOp::Write,
+                ..
+            }
+        ));
+        assert_eq!(lost[1], (3..4, WriteError::AfterFailure));
+        assert_eq!(events.last(), Some(&Event::Durable { through: 5 }));
+        let header = fs
+            .contents(&dir.join(frame::segment_name(4)))
+            .expect("new segment");
+        let h = frame::decode_header(&header).expect("header");
+        assert_eq!((h.first_seq, h.valid_below), (4, 2));
     }
 }
