@@ -62,7 +62,7 @@ impl Default for Config {
 /// Why a record was not appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendError {
-    /// Its body is over [`frame::MAX_BODY_LEN`] bytes.
+    /// Its body is over [`super::MAX_BODY_LEN`] bytes.
     TooLarge { body_bytes: usize },
 }
 
@@ -257,7 +257,8 @@ impl Log {
     }
 
     /// The record holding `offset` of `topic`, and the payload's index in
-    /// it, if the log still has it.
+    /// it, if the log still has it. Known from the moment of the append:
+    /// read it back only once its `seq` is below [`Log::durable`].
     pub fn locate(&self, topic: TopicId, offset: u64) -> Option<(Location, u64)> {
         self.index.locate(topic, offset)
     }

@@ -14,7 +14,7 @@
 //! # Layout
 //!
 //! - `fs`: every file operation behind the [`Fs`] trait, and [`StdFs`].
-//! - `sim`: [`SimFs`], the simulated disk for tests (behind the `testing`
+//! - `sim`: `SimFs`, the simulated disk for tests (behind the `testing`
 //!   feature, which `cargo test` turns on).
 //! - `record`: the record kinds and their bodies.
 //! - `frame`: segment header, record framing, CRC32C, file names.
