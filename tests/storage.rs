@@ -372,3 +372,50 @@ fn a_record_over_the_limit_is_refused_before_it_is_copied() {
     assert!(o.log.append(&huge).is_err());
     assert_eq!(o.log.next_seq(), 1);
 }
+
+#[test]
+fn the_writer_thread_reports_a_loss_through_notify_and_resumes() {
+    let fs = SimFs::new(12);
+    let (tx, woken) = mpsc::channel();
+    let config = Config {
+        segment_bytes: 4096,
+        ..Config::default()
+    };
+    let (mut log, _) = Log::open(
+        Arc::new(fs.clone()),
+        dir(),
+        config,
+        Box::new(move || {
+            let _ = tx.send(());
+        }),
+        |_, _| {},
+    )
+    .expect("open");
+    log.append(&message(1, 0, "kept")).expect("fits");
+    log.flush();
+    wait_durable(&mut log, &woken);
+
+    fs.fail_syncs(1);
+    let lost = log.append(&message(1, 1, "lost")).expect("fits");
+    log.flush();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e| matches!(e, Event::Lost(_))) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no loss reported: {seen:?}");
+        let _ = woken.recv_timeout(left);
+        seen.extend(log.poll());
+    }
+    assert_eq!(lost_seqs(&seen), vec![lost]);
+
+    let resumed = log.append(&message(1, 2, "resumed")).expect("fits");
+    log.flush();
+    wait_durable(&mut log, &woken);
+    assert_eq!(log.segments().last(), Some(&resumed));
+    log.close();
+    let again = open(&fs, inline(4096)).expect("reopen");
+    let seqs: Vec<u64> = again.replayed.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, vec![1, resumed]);
+    assert_eq!(again.report.records, 2);
+    assert!(again.report.bytes > 2 * courier::storage::FRAME_HEADER_LEN as u64);
+}

@@ -1,7 +1,7 @@
 //! Every file operation the log makes, behind two small traits, and their
 //! real implementation over `std::fs`.
 //!
-//! The traits exist so that the same log code runs against [`super::SimFs`]
+//! The traits exist so that the same log code runs against `SimFs`
 //! in tests, which can lose unsynced bytes at a simulated power cut and
 //! inject faults. They are object-safe (`Arc<dyn Fs>`) because the owner, the
 //! writer thread and read-back readers share one file system; a dynamic call

@@ -187,17 +187,6 @@ impl SimFs {
         self.lock().file(path).ok().map(|f| f.cache.clone())
     }
 
-    /// Replaces the content of `path` on disk and in cache, as damage done
-    /// behind the log's back (a flipped bit, a truncation by hand).
-    pub fn overwrite(&self, path: &Path, data: &[u8]) -> io::Result<()> {
-        let mut s = self.lock();
-        let f = s.file(path)?;
-        f.cache = data.to_vec();
-        f.disk = data.to_vec();
-        f.dirty_from = data.len();
-        Ok(())
-    }
-
     /// The names of the files in `dir` that a read of the directory sees.
     pub fn names(&self, dir: &Path) -> Vec<String> {
         let s = self.lock();
