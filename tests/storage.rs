@@ -95,7 +95,10 @@ fn the_writer_thread_on_a_real_disk_commits_rolls_and_wakes_the_owner() {
         |_, _| {},
     )
     .expect("open");
-    let mut written = Vec::new();
+    let mut written = every_kind();
+    for r in &written {
+        log.append(r).expect("fits");
+    }
     for round in 0..20u64 {
         for i in 0..10 {
             let r = message(1, round * 10 + i, &format!("payload {round}/{i}"));

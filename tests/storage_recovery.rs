@@ -380,3 +380,17 @@ fn every_kind_survives_a_power_cut_once_reported_durable() {
     let again = open(&fs, inline(1 << 20)).expect("reopen");
     assert_eq!(records_of(&again.replayed), every_kind());
 }
+
+#[test]
+fn a_long_garbage_tail_is_judged_torn_without_a_checksum_per_byte() {
+    let img = image(messages(5), 1 << 20);
+    let mut files = img.files.clone();
+    let mut rng = Rng::new(77);
+    let garbage: Vec<u8> = (0..1 << 20).map(|_| rng.next() as u8).collect();
+    files[0].1.extend_from_slice(&garbage);
+    let fs = place(&files);
+    let o = open(&fs, inline(1 << 20)).expect("torn tail");
+    assert_eq!(records_of(&o.replayed), img.records);
+    let torn = o.report.torn_tail.expect("reported");
+    assert_eq!(torn.bytes_dropped, garbage.len() as u64);
+}
