@@ -27,6 +27,8 @@
 //!   (the slab and the flush/close lists), `guards.rs` (handshake and
 //!   partial-frame timeouts, housekeeping), `shutdown.rs` (the handle and
 //!   the drain).
+//! - [`storage`]: the durable log — segments of checksummed records, a
+//!   writer thread with group commit, recovery. STORAGE.md is its prose twin.
 //! - [`timers`]: deadlines kept in order, for waiting pulls, session expiry
 //!   and connection timeouts.
 //! - [`client`]: a blocking client over `std::net`, used by the commands and
@@ -50,6 +52,7 @@ pub mod logging;
 pub mod memory;
 pub mod protocol;
 pub mod server;
+pub mod storage;
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod testing;

@@ -1,0 +1,343 @@
+//! [`Log`]: the owner's handle on the durable log — recovery at open,
+//! appends, the batch handed to the writer at the end of each loop round,
+//! the writer's reports, read-back and release of old segments.
+//!
+//! The owner plans the layout itself: it numbers records, decides when a
+//! segment is full and so knows each record's [`Location`] the moment it
+//! appends it, with no answer needed from the writer. The writer only
+//! executes the plan; when it fails, the owner's next append starts a new
+//! segment (see `writer`).
+
+use super::OpenError;
+use super::frame::{self, SEGMENT_HEADER_LEN};
+use super::fs::{DirLock, Fs, LockError};
+use super::index::{Index, Location};
+use super::read::Reader;
+use super::record::{Record, TopicId};
+use super::recovery::{self, RecoveryMode, RecoveryReport};
+use super::writer::{self, Batch, Command, Event, SyncMode, WriterCore};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::JoinHandle;
+
+/// 64 MiB, as Kafka and Redpanda roughly do: big enough that a segment per
+/// file costs nothing, small enough that release frees memory in steps.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Where the writer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriterKind {
+    /// Its own thread; the owner is told through the notify callback.
+    #[default]
+    Thread,
+    /// On the owner's thread, inside [`Log::flush`]: for tests and tools
+    /// that want every step deterministic.
+    Inline,
+}
+
+/// How the log behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    pub sync: SyncMode,
+    /// A segment is rolled before a record would take it past this size
+    /// (a single larger record still gets a segment of its own).
+    pub segment_bytes: u64,
+    pub recovery: RecoveryMode,
+    pub writer: WriterKind,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            sync: SyncMode::Always,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            recovery: RecoveryMode::Strict,
+            writer: WriterKind::Thread,
+        }
+    }
+}
+
+/// Why a record was not appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendError {
+    /// Its body is over [`super::MAX_BODY_LEN`] bytes.
+    TooLarge { body_bytes: usize },
+}
+
+enum Writer {
+    Thread {
+        commands: Sender<Command>,
+        events: Receiver<Event>,
+        handle: Option<JoinHandle<()>>,
+    },
+    Inline {
+        core: Box<WriterCore>,
+        events: VecDeque<Event>,
+    },
+}
+
+/// The owner's handle; see the module doc.
+pub struct Log {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    config: Config,
+    writer: Writer,
+    /// Encoded records not yet handed to the writer.
+    pending: Vec<u8>,
+    pending_first: u64,
+    pending_roll: bool,
+    next_seq: u64,
+    /// First sequence numbers of the segments, oldest first; the last is
+    /// the one being written.
+    segments: VecDeque<u64>,
+    segment_size: u64,
+    segment_records: u64,
+    roll_needed: bool,
+    durable: u64,
+    index: Index,
+    /// Released last (see `Drop`), after the writer has stopped.
+    lock: Option<Box<dyn DirLock>>,
+}
+
+impl Log {
+    /// Locks `dir`, recovers it — calling `replay` with each valid record
+    /// and its sequence number, in order — and starts the writer. Every
+    /// open writes into a fresh segment, so nothing is ever appended after
+    /// bytes recovery had to judge.
+    pub fn open(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        config: Config,
+        notify: Box<dyn Fn() + Send>,
+        mut replay: impl FnMut(u64, Record),
+    ) -> Result<(Log, RecoveryReport), OpenError> {
+        fs.create_dir_all(dir)
+            .map_err(|e| super::io_error("create", dir, e))?;
+        let lock = fs.lock_dir(dir).map_err(|e| match e {
+            LockError::Held => OpenError::Locked {
+                dir: dir.to_path_buf(),
+            },
+            LockError::Io(e) => super::io_error("lock", dir, e),
+        })?;
+        let mut index = Index::default();
+        let recovered = recovery::recover(&*fs, dir, config.recovery, &mut |at, record| {
+            index_record(&mut index, at, &record);
+            replay(at.seq, record);
+        })?;
+        let next_seq = recovered.next_seq;
+        let core = WriterCore::new(fs.clone(), dir, config.sync, next_seq, recovered.valid_end);
+        let writer = match config.writer {
+            WriterKind::Inline => Writer::Inline {
+                core: Box::new(core),
+                events: VecDeque::new(),
+            },
+            WriterKind::Thread => {
+                let (commands, command_rx) = mpsc::channel();
+                let (event_tx, events) = mpsc::channel();
+                let handle = writer::spawn(core, command_rx, event_tx, notify)
+                    .map_err(|e| super::io_error("spawn writer", dir, e))?;
+                Writer::Thread {
+                    commands,
+                    events,
+                    handle: Some(handle),
+                }
+            }
+        };
+        let log = Log {
+            fs,
+            dir: dir.to_path_buf(),
+            config,
+            writer,
+            pending: Vec::new(),
+            pending_first: next_seq,
+            pending_roll: false,
+            next_seq,
+            segments: recovered.segments.into_iter().collect(),
+            segment_size: 0,
+            segment_records: 0,
+            roll_needed: true,
+            durable: next_seq,
+            index,
+            lock: Some(lock),
+        };
+        Ok((log, recovered.report))
+    }
+
+    /// Encodes `record` into the pending batch and returns its sequence
+    /// number. Nothing reaches the writer before [`Log::flush`].
+    pub fn append(&mut self, record: &Record) -> Result<u64, AppendError> {
+        let len = frame::frame_len(record).ok_or(AppendError::TooLarge {
+            body_bytes: record.body_len(),
+        })? as u64;
+        let full = self.segment_records > 0 && self.segment_size + len > self.config.segment_bytes;
+        if self.roll_needed || full {
+            self.flush();
+            self.segments.push_back(self.next_seq);
+            self.segment_size = SEGMENT_HEADER_LEN as u64;
+            self.segment_records = 0;
+            self.pending_roll = true;
+            self.roll_needed = false;
+        }
+        if self.pending.is_empty() {
+            self.pending_first = self.next_seq;
+        }
+        let seq = self.next_seq;
+        let at = Location {
+            segment: self.segments.back().copied().unwrap_or(seq),
+            offset: self.segment_size,
+            seq,
+        };
+        frame::encode_frame(seq, record, &mut self.pending);
+        index_record(&mut self.index, at, record);
+        self.next_seq += 1;
+        self.segment_size += len;
+        self.segment_records += 1;
+        Ok(seq)
+    }
+
+    /// Hands everything appended since the last flush to the writer as one
+    /// batch. Call it once per loop round, after the round's appends.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = Batch {
+            roll: std::mem::take(&mut self.pending_roll),
+            first_seq: self.pending_first,
+            end_seq: self.next_seq,
+            bytes: std::mem::take(&mut self.pending),
+        };
+        self.send(Command::Batch(batch));
+    }
+
+    fn send(&mut self, command: Command) {
+        match &mut self.writer {
+            Writer::Thread { commands, .. } => {
+                // A writer thread that is gone has panicked; its records
+                // are never reported durable, which is the safe outcome.
+                let _ = commands.send(command);
+            }
+            Writer::Inline { core, events } => events.extend(core.handle(vec![command])),
+        }
+    }
+
+    /// The writer's reports since the last call, in order. Call it when the
+    /// notify callback fires. The log itself reacts to them: a loss drops
+    /// the lost records from the index and makes the next append start a
+    /// new segment.
+    pub fn poll(&mut self) -> Vec<Event> {
+        let events: Vec<Event> = match &mut self.writer {
+            Writer::Thread { events, .. } => events.try_iter().collect(),
+            Writer::Inline { events, .. } => events.drain(..).collect(),
+        };
+        for event in &events {
+            match event {
+                Event::Durable { through } => self.durable = self.durable.max(*through),
+                Event::Lost(loss) => {
+                    self.index.remove_seqs(loss.seqs.clone());
+                    self.roll_needed = true;
+                }
+                Event::RemoveFailed { .. } => {}
+            }
+        }
+        events
+    }
+
+    /// Every record below this is durable (per the sync mode), except those
+    /// reported lost. Updated by [`Log::poll`].
+    pub fn durable(&self) -> u64 {
+        self.durable
+    }
+
+    /// The sequence number the next append will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The record holding `offset` of `topic`, and the payload's index in
+    /// it, if the log still has it. Known from the moment of the append:
+    /// read it back only once its `seq` is below [`Log::durable`].
+    pub fn locate(&self, topic: TopicId, offset: u64) -> Option<(Location, u64)> {
+        self.index.locate(topic, offset)
+    }
+
+    /// How many `Messages` records the read-back index holds.
+    pub fn indexed_records(&self) -> usize {
+        self.index.records()
+    }
+
+    /// A reader for [`Location`]s, usable from any thread.
+    pub fn reader(&self) -> Reader {
+        Reader::new(self.fs.clone(), self.dir.clone())
+    }
+
+    /// The owner no longer needs any record below `seq`: segments holding
+    /// only such records are removed. Bounded by [`Log::durable`], so a
+    /// checkpoint is never relied on before it is durable; the segment being
+    /// written is never removed. Returns the segments released.
+    pub fn release_below(&mut self, seq: u64) -> Vec<u64> {
+        let seq = seq.min(self.durable);
+        let mut released = Vec::new();
+        while let (Some(&first), Some(&next)) = (self.segments.front(), self.segments.get(1)) {
+            if next > seq {
+                break;
+            }
+            released.push(first);
+            self.segments.pop_front();
+            self.index.remove_seqs(first..next);
+        }
+        if !released.is_empty() {
+            self.send(Command::Remove(released.clone()));
+        }
+        released
+    }
+
+    /// The first sequence numbers of the segments the log holds.
+    pub fn segments(&self) -> Vec<u64> {
+        self.segments.iter().copied().collect()
+    }
+
+    /// Flushes, syncs (in every mode), stops the writer and returns its last
+    /// reports. Dropping the log does the same, discarding them.
+    pub fn close(mut self) -> Vec<Event> {
+        let events = self.shutdown();
+        self.lock = None;
+        events
+    }
+
+    fn shutdown(&mut self) -> Vec<Event> {
+        self.flush();
+        self.send(Command::Close);
+        if let Writer::Thread { handle, .. } = &mut self.writer
+            && let Some(h) = handle.take()
+        {
+            let _ = h.join();
+        }
+        self.poll()
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        if self.lock.is_some() {
+            self.shutdown();
+            self.lock = None;
+        }
+    }
+}
+
+/// What the index learns from one record, at append and at replay alike.
+fn index_record(index: &mut Index, at: Location, record: &Record) {
+    match record {
+        Record::Messages {
+            topic,
+            first_offset,
+            payloads,
+            ..
+        } => index.insert(*topic, *first_offset, payloads.len() as u64, at),
+        Record::TopicDeleted { topic } => index.remove_topic(*topic),
+        _ => {}
+    }
+}
