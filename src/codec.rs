@@ -352,13 +352,15 @@ pub fn encode_reply(out: &mut Vec<u8>, id: u64, reply: &Reply) {
         Reply::SubscriberRegistered {
             subscriber_id,
             topics,
+            more,
         } => {
-            msgpack::write_array_len(out, 2);
+            msgpack::write_array_len(out, 3);
             msgpack::write_u64(out, *subscriber_id);
             msgpack::write_array_len(out, len_u32(topics.len()));
             for topic in topics {
                 msgpack::write_str(out, topic);
             }
+            msgpack::write_bool(out, *more);
         }
         Reply::Subscribed { next_offset } => msgpack::write_u64(out, *next_offset),
         Reply::Messages(groups) => {
@@ -507,16 +509,18 @@ pub fn decode_reply(op: Op, frame: &Bytes) -> Result<DecodedReply, ReplyDecodeEr
             }
         }
         Op::RegisterSubscriber => {
-            expect_array(&mut r, 2, "subscriber")?;
+            expect_array(&mut r, 3, "subscriber")?;
             let subscriber_id = r.read_u64().map_err(|e| bad_reply("subscriber id", e))?;
             let count = r.read_array_len().map_err(|e| bad_reply("topics", e))?;
             let mut topics = Vec::new();
             for _ in 0..count {
                 topics.push(r.read_str().map_err(|e| bad_reply("topic", e))?.to_owned());
             }
+            let more = r.read_bool().map_err(|e| bad_reply("more", e))?;
             Reply::SubscriberRegistered {
                 subscriber_id,
                 topics,
+                more,
             }
         }
         Op::Subscribe => Reply::Subscribed {

@@ -531,7 +531,8 @@ fn a_resumed_subscriber_gets_again_what_it_did_not_acknowledge() {
         second.ok(Request::RegisterSubscriber { resume: Some(id) }),
         Reply::SubscriberRegistered {
             subscriber_id: id,
-            topics: vec!["r".into()]
+            topics: vec!["r".into()],
+            more: false,
         }
     );
     // 0..4 were acknowledged by the pull with ack; 4, 5, 6 were not.
