@@ -532,6 +532,34 @@ mod tests {
     }
 
     #[test]
+    fn memory_must_hold_sixteen_frames() {
+        let args =
+            |v: &[&str]| pico_args::Arguments::from_vec(v.iter().map(|s| s.into()).collect());
+        let mut small = args(&["--max-memory", "16M", "--max-frame-bytes", "2M"]);
+        match parse(&mut small) {
+            Err(UsageError(message)) => {
+                assert!(message.starts_with("--max-memory 16M: "), "{message}")
+            }
+            Ok(_) => panic!("accepted a budget of 8 frames"),
+        }
+        let mut fine = args(&[
+            "--max-memory",
+            "32M",
+            "--max-frame-bytes",
+            "2M",
+            "--max-sessions",
+            "7",
+        ]);
+        let Ok((config, _)) = parse(&mut fine) else {
+            panic!("refused")
+        };
+        assert_eq!(config.limits.max_memory, 32 << 20);
+        assert_eq!(config.limits.max_sessions, 7);
+        let mut tiny = args(&["--max-memory", "1M"]);
+        assert!(parse(&mut tiny).is_err());
+    }
+
+    #[test]
     fn a_backlog_smaller_than_a_frame_is_refused_by_name() {
         let mut args =
             pico_args::Arguments::from_vec(vec!["--max-backlog-bytes".into(), "1K".into()]);

@@ -23,6 +23,8 @@
 //!   [`Limits`], request dispatch and timers.
 //! - `keys`: the keys of the tables, shared by everything below.
 //! - `failure`: why a request is refused — a code to match and a message.
+//! - `cost`: what each piece of state costs in the memory budget, so that
+//!   adding and dropping it charge the same and tests can recount it.
 //! - `clients`: connections, the handshake, roles taken.
 //! - `publishing`: the topic table, topic creation and deletion, publishes.
 //! - `subscribing`: sessions and their lifecycle, subscriptions, acks.
