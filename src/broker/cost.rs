@@ -37,7 +37,8 @@
 //! the budget and RSS that README "Limits and failure behaviour" states.
 
 use super::session::{Session, Subscription};
-use super::topic::{Stored, Topic};
+use super::topic::{Footprint, Stored, Topic};
+use crate::budget::{Budget, Class};
 use std::mem::size_of;
 
 /// glibc's smallest chunk.
@@ -107,6 +108,21 @@ pub const SUBSCRIPTION: usize = size_of::<Subscription>() * VEC_SLACK
     + hash_entry(size_of::<(usize, usize)>())
     + hash_entry(2 * size_of::<usize>())
     + BTREE_ENTRY;
+
+/// Moves the budget from what a topic's messages held (`before`) to what
+/// they hold now (`after`).
+pub(super) fn settle(budget: &mut Budget, before: Footprint, after: Footprint) {
+    for (class, was, is) in [
+        (Class::Payloads, before.payloads, after.payloads),
+        (Class::Messages, before.slots, after.slots),
+    ] {
+        if is > was {
+            budget.add(class, is - was);
+        } else {
+            budget.sub(class, was - is);
+        }
+    }
+}
 
 /// Every broker class recounted from the tables, for tests to compare with
 /// what the budget was told along the way.

@@ -9,7 +9,7 @@
 //!
 //! Everything a topic holds is counted in the memory budget (`super::cost`
 //! says how much each piece is): a topic when it is created, its messages as
-//! they are stored and released ([`settle`]). A publish that would be stored
+//! they are stored and released (`cost::settle`). A publish that would be stored
 //! is admitted or refused at one point, [`Broker::admit_publish`], so that
 //! flow control can later turn its retryable refusals into a hold.
 
@@ -18,7 +18,7 @@ use super::failure::{Failure, fail};
 use super::keys::TopicKey;
 use super::topic::{Footprint, Topic};
 use super::{Broker, Outbox};
-use crate::budget::{Budget, Class};
+use crate::budget::Class;
 use crate::protocol::{ErrorCode, Payloads, Reply, validate_topic_name};
 use bytes::Bytes;
 
@@ -69,7 +69,7 @@ impl Broker {
         self.counters.backlog_messages -= topic.backlog_messages() as u64;
         self.counters.backlog_bytes -= topic.backlog_bytes() as u64;
         self.budget.sub(Class::Topics, cost::topic(name.len()));
-        settle(&mut self.budget, topic.footprint(), Footprint::default());
+        cost::settle(&mut self.budget, topic.footprint(), Footprint::default());
         for session_key in topic.subscribers {
             let Some(session) = self.sessions.get_mut(session_key) else {
                 continue;
@@ -121,7 +121,7 @@ impl Broker {
             let first = topic.next_offset();
             topic.make_room(count);
             input.append_to(topic);
-            settle(&mut self.budget, before, topic.footprint());
+            cost::settle(&mut self.budget, before, topic.footprint());
             self.counters.backlog_messages += count as u64;
             self.counters.backlog_bytes += bytes as u64;
             if count > 0 {
@@ -281,21 +281,6 @@ impl PublishInput<'_> {
                     topic.push(block.slice(start..start + payload.len()), charge);
                 }
             }
-        }
-    }
-}
-
-/// Moves the budget from what a topic's messages held (`before`) to what
-/// they hold now (`after`).
-pub(super) fn settle(budget: &mut Budget, before: Footprint, after: Footprint) {
-    for (class, was, is) in [
-        (Class::Payloads, before.payloads, after.payloads),
-        (Class::Messages, before.slots, after.slots),
-    ] {
-        if is > was {
-            budget.add(class, is - was);
-        } else {
-            budget.sub(class, was - is);
         }
     }
 }

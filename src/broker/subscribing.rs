@@ -313,7 +313,7 @@ impl Broker {
             let (messages, bytes) = (topic.backlog_messages(), topic.backlog_bytes());
             let before = topic.footprint();
             topic.release_below(floor);
-            super::publishing::settle(&mut self.budget, before, topic.footprint());
+            cost::settle(&mut self.budget, before, topic.footprint());
             self.counters.backlog_messages -= (messages - topic.backlog_messages()) as u64;
             self.counters.backlog_bytes -= (bytes - topic.backlog_bytes()) as u64;
         }

@@ -251,6 +251,27 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_grows_as_predicted_and_charges_follow_release() {
+        let mut topic = Topic::new("t");
+        for round in 0..20 {
+            let count = 1 + round * 37;
+            let predicted = topic.growth_for(count);
+            let before = topic.footprint().slots;
+            topic.make_room(count);
+            assert_eq!(topic.footprint().slots - before, predicted, "round {round}");
+            for i in 0..count {
+                topic.push(Bytes::from_static(b"p"), usize::from(i + 1 == count) * 48);
+            }
+        }
+        assert_eq!(topic.footprint().payloads, 20 * 48);
+        topic.release_below(topic.next_offset() - 1);
+        assert_eq!(topic.footprint().payloads, 48);
+        topic.release_below(topic.next_offset());
+        assert_eq!(topic.footprint().payloads, 0);
+        assert!(topic.footprint().slots <= 64 * MESSAGE_SLOT);
+    }
+
+    #[test]
     fn room_is_checked_against_both_bounds() {
         let mut topic = Topic::new("t");
         topic.push(Bytes::from_static(b"12345"), 0);
