@@ -81,8 +81,12 @@ pub struct PublishedBatch {
 pub struct Session {
     /// Pass it to [`Client::resume_subscriber`] to continue later.
     pub id: u64,
-    /// The topics the session is subscribed to (empty when new).
+    /// The topics the session is subscribed to (empty when new), as many
+    /// as fit in one reply frame.
     pub topics: Vec<String>,
+    /// `true` when the session has more subscriptions than `topics` lists
+    /// (PROTOCOL.md 4.7).
+    pub more: bool,
 }
 
 /// The arguments of a pull. See PROTOCOL.md 4.10.
@@ -307,9 +311,11 @@ impl Client {
             Reply::SubscriberRegistered {
                 subscriber_id,
                 topics,
+                more,
             } => Ok(Session {
                 id: subscriber_id,
                 topics,
+                more,
             }),
             other => Err(self.conn.unexpected(Op::RegisterSubscriber, &other)),
         }

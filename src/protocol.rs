@@ -157,6 +157,14 @@ error_codes! {
         "The server is shutting down.";
     TooManySubscribers = 22, "TOO_MANY_SUBSCRIBERS", false, true,
         "The topic holds its maximum number of subscribers.";
+    BrokerFull = 23, "BROKER_FULL", false, true,
+        "The broker's memory budget (--max-memory) has no room for the state this request would add.";
+    BatchTooLarge = 24, "BATCH_TOO_LARGE", false, false,
+        "A PUBLISH_BATCH holds more messages or bytes than a topic may ever retain.";
+    TooManySessions = 25, "TOO_MANY_SESSIONS", false, true,
+        "The broker holds its maximum number of subscriber sessions (--max-sessions).";
+    TooManySubscriptions = 26, "TOO_MANY_SUBSCRIPTIONS", false, true,
+        "The session holds its maximum number of subscriptions (--max-subscriptions-per-session).";
 }
 
 impl fmt::Display for ErrorCode {
@@ -313,6 +321,13 @@ pub struct Stats {
     pub backlog_bytes: u64,
     /// Error replies sent, by code name (only codes that occurred).
     pub errors: BTreeMap<String, u64>,
+    /// Bytes counted against the memory budget, by class name (every class,
+    /// zeros included; see [`crate::budget::Class`]).
+    pub memory: BTreeMap<String, u64>,
+    /// All classes together.
+    pub memory_total: u64,
+    /// `--max-memory`.
+    pub memory_limit: u64,
 }
 
 /// Messages of one topic in a pull reply, at consecutive offsets.
@@ -343,7 +358,11 @@ pub enum Reply {
     },
     SubscriberRegistered {
         subscriber_id: u64,
+        /// The session's topics, as many as fit in one frame.
         topics: Vec<String>,
+        /// `true` when `topics` was cut to fit the frame: the session holds
+        /// more subscriptions than it lists.
+        more: bool,
     },
     Subscribed {
         next_offset: u64,

@@ -151,6 +151,7 @@ pub fn every_reply() -> Vec<(Op, Reply)> {
             Reply::SubscriberRegistered {
                 subscriber_id: 99,
                 topics: vec!["a".into(), "b".into()],
+                more: true,
             },
         ),
         (Op::Subscribe, Reply::Subscribed { next_offset: 4 }),

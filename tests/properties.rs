@@ -335,8 +335,10 @@ fn stats() -> impl Strategy<Value = Stats> {
     (
         prop::array::uniform14(int()),
         btree_map("(?s).{0,30}", int(), 0..25),
+        btree_map("(?s).{0,30}", int(), 0..10),
+        (int(), int()),
     )
-        .prop_map(|(n, errors)| Stats {
+        .prop_map(|(n, errors, memory, (memory_total, memory_limit))| Stats {
             uptime_ms: n[0],
             connections: n[1],
             connections_total: n[2],
@@ -352,6 +354,9 @@ fn stats() -> impl Strategy<Value = Stats> {
             backlog_messages: n[12],
             backlog_bytes: n[13],
             errors,
+            memory,
+            memory_total,
+            memory_limit,
         })
 }
 
@@ -402,12 +407,13 @@ fn reply() -> BoxedStrategy<(Op, Reply)> {
                 }
             ))
             .boxed(),
-        (int(), vec(text(), 0..20))
-            .prop_map(|(subscriber_id, topics)| (
+        (int(), vec(text(), 0..20), any::<bool>())
+            .prop_map(|(subscriber_id, topics, more)| (
                 Op::RegisterSubscriber,
                 Reply::SubscriberRegistered {
                     subscriber_id,
-                    topics
+                    topics,
+                    more
                 }
             ))
             .boxed(),

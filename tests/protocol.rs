@@ -531,7 +531,8 @@ fn a_resumed_subscriber_gets_again_what_it_did_not_acknowledge() {
         second.ok(Request::RegisterSubscriber { resume: Some(id) }),
         Reply::SubscriberRegistered {
             subscriber_id: id,
-            topics: vec!["r".into()]
+            topics: vec!["r".into()],
+            more: false,
         }
     );
     // 0..4 were acknowledged by the pull with ack; 4, 5, 6 were not.
@@ -828,4 +829,117 @@ fn after_topic_deleted_an_all_topics_pull_just_pulls_again() {
         messages(subscriber.call(pull(None, 10, 5000, false))),
         vec![("stays".into(), 0, b"x".to_vec())]
     );
+}
+
+#[test]
+fn at_the_memory_budget_publishes_get_broker_full_and_pulls_still_drain() {
+    let broker = start_broker_with(limits(|l| l.max_memory = 4 << 20));
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "m" });
+    let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["m"]);
+    let payload = [3u8; 1000];
+    let batch: Vec<&[u8]> = vec![&payload; 100];
+    let mut scratch = Vec::new();
+    let payloads = courier::codec::encode_payloads(&mut scratch, &batch);
+    let mut stored = 0;
+    let refused = loop {
+        assert!(stored < 1000, "never refused");
+        match publisher.call(Request::PublishBatch {
+            topic: "m",
+            payloads,
+        }) {
+            Ok(_) => stored += 1,
+            Err(e) => break e.code,
+        }
+    };
+    assert_eq!(refused, ErrorCode::BrokerFull);
+    assert!(refused.is_retryable() && !refused.closes_connection());
+    let stats = publisher.stats();
+    assert_eq!(stats.backlog_messages, stored * 100, "all or nothing");
+    assert!(stats.memory_total <= stats.memory_limit);
+    assert_eq!(stats.memory_limit, 4 << 20);
+    assert!(stats.memory["payloads"] >= stored * 100 * 1000);
+    assert_eq!(stats.errors.get("BROKER_FULL"), Some(&1));
+    // Pulls and acks work at the budget, and free room for publishes.
+    let mut drained = 0;
+    while drained < stored * 100 {
+        let got = messages(subscriber.call(pull(Some("m"), 65_536, 0, true)));
+        assert!(!got.is_empty(), "the backlog drains");
+        drained += got.len() as u64;
+    }
+    subscriber.ok(Request::Ack {
+        topic: "m",
+        offset: drained,
+    });
+    assert_eq!(publisher.stats().memory["payloads"], 0);
+    assert!(matches!(
+        publisher.call(Request::PublishBatch {
+            topic: "m",
+            payloads
+        }),
+        Ok(Reply::PublishedBatch { count: 100, .. })
+    ));
+}
+
+#[test]
+fn sessions_and_subscriptions_have_their_limits() {
+    let broker = start_broker_with(limits(|l| {
+        l.max_sessions = 3;
+        l.max_subscriptions_per_session = 2;
+    }));
+    let mut publisher = Raw::publisher(broker.addr());
+    for topic in ["a", "b", "c"] {
+        publisher.ok(Request::CreateTopic { topic });
+    }
+    let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["a", "b"]);
+    assert_eq!(
+        subscriber.error(Request::Subscribe { topic: "c" }),
+        ErrorCode::TooManySubscriptions
+    );
+    // Each registration leaves the one before detached, still counted.
+    subscriber.ok(Request::RegisterSubscriber { resume: None });
+    subscriber.ok(Request::RegisterSubscriber { resume: None });
+    assert_eq!(
+        subscriber.error(Request::RegisterSubscriber { resume: None }),
+        ErrorCode::TooManySessions
+    );
+    assert_eq!(publisher.stats().subscribers, 3);
+}
+
+#[test]
+fn a_batch_over_the_topic_bounds_is_batch_too_large() {
+    let broker = start_broker_with(limits(|l| l.max_backlog_messages = 5));
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "b" });
+    let (_subscriber, _) = Raw::subscriber(broker.addr(), &["b"]);
+    let batch: Vec<&[u8]> = vec![b"x"; 6];
+    let mut scratch = Vec::new();
+    let code = publisher.error(Request::PublishBatch {
+        topic: "b",
+        payloads: courier::codec::encode_payloads(&mut scratch, &batch),
+    });
+    assert_eq!(code, ErrorCode::BatchTooLarge);
+    assert!(!code.is_retryable());
+}
+
+#[test]
+fn session_ids_are_not_related_to_each_other() {
+    let broker = start_broker();
+    let mut raw = Raw::hello(broker.addr());
+    let ids: Vec<u64> = (0..50)
+        .map(
+            |_| match raw.ok(Request::RegisterSubscriber { resume: None }) {
+                Reply::SubscriberRegistered { subscriber_id, .. } => subscriber_id,
+                other => panic!("{other:?}"),
+            },
+        )
+        .collect();
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len());
+    assert!(!ids.contains(&0));
+    // Differences between consecutive ids repeat for a counter mixed by any
+    // fixed function of a step; random ids share no step.
+    let steps: std::collections::HashSet<u64> =
+        ids.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+    assert_eq!(steps.len(), ids.len() - 1);
 }

@@ -74,6 +74,24 @@ const MAX_SUBSCRIBERS_PER_TOPIC: Numeric = Numeric {
     min: 1,
     max: 1_000_000,
 };
+const MAX_MEMORY: Numeric = Numeric {
+    flag: "--max-memory",
+    kind: Kind::Size,
+    min: 16 << 20,
+    max: MAX_SIZE,
+};
+const MAX_SESSIONS: Numeric = Numeric {
+    flag: "--max-sessions",
+    kind: Kind::Count,
+    min: 1,
+    max: 100_000_000,
+};
+const MAX_SUBSCRIPTIONS_PER_SESSION: Numeric = Numeric {
+    flag: "--max-subscriptions-per-session",
+    kind: Kind::Count,
+    min: 1,
+    max: 100_000_000,
+};
 const MAX_OUTPUT_BYTES: Numeric = Numeric {
     flag: "--max-output-bytes",
     kind: Kind::Size,
@@ -108,6 +126,10 @@ const SHUTDOWN_GRACE: Numeric = Numeric {
 /// The flags whose lower bound is `--max-frame-bytes` rather than `min`: a
 /// backlog or an output buffer must hold at least one frame.
 const AT_LEAST_A_FRAME: [&str; 2] = ["--max-backlog-bytes", "--max-output-bytes"];
+
+/// `--max-memory` must hold this many frames besides its fixed minimum:
+/// the reply reserve (1/16) must take at least one whole reply.
+const MEMORY_FRAMES: u64 = 16;
 
 impl Numeric {
     fn show(&self, value: u64) -> String {
@@ -168,6 +190,15 @@ Options (each numeric flag lists the values it accepts):
                                    [default: {}; {}]
   --max-subscribers-per-topic N    subscribers one topic takes at most
                                    [default: {}; {}]
+  --max-memory SIZE                everything held for clients together (messages,
+                                   topics, sessions, buffers); past it, requests that
+                                   add state get BROKER_FULL (retryable)
+                                   [default: {}; {}, and at least 16 × --max-frame-bytes]
+  --max-sessions N                 subscriber sessions, attached or not, at most
+                                   (TOO_MANY_SESSIONS) [default: {}; {}]
+  --max-subscriptions-per-session N
+                                   subscriptions one session holds at most
+                                   (TOO_MANY_SUBSCRIPTIONS) [default: {}; {}]
   --max-output-bytes SIZE          a client with more unread replies than this is
                                    disconnected
                                    [default: {}; {}]
@@ -201,6 +232,12 @@ whole frame): when raising --max-frame-bytes, raise them too.",
         MAX_TOPICS.range(),
         l.max_subscribers_per_topic,
         MAX_SUBSCRIBERS_PER_TOPIC.range(),
+        size(l.max_memory),
+        MAX_MEMORY.range(),
+        l.max_sessions,
+        MAX_SESSIONS.range(),
+        l.max_subscriptions_per_session,
+        MAX_SUBSCRIPTIONS_PER_SESSION.range(),
         size(d.max_output_bytes),
         MAX_OUTPUT_BYTES.range(),
         l.session_timeout.as_secs_f64(),
@@ -276,6 +313,13 @@ fn parse(args: &mut pico_args::Arguments) -> Result<(Config, String), UsageError
         &MAX_SUBSCRIBERS_PER_TOPIC,
         &mut l.max_subscribers_per_topic,
     )?;
+    set_count(args, &MAX_MEMORY, &mut l.max_memory)?;
+    set_count(args, &MAX_SESSIONS, &mut l.max_sessions)?;
+    set_count(
+        args,
+        &MAX_SUBSCRIPTIONS_PER_SESSION,
+        &mut l.max_subscriptions_per_session,
+    )?;
     set_secs(args, &SESSION_TIMEOUT, &mut l.session_timeout)?;
     set_count(args, &MAX_CONNECTIONS, &mut config.max_connections)?;
     set_count(args, &MAX_OUTPUT_BYTES, &mut config.max_output_bytes)?;
@@ -305,6 +349,14 @@ fn parse(args: &mut pico_args::Arguments) -> Result<(Config, String), UsageError
                 show_size(numeric.max),
             )));
         }
+    }
+    let memory_floor = (frame as u64).saturating_mul(MEMORY_FRAMES);
+    if (config.limits.max_memory as u64) < memory_floor {
+        return Err(UsageError(format!(
+            "--max-memory {}: must be at least {MEMORY_FRAMES} × --max-frame-bytes, which is {}",
+            show_size(config.limits.max_memory as u64),
+            show_size(memory_floor),
+        )));
     }
     Ok((config, addr_text))
 }
@@ -477,6 +529,34 @@ mod tests {
         assert_eq!(show_size(1536), "1536");
         assert_eq!(MAX_OUTPUT_BYTES.range(), "--max-frame-bytes to 1024G");
         assert_eq!(HANDSHAKE_TIMEOUT.range(), "0.001 to 3600");
+    }
+
+    #[test]
+    fn memory_must_hold_sixteen_frames() {
+        let args =
+            |v: &[&str]| pico_args::Arguments::from_vec(v.iter().map(|s| s.into()).collect());
+        let mut small = args(&["--max-memory", "16M", "--max-frame-bytes", "2M"]);
+        match parse(&mut small) {
+            Err(UsageError(message)) => {
+                assert!(message.starts_with("--max-memory 16M: "), "{message}")
+            }
+            Ok(_) => panic!("accepted a budget of 8 frames"),
+        }
+        let mut fine = args(&[
+            "--max-memory",
+            "32M",
+            "--max-frame-bytes",
+            "2M",
+            "--max-sessions",
+            "7",
+        ]);
+        let Ok((config, _)) = parse(&mut fine) else {
+            panic!("refused")
+        };
+        assert_eq!(config.limits.max_memory, 32 << 20);
+        assert_eq!(config.limits.max_sessions, 7);
+        let mut tiny = args(&["--max-memory", "1M"]);
+        assert!(parse(&mut tiny).is_err());
     }
 
     #[test]

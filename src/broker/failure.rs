@@ -8,6 +8,7 @@
 //! requests share have one constructor each, so they read the same wherever
 //! they come from.
 
+use crate::budget::Budget;
 use crate::protocol::{ErrorCode, MAX_TOPIC_NAME_BYTES};
 use std::borrow::Cow;
 
@@ -36,6 +37,19 @@ impl Failure {
         Failure::new(
             ErrorCode::NotRegistered,
             "register a subscriber on this connection first (REGISTER_SUBSCRIBER)",
+        )
+    }
+
+    /// The memory budget has no room for what the request would add.
+    pub fn broker_full(budget: &Budget) -> Self {
+        Failure::new(
+            ErrorCode::BrokerFull,
+            format!(
+                "the broker holds {} of its {} bytes of memory (--max-memory, {} kept for replies); retry after subscribers catch up",
+                budget.total(),
+                budget.limit(),
+                budget.reserve()
+            ),
         )
     }
 

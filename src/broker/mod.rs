@@ -23,6 +23,8 @@
 //!   [`Limits`], request dispatch and timers.
 //! - `keys`: the keys of the tables, shared by everything below.
 //! - `failure`: why a request is refused — a code to match and a message.
+//! - `cost`: what each piece of state costs in the memory budget, so that
+//!   adding and dropping it charge the same and tests can recount it.
 //! - `clients`: connections, the handshake, roles taken.
 //! - `publishing`: the topic table, topic creation and deletion, publishes.
 //! - `subscribing`: sessions and their lifecycle, subscriptions, acks.
@@ -32,6 +34,7 @@
 //! - `session`: one session's subscriptions and its waiting pull.
 
 mod clients;
+mod cost;
 mod failure;
 pub mod keys;
 mod publishing;
@@ -78,6 +81,10 @@ pub struct Limits {
     pub session_timeout: Duration,
     /// Everything held on clients' behalf, together (see [`crate::budget`]).
     pub max_memory: usize,
+    /// Subscriber sessions, attached or detached, together.
+    pub max_sessions: usize,
+    /// Subscriptions one session may hold.
+    pub max_subscriptions_per_session: usize,
 }
 
 impl Default for Limits {
@@ -90,6 +97,9 @@ impl Default for Limits {
             max_subscribers_per_topic: 10_000,
             session_timeout: Duration::from_secs(60),
             max_memory: 1 << 30,
+            max_sessions: 100_000,
+            // As many as there may be topics: one session may follow all.
+            max_subscriptions_per_session: 100_000,
         }
     }
 }
@@ -139,7 +149,7 @@ impl Broker {
             topic_names: HashMap::new(),
             sessions: Slab::new(),
             session_ids: HashMap::new(),
-            ids: IdGenerator::from_entropy(),
+            ids: IdGenerator::from_os(),
             next_publisher_id: 1,
             timers: Timers::new(),
             ready: Vec::new(),

@@ -122,44 +122,41 @@ impl Session {
     }
 }
 
-/// Session ids: unique, 64-bit, and not sequential, so that one client cannot
-/// stumble onto another's session by counting. (They are not secrets; that is
-/// authentication's job.) A counter is mixed with splitmix64's finaliser,
-/// which is a bijection, so distinct counters give distinct ids.
+/// Session ids: 64 bits drawn from the operating system's random source
+/// (`getrandom`: `getrandom(2)` on Linux), so that knowing one's own ids says
+/// nothing about anyone else's. The broker rejects an id already in use; 0 is
+/// never given (clients may use it as "none").
+///
+/// The source is a plain function so that tests can make it fail; when it
+/// does, [`IdGenerator::next_id`] says so (`None`) instead of falling back to
+/// something predictable.
 #[derive(Debug)]
 pub struct IdGenerator {
-    seed: u64,
-    counter: u64,
+    source: fn() -> Option<u64>,
 }
 
 impl IdGenerator {
-    pub fn new(seed: u64) -> Self {
-        IdGenerator { seed, counter: 0 }
+    pub fn new(source: fn() -> Option<u64>) -> Self {
+        IdGenerator { source }
     }
 
-    /// Seeded from the clock and the process id.
-    pub fn from_entropy() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        Self::new(nanos ^ (u64::from(std::process::id()) << 32))
+    /// Ids from the operating system.
+    pub fn from_os() -> Self {
+        Self::new(os_random)
     }
 
-    pub fn next_id(&mut self) -> u64 {
-        loop {
-            self.counter = self.counter.wrapping_add(1);
-            let mut z = self
-                .seed
-                .wrapping_add(self.counter.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            if z != 0 {
-                return z;
-            }
-        }
+    /// A non-zero random id, or `None` if the source failed.
+    pub fn next_id(&mut self) -> Option<u64> {
+        // Zero comes once in 2^64 draws; a second draw is enough.
+        (0..2).find_map(|_| (self.source)().filter(|&id| id != 0))
     }
+}
+
+/// Eight bytes from the operating system's random source.
+fn os_random() -> Option<u64> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(u64::from_le_bytes(bytes))
 }
 
 #[cfg(test)]
@@ -169,10 +166,18 @@ mod tests {
 
     #[test]
     fn ids_are_distinct_and_not_sequential() {
-        let mut ids = IdGenerator::new(42);
-        let taken: Vec<u64> = (0..10_000).map(|_| ids.next_id()).collect();
+        let mut ids = IdGenerator::from_os();
+        let taken: Vec<u64> = (0..10_000).filter_map(|_| ids.next_id()).collect();
+        assert_eq!(taken.len(), 10_000);
         assert_eq!(taken.iter().collect::<HashSet<_>>().len(), taken.len());
-        assert!(taken.windows(2).all(|w| w[1] != w[0] + 1));
+        assert!(taken.windows(2).all(|w| w[1] != w[0].wrapping_add(1)));
+        assert!(!taken.contains(&0));
+    }
+
+    #[test]
+    fn a_failing_source_gives_no_id_and_zero_is_never_given() {
+        assert_eq!(IdGenerator::new(|| None).next_id(), None);
+        assert_eq!(IdGenerator::new(|| Some(0)).next_id(), None);
     }
 
     #[test]

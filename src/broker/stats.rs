@@ -4,7 +4,8 @@
 //! refusal) and never recomputed by walking the tables, so STATS costs the
 //! same however many topics and sessions there are. Gauges that the tables
 //! already know (how many topics, how many sessions) are read from them
-//! instead of being counted twice.
+//! instead of being counted twice. Memory by class is the budget's own
+//! count (`crate::budget`), which the broker and the server keep as they go.
 
 use super::Broker;
 use crate::protocol::{ErrorCode, Stats};
@@ -65,6 +66,13 @@ impl Broker {
                     (n > 0).then(|| (code.name().to_string(), n))
                 })
                 .collect(),
+            memory: self
+                .budget
+                .by_class()
+                .map(|(class, bytes)| (class.name().to_string(), bytes as u64))
+                .collect(),
+            memory_total: self.budget.total() as u64,
+            memory_limit: self.budget.limit() as u64,
         }
     }
 }

@@ -8,10 +8,14 @@
 //! acknowledged offset ends in [`Broker::release`], the one place where a
 //! topic forgets what all its subscribers have processed.
 
+use super::cost;
 use super::failure::{Failure, fail};
 use super::keys::{ConnId, SessionKey, TopicKey};
 use super::session::{Session, Subscription};
 use super::{Broker, BrokerTimer, Outbox};
+use crate::budget::Class;
+use crate::codec;
+use crate::codec::msgpack;
 use crate::protocol::{ErrorCode, Reply};
 use std::time::Instant;
 
@@ -31,9 +35,11 @@ impl Broker {
         }
         let key = match resume {
             None => {
-                let id = self.ids.next_id();
+                self.admit_session()?;
+                let id = self.new_session_id()?;
                 let key = self.sessions.insert(Session::new(id, conn));
                 self.session_ids.insert(id, key);
+                self.budget.add(Class::Sessions, cost::SESSION);
                 key
             }
             Some(id) => {
@@ -54,16 +60,72 @@ impl Broker {
                 self.detach(previous, now);
             }
         }
+        Ok(self.registered_reply(key))
+    }
+
+    /// A new session needs room under `--max-sessions` and in the budget.
+    fn admit_session(&self) -> Result<(), Failure> {
+        let max = self.limits.max_sessions;
+        if self.sessions.len() >= max {
+            return fail(
+                ErrorCode::TooManySessions,
+                format!("the broker holds its maximum of {max} subscriber sessions"),
+            );
+        }
+        if !self.budget.admits(cost::SESSION) {
+            return Err(Failure::broker_full(&self.budget));
+        }
+        Ok(())
+    }
+
+    /// A fresh id from the operating system's random source, never 0 nor
+    /// one in use. If the source fails, the registration is refused
+    /// (BROKER_FULL, retryable): a guessable id would be worse.
+    fn new_session_id(&mut self) -> Result<u64, Failure> {
+        for _ in 0..8 {
+            match self.ids.next_id() {
+                Some(id) if !self.session_ids.contains_key(&id) => return Ok(id),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        fail(
+            ErrorCode::BrokerFull,
+            "no session id could be drawn from the operating system's random source; retry later",
+        )
+    }
+
+    /// The REGISTER_SUBSCRIBER reply: the session's topics, as many as fit
+    /// in one frame (the rest are flagged with `more`), so that a session
+    /// can always be resumed whatever it subscribed to.
+    fn registered_reply(&self, key: SessionKey) -> Reply {
         let session = &self.sessions[key];
-        let topics = session
-            .subscriptions()
-            .iter()
-            .filter_map(|s| self.topics.get(s.topic).map(|t| t.name.to_string()))
-            .collect();
-        Ok(Reply::SubscriberRegistered {
+        // [id, [topic, ...], more]: the reply header at its widest (as a
+        // pull reply's), then the array, a 9-byte id, a 5-byte list header
+        // and the flag.
+        let mut room = self
+            .limits
+            .max_frame_bytes
+            .saturating_sub(codec::messages_header_len(u64::MAX) + 1 + 9 + 5 + 1);
+        let mut topics = Vec::new();
+        let mut more = false;
+        for sub in session.subscriptions() {
+            let Some(topic) = self.topics.get(sub.topic) else {
+                continue;
+            };
+            let cost = msgpack::str_len(topic.name.len());
+            if cost > room {
+                more = true;
+                break;
+            }
+            room -= cost;
+            topics.push(topic.name.to_string());
+        }
+        Reply::SubscriberRegistered {
             subscriber_id: session.id,
             topics,
-        })
+            more,
+        }
     }
 
     /// Moves session `key` to `conn`, taking it from whoever held it, and
@@ -106,6 +168,7 @@ impl Broker {
     pub(super) fn expire(&mut self, key: SessionKey) {
         let session = self.sessions.remove(key);
         self.session_ids.remove(&session.id);
+        self.budget.sub(Class::Sessions, cost::SESSION);
         for sub in session.into_subscriptions() {
             self.leave_topic(key, sub);
         }
@@ -116,6 +179,7 @@ impl Broker {
     /// acknowledgements.
     fn leave_topic(&mut self, session_key: SessionKey, sub: Subscription) {
         self.counters.subscriptions -= 1;
+        self.budget.sub(Class::Subscriptions, cost::SUBSCRIPTION);
         if let Some(topic) = self.topics.get_mut(sub.topic) {
             topic.subscribers.retain(|&s| s != session_key);
             topic.remove_cursor(sub.acked);
@@ -144,6 +208,16 @@ impl Broker {
                 ),
             );
         }
+        let max = self.limits.max_subscriptions_per_session;
+        if session.subscriptions().len() >= max {
+            return fail(
+                ErrorCode::TooManySubscriptions,
+                format!("this session holds its maximum of {max} subscriptions"),
+            );
+        }
+        if !self.budget.admits(cost::SUBSCRIPTION) {
+            return Err(Failure::broker_full(&self.budget));
+        }
         let next_offset = topic.next_offset();
         topic.subscribers.push(session_key);
         topic.add_cursor(next_offset);
@@ -153,6 +227,7 @@ impl Broker {
             delivered: next_offset,
         });
         self.counters.subscriptions += 1;
+        self.budget.add(Class::Subscriptions, cost::SUBSCRIPTION);
         Ok(Reply::Subscribed { next_offset })
     }
 
@@ -236,7 +311,9 @@ impl Broker {
         let floor = topic.floor();
         if floor > topic.base_offset() {
             let (messages, bytes) = (topic.backlog_messages(), topic.backlog_bytes());
+            let before = topic.footprint();
             topic.release_below(floor);
+            cost::settle(&mut self.budget, before, topic.footprint());
             self.counters.backlog_messages -= (messages - topic.backlog_messages()) as u64;
             self.counters.backlog_bytes -= (bytes - topic.backlog_bytes()) as u64;
         }

@@ -1,6 +1,7 @@
 //! Unit tests of the state machine alone: frames in, decoded replies out.
 
 use super::*;
+use crate::budget::Class;
 use crate::codec::{decode_reply, encode_request, split_frame};
 use crate::protocol::{ErrorReply, Op, Pull, TopicMessages};
 use bytes::Bytes;
@@ -287,7 +288,8 @@ fn resume_redelivers_what_was_not_acknowledged_and_takes_the_session_over() {
         reply,
         Ok(Reply::SubscriberRegistered {
             subscriber_id: id,
-            topics: vec!["t".into()]
+            topics: vec!["t".into()],
+            more: false,
         })
     );
     let old = h.replies(1, Op::Pull);
@@ -475,4 +477,301 @@ fn a_long_client_name_is_kept_cut_on_a_character_boundary() {
     assert!(name.starts_with(kept));
     assert!(kept.len() <= MAX_CLIENT_NAME_BYTES);
     assert!(kept.len() + 4 > MAX_CLIENT_NAME_BYTES);
+}
+
+fn publish_batch<'a>(scratch: &'a mut Vec<u8>, topic: &'a str, batch: &[&[u8]]) -> Request<'a> {
+    Request::PublishBatch {
+        topic,
+        payloads: crate::codec::encode_payloads(scratch, batch),
+    }
+}
+
+#[test]
+fn the_budget_matches_a_recount_after_many_operations() {
+    let mut h = Harness::new(Limits {
+        session_timeout: Duration::from_millis(5),
+        max_backlog_messages: 500,
+        ..Limits::default()
+    });
+    h.connect(0);
+    h.call(0, Request::RegisterPublisher).unwrap();
+    for conn in 1..=4 {
+        h.connect(conn);
+    }
+    let names = ["a", "bb", "a-much-longer-topic-name", "d", "e.e"];
+    let mut ids = Vec::new();
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let big = vec![9u8; 3000];
+    for step in 0..5000 {
+        let topic = names[next(names.len() as u64) as usize];
+        let conn = 1 + next(4) as ConnId;
+        match next(13) {
+            0 => drop(h.call(0, Request::CreateTopic { topic })),
+            1 if next(4) == 0 => drop(h.call(0, Request::DeleteTopic { topic })),
+            2 | 3 => {
+                let len = next(big.len() as u64) as usize;
+                let payload = &big[..len];
+                drop(h.call(0, Request::Publish { topic, payload }));
+            }
+            4 | 5 => {
+                let count = next(40) as usize;
+                let batch: Vec<&[u8]> = (0..count).map(|i| &big[..i * 7]).collect();
+                let mut scratch = Vec::new();
+                let request = publish_batch(&mut scratch, topic, &batch);
+                drop(h.call(0, request));
+            }
+            6 => {
+                if let Ok(Reply::SubscriberRegistered { subscriber_id, .. }) =
+                    h.call(conn, Request::RegisterSubscriber { resume: None })
+                {
+                    ids.push(subscriber_id);
+                }
+            }
+            7 if !ids.is_empty() => {
+                let id = ids[next(ids.len() as u64) as usize];
+                drop(h.call(conn, Request::RegisterSubscriber { resume: Some(id) }));
+            }
+            8 | 9 => drop(h.call(conn, Request::Subscribe { topic })),
+            10 => drop(h.call(conn, Request::Unsubscribe { topic })),
+            11 => {
+                let one = next(2) == 0;
+                h.send(conn, pull(one.then_some(topic), 0, next(2) == 0));
+                h.replies(conn, Op::Pull);
+            }
+            _ => {
+                // A connection goes, its session detaches and may expire.
+                h.broker.disconnect(conn, h.now);
+                h.now += Duration::from_millis(next(10));
+                h.broker.fire_timers(h.now, &mut h.out);
+                h.out.buffers.clear();
+                h.connect(conn);
+            }
+        }
+        assert!(
+            h.broker.budget_matches_recount(),
+            "step {step}: budget {:?}, recount {:?}",
+            h.broker.budget().by_class().collect::<Vec<_>>(),
+            h.broker.recount_memory()
+        );
+    }
+    // Everything gone: nothing counted.
+    for topic in names {
+        drop(h.call(0, Request::DeleteTopic { topic }));
+    }
+    for conn in 1..=4 {
+        h.broker.disconnect(conn, h.now);
+    }
+    h.broker
+        .fire_timers(h.now + Duration::from_secs(1), &mut h.out);
+    assert_eq!(h.broker.budget().total(), 0);
+}
+
+#[test]
+fn a_batch_block_is_charged_until_its_last_message_goes() {
+    let mut h = Harness::new(Limits::default());
+    setup_pub_sub(&mut h);
+    let payload = [5u8; 100];
+    let batch: Vec<&[u8]> = vec![&payload; 10];
+    let mut scratch = Vec::new();
+    let request = publish_batch(&mut scratch, "t", &batch);
+    let Request::PublishBatch { payloads: p, .. } = request else {
+        unreachable!()
+    };
+    let encoded = p.encoded.len();
+    h.call(0, request).unwrap();
+    let charged = cost::batch_block(encoded);
+    assert!(charged > 10 * 100);
+    assert_eq!(h.broker.budget().used(Class::Payloads), charged);
+    h.send(
+        1,
+        Request::Pull(Pull {
+            topic: Some("t"),
+            max_messages: 9,
+            max_bytes: 1 << 20,
+            wait_ms: 0,
+            ack: false,
+        }),
+    );
+    h.replies(1, Op::Pull);
+    h.call(
+        1,
+        Request::Ack {
+            topic: "t",
+            offset: 9,
+        },
+    )
+    .unwrap();
+    assert_eq!(h.broker.stats(h.now).backlog_messages, 1);
+    assert_eq!(h.broker.budget().used(Class::Payloads), charged);
+    assert_eq!(payloads(h.call(1, pull(Some("t"), 0, true))).len(), 1);
+    h.call(
+        1,
+        Request::Ack {
+            topic: "t",
+            offset: 10,
+        },
+    )
+    .unwrap();
+    assert_eq!(h.broker.budget().used(Class::Payloads), 0);
+    assert!(h.broker.budget_matches_recount());
+}
+
+#[test]
+fn at_the_budget_a_batch_is_refused_whole_with_broker_full() {
+    let mut h = Harness::new(Limits {
+        max_memory: 1 << 20,
+        ..Limits::default()
+    });
+    setup_pub_sub(&mut h);
+    let payload = [1u8; 200];
+    let batch: Vec<&[u8]> = vec![&payload; 500];
+    let mut refused = None;
+    for _ in 0..100 {
+        let before = h.broker.stats(h.now);
+        let mut scratch = Vec::new();
+        match h.call(0, publish_batch(&mut scratch, "t", &batch)) {
+            Ok(_) => {}
+            Err(e) => {
+                // Nothing of the refused batch was stored.
+                let after = h.broker.stats(h.now);
+                assert_eq!(after.backlog_messages, before.backlog_messages);
+                assert_eq!(after.memory_total, before.memory_total);
+                refused = Some(e.code);
+                break;
+            }
+        }
+    }
+    assert_eq!(refused, Some(ErrorCode::BrokerFull));
+    assert!(ErrorCode::BrokerFull.is_retryable());
+    let budget = h.broker.budget();
+    assert!(budget.total() <= budget.limit() - budget.reserve());
+    // State that would grow is refused too; pulls and acks still work.
+    assert_eq!(
+        h.code(
+            0,
+            Request::Publish {
+                topic: "t",
+                payload: &[0; 100_000]
+            }
+        ),
+        ErrorCode::BrokerFull
+    );
+    assert!(!payloads(h.call(1, pull(Some("t"), 0, false))).is_empty());
+    h.call(1, pull(Some("t"), 0, true)).unwrap();
+    let mut scratch = Vec::new();
+    h.call(0, publish_batch(&mut scratch, "t", &batch)).unwrap();
+    assert!(h.broker.budget_matches_recount());
+}
+
+#[test]
+fn topics_sessions_and_subscriptions_are_refused_at_their_limits() {
+    let mut h = Harness::new(Limits {
+        max_sessions: 2,
+        max_subscriptions_per_session: 1,
+        ..Limits::default()
+    });
+    setup_pub_sub(&mut h);
+    h.call(0, Request::CreateTopic { topic: "u" }).unwrap();
+    assert_eq!(
+        h.code(1, Request::Subscribe { topic: "u" }),
+        ErrorCode::TooManySubscriptions
+    );
+    // Subscribing again to what it has is no new subscription.
+    h.call(1, Request::Subscribe { topic: "t" }).unwrap();
+    h.connect(2);
+    h.call(2, Request::RegisterSubscriber { resume: None })
+        .unwrap();
+    assert_eq!(
+        h.code(2, Request::RegisterSubscriber { resume: None }),
+        ErrorCode::TooManySessions
+    );
+    assert!(ErrorCode::TooManySessions.is_retryable());
+    assert!(ErrorCode::TooManySubscriptions.is_retryable());
+
+    // The budget refuses what the counts would still allow.
+    let mut h = Harness::new(Limits {
+        max_memory: 64 * 1024,
+        ..Limits::default()
+    });
+    h.connect(0);
+    h.call(0, Request::RegisterPublisher).unwrap();
+    let names: Vec<String> = (0..1000).map(|i| format!("{i:0>200}")).collect();
+    let created = names
+        .iter()
+        .take_while(|topic| h.call(0, Request::CreateTopic { topic }).is_ok())
+        .count();
+    assert!(created < names.len());
+    assert_eq!(
+        h.code(0, Request::CreateTopic { topic: "last" }),
+        ErrorCode::BrokerFull
+    );
+}
+
+#[test]
+fn a_batch_that_can_never_fit_is_batch_too_large() {
+    let mut h = Harness::new(Limits {
+        max_backlog_messages: 10,
+        ..Limits::default()
+    });
+    setup_pub_sub(&mut h);
+    let batch: Vec<&[u8]> = vec![b"m"; 11];
+    let mut scratch = Vec::new();
+    assert_eq!(
+        h.code(0, publish_batch(&mut scratch, "t", &batch)),
+        ErrorCode::BatchTooLarge
+    );
+    assert!(!ErrorCode::BatchTooLarge.is_retryable());
+    let mut scratch = Vec::new();
+    h.call(0, publish_batch(&mut scratch, "t", &batch[..10]))
+        .unwrap();
+    // Now it could fit later: TOPIC_FULL, retryable.
+    let mut scratch = Vec::new();
+    assert_eq!(
+        h.code(0, publish_batch(&mut scratch, "t", &batch[..1])),
+        ErrorCode::TopicFull
+    );
+}
+
+#[test]
+fn the_resume_reply_fits_the_frame_and_says_when_it_is_cut() {
+    let mut h = Harness::new(Limits {
+        max_frame_bytes: 1024,
+        ..Limits::default()
+    });
+    let id = setup_pub_sub(&mut h);
+    let names: Vec<String> = (0..10).map(|i| format!("{i:0>255}")).collect();
+    for topic in &names {
+        h.call(0, Request::CreateTopic { topic }).unwrap();
+        h.call(1, Request::Subscribe { topic }).unwrap();
+    }
+    h.connect(2);
+    h.send(2, Request::RegisterSubscriber { resume: Some(id) });
+    let frame = h.out.buffers.get(&2).cloned().unwrap_or_default();
+    assert!(frame.len() <= 1024 + 4, "a reply of {} bytes", frame.len());
+    let Ok(Reply::SubscriberRegistered { topics, more, .. }) =
+        h.replies(2, Op::RegisterSubscriber).remove(0).1
+    else {
+        panic!("not registered")
+    };
+    assert!(more);
+    assert!(!topics.is_empty() && topics.len() < 11);
+}
+
+#[test]
+fn stats_report_memory_by_class() {
+    let mut h = Harness::new(Limits::default());
+    setup_pub_sub(&mut h);
+    let stats = h.broker.stats(h.now);
+    assert_eq!(stats.memory.len(), Class::ALL.len());
+    assert_eq!(stats.memory_total, stats.memory.values().sum::<u64>());
+    assert_eq!(stats.memory["topics"], cost::topic(1) as u64);
+    assert_eq!(stats.memory["sessions"], cost::SESSION as u64);
+    assert_eq!(stats.memory["subscriptions"], cost::SUBSCRIPTION as u64);
+    assert_eq!(stats.memory_limit, Limits::default().max_memory as u64);
 }

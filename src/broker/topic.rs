@@ -7,19 +7,43 @@
 //! addressing is what a per-topic append-only log will use later: a cursor is
 //! just an offset, whether the message is in memory or on disk.
 //!
-//! Each retained message costs one `Bytes` handle (32 bytes) beyond its
-//! payload. Payloads that arrived in one batch share one allocation.
+//! Each retained message costs one queue slot ([`Stored`]: a `Bytes` handle
+//! and the payload bytes charged to it) beyond its payload. Payloads that
+//! arrived in one batch share one allocation, charged to the batch's last
+//! message, so that the charge is given back when the block is really freed
+//! (see `super::cost`). [`Topic::footprint`] is what the topic holds, which
+//! the broker keeps counted in its memory budget.
 
+use super::cost::MESSAGE_SLOT;
 use super::keys::SessionKey;
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 
+/// One retained message: its payload and the allocation bytes charged to
+/// it (the whole block for a batch's last message, 0 for the others).
+#[derive(Debug)]
+pub struct Stored {
+    payload: Bytes,
+    charge: usize,
+}
+
+/// What a topic's retained messages hold, in budget bytes, by class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// Payload allocations.
+    pub payloads: usize,
+    /// Queue slots, at the queue's capacity.
+    pub slots: usize,
+}
+
 #[derive(Debug)]
 pub struct Topic {
     pub name: Box<str>,
-    messages: VecDeque<Bytes>,
+    messages: VecDeque<Stored>,
     base: u64,
     backlog_bytes: usize,
+    /// The sum of the retained messages' charges.
+    charged: usize,
     /// Sessions subscribed to this topic (each session also lists the topic).
     pub subscribers: Vec<SessionKey>,
     /// How many subscribers have acknowledged up to each offset. The first
@@ -35,6 +59,7 @@ impl Topic {
             messages: VecDeque::new(),
             base: 0,
             backlog_bytes: 0,
+            charged: 0,
             subscribers: Vec::new(),
             acked: BTreeMap::new(),
         }
@@ -91,7 +116,44 @@ impl Topic {
     /// The message at `offset`, if still retained.
     pub fn get(&self, offset: u64) -> Option<&Bytes> {
         let index = offset.checked_sub(self.base)?;
-        self.messages.get(usize::try_from(index).ok()?)
+        self.messages
+            .get(usize::try_from(index).ok()?)
+            .map(|stored| &stored.payload)
+    }
+
+    /// What the retained messages hold now.
+    pub fn footprint(&self) -> Footprint {
+        Footprint {
+            payloads: self.charged,
+            slots: self.messages.capacity() * MESSAGE_SLOT,
+        }
+    }
+
+    /// The queue capacity that `count` more messages need: the current one
+    /// if they fit, else doubled (or just enough, if more).
+    fn capacity_for(&self, count: usize) -> usize {
+        let (len, capacity) = (self.messages.len(), self.messages.capacity());
+        let needed = len.saturating_add(count);
+        if needed <= capacity {
+            capacity
+        } else {
+            needed.max(capacity.saturating_mul(2)).max(4)
+        }
+    }
+
+    /// Slot bytes that storing `count` more messages adds, as
+    /// [`Topic::make_room`] will grow the queue.
+    pub fn growth_for(&self, count: usize) -> usize {
+        (self.capacity_for(count) - self.messages.capacity()) * MESSAGE_SLOT
+    }
+
+    /// Grows the queue for `count` more messages, as
+    /// [`Topic::growth_for`] predicted.
+    pub fn make_room(&mut self, count: usize) {
+        let capacity = self.capacity_for(count);
+        if capacity > self.messages.capacity() {
+            self.messages.reserve_exact(capacity - self.messages.len());
+        }
     }
 
     /// Whether `count` more messages of `bytes` payload bytes fit the bounds.
@@ -106,11 +168,13 @@ impl Topic {
             && self.backlog_bytes.saturating_add(bytes) <= max_bytes
     }
 
-    /// Appends a message and returns its offset.
-    pub fn push(&mut self, payload: Bytes) -> u64 {
+    /// Appends a message, charged `charge` allocation bytes, and returns
+    /// its offset.
+    pub fn push(&mut self, payload: Bytes, charge: usize) -> u64 {
         let offset = self.next_offset();
         self.backlog_bytes += payload.len();
-        self.messages.push_back(payload);
+        self.charged += charge;
+        self.messages.push_back(Stored { payload, charge });
         offset
     }
 
@@ -127,7 +191,8 @@ impl Topic {
         while self.base < offset {
             match self.messages.pop_front() {
                 Some(message) => {
-                    self.backlog_bytes -= message.len();
+                    self.backlog_bytes -= message.payload.len();
+                    self.charged -= message.charge;
                     self.base += 1;
                 }
                 None => {
@@ -151,7 +216,7 @@ mod tests {
     fn offsets_survive_release_from_the_front() {
         let mut topic = Topic::new("t");
         for i in 0..5u8 {
-            assert_eq!(topic.push(Bytes::from(vec![i; 10])), u64::from(i));
+            assert_eq!(topic.push(Bytes::from(vec![i; 10]), 0), u64::from(i));
         }
         assert_eq!(topic.backlog_bytes(), 50);
         topic.release_below(3);
@@ -170,7 +235,7 @@ mod tests {
     fn the_floor_is_the_slowest_acknowledgement() {
         let mut topic = Topic::new("t");
         for _ in 0..4 {
-            topic.push(Bytes::from_static(b"x"));
+            topic.push(Bytes::from_static(b"x"), 0);
         }
         assert_eq!(topic.floor(), 4);
         topic.add_cursor(1);
@@ -186,9 +251,30 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_grows_as_predicted_and_charges_follow_release() {
+        let mut topic = Topic::new("t");
+        for round in 0..20 {
+            let count = 1 + round * 37;
+            let predicted = topic.growth_for(count);
+            let before = topic.footprint().slots;
+            topic.make_room(count);
+            assert_eq!(topic.footprint().slots - before, predicted, "round {round}");
+            for i in 0..count {
+                topic.push(Bytes::from_static(b"p"), usize::from(i + 1 == count) * 48);
+            }
+        }
+        assert_eq!(topic.footprint().payloads, 20 * 48);
+        topic.release_below(topic.next_offset() - 1);
+        assert_eq!(topic.footprint().payloads, 48);
+        topic.release_below(topic.next_offset());
+        assert_eq!(topic.footprint().payloads, 0);
+        assert!(topic.footprint().slots <= 64 * MESSAGE_SLOT);
+    }
+
+    #[test]
     fn room_is_checked_against_both_bounds() {
         let mut topic = Topic::new("t");
-        topic.push(Bytes::from_static(b"12345"));
+        topic.push(Bytes::from_static(b"12345"), 0);
         assert!(topic.has_room(1, 5, 2, 10));
         assert!(!topic.has_room(1, 6, 2, 10));
         assert!(!topic.has_room(2, 1, 2, 10));

@@ -67,13 +67,15 @@ pub fn encode_reply(out: &mut Vec<u8>, id: u64, reply: &Reply) {
         Reply::SubscriberRegistered {
             subscriber_id,
             topics,
+            more,
         } => {
-            msgpack::write_array_len(out, 2);
+            msgpack::write_array_len(out, 3);
             msgpack::write_u64(out, *subscriber_id);
             msgpack::write_array_len(out, len_u32(topics.len()));
             for topic in topics {
                 msgpack::write_str(out, topic);
             }
+            msgpack::write_bool(out, *more);
         }
         Reply::Subscribed { next_offset } => msgpack::write_u64(out, *next_offset),
         Reply::Messages(groups) => {
@@ -127,6 +129,8 @@ pub enum ReplyField {
     SubscriberId,
     NextOffset,
     Topics,
+    /// REGISTER_SUBSCRIBER's flag that the topic list was cut to fit.
+    More,
     Groups,
     Group,
     Topic,
@@ -155,6 +159,7 @@ impl fmt::Display for ReplyField {
             ReplyField::SubscriberId => "subscriber id",
             ReplyField::NextOffset => "next offset",
             ReplyField::Topics => "topics",
+            ReplyField::More => "more",
             ReplyField::Groups => "groups",
             ReplyField::Group => "group",
             ReplyField::Topic => "topic",
@@ -271,16 +276,18 @@ pub fn decode_reply(op: Op, frame: &Bytes) -> Result<DecodedReply, ReplyDecodeEr
             }
         }
         Op::RegisterSubscriber => {
-            expect_array(&mut r, 2, ReplyField::SubscriberResult)?;
+            expect_array(&mut r, 3, ReplyField::SubscriberResult)?;
             let subscriber_id = u64_at(&mut r, ReplyField::SubscriberId)?;
             let count = r.read_array_len().map_err(bad(ReplyField::Topics))?;
             let mut topics = Vec::new();
             for _ in 0..count {
                 topics.push(r.read_str().map_err(bad(ReplyField::Topic))?.to_owned());
             }
+            let more = r.read_bool().map_err(bad(ReplyField::More))?;
             Reply::SubscriberRegistered {
                 subscriber_id,
                 topics,
+                more,
             }
         }
         Op::Subscribe => Reply::Subscribed {
