@@ -55,6 +55,8 @@ impl Broker {
             }
         }
         let session = &self.sessions[key];
+        // The reply lists every topic: this costs what the reply carries.
+        self.work += session.subscriptions().len() as u64;
         let topics = session
             .subscriptions()
             .iter()
@@ -87,7 +89,7 @@ impl Broker {
             self.timers.cancel(timer);
         }
         session.conn = Some(conn);
-        session.rewind();
+        self.rewind(key);
     }
 
     /// The session loses its connection; it expires unless resumed in time.
@@ -102,7 +104,7 @@ impl Broker {
         }
     }
 
-    /// Ends a detached session whose expiry came.
+    /// Ends a detached session whose expiry came: O(its subscriptions).
     pub(super) fn expire(&mut self, key: SessionKey) {
         let session = self.sessions.remove(key);
         self.session_ids.remove(&session.id);
@@ -113,11 +115,13 @@ impl Broker {
 
     /// The topic's side of ending a subscription (the session's side is
     /// already done): it no longer lists the session nor waits for its
-    /// acknowledgements.
+    /// acknowledgements. O(log n) whatever the number of subscribers.
     fn leave_topic(&mut self, session_key: SessionKey, sub: Subscription) {
+        self.work += 1;
         self.counters.subscriptions -= 1;
         if let Some(topic) = self.topics.get_mut(sub.topic) {
-            topic.subscribers.retain(|&s| s != session_key);
+            topic.subscribers.remove(session_key);
+            topic.waiting.remove(session_key);
             topic.remove_cursor(sub.acked);
         }
         self.release(sub.topic);
@@ -145,13 +149,11 @@ impl Broker {
             );
         }
         let next_offset = topic.next_offset();
-        topic.subscribers.push(session_key);
+        // Caught up from the start: waiting for the next publish.
+        topic.subscribers.insert(session_key);
+        topic.waiting.insert(session_key);
         topic.add_cursor(next_offset);
-        session.add_subscription(Subscription {
-            topic: topic_key,
-            acked: next_offset,
-            delivered: next_offset,
-        });
+        session.add_subscription(topic_key, next_offset);
         self.counters.subscriptions += 1;
         Ok(Reply::Subscribed { next_offset })
     }
@@ -181,7 +183,7 @@ impl Broker {
     pub(super) fn ack(&mut self, conn: ConnId, name: &str, offset: u64) -> Result<(), Failure> {
         let session_key = self.subscriber(conn)?;
         let topic_key = self.topic_key(name)?;
-        let Some(sub) = self.sessions[session_key].subscription_mut(topic_key) else {
+        let Some(sub) = self.sessions[session_key].subscription(topic_key) else {
             return Err(Failure::not_subscribed(name));
         };
         if offset > sub.delivered {
@@ -193,39 +195,49 @@ impl Broker {
                 ),
             );
         }
-        if offset > sub.acked {
-            let from = std::mem::replace(&mut sub.acked, offset);
-            self.topics[topic_key].move_cursor(from, offset);
-            self.release(topic_key);
-        }
+        self.acknowledge(session_key, topic_key, offset);
         Ok(())
     }
 
     /// `ack = true` on a pull: everything delivered on the pulled topics is
-    /// acknowledged. A one-topic pull touches only its subscription.
+    /// acknowledged. Only topics with messages in flight are looked at, each
+    /// of which a pull delivered to: O(1) each, not O(subscriptions).
     pub(super) fn ack_delivered(&mut self, session_key: SessionKey, topic: Option<TopicKey>) {
-        let session = &self.sessions[session_key];
-        let indices = match topic {
-            None => 0..session.subscriptions().len(),
-            Some(topic) => match session.position(topic) {
-                Some(index) => index..index + 1,
-                None => 0..0,
-            },
-        };
-        for index in indices {
-            let Some(sub) = self.sessions[session_key]
-                .subscriptions_mut()
-                .get_mut(index)
-            else {
-                continue;
-            };
-            if sub.acked < sub.delivered {
-                let from = std::mem::replace(&mut sub.acked, sub.delivered);
-                let (topic_key, to) = (sub.topic, sub.acked);
-                self.topics[topic_key].move_cursor(from, to);
-                self.release(topic_key);
+        let session = &mut self.sessions[session_key];
+        match topic {
+            Some(topic) => {
+                if let Some(sub) = session.subscription(topic) {
+                    let delivered = sub.delivered;
+                    self.acknowledge(session_key, topic, delivered);
+                }
+            }
+            None => {
+                let mut in_flight = session.take_in_flight();
+                for topic in in_flight.drain() {
+                    let delivered = self.sessions[session_key]
+                        .subscription(topic)
+                        .map(|sub| sub.delivered);
+                    if let Some(delivered) = delivered {
+                        self.acknowledge(session_key, topic, delivered);
+                    }
+                }
+                self.sessions[session_key].restore_in_flight(in_flight);
             }
         }
+    }
+
+    /// Moves the session's acknowledged offset on `topic` up to `offset`
+    /// (at most what was delivered), and lets the topic forget what nobody
+    /// needs any more.
+    fn acknowledge(&mut self, session_key: SessionKey, topic: TopicKey, offset: u64) {
+        self.work += 1;
+        let Some(from) = self.sessions[session_key].acknowledge(topic, offset) else {
+            return;
+        };
+        if let Some(entry) = self.topics.get_mut(topic) {
+            entry.move_cursor(from, offset);
+        }
+        self.release(topic);
     }
 
     /// Drops what every subscriber of `topic` has acknowledged.

@@ -1,4 +1,5 @@
 //! Unit tests of the state machine alone: frames in, decoded replies out.
+//! The ones that count the work each request does are in `tests/work.rs`.
 
 use super::*;
 use crate::codec::{decode_reply, encode_request, split_frame};
@@ -26,6 +27,9 @@ struct Harness {
     out: TestOutbox,
     now: Instant,
     next_id: u64,
+    /// Check the broker's indexes after every request (which costs the
+    /// tables: tests with large tables turn it off and check once).
+    check_indexes: bool,
 }
 
 impl Harness {
@@ -36,6 +40,7 @@ impl Harness {
             out: TestOutbox::default(),
             now,
             next_id: 1,
+            check_indexes: true,
         }
     }
 
@@ -60,6 +65,9 @@ impl Harness {
         self.broker
             .handle_frame(conn, body, self.now, &mut self.out);
         self.broker.answer_ready(&mut self.out);
+        if self.check_indexes {
+            self.broker.assert_indexes_consistent();
+        }
         id
     }
 
@@ -476,3 +484,5 @@ fn a_long_client_name_is_kept_cut_on_a_character_boundary() {
     assert!(kept.len() <= MAX_CLIENT_NAME_BYTES);
     assert!(kept.len() + 4 > MAX_CLIENT_NAME_BYTES);
 }
+
+mod work;

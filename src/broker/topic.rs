@@ -9,8 +9,14 @@
 //!
 //! Each retained message costs one `Bytes` handle (32 bytes) beyond its
 //! payload. Payloads that arrived in one batch share one allocation.
+//!
+//! Its subscribers are kept twice: all of them, and those that have been
+//! delivered everything (`waiting`), which are the only ones a publish has
+//! to tell (see [`super::waiting`]). Both are [`KeySet`]s, so a subscriber
+//! joins or leaves in O(1) however many others there are.
 
 use super::keys::SessionKey;
+use super::keyset::KeySet;
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -21,7 +27,10 @@ pub struct Topic {
     base: u64,
     backlog_bytes: usize,
     /// Sessions subscribed to this topic (each session also lists the topic).
-    pub subscribers: Vec<SessionKey>,
+    pub subscribers: KeySet<SessionKey>,
+    /// The subscribers delivered up to `next_offset`, whom the next publish
+    /// makes ready; the others already know they are behind.
+    pub waiting: KeySet<SessionKey>,
     /// How many subscribers have acknowledged up to each offset. The first
     /// key is how far the topic may forget, found in O(log n) however many
     /// subscribers there are.
@@ -35,7 +44,8 @@ impl Topic {
             messages: VecDeque::new(),
             base: 0,
             backlog_bytes: 0,
-            subscribers: Vec::new(),
+            subscribers: KeySet::default(),
+            waiting: KeySet::default(),
             acked: BTreeMap::new(),
         }
     }
