@@ -49,7 +49,6 @@ impl<K: Copy + Eq + Hash> KeySet<K> {
         if self.places.contains_key(&key) {
             return false;
         }
-        self.shrink();
         self.places.insert(key, self.keys.len());
         self.keys.push(key);
         true
@@ -58,6 +57,7 @@ impl<K: Copy + Eq + Hash> KeySet<K> {
     /// Removes `key`; false if it was not there.
     pub fn remove(&mut self, key: K) -> bool {
         let Some(place) = self.places.remove(&key) else {
+            self.shrink();
             return false;
         };
         self.keys.swap_remove(place);
@@ -83,8 +83,11 @@ impl<K: Copy + Eq + Hash> KeySet<K> {
 
     /// Amortised O(1): a shrink costs the capacity it leaves, and halving only
     /// once a quarter full means at least that many keys were removed (or
-    /// drained) since the set was last this size. A drained set shrinks at
-    /// its next insert or removal.
+    /// drained) since the set was last this size. Only removals shrink, even
+    /// those of keys not there: a drained set that refills at once (a topic's
+    /// caught-up subscribers, drained by each publish) keeps its room, and one
+    /// that is not refilled gives it back as the keys that could refill it
+    /// leave (each subscriber leaving a topic is removed from both its sets).
     fn shrink(&mut self) {
         let capacity = self.places.capacity();
         if capacity >= SHRINK_FROM && self.keys.len() * 4 <= capacity {
@@ -167,6 +170,19 @@ mod tests {
         assert!(!set.contains(7));
         assert!(set.insert(7));
         assert_eq!(set.iter().collect::<Vec<_>>(), vec![7]);
+    }
+
+    #[test]
+    fn a_drained_set_gives_the_room_back_as_removals_come() {
+        let mut set = KeySet::default();
+        for key in 0..100_000usize {
+            set.insert(key);
+        }
+        set.drain().for_each(drop);
+        for key in 0..20 {
+            set.remove(key);
+        }
+        assert!(set.places.capacity() < SHRINK_FROM * 2);
     }
 
     #[test]
