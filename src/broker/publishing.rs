@@ -5,8 +5,9 @@
 //! ([`Broker::wake_subscribers`], which looks only at the subscribers that
 //! were caught up); the pulls themselves are answered at the end of the
 //! server's batch ([`Broker::answer_ready`]), so a burst of publishes wakes
-//! each subscriber once. A topic without subscribers keeps nothing: its offsets advance and
-//! the payloads are dropped, since no cursor could ever reach them.
+//! each subscriber once. A topic without subscribers keeps nothing: its
+//! offsets advance and the payloads are dropped, since no cursor could ever
+//! reach them.
 
 use super::failure::{Failure, fail};
 use super::keys::TopicKey;

@@ -196,7 +196,7 @@ impl Broker {
         };
         match parked.topic {
             None => {
-                for (_, topic) in session.ready_from(session.turn) {
+                for topic in session.ready_from(session.turn) {
                     let Some(sub) = session.subscription(topic) else {
                         continue;
                     };

@@ -160,11 +160,11 @@ impl Session {
 
     /// The ready topics in rank order, starting at rank `from` and wrapping
     /// round: O(log n) to start, then O(1) per topic taken.
-    pub fn ready_from(&self, from: u64) -> impl Iterator<Item = (u64, TopicKey)> + '_ {
+    pub fn ready_from(&self, from: u64) -> impl Iterator<Item = TopicKey> + '_ {
         self.ready
             .range(from..)
             .chain(self.ready.range(..from))
-            .map(|(&rank, &topic)| (rank, topic))
+            .map(|(_, &topic)| topic)
     }
 
     /// `count` more messages of `topic` were sent; returns the new
@@ -291,9 +291,8 @@ mod tests {
         for topic in [1, 7, 9] {
             session.set_ready(topic);
         }
-        let from = |session: &Session, rank| -> Vec<TopicKey> {
-            session.ready_from(rank).map(|(_, t)| t).collect()
-        };
+        let from =
+            |session: &Session, rank| -> Vec<TopicKey> { session.ready_from(rank).collect() };
         assert_eq!(from(&session, 0), vec![7, 9, 1]);
         assert_eq!(from(&session, 2), vec![9, 1, 7]);
         assert_eq!(from(&session, 4), vec![7, 9, 1]);
