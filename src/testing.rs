@@ -457,6 +457,7 @@ impl Harness {
     pub fn end_of_batch(&mut self) {
         self.broker.fire_timers(self.now, &mut self.sockets);
         self.broker.answer_ready(&mut self.sockets);
+        self.broker.assert_indexes_consistent();
         self.collect();
         for conn in 0..self.sockets.0.len() {
             if self.sockets.0[conn].closing {

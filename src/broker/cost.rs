@@ -25,8 +25,10 @@
 //! - **Sessions** ([`SESSION`]): the session struct in its slab slot, the id
 //!   table's entry and one timer (its expiry, or its pull's deadline).
 //! - **Subscriptions** ([`SUBSCRIPTION`]): both sides — the session's entry
-//!   and its index entry, the topic's subscriber entry and one cursor entry
-//!   in the topic's acknowledgement map.
+//!   and its index entry, its ready and in-flight entries, the topic's
+//!   subscriber and waiting entries and one cursor entry in the topic's
+//!   acknowledgement map (an upper bound: a subscription is in `ready` or in
+//!   `waiting`, not both).
 //!
 //! Hash-table entries count at [`HASH_SLACK`]× their size plus the control
 //! byte: hashbrown keeps at most 7/8 of its buckets full and doubles, so an
@@ -102,12 +104,21 @@ pub const fn topic(name: usize) -> usize {
 pub const SESSION: usize =
     slab_slot::<Session>() + hash_entry(size_of::<(u64, usize)>()) + BTREE_ENTRY * 2;
 
-/// A subscription, both sides: the session's entry and index, the topic's
-/// subscriber entry and its cursor in the acknowledgement map.
+/// A subscription, both sides, at its largest: the session's entry and
+/// index, its ready-map entry and in-flight set entry, the topic's subscriber
+/// and waiting set entries (see `super::waiting`), and its cursor in the
+/// acknowledgement map.
 pub const SUBSCRIPTION: usize = size_of::<Subscription>() * VEC_SLACK
     + hash_entry(size_of::<(usize, usize)>())
-    + hash_entry(2 * size_of::<usize>())
+    + BTREE_ENTRY
+    + 3 * key_set_entry()
     + BTREE_ENTRY;
+
+/// One key in a [`super::keyset::KeySet`]: its slot in the vector and its
+/// place in the index.
+const fn key_set_entry() -> usize {
+    size_of::<usize>() * VEC_SLACK + hash_entry(size_of::<(usize, usize)>())
+}
 
 /// Moves the budget from what a topic's messages held (`before`) to what
 /// they hold now (`after`).

@@ -30,19 +30,25 @@
 //! - `subscribing`: sessions and their lifecycle, subscriptions, acks.
 //! - `pull`: pulls answered, parked, woken, and their replies built.
 //! - `stats`: counters and the STATS reply.
+//! - `waiting`: which subscriptions have something to deliver — a topic's
+//!   caught-up subscribers, a session's ready topics — and the cost argument
+//!   that each request pays only for what it touches.
 //! - `topic`: one topic's retained messages and acknowledgement floor.
 //! - `session`: one session's subscriptions and its waiting pull.
+//! - `keyset`: the set that topics keep their subscribers in.
 
 mod clients;
 mod cost;
 mod failure;
 pub mod keys;
+mod keyset;
 mod publishing;
 mod pull;
 pub mod session;
 mod stats;
 mod subscribing;
 pub mod topic;
+mod waiting;
 
 pub use clients::MAX_CLIENT_NAME_BYTES;
 pub use keys::ConnId;
@@ -138,6 +144,10 @@ pub struct Broker {
     plan: Vec<pull::Group>,
     /// What the broker and its connections hold, against `max_memory`.
     budget: Budget,
+    /// Table entries visited (subscriptions, subscribers, sessions), for
+    /// tests that check each request's work by counting it; one add per
+    /// visit is noise beside the visit itself.
+    work: u64,
 }
 
 impl Broker {
@@ -156,6 +166,7 @@ impl Broker {
             counters: Counters::default(),
             plan: Vec::new(),
             budget: Budget::new(limits.max_memory, limits.max_memory / RESERVE_FRACTION),
+            work: 0,
             limits,
         }
     }

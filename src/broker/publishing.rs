@@ -1,11 +1,13 @@
 //! The publisher's side: the topic table (names to keys), creating and
 //! deleting topics, and appending published messages.
 //!
-//! A publish only appends and marks the waiting pulls it may answer; the
-//! pulls themselves are answered at the end of the server's batch
-//! ([`Broker::answer_ready`]), so a burst of publishes wakes each subscriber
-//! once. A topic without subscribers keeps nothing: its offsets advance and
-//! the payloads are dropped, since no cursor could ever reach them.
+//! A publish only appends and marks the waiting pulls it may answer
+//! ([`Broker::wake_subscribers`], which looks only at the subscribers that
+//! were caught up); the pulls themselves are answered at the end of the
+//! server's batch ([`Broker::answer_ready`]), so a burst of publishes wakes
+//! each subscriber once. A topic without subscribers keeps nothing: its
+//! offsets advance and the payloads are dropped, since no cursor could ever
+//! reach them.
 //!
 //! Everything a topic holds is counted in the memory budget (`super::cost`
 //! says how much each piece is): a topic when it is created, its messages as
@@ -61,7 +63,7 @@ impl Broker {
     }
 
     /// Drops the topic with its backlog; pulls waiting on it are answered
-    /// TOPIC_DELETED.
+    /// TOPIC_DELETED. O(its subscribers), which is what it removes.
     pub(super) fn delete_topic(&mut self, name: &str, out: &mut dyn Outbox) -> Result<(), Failure> {
         let key = self.topic_key(name)?;
         let topic = self.topics.remove(key);
@@ -71,6 +73,7 @@ impl Broker {
         self.budget.sub(Class::Topics, cost::topic(name.len()));
         cost::settle(&mut self.budget, topic.footprint(), Footprint::default());
         for session_key in topic.subscribers {
+            self.work += 1;
             let Some(session) = self.sessions.get_mut(session_key) else {
                 continue;
             };
@@ -185,23 +188,6 @@ impl Broker {
             return Err(Failure::broker_full(&self.budget));
         }
         Ok(())
-    }
-
-    /// Queues the parked pulls that wait on `topic` to be answered at the end
-    /// of the batch.
-    fn wake_subscribers(&mut self, topic: TopicKey) {
-        for &session_key in &self.topics[topic].subscribers {
-            let Some(session) = self.sessions.get_mut(session_key) else {
-                continue;
-            };
-            if let Some(parked) = &mut session.parked
-                && !parked.queued
-                && parked.covers(topic)
-            {
-                parked.queued = true;
-                self.ready.push(session_key);
-            }
-        }
     }
 }
 

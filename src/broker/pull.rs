@@ -13,19 +13,23 @@
 //! every reply within `max_frame_bytes`. Each payload is copied once, from
 //! where the topic keeps it into the connection's write buffer.
 //!
-//! An all-topics pull walks the session's subscriptions once, starting at its
-//! turn, and the next one starts after the last topic that delivered: idle
-//! topics pass their turn to the next busy one, and busy topics alternate.
-//! That walk is O(subscriptions) per pull at worst; a one-topic pull looks at
-//! its own subscription only.
+//! An all-topics pull walks the session's ready topics (those with something
+//! to deliver, see [`super::waiting`]) once in subscription order, starting
+//! at its turn, and the next one starts after the last topic that delivered:
+//! idle topics pass their turn to the next busy one, and busy topics
+//! alternate. Idle topics are not in that walk at all, so it costs O(log n)
+//! plus the topics in the reply, however many the session subscribes to; a
+//! one-topic pull looks at its own subscription only.
 
 use super::failure::Failure;
 use super::keys::{ConnId, SessionKey, TopicKey};
-use super::session::Parked;
+use super::session::{Parked, Subscription};
+use super::topic::Topic;
 use super::{Broker, BrokerTimer, Outbox};
 use crate::codec;
 use crate::codec::msgpack;
 use crate::protocol::{ErrorCode, MAX_PULL_MESSAGES, MAX_PULL_WAIT_MS, Pull};
+use slab::Slab;
 use std::time::{Duration, Instant};
 
 impl Broker {
@@ -113,6 +117,7 @@ impl Broker {
     pub fn answer_ready(&mut self, out: &mut dyn Outbox) {
         let mut ready = std::mem::take(&mut self.ready);
         for key in ready.drain(..) {
+            self.work += 1;
             let Some(session) = self.sessions.get_mut(key) else {
                 continue;
             };
@@ -137,6 +142,7 @@ impl Broker {
             .filter(|(_, s)| s.parked.is_some())
             .map(|(key, _)| key)
             .collect();
+        self.work += self.sessions.len() as u64;
         for key in parked {
             self.answer_parked_with_error(
                 key,
@@ -152,7 +158,7 @@ impl Broker {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Group {
     topic: TopicKey,
-    subscription: usize,
+    rank: u64,
     from: u64,
     count: u32,
 }
@@ -178,62 +184,35 @@ impl Broker {
     fn plan_pull(&mut self, key: SessionKey, parked: &Parked) -> usize {
         self.plan.clear();
         let session = &self.sessions[key];
-        let subscriptions = session.subscriptions().len();
         let header = codec::messages_header_len(parked.request_id);
-        let mut room = self.limits.max_frame_bytes.saturating_sub(header);
-        let mut messages_left = parked.max_messages;
-        let mut bytes_left = parked.max_bytes as usize;
-        let mut first = true;
-        // An all-topics pull walks the subscriptions once, from the turn on;
-        // a one-topic pull looks only at its topic.
-        let (start, steps) = match parked.topic {
-            None => (session.turn, subscriptions),
-            Some(topic) => match session.position(topic) {
-                Some(index) => (index, 1),
-                None => (0, 0),
-            },
+        let mut plan = Planner {
+            topics: &self.topics,
+            groups: &mut self.plan,
+            room: self.limits.max_frame_bytes.saturating_sub(header),
+            messages_left: parked.max_messages,
+            bytes_left: parked.max_bytes as usize,
+            first: true,
+            visited: 0,
         };
-        'topics: for step in 0..steps {
-            let index = (start + step) % subscriptions;
-            let Some(&sub) = session.subscriptions().get(index) else {
-                break;
-            };
-            let Some(topic) = self.topics.get(sub.topic) else {
-                continue;
-            };
-            let mut used = codec::group_header_len(&topic.name, sub.delivered);
-            let mut count = 0;
-            let mut offset = sub.delivered;
-            let mut full = false;
-            while messages_left > 0 {
-                let Some(message) = topic.get(offset) else {
-                    break;
-                };
-                let cost = msgpack::bin_len(message.len());
-                if used + cost > room || (!first && message.len() > bytes_left) {
-                    full = true;
-                    break;
+        match parked.topic {
+            None => {
+                for topic in session.ready_from(session.turn) {
+                    let Some(sub) = session.subscription(topic) else {
+                        continue;
+                    };
+                    if !plan.take(sub) {
+                        break;
+                    }
                 }
-                used += cost;
-                bytes_left = bytes_left.saturating_sub(message.len());
-                messages_left -= 1;
-                count += 1;
-                offset += 1;
-                first = false;
             }
-            if count > 0 {
-                self.plan.push(Group {
-                    topic: sub.topic,
-                    subscription: index,
-                    from: sub.delivered,
-                    count,
-                });
-                room -= used;
-            }
-            if full || messages_left == 0 {
-                break 'topics;
+            Some(topic) => {
+                if let Some(sub) = session.subscription(topic) {
+                    plan.take(sub);
+                }
             }
         }
+        let (room, visited) = (plan.room, plan.visited);
+        self.work += visited;
         self.limits.max_frame_bytes - room
     }
 
@@ -244,7 +223,6 @@ impl Broker {
         frame_bytes: usize,
         out: &mut dyn Outbox,
     ) {
-        let session = &mut self.sessions[key];
         let Some(buf) = out.buffer(parked.conn) else {
             return;
         };
@@ -262,18 +240,77 @@ impl Broker {
                 }
             }
             self.counters.messages_out += u64::from(group.count);
-            session.subscriptions_mut()[group.subscription].delivered += u64::from(group.count);
         }
         codec::end_frame(buf, start);
+        let plan = std::mem::take(&mut self.plan);
+        for group in &plan {
+            self.record_delivery(key, group.topic, group.count);
+        }
         // Topics take turns at being first in an all-topics pull: the next
         // one starts after the last topic that delivered, so the turn of an
         // idle topic passes to the next busy one instead of falling back to
         // whichever busy topic the walk wraps round to.
         if parked.topic.is_none()
-            && let Some(last) = self.plan.last()
+            && let Some(last) = plan.last()
         {
-            session.turn = (last.subscription + 1) % session.subscriptions().len().max(1);
+            self.sessions[key].turn = last.rank + 1;
         }
+        self.plan = plan;
+    }
+}
+
+/// One reply being planned: what is left of its bounds, and the groups so
+/// far.
+struct Planner<'a> {
+    topics: &'a Slab<Topic>,
+    groups: &'a mut Vec<Group>,
+    room: usize,
+    messages_left: u32,
+    bytes_left: usize,
+    /// No message taken yet: the first one goes even if larger than
+    /// `max_bytes`, or a large message could never be pulled.
+    first: bool,
+    /// Subscriptions looked at, for the broker's `work` count.
+    visited: u64,
+}
+
+impl Planner<'_> {
+    /// Takes what fits from `sub`'s topic; false once the reply is full.
+    fn take(&mut self, sub: &Subscription) -> bool {
+        self.visited += 1;
+        let Some(topic) = self.topics.get(sub.topic) else {
+            return true;
+        };
+        let mut used = codec::group_header_len(&topic.name, sub.delivered);
+        let mut count = 0;
+        let mut offset = sub.delivered;
+        let mut full = false;
+        while self.messages_left > 0 {
+            let Some(message) = topic.get(offset) else {
+                break;
+            };
+            let cost = msgpack::bin_len(message.len());
+            if used + cost > self.room || (!self.first && message.len() > self.bytes_left) {
+                full = true;
+                break;
+            }
+            used += cost;
+            self.bytes_left = self.bytes_left.saturating_sub(message.len());
+            self.messages_left -= 1;
+            count += 1;
+            offset += 1;
+            self.first = false;
+        }
+        if count > 0 {
+            self.groups.push(Group {
+                topic: sub.topic,
+                rank: sub.rank,
+                from: sub.delivered,
+                count,
+            });
+            self.room -= used;
+        }
+        !(full || self.messages_left == 0)
     }
 }
 

@@ -10,16 +10,28 @@
 //! The session lists its topics and each topic lists its sessions, so that
 //! ending either costs only what it had (as Redis keeps client→channels beside
 //! channel→clients).
+//!
+//! Beside the subscriptions, two indexes let a pull pay only for what it
+//! takes (see [`super::waiting`] for who keeps them true):
+//! - `ready`: the topics with something left to deliver (`delivered` below
+//!   the topic's next offset), by rank — the order of subscribing — so that
+//!   an all-topics pull walks only those, from its turn on.
+//! - `in_flight`: the topics with messages delivered and not acknowledged,
+//!   which an acknowledging pull and a resume touch, and nothing else.
 
 use super::keys::{ConnId, TopicKey};
+use super::keyset::KeySet;
 use crate::timers::TimerKey;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscription {
     pub topic: TopicKey,
     pub acked: u64,
     pub delivered: u64,
+    /// Its place in the session's order of subscriptions: unique within the
+    /// session, and rising, so removals never reorder the rest.
+    pub rank: u64,
 }
 
 /// A pull waiting for messages.
@@ -47,16 +59,22 @@ impl Parked {
 pub struct Session {
     pub id: u64,
     pub conn: Option<ConnId>,
-    /// In a `Vec` for pulls to walk in turn; `index` finds one by topic in
-    /// O(1), so a session with thousands of topics costs no quadratic work.
+    /// In a `Vec` to hand back whole; `index` finds one by topic in O(1), so
+    /// a session with thousands of topics costs no quadratic work.
     subscriptions: Vec<Subscription>,
     index: HashMap<TopicKey, usize>,
+    /// The rank the next subscription gets.
+    next_rank: u64,
+    /// Rank to topic, for the subscriptions with something to deliver.
+    ready: BTreeMap<u64, TopicKey>,
+    /// Topics with `acked < delivered`.
+    in_flight: KeySet<TopicKey>,
     pub parked: Option<Parked>,
     /// Armed while no connection holds the session.
     pub expiry: Option<TimerKey>,
-    /// Where the next all-topics pull starts: just after the last topic that
-    /// delivered to the previous one, so busy topics take turns.
-    pub turn: usize,
+    /// The rank where the next all-topics pull starts: just after the last
+    /// topic that delivered to the previous one, so busy topics take turns.
+    pub turn: u64,
 }
 
 impl Session {
@@ -66,6 +84,9 @@ impl Session {
             conn: Some(conn),
             subscriptions: Vec::new(),
             index: HashMap::new(),
+            next_rank: 0,
+            ready: BTreeMap::new(),
+            in_flight: KeySet::default(),
             parked: None,
             expiry: None,
             turn: 0,
@@ -76,33 +97,31 @@ impl Session {
         &self.subscriptions
     }
 
-    pub fn subscriptions_mut(&mut self) -> &mut [Subscription] {
-        &mut self.subscriptions
-    }
-
     /// Ends the session, handing back what it was subscribed to.
     pub fn into_subscriptions(self) -> Vec<Subscription> {
         self.subscriptions
     }
 
     pub fn subscription(&self, topic: TopicKey) -> Option<&Subscription> {
-        self.subscriptions.get(self.position(topic)?)
+        self.subscriptions.get(*self.index.get(&topic)?)
     }
 
-    /// Where the subscription to `topic` sits in `subscriptions()`.
-    pub fn position(&self, topic: TopicKey) -> Option<usize> {
-        self.index.get(&topic).copied()
-    }
-
-    pub fn subscription_mut(&mut self, topic: TopicKey) -> Option<&mut Subscription> {
-        let index = self.position(topic)?;
+    fn subscription_mut(&mut self, topic: TopicKey) -> Option<&mut Subscription> {
+        let index = *self.index.get(&topic)?;
         self.subscriptions.get_mut(index)
     }
 
-    /// Adds a subscription to a topic not yet subscribed.
-    pub fn add_subscription(&mut self, sub: Subscription) {
-        self.index.insert(sub.topic, self.subscriptions.len());
-        self.subscriptions.push(sub);
+    /// Subscribes to a topic not yet subscribed, from `offset` on, which is
+    /// where the topic stands: nothing is ready.
+    pub fn add_subscription(&mut self, topic: TopicKey, offset: u64) {
+        self.index.insert(topic, self.subscriptions.len());
+        self.subscriptions.push(Subscription {
+            topic,
+            acked: offset,
+            delivered: offset,
+            rank: self.next_rank,
+        });
+        self.next_rank += 1;
     }
 
     pub fn remove_subscription(&mut self, topic: TopicKey) -> Option<Subscription> {
@@ -111,12 +130,86 @@ impl Session {
         if let Some(moved) = self.subscriptions.get(index) {
             self.index.insert(moved.topic, index);
         }
+        self.ready.remove(&removed.rank);
+        self.in_flight.remove(topic);
         Some(removed)
     }
 
-    /// Everything delivered but not acknowledged will be delivered again.
-    pub fn rewind(&mut self) {
-        for sub in &mut self.subscriptions {
+    /// `topic` has something to deliver again.
+    pub fn set_ready(&mut self, topic: TopicKey) {
+        if let Some(rank) = self.subscription(topic).map(|sub| sub.rank) {
+            self.ready.insert(rank, topic);
+        }
+    }
+
+    /// Everything on `topic` was delivered.
+    pub fn set_caught_up(&mut self, topic: TopicKey) {
+        if let Some(rank) = self.subscription(topic).map(|sub| sub.rank) {
+            self.ready.remove(&rank);
+        }
+    }
+
+    pub fn has_in_flight(&self, topic: TopicKey) -> bool {
+        self.in_flight.contains(topic)
+    }
+
+    pub fn is_ready(&self, topic: TopicKey) -> bool {
+        self.subscription(topic)
+            .is_some_and(|sub| self.ready.contains_key(&sub.rank))
+    }
+
+    /// The ready topics in rank order, starting at rank `from` and wrapping
+    /// round: O(log n) to start, then O(1) per topic taken.
+    pub fn ready_from(&self, from: u64) -> impl Iterator<Item = TopicKey> + '_ {
+        self.ready
+            .range(from..)
+            .chain(self.ready.range(..from))
+            .map(|(_, &topic)| topic)
+    }
+
+    /// `count` more messages of `topic` were sent; returns the new
+    /// `delivered`.
+    pub fn record_delivery(&mut self, topic: TopicKey, count: u64) -> Option<u64> {
+        let sub = self.subscription_mut(topic)?;
+        sub.delivered += count;
+        let delivered = sub.delivered;
+        if count > 0 {
+            self.in_flight.insert(topic);
+        }
+        Some(delivered)
+    }
+
+    /// Moves the acknowledged offset of `topic` up to `offset`, which the
+    /// caller checked is at most `delivered`; returns where it was, if it
+    /// moved.
+    pub fn acknowledge(&mut self, topic: TopicKey, offset: u64) -> Option<u64> {
+        let sub = self.subscription_mut(topic)?;
+        if offset <= sub.acked {
+            return None;
+        }
+        let from = std::mem::replace(&mut sub.acked, offset);
+        if sub.acked >= sub.delivered {
+            self.in_flight.remove(topic);
+        }
+        Some(from)
+    }
+
+    /// Takes the topics with messages in flight out of the index, for the
+    /// caller to acknowledge or rewind each; put the set back with
+    /// [`Session::restore_in_flight`] to keep its allocation.
+    pub fn take_in_flight(&mut self) -> KeySet<TopicKey> {
+        std::mem::take(&mut self.in_flight)
+    }
+
+    pub fn restore_in_flight(&mut self, emptied: KeySet<TopicKey>) {
+        debug_assert!(emptied.is_empty() && self.in_flight.is_empty());
+        self.in_flight = emptied;
+    }
+
+    /// Everything delivered but not acknowledged on `topic` will be
+    /// delivered again (the caller took it out of `in_flight`).
+    pub fn rewind(&mut self, topic: TopicKey) {
+        if let Some(sub) = self.subscription_mut(topic) {
             sub.delivered = sub.acked;
         }
     }
@@ -184,11 +277,7 @@ mod tests {
     fn subscriptions_are_found_by_topic_after_removals() {
         let mut session = Session::new(1, 0);
         for topic in 0..5 {
-            session.add_subscription(Subscription {
-                topic,
-                acked: topic as u64,
-                delivered: topic as u64,
-            });
+            session.add_subscription(topic, topic as u64);
         }
         assert_eq!(session.remove_subscription(1).map(|s| s.acked), Some(1));
         assert_eq!(session.remove_subscription(1), None);
@@ -199,14 +288,41 @@ mod tests {
     }
 
     #[test]
-    fn rewind_returns_in_flight_messages() {
+    fn ready_topics_come_in_subscription_order_from_the_turn() {
         let mut session = Session::new(1, 0);
-        session.add_subscription(Subscription {
-            topic: 3,
-            acked: 5,
-            delivered: 9,
-        });
-        session.rewind();
-        assert_eq!(session.subscription(3).map(|s| s.delivered), Some(5));
+        for topic in [7, 3, 9, 1] {
+            session.add_subscription(topic, 0);
+        }
+        for topic in [1, 7, 9] {
+            session.set_ready(topic);
+        }
+        let from =
+            |session: &Session, rank| -> Vec<TopicKey> { session.ready_from(rank).collect() };
+        assert_eq!(from(&session, 0), vec![7, 9, 1]);
+        assert_eq!(from(&session, 2), vec![9, 1, 7]);
+        assert_eq!(from(&session, 4), vec![7, 9, 1]);
+        // Removing a subscription does not reorder the others.
+        session.remove_subscription(7);
+        session.set_caught_up(1);
+        assert_eq!(from(&session, 0), vec![9]);
+        assert!(!session.is_ready(1) && session.is_ready(9));
+    }
+
+    #[test]
+    fn in_flight_topics_are_those_delivered_beyond_the_ack() {
+        let mut session = Session::new(1, 0);
+        session.add_subscription(3, 5);
+        session.add_subscription(4, 0);
+        assert_eq!(session.record_delivery(3, 4), Some(9));
+        assert_eq!(session.acknowledge(3, 7), Some(5));
+        assert_eq!(session.acknowledge(3, 6), None);
+        let mut in_flight = session.take_in_flight();
+        assert_eq!(in_flight.drain().collect::<Vec<_>>(), vec![3]);
+        session.restore_in_flight(in_flight);
+        session.rewind(3);
+        assert_eq!(session.subscription(3).map(|s| s.delivered), Some(7));
+        session.record_delivery(4, 2);
+        assert_eq!(session.acknowledge(4, 2), Some(0));
+        assert!(session.take_in_flight().is_empty());
     }
 }

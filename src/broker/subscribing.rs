@@ -98,7 +98,7 @@ impl Broker {
     /// The REGISTER_SUBSCRIBER reply: the session's topics, as many as fit
     /// in one frame (the rest are flagged with `more`), so that a session
     /// can always be resumed whatever it subscribed to.
-    fn registered_reply(&self, key: SessionKey) -> Reply {
+    fn registered_reply(&mut self, key: SessionKey) -> Reply {
         let session = &self.sessions[key];
         // [id, [topic, ...], more]: the reply header at its widest (as a
         // pull reply's), then the array, a 9-byte id, a 5-byte list header
@@ -109,7 +109,9 @@ impl Broker {
             .saturating_sub(codec::messages_header_len(u64::MAX) + 1 + 9 + 5 + 1);
         let mut topics = Vec::new();
         let mut more = false;
+        let mut visited = 0;
         for sub in session.subscriptions() {
+            visited += 1;
             let Some(topic) = self.topics.get(sub.topic) else {
                 continue;
             };
@@ -121,8 +123,11 @@ impl Broker {
             room -= cost;
             topics.push(topic.name.to_string());
         }
+        // The walk stops when the frame is full: it costs what the reply carries.
+        let subscriber_id = session.id;
+        self.work += visited;
         Reply::SubscriberRegistered {
-            subscriber_id: session.id,
+            subscriber_id,
             topics,
             more,
         }
@@ -149,7 +154,7 @@ impl Broker {
             self.timers.cancel(timer);
         }
         session.conn = Some(conn);
-        session.rewind();
+        self.rewind(key);
     }
 
     /// The session loses its connection; it expires unless resumed in time.
@@ -164,7 +169,7 @@ impl Broker {
         }
     }
 
-    /// Ends a detached session whose expiry came.
+    /// Ends a detached session whose expiry came: O(its subscriptions).
     pub(super) fn expire(&mut self, key: SessionKey) {
         let session = self.sessions.remove(key);
         self.session_ids.remove(&session.id);
@@ -176,12 +181,14 @@ impl Broker {
 
     /// The topic's side of ending a subscription (the session's side is
     /// already done): it no longer lists the session nor waits for its
-    /// acknowledgements.
+    /// acknowledgements. O(log n) whatever the number of subscribers.
     fn leave_topic(&mut self, session_key: SessionKey, sub: Subscription) {
+        self.work += 1;
         self.counters.subscriptions -= 1;
         self.budget.sub(Class::Subscriptions, cost::SUBSCRIPTION);
         if let Some(topic) = self.topics.get_mut(sub.topic) {
-            topic.subscribers.retain(|&s| s != session_key);
+            topic.subscribers.remove(session_key);
+            topic.waiting.remove(session_key);
             topic.remove_cursor(sub.acked);
         }
         self.release(sub.topic);
@@ -219,13 +226,11 @@ impl Broker {
             return Err(Failure::broker_full(&self.budget));
         }
         let next_offset = topic.next_offset();
-        topic.subscribers.push(session_key);
+        // Caught up from the start: waiting for the next publish.
+        topic.subscribers.insert(session_key);
+        topic.waiting.insert(session_key);
         topic.add_cursor(next_offset);
-        session.add_subscription(Subscription {
-            topic: topic_key,
-            acked: next_offset,
-            delivered: next_offset,
-        });
+        session.add_subscription(topic_key, next_offset);
         self.counters.subscriptions += 1;
         self.budget.add(Class::Subscriptions, cost::SUBSCRIPTION);
         Ok(Reply::Subscribed { next_offset })
@@ -256,7 +261,7 @@ impl Broker {
     pub(super) fn ack(&mut self, conn: ConnId, name: &str, offset: u64) -> Result<(), Failure> {
         let session_key = self.subscriber(conn)?;
         let topic_key = self.topic_key(name)?;
-        let Some(sub) = self.sessions[session_key].subscription_mut(topic_key) else {
+        let Some(sub) = self.sessions[session_key].subscription(topic_key) else {
             return Err(Failure::not_subscribed(name));
         };
         if offset > sub.delivered {
@@ -268,39 +273,49 @@ impl Broker {
                 ),
             );
         }
-        if offset > sub.acked {
-            let from = std::mem::replace(&mut sub.acked, offset);
-            self.topics[topic_key].move_cursor(from, offset);
-            self.release(topic_key);
-        }
+        self.acknowledge(session_key, topic_key, offset);
         Ok(())
     }
 
     /// `ack = true` on a pull: everything delivered on the pulled topics is
-    /// acknowledged. A one-topic pull touches only its subscription.
+    /// acknowledged. Only topics with messages in flight are looked at, each
+    /// of which a pull delivered to: O(1) each, not O(subscriptions).
     pub(super) fn ack_delivered(&mut self, session_key: SessionKey, topic: Option<TopicKey>) {
-        let session = &self.sessions[session_key];
-        let indices = match topic {
-            None => 0..session.subscriptions().len(),
-            Some(topic) => match session.position(topic) {
-                Some(index) => index..index + 1,
-                None => 0..0,
-            },
-        };
-        for index in indices {
-            let Some(sub) = self.sessions[session_key]
-                .subscriptions_mut()
-                .get_mut(index)
-            else {
-                continue;
-            };
-            if sub.acked < sub.delivered {
-                let from = std::mem::replace(&mut sub.acked, sub.delivered);
-                let (topic_key, to) = (sub.topic, sub.acked);
-                self.topics[topic_key].move_cursor(from, to);
-                self.release(topic_key);
+        let session = &mut self.sessions[session_key];
+        match topic {
+            Some(topic) => {
+                if let Some(sub) = session.subscription(topic) {
+                    let delivered = sub.delivered;
+                    self.acknowledge(session_key, topic, delivered);
+                }
+            }
+            None => {
+                let mut in_flight = session.take_in_flight();
+                for topic in in_flight.drain() {
+                    let delivered = self.sessions[session_key]
+                        .subscription(topic)
+                        .map(|sub| sub.delivered);
+                    if let Some(delivered) = delivered {
+                        self.acknowledge(session_key, topic, delivered);
+                    }
+                }
+                self.sessions[session_key].restore_in_flight(in_flight);
             }
         }
+    }
+
+    /// Moves the session's acknowledged offset on `topic` up to `offset`
+    /// (at most what was delivered), and lets the topic forget what nobody
+    /// needs any more.
+    fn acknowledge(&mut self, session_key: SessionKey, topic: TopicKey, offset: u64) {
+        self.work += 1;
+        let Some(from) = self.sessions[session_key].acknowledge(topic, offset) else {
+            return;
+        };
+        if let Some(entry) = self.topics.get_mut(topic) {
+            entry.move_cursor(from, offset);
+        }
+        self.release(topic);
     }
 
     /// Drops what every subscriber of `topic` has acknowledged.

@@ -1,4 +1,5 @@
 //! Unit tests of the state machine alone: frames in, decoded replies out.
+//! The ones that count the work each request does are in `tests/work.rs`.
 
 use super::*;
 use crate::budget::Class;
@@ -27,6 +28,9 @@ struct Harness {
     out: TestOutbox,
     now: Instant,
     next_id: u64,
+    /// Check the broker's indexes after every request (which costs the
+    /// tables: tests with large tables turn it off and check once).
+    check_indexes: bool,
 }
 
 impl Harness {
@@ -37,6 +41,7 @@ impl Harness {
             out: TestOutbox::default(),
             now,
             next_id: 1,
+            check_indexes: true,
         }
     }
 
@@ -61,6 +66,9 @@ impl Harness {
         self.broker
             .handle_frame(conn, body, self.now, &mut self.out);
         self.broker.answer_ready(&mut self.out);
+        if self.check_indexes {
+            self.broker.assert_indexes_consistent();
+        }
         id
     }
 
@@ -708,7 +716,12 @@ fn topics_sessions_and_subscriptions_are_refused_at_their_limits() {
         .count();
     assert!(created < names.len());
     assert_eq!(
-        h.code(0, Request::CreateTopic { topic: "last" }),
+        h.code(
+            0,
+            Request::CreateTopic {
+                topic: &names[created]
+            }
+        ),
         ErrorCode::BrokerFull
     );
 }
@@ -775,3 +788,4 @@ fn stats_report_memory_by_class() {
     assert_eq!(stats.memory["subscriptions"], cost::SUBSCRIPTION as u64);
     assert_eq!(stats.memory_limit, Limits::default().max_memory as u64);
 }
+mod work;

@@ -13,9 +13,15 @@
 //! message, so that the charge is given back when the block is really freed
 //! (see `super::cost`). [`Topic::footprint`] is what the topic holds, which
 //! the broker keeps counted in its memory budget.
+//!
+//! Its subscribers are kept twice: all of them, and those that have been
+//! delivered everything (`waiting`), which are the only ones a publish has
+//! to tell (see [`super::waiting`]). Both are [`KeySet`]s, so a subscriber
+//! joins or leaves in O(1) however many others there are.
 
 use super::cost::MESSAGE_SLOT;
 use super::keys::SessionKey;
+use super::keyset::KeySet;
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -45,7 +51,10 @@ pub struct Topic {
     /// The sum of the retained messages' charges.
     charged: usize,
     /// Sessions subscribed to this topic (each session also lists the topic).
-    pub subscribers: Vec<SessionKey>,
+    pub subscribers: KeySet<SessionKey>,
+    /// The subscribers delivered up to `next_offset`, whom the next publish
+    /// makes ready; the others already know they are behind.
+    pub waiting: KeySet<SessionKey>,
     /// How many subscribers have acknowledged up to each offset. The first
     /// key is how far the topic may forget, found in O(log n) however many
     /// subscribers there are.
@@ -60,7 +69,8 @@ impl Topic {
             base: 0,
             backlog_bytes: 0,
             charged: 0,
-            subscribers: Vec::new(),
+            subscribers: KeySet::default(),
+            waiting: KeySet::default(),
             acked: BTreeMap::new(),
         }
     }
