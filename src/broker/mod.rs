@@ -78,6 +78,10 @@ pub struct Limits {
     pub session_timeout: Duration,
     /// Everything held on clients' behalf, together (see [`crate::budget`]).
     pub max_memory: usize,
+    /// A connection's output high-water mark: past it, its requests wait
+    /// until its replies drain to half (the server's flow control; told to
+    /// clients in HELLO).
+    pub max_output_bytes: usize,
 }
 
 impl Default for Limits {
@@ -90,6 +94,7 @@ impl Default for Limits {
             max_subscribers_per_topic: 10_000,
             session_timeout: Duration::from_secs(60),
             max_memory: 1 << 30,
+            max_output_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -54,8 +54,9 @@ pub struct Config {
     pub limits: Limits,
     /// Connections beyond this get `TOO_MANY_CONNECTIONS` and are closed.
     pub max_connections: usize,
-    /// A client whose unread replies exceed this is disconnected.
-    pub max_output_bytes: usize,
+    /// A client whose socket takes no byte of its waiting replies for this
+    /// long is disconnected (its session stays resumable).
+    pub output_timeout: Duration,
     /// Time allowed from accept to a completed HELLO.
     pub handshake_timeout: Duration,
     /// Time allowed for one frame to arrive once its first byte has.
@@ -72,7 +73,7 @@ impl Default for Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 5555)),
             limits: Limits::default(),
             max_connections: 16_384,
-            max_output_bytes: 16 * 1024 * 1024,
+            output_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             frame_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),

@@ -108,6 +108,14 @@ impl Table {
         }
     }
 
+    /// Lists a connection already closing for removal at the end of the
+    /// iteration (a lingering close that is over).
+    pub(super) fn drop_closing(&mut self, key: ConnId) {
+        if self.slab.get(key).is_some_and(Connection::is_closing) {
+            self.dropping.push(key);
+        }
+    }
+
     /// The connections to flush, unmarked as they are handed out.
     pub(super) fn take_dirty(&mut self) -> Vec<ConnId> {
         let keys = std::mem::take(&mut self.dirty);
