@@ -1,4 +1,5 @@
-//! Giving freed memory back to the operating system.
+//! Giving freed memory back to the operating system, and raising the limit
+//! on descriptors: the crate's two calls into libc.
 //!
 //! glibc's allocator keeps freed memory in its heap for reuse, and raises its
 //! mmap threshold after large frees, so after a burst — thousands of
@@ -9,8 +10,9 @@
 //! pages anywhere in the heap) after it has freed a lot. Elsewhere it does
 //! nothing.
 //!
-//! This is the crate's one foreign call, and so its one `unsafe` block: the
-//! crate root denies `unsafe_code`, and the allow below is the only exception.
+//! These are the crate's only foreign calls, and so its only `unsafe`
+//! blocks: the crate root denies `unsafe_code`, and the two allows below
+//! (`malloc_trim`, `rlimit_nofile`) are the only exceptions.
 
 /// Returns free heap pages to the operating system, where supported.
 pub fn release_free_memory() {
@@ -18,7 +20,7 @@ pub fn release_free_memory() {
     malloc_trim();
 }
 
-/// The one exception to the crate's `deny(unsafe_code)`; see the SAFETY note.
+/// The first exception to the crate's `deny(unsafe_code)`; see the SAFETY note.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn malloc_trim() {
@@ -29,4 +31,48 @@ fn malloc_trim() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Raises the soft limit on open descriptors to the hard limit, so
+/// `--max-connections` is not capped by a shell's default of 1024; returns
+/// the soft limit now in force (`None` where it cannot be read).
+// `rlim_t` is `u64` on Linux but not on every unix.
+#[allow(clippy::useless_conversion)]
+pub fn raise_descriptor_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        rlimit_nofile().and_then(|n| u64::try_from(n).ok())
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// The second exception to `deny(unsafe_code)`: `getrlimit`/`setrlimit`,
+/// for which no safe wrapper is among the crate's dependencies.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn rlimit_nofile() -> Option<libc::rlim_t> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: both calls take a pointer to a properly initialised `rlimit`
+    // that lives for the duration of the call, and touch nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    Some(limit.rlim_cur)
 }

@@ -82,6 +82,25 @@ impl Default for Config {
     }
 }
 
+/// Descriptors kept for other than connections: listener, epoll, waker,
+/// signal pipe, the spare for EMFILE, log files, and slack.
+const RESERVED_DESCRIPTORS: u64 = 32;
+
+fn fit_connections_to_descriptors(config: &mut Config) {
+    let Some(limit) = crate::memory::raise_descriptor_limit() else {
+        return;
+    };
+    let fits = limit.saturating_sub(RESERVED_DESCRIPTORS).max(1);
+    if config.max_connections as u64 > fits {
+        log::warn!(
+            "--max-connections {} does not fit the descriptor limit of {limit} \
+             (less {RESERVED_DESCRIPTORS} reserved); lowered to {fits}",
+            config.max_connections
+        );
+        config.max_connections = usize::try_from(fits).unwrap_or(usize::MAX);
+    }
+}
+
 /// A bound, not yet running, broker.
 pub struct Server {
     poll: Poll,
@@ -93,8 +112,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listening socket; `run` then serves it.
-    pub fn bind(config: Config) -> io::Result<Server> {
+    /// Binds the listening socket; `run` then serves it. Raises the soft
+    /// descriptor limit to the hard one, and lowers `max_connections` (with
+    /// a log line) if it still does not fit.
+    pub fn bind(mut config: Config) -> io::Result<Server> {
+        fit_connections_to_descriptors(&mut config);
         if config.limits.max_backlog_bytes < config.limits.max_frame_bytes {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
