@@ -16,8 +16,6 @@ use common::*;
 use courier::codec::encode_request;
 use courier::protocol::{Op, Reply, Request};
 use std::io::{ErrorKind, Read, Write};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A broker with a small high-water mark and a short output timeout.
@@ -157,47 +155,37 @@ fn a_pull_whose_deadline_meets_a_publish_gets_the_message() {
 #[test]
 fn a_flood_of_cheap_requests_does_not_hold_a_bystander_behind_it() {
     // Publishes from a connection that never registered as a publisher:
-    // each is a cheap request with an error reply, counted in STATS.
-    const FLOOD: u64 = 30_000;
+    // each is a cheap request with an error reply, counted in STATS. As
+    // many as one read of the broker takes, written at once, so that a
+    // broker executing all it read before anyone else would answer the
+    // bystander only after every one of them.
     let broker = start_broker();
     let mut bystander = Raw::hello(broker.addr());
-    let flooder = Raw::hello(broker.addr());
+    let mut flooder = Raw::hello(broker.addr());
     let mut frames = Vec::new();
-    for id in 1..=FLOOD {
+    let mut flood = 0u64;
+    while frames.len() < 60 * 1024 {
+        flood += 1;
         let request = Request::Publish {
             topic: "t",
             payload: b"",
         };
-        encode_request(&mut frames, id, &request);
+        encode_request(&mut frames, flood, &request);
     }
-    let replies = Arc::new(AtomicU64::new(0));
-    let mut reader = flooder.stream.try_clone().expect("clone");
-    let counted = Arc::clone(&replies);
-    let read = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let mut chunk = vec![0u8; 1 << 16];
-        while counted.load(Ordering::SeqCst) < FLOOD {
-            let n = reader.read(&mut chunk).expect("flood replies");
-            assert!(n > 0, "flooder disconnected");
-            bytes.extend_from_slice(&chunk[..n]);
-            let mut used = 0;
-            while let Ok(Some((_, len))) = courier::codec::split_frame(&bytes[used..], 1 << 24) {
-                used += len;
-                counted.fetch_add(1, Ordering::SeqCst);
-            }
-            bytes.drain(..used);
-        }
-    });
-    let mut writer = flooder.stream.try_clone().expect("clone");
-    // Written whole before the bystander asks, so a broker that worked
-    // through all it had read before anyone else would answer it last.
-    writer.write_all(&frames).expect("flood written");
-    let seen = bystander.stats();
+    let mut stats = Vec::new();
+    encode_request(&mut stats, 1, &Request::Stats);
+    flooder.send_bytes(&frames);
+    bystander.send_bytes(&stats);
+    let (_, reply) = bystander.recv(Op::Stats);
+    let Ok(Reply::Stats(seen)) = reply else {
+        panic!("bystander STATS: {reply:?}");
+    };
     let flood_errors = seen.errors.get("NOT_REGISTERED").copied().unwrap_or(0);
     assert!(
-        flood_errors < FLOOD,
-        "the bystander's STATS ran after all {FLOOD} flood requests"
+        flood_errors < flood,
+        "the bystander's STATS ran after all {flood} flood requests"
     );
-    read.join().expect("reader");
-    assert_eq!(replies.load(Ordering::SeqCst), FLOOD);
+    for id in 1..=flood {
+        assert_eq!(flooder.recv_id(), id, "flood replies in order");
+    }
 }
