@@ -455,4 +455,81 @@ mod tests {
         assert_eq!(input.unread(), &frame(200)[..100]);
         assert_eq!(input.start, 0);
     }
+
+    /// A connection over loopback whose peer reads nothing, and that peer.
+    fn pair() -> (Connection, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server_side, peer) = listener.accept().expect("accept");
+        server_side.set_nonblocking(true).expect("nonblocking");
+        let connection = Connection::new(TcpStream::from_std(server_side), peer, 1);
+        (connection, client)
+    }
+
+    #[test]
+    fn a_write_buffer_keeps_only_its_unsent_tail_and_is_counted_exactly() {
+        let (mut connection, mut client) = pair();
+        let mut pool = BufferPool::default();
+        let mut budget = Budget::new(1 << 30, 0);
+        // More than the socket takes, so a tail stays unsent.
+        let chunk = vec![9u8; 1 << 20];
+        for _ in 0..32 {
+            connection.output(&mut pool).extend_from_slice(&chunk);
+        }
+        connection.account(&mut budget);
+        assert_eq!(
+            budget.used(Class::WriteBuffers),
+            connection.output.capacity()
+        );
+        assert!(!connection.flush(&mut pool, Instant::now()).expect("flush"));
+        connection.account(&mut budget);
+        // Sent bytes are moved out once they are half the buffer, so at
+        // least half of what it holds is still to send.
+        assert!(connection.written * 2 < connection.output.len());
+        assert_eq!(
+            budget.used(Class::WriteBuffers),
+            connection.output.capacity()
+        );
+        // The peer reads everything; the buffer shrinks as it drains.
+        let mut sink = vec![0u8; 1 << 20];
+        let mut drained = false;
+        for _ in 0..10_000 {
+            let _ = client.read(&mut sink).expect("read");
+            if connection.flush(&mut pool, Instant::now()).expect("flush") {
+                drained = true;
+                break;
+            }
+            // The allocation follows the unsent bytes down.
+            let (capacity, pending) = (connection.output.capacity(), connection.pending_output());
+            assert!(
+                capacity <= WRITE_SHRINK_FLOOR.max(4 * pending),
+                "capacity {capacity} for {pending} unsent bytes"
+            );
+        }
+        assert!(drained, "all sent");
+        connection.account(&mut budget);
+        assert_eq!(budget.used(Class::WriteBuffers), 0);
+        connection.unaccount(&mut budget);
+        assert_eq!(budget.total(), 0);
+    }
+
+    #[test]
+    fn a_read_buffer_is_counted_until_the_connection_goes() {
+        let (mut connection, mut client) = pair();
+        let mut pool = BufferPool::default();
+        let mut budget = Budget::new(1 << 30, 0);
+        client.write_all(&frame(200_000)[..100_000]).expect("write");
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while connection.input.unread().len() < 100_000 && Instant::now() < deadline {
+            connection.fill(&mut pool, 1 << 20, false).expect("fill");
+        }
+        connection.account(&mut budget);
+        let held = connection.input.buf.capacity();
+        // Grown by doubling towards the frame, not to its announced size.
+        assert!((100_000..200_000).contains(&held), "{held}");
+        assert_eq!(budget.used(Class::ReadBuffers), held);
+        assert_eq!(connection.unaccount(&mut budget), held);
+        assert_eq!(budget.total(), 0);
+    }
 }
