@@ -9,6 +9,9 @@
 //!   is executed while the flood is still being worked through, which the
 //!   test sees in a counter (the flood's error count in the bystander's
 //!   STATS), not in a clock.
+//! - `--max-connections` is lowered to what the descriptor limit allows, so
+//!   a newcomer over it is told `TOO_MANY_CONNECTIONS` rather than lost to
+//!   EMFILE.
 
 mod common;
 
@@ -188,4 +191,33 @@ fn a_flood_of_cheap_requests_does_not_hold_a_bystander_behind_it() {
     for id in 1..=flood {
         assert_eq!(flooder.recv_id(), id, "flood replies in order");
     }
+}
+
+#[test]
+fn max_connections_is_lowered_to_fit_the_descriptor_limit() {
+    // 48 descriptors, 32 of them kept for the broker's own: 16 connections.
+    let Some(prlimit) = ["/usr/bin/prlimit", "/bin/prlimit"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!("prlimit not found: skipped");
+        return;
+    };
+    let mut command = std::process::Command::new(prlimit);
+    command
+        .arg("--nofile=48:48")
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_broker"))
+        .args(["--addr", "127.0.0.1:0", "--log-level", "off"]);
+    let broker = BrokerProcess::spawn(command);
+    let admitted: Vec<Raw> = (0..16).map(|_| Raw::hello(broker.addr)).collect();
+    let mut refused = Raw::connect(broker.addr);
+    let frames = refused.expect_closed();
+    assert_eq!(frames.len(), 1);
+    let (id, reply) = courier::codec::decode_reply(Op::Stats, &frames[0]).expect("reply");
+    assert_eq!(
+        (id, reply.unwrap_err().code),
+        (0, courier::protocol::ErrorCode::TooManyConnections)
+    );
+    assert_eq!(admitted.len(), 16);
 }
