@@ -1,16 +1,39 @@
 //! The poll loop itself. Each iteration:
 //!
-//! 1. poll, sleeping no longer than the earliest timer;
-//! 2. accept until `WouldBlock`; read each readable connection until
-//!    `WouldBlock` (or a per-event budget, after which the connection is
-//!    rescheduled by hand — edges do not fire twice), decoding and executing
-//!    every complete frame, with replies appended to write buffers;
-//! 3. fire due timers (see [`guards`](super::guards) for the loop's own);
-//! 4. answer the waiting pulls that this iteration's publishes woke;
+//! 1. poll, sleeping no longer than the earliest timer (not at all while
+//!    connections wait for another turn);
+//! 2. accept until `WouldBlock`; serve each readable connection (and each
+//!    one rescheduled from the last turn): execute the frames it has
+//!    buffered and read more, with replies appended to write buffers;
+//! 3. fire the loop's own timers (see [`guards`](super::guards));
+//! 4. answer the waiting pulls that this iteration's publishes woke, then
+//!    fire the broker's timers — in that order, so a pull whose deadline
+//!    falls in the turn that published for it gets the message;
 //! 5. flush every connection with new output, asking for `WRITABLE` only
 //!    while bytes remain;
 //! 6. close the connections marked for closing — never in the middle of a
 //!    batch, so a reused slab key cannot receive a stale event.
+//!
+//! Fair work: one turn serves a connection at most [`WORK_REQUESTS`]
+//! requests or [`WORK_REPLY_BYTES`] of replies (and reads at most
+//! [`READ_BUDGET_BYTES`]); then it goes on the `again` list and the loop
+//! polls without sleeping, so the others get their turn first.
+//!
+//! Output flow control: a connection whose unsent output reaches
+//! `max_output_bytes` (the high-water mark), or holds more than
+//! [`GLOBAL_PAUSE_FLOOR`] while the memory budget is at its output cap, is
+//! paused — it executes and reads nothing — until its output drains to half
+//! the mark; then it is rescheduled by hand (edges do not fire twice). Its
+//! unread requests wait in its read buffer and the kernel's, and TCP pushes
+//! back on the client. One whose socket takes no byte for the output
+//! timeout is disconnected (see [`guards`](super::guards)).
+//!
+//! Closing: after the peer's half-close every frame received is executed,
+//! its parked pull answered, and the connection closes once its output is
+//! sent. A closing connection is flushed until everything is sent (or it
+//! stalls), then its write side is shut and its input read and discarded
+//! until the peer closes (a lingering close), so unread input does not turn
+//! into a reset that destroys the last replies.
 //!
 //! mio is edge-triggered: every readiness is drained or remembered. The loop
 //! dispatches frames to the broker and interprets nothing in them.

@@ -7,10 +7,11 @@
 //! the token plan shared by the parts of the loop:
 //!
 //! - `event_loop`: one iteration after another — poll, accept, read and
-//!   execute frames, flush, close;
+//!   execute frames (a bounded turn each, paused while output waits), flush,
+//!   close;
 //! - `table`: the slab of connections with the lists of those to flush and
 //!   to close, the one owner of each connection's `dirty`/`closing` marks;
-//! - `guards`: the loop's own timers — handshake and partial-frame
+//! - `guards`: the loop's own timers — handshake, partial-frame and output
 //!   timeouts, accept retries, memory housekeeping;
 //! - `shutdown`: the handle that stops a loop from any thread, and the
 //!   drain that answers everyone before `run` returns.
