@@ -351,6 +351,15 @@ impl Connection {
         }
     }
 
+    /// Gives back what a write buffer holds beyond `cap` (the high-water
+    /// mark plus one frame): appending past the mark doubles a `Vec`, and a
+    /// paused connection must not keep twice the mark while it drains.
+    pub fn trim_output(&mut self, cap: usize) {
+        if self.output.capacity() > cap {
+            self.output.shrink_to(cap.max(self.output.len()));
+        }
+    }
+
     fn write_out(&mut self) -> io::Result<bool> {
         while self.written < self.output.len() {
             match self.socket.write(&self.output[self.written..]) {

@@ -294,7 +294,12 @@ impl EventLoop {
                 .registry()
                 .register(&mut socket, token_of(key), Interest::READABLE)
         {
-            log::error!("cannot register {peer}: {e}");
+            log_limited!(
+                self.bad_input_log,
+                now,
+                Level::Error,
+                "cannot register {peer}: {e}"
+            );
             return;
         }
         self.next_serial += 1;
@@ -500,6 +505,8 @@ impl EventLoop {
             return;
         };
         let flushed = connection.flush(&mut self.pool, now);
+        let limits = &self.config.limits;
+        connection.trim_output(limits.max_output_bytes + limits.max_frame_bytes);
         connection.account(self.broker.budget_mut());
         let Some(connection) = self.table.get_mut(key) else {
             return;
