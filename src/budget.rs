@@ -20,6 +20,12 @@
 //! - replies and the buffers that carry them may use the reserve
 //!   ([`Budget::admits_output`]), so that pulls and acks, which are what
 //!   shrink the backlog, keep working when the broker is full.
+//!
+//! And one share: unread output (write buffers) may take at most a quarter of
+//! the limit ([`Budget::output_full`]); past it the server stops executing
+//! requests of the connections holding the most. Without that share, clients
+//! that never read their replies could fill the budget with output and make
+//! every other client's publish BROKER_FULL.
 
 use std::fmt;
 
@@ -78,6 +84,9 @@ impl fmt::Display for Class {
         f.write_str(self.name())
     }
 }
+
+/// Unread output may take `1 / OUTPUT_SHARE` of the limit.
+const OUTPUT_SHARE: usize = 4;
 
 /// Bytes held, by class, against one limit with a reserve for replies.
 #[derive(Debug, Clone)]
@@ -156,6 +165,17 @@ impl Budget {
     pub fn admits_output(&self, bytes: usize) -> bool {
         self.total.saturating_add(bytes) <= self.limit
     }
+
+    /// Most bytes unread output (write buffers) may hold together.
+    pub fn output_cap(&self) -> usize {
+        self.limit / OUTPUT_SHARE
+    }
+
+    /// Whether unread output is at its share of the budget, or the budget
+    /// itself is spent: then connections holding much output must wait.
+    pub fn output_full(&self) -> bool {
+        self.used(Class::WriteBuffers) >= self.output_cap() || self.total >= self.limit
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +203,18 @@ mod tests {
         assert!(!budget.admits(51));
         assert!(budget.admits_output(150));
         assert!(!budget.admits_output(151));
+    }
+
+    #[test]
+    fn output_is_full_at_its_share_or_at_the_limit() {
+        let mut budget = Budget::new(1000, 100);
+        budget.add(Class::WriteBuffers, 249);
+        assert!(!budget.output_full());
+        budget.add(Class::WriteBuffers, 1);
+        assert!(budget.output_full());
+        budget.sub(Class::WriteBuffers, 250);
+        budget.add(Class::Payloads, 1000);
+        assert!(budget.output_full());
     }
 
     #[test]

@@ -3,17 +3,27 @@
 //! The read side is a flat buffer with a consumed offset: bytes are read into
 //! the free tail, complete frames are decoded in place (borrowed, not copied),
 //! and the leftover partial frame is moved to the front only when the tail runs
-//! out. The buffer grows only when one frame needs more room than it has, up to
-//! the frame limit, which is checked as soon as the 4-byte header is in.
+//! out. The buffer grows only when one frame needs more room than it has, and
+//! then geometrically (doubling, capped by the frame's announced length and the
+//! frame limit), so it follows the bytes that actually arrived: a header
+//! announcing a megabyte pins at most twice what was sent, not the megabyte.
 //!
 //! The write side is a `Vec` that replies are appended to, plus how much of it
 //! the socket has taken: short writes just leave the rest for the next
 //! writable event, and write interest is requested only while bytes remain.
+//! Once half of it is sent the unsent tail moves to the front, and a buffer
+//! much larger than what it holds shrinks, so a client that reads steadily
+//! but never lets its buffer empty does not keep a buffer sized by its past.
 //!
 //! Buffers are lent by a [`BufferPool`] while a connection has bytes in
 //! flight and returned when it goes quiet, so ten thousand idle connections
-//! cost a few hundred bytes each, not a buffer each.
+//! cost a few hundred bytes each, not a buffer each. Each connection counts
+//! the capacity of the buffers it holds in the broker's [`Budget`]
+//! (`ReadBuffers`, `WriteBuffers`) through [`Connection::account`]; the
+//! pool's idle buffers are not counted — the pool is small (at most
+//! [`POOL_SIZE`] buffers of each kind) and emptied by housekeeping.
 
+use crate::budget::{Budget, Class};
 use crate::codec::{self, FrameTooLarge};
 use crate::protocol::FRAME_HEADER_LEN;
 use mio::Interest;
@@ -26,8 +36,11 @@ use std::time::Instant;
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Write buffers larger than this go back to the allocator, not the pool.
 const POOLED_WRITE_BUFFER_MAX: usize = 1024 * 1024;
+/// A write buffer whose capacity exceeds both this and twice what it holds
+/// is shrunk after a flush.
+const WRITE_SHRINK_FLOOR: usize = 256 * 1024;
 /// Buffers kept for reuse, per kind.
-const POOL_SIZE: usize = 64;
+pub const POOL_SIZE: usize = 64;
 
 /// Spare buffers shared by all connections of one loop.
 #[derive(Debug, Default)]
@@ -105,13 +118,15 @@ impl Input {
                 return;
             }
         }
-        // Full of one unfinished frame: grow to fit it. A length over the
-        // limit is not grown for; executing frames refuses it.
+        // Full of one unfinished frame: grow towards it, doubling, so the
+        // buffer follows what arrived rather than what was announced. A
+        // length over the limit is not grown for; executing frames refuses it.
         if let Some(header) = self.unread().first_chunk::<FRAME_HEADER_LEN>() {
             let len = u32::from_be_bytes(*header) as usize;
             let wanted = FRAME_HEADER_LEN + len;
             if len <= max_body && wanted > self.buf.len() {
-                self.buf.resize(wanted, 0);
+                let grown = wanted.min(self.buf.len().saturating_mul(2));
+                self.buf.resize(grown, 0);
             }
         }
     }
@@ -156,6 +171,23 @@ pub struct Connection {
     dirty: bool,
     /// Closing: read nothing more, flush what is buffered, then close.
     closing: bool,
+    /// Buffer capacity last counted in the budget: (read, write).
+    counted: (usize, usize),
+    /// Output passed the high-water mark: its requests wait until it drains.
+    pub paused: bool,
+    /// The peer shut its write side: execute what came, flush, then close.
+    pub input_ended: bool,
+    /// Last time the socket took a byte, or output began to wait; the output
+    /// timeout counts from here.
+    pub last_progress: Instant,
+    /// Bytes written to the socket ever, and of them how many the peer had
+    /// taken at the last look ([`Connection::note_delivery`]).
+    sent_total: u64,
+    delivered: u64,
+    pub output_timer_armed: bool,
+    /// Closing, everything sent and the write side shut: input is read and
+    /// discarded until the peer closes or the linger time passes.
+    pub lingering: bool,
 }
 
 impl Connection {
@@ -172,6 +204,48 @@ impl Connection {
             partial_timer_armed: false,
             dirty: false,
             closing: false,
+            counted: (0, 0),
+            paused: false,
+            input_ended: false,
+            last_progress: Instant::now(),
+            sent_total: 0,
+            delivered: 0,
+            output_timer_armed: false,
+            lingering: false,
+        }
+    }
+
+    /// Brings the budget's `ReadBuffers` and `WriteBuffers` in line with the
+    /// buffers this connection holds now.
+    pub fn account(&mut self, budget: &mut Budget) {
+        let now = (self.input.buf.capacity(), self.output.capacity());
+        recount(budget, Class::ReadBuffers, self.counted.0, now.0);
+        recount(budget, Class::WriteBuffers, self.counted.1, now.1);
+        self.counted = now;
+    }
+
+    /// Gives back everything [`account`](Self::account) counted, as the
+    /// connection goes; the bytes its buffers held.
+    pub fn unaccount(&mut self, budget: &mut Budget) -> usize {
+        budget.sub(Class::ReadBuffers, self.counted.0);
+        budget.sub(Class::WriteBuffers, self.counted.1);
+        let held = self.input.buf.capacity() + self.output.capacity();
+        self.counted = (0, 0);
+        held
+    }
+
+    /// Reads and drops whatever the peer still sends, for a lingering close.
+    /// `Ok(true)` once the peer has closed.
+    pub fn discard_input(&mut self) -> io::Result<bool> {
+        let mut sink = [0u8; 4096];
+        loop {
+            match self.socket.read(&mut sink) {
+                Ok(0) => return Ok(true),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -241,6 +315,10 @@ impl Connection {
         if self.output.capacity() == 0 {
             self.output = pool.take_write();
         }
+        if self.pending_output() == 0 {
+            // Output begins to wait: the output timeout counts from now.
+            self.last_progress = Instant::now();
+        }
         &mut self.output
     }
 
@@ -250,19 +328,72 @@ impl Connection {
     }
 
     /// Writes as much as the socket takes. `Ok(true)` when all was sent.
-    pub fn flush(&mut self, pool: &mut BufferPool) -> io::Result<bool> {
+    /// A partial write moves the unsent tail to the front once half the
+    /// buffer is sent, and shrinks a buffer far larger than its content.
+    pub fn flush(&mut self, pool: &mut BufferPool, now: Instant) -> io::Result<bool> {
+        let before = self.written;
+        let result = self.write_out();
+        if self.written > before {
+            self.last_progress = now;
+        }
+        match result {
+            Ok(true) => {
+                self.written = 0;
+                pool.give_write(std::mem::take(&mut self.output));
+                Ok(true)
+            }
+            Ok(false) => {
+                if self.written * 2 >= self.output.len() {
+                    self.output.drain(..self.written);
+                    self.written = 0;
+                }
+                let held = self.output.len();
+                if self.output.capacity() > WRITE_SHRINK_FLOOR.max(held.saturating_mul(2)) {
+                    self.output.shrink_to(WRITE_SHRINK_FLOOR.max(held));
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives back what a write buffer holds beyond `cap` (the high-water
+    /// mark plus one frame): appending past the mark doubles a `Vec`, and a
+    /// paused connection must not keep twice the mark while it drains.
+    pub fn trim_output(&mut self, cap: usize) {
+        if self.output.capacity() > cap {
+            self.output.shrink_to(cap.max(self.output.len()));
+        }
+    }
+
+    fn write_out(&mut self) -> io::Result<bool> {
         while self.written < self.output.len() {
             match self.socket.write(&self.output[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
+                Ok(n) => {
+                    self.written += n;
+                    self.sent_total += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        self.written = 0;
-        pool.give_write(std::mem::take(&mut self.output));
         Ok(true)
+    }
+
+    /// Counts as progress what the peer took out of the kernel's send queue
+    /// since the last look: a slow reader behind large socket buffers drains
+    /// that queue long before the kernel lets the broker write again.
+    pub fn note_delivery(&mut self, now: Instant) {
+        let Some(unsent) = crate::os::unsent_in_kernel(&self.socket) else {
+            return;
+        };
+        let delivered = self.sent_total.saturating_sub(unsent as u64);
+        if delivered > self.delivered {
+            self.delivered = delivered;
+            self.last_progress = now;
+        }
     }
 
     /// Returns idle buffers to the pool.
@@ -284,6 +415,14 @@ impl Connection {
             self.interest = wanted;
             Some(wanted)
         }
+    }
+}
+
+fn recount(budget: &mut Budget, class: Class, was: usize, now: usize) {
+    if now > was {
+        budget.add(class, now - was);
+    } else {
+        budget.sub(class, was - now);
     }
 }
 
@@ -321,12 +460,16 @@ mod tests {
     }
 
     #[test]
-    fn one_unfinished_large_frame_grows_the_buffer_to_fit() {
+    fn one_unfinished_large_frame_grows_the_buffer_as_its_bytes_arrive() {
         let mut pool = BufferPool::default();
         let big = frame(200_000);
         let mut input = filled(&big[..READ_BUFFER_BYTES]);
         input.make_room(&mut pool, 1 << 20);
-        assert_eq!(input.buf.len(), big.len());
+        assert_eq!(input.buf.len(), 2 * READ_BUFFER_BYTES);
+        input.buf[READ_BUFFER_BYTES..].fill(7);
+        input.end = input.buf.len();
+        input.make_room(&mut pool, 1 << 20);
+        assert_eq!(input.buf.len(), big.len().min(4 * READ_BUFFER_BYTES));
         // Over the limit: no growth; executing frames refuses it.
         let mut input = filled(&big[..READ_BUFFER_BYTES]);
         input.make_room(&mut pool, 100_000);
@@ -343,5 +486,82 @@ mod tests {
         input.make_room(&mut pool, 1 << 20);
         assert_eq!(input.unread(), &frame(200)[..100]);
         assert_eq!(input.start, 0);
+    }
+
+    /// A connection over loopback whose peer reads nothing, and that peer.
+    fn pair() -> (Connection, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server_side, peer) = listener.accept().expect("accept");
+        server_side.set_nonblocking(true).expect("nonblocking");
+        let connection = Connection::new(TcpStream::from_std(server_side), peer, 1);
+        (connection, client)
+    }
+
+    #[test]
+    fn a_write_buffer_keeps_only_its_unsent_tail_and_is_counted_exactly() {
+        let (mut connection, mut client) = pair();
+        let mut pool = BufferPool::default();
+        let mut budget = Budget::new(1 << 30, 0);
+        // More than the socket takes, so a tail stays unsent.
+        let chunk = vec![9u8; 1 << 20];
+        for _ in 0..32 {
+            connection.output(&mut pool).extend_from_slice(&chunk);
+        }
+        connection.account(&mut budget);
+        assert_eq!(
+            budget.used(Class::WriteBuffers),
+            connection.output.capacity()
+        );
+        assert!(!connection.flush(&mut pool, Instant::now()).expect("flush"));
+        connection.account(&mut budget);
+        // Sent bytes are moved out once they are half the buffer, so at
+        // least half of what it holds is still to send.
+        assert!(connection.written * 2 < connection.output.len());
+        assert_eq!(
+            budget.used(Class::WriteBuffers),
+            connection.output.capacity()
+        );
+        // The peer reads everything; the buffer shrinks as it drains.
+        let mut sink = vec![0u8; 1 << 20];
+        let mut drained = false;
+        for _ in 0..10_000 {
+            let _ = client.read(&mut sink).expect("read");
+            if connection.flush(&mut pool, Instant::now()).expect("flush") {
+                drained = true;
+                break;
+            }
+            // The allocation follows the unsent bytes down.
+            let (capacity, pending) = (connection.output.capacity(), connection.pending_output());
+            assert!(
+                capacity <= WRITE_SHRINK_FLOOR.max(4 * pending),
+                "capacity {capacity} for {pending} unsent bytes"
+            );
+        }
+        assert!(drained, "all sent");
+        connection.account(&mut budget);
+        assert_eq!(budget.used(Class::WriteBuffers), 0);
+        connection.unaccount(&mut budget);
+        assert_eq!(budget.total(), 0);
+    }
+
+    #[test]
+    fn a_read_buffer_is_counted_until_the_connection_goes() {
+        let (mut connection, mut client) = pair();
+        let mut pool = BufferPool::default();
+        let mut budget = Budget::new(1 << 30, 0);
+        client.write_all(&frame(200_000)[..100_000]).expect("write");
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while connection.input.unread().len() < 100_000 && Instant::now() < deadline {
+            connection.fill(&mut pool, 1 << 20, false).expect("fill");
+        }
+        connection.account(&mut budget);
+        let held = connection.input.buf.capacity();
+        // Grown by doubling towards the frame, not to its announced size.
+        assert!((100_000..200_000).contains(&held), "{held}");
+        assert_eq!(budget.used(Class::ReadBuffers), held);
+        assert_eq!(connection.unaccount(&mut budget), held);
+        assert_eq!(budget.total(), 0);
     }
 }

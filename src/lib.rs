@@ -1,7 +1,7 @@
 //! Courier: a single-threaded publish/subscribe message broker.
 //!
-//! No `unsafe` anywhere (denied below) except the one documented foreign call
-//! in [`memory`].
+//! No `unsafe` anywhere (denied below) except the few documented foreign
+//! calls in [`os`].
 //!
 //! # Layout
 //!
@@ -36,7 +36,8 @@
 //! - [`logging`]: logging through the `log` facade (the binaries install the
 //!   backend; the library never writes to stderr), and [`log_limited!`] for
 //!   lines a client can cause at will.
-//! - [`memory`]: returning freed memory to the operating system.
+//! - [`os`]: the calls into the operating system that std does not offer —
+//!   returning freed memory, the descriptor limit, a socket's send queue.
 //! - `testing` (hidden, behind the `testing` cargo feature): support shared
 //!   by the property tests and the fuzz targets — sample values, codec
 //!   checks, a broker harness. `cargo test` turns the feature on by itself.
@@ -49,7 +50,7 @@ pub mod client;
 pub mod codec;
 pub mod connection;
 pub mod logging;
-pub mod memory;
+pub mod os;
 pub mod protocol;
 pub mod server;
 pub mod storage;

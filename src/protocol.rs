@@ -299,6 +299,11 @@ pub struct ServerInfo {
     pub max_backlog_bytes: u64,
     pub max_backlog_messages: u64,
     pub session_timeout_ms: u64,
+    /// The output high-water mark: past it the broker stops executing the
+    /// connection's requests until its replies drain to half. Absent (0)
+    /// from a broker that predates it.
+    #[serde(default)]
+    pub max_output_bytes: u64,
 }
 
 /// Counters reported by STATS.

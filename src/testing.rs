@@ -117,6 +117,7 @@ pub fn every_reply() -> Vec<(Op, Reply)> {
         max_backlog_bytes: 1 << 26,
         max_backlog_messages: 1 << 20,
         session_timeout_ms: 60_000,
+        max_output_bytes: 1 << 24,
     };
     let mut stats = Stats {
         messages_in: 5,

@@ -209,7 +209,6 @@ fn pipelined<'a>(
 /// budget: a reply the budget has no room for waits (or is refused with a
 /// retryable code), and every reader still gets every message in order.
 #[test]
-#[ignore = "issue 9: no --max-memory; unread pull replies are bounded per connection only"]
 fn readers_keeping_pulls_in_flight_stay_within_the_budget() {
     const READERS: usize = 24;
     const IN_FLIGHT: usize = 12;
@@ -342,7 +341,6 @@ fn tiny_messages_over_many_topics_get_broker_full() {
 /// replies are bounded together, not just one by one: 150 of them must not
 /// make the broker hold more than its budget.
 #[test]
-#[ignore = "issue 9: no --max-memory; unread output is bounded per connection only"]
 fn connections_that_never_read_are_bounded_together() {
     const CONNECTIONS: usize = 150;
     // Some 5 MB of replies each: more than the kernel's socket buffers
@@ -384,7 +382,6 @@ fn connections_that_never_read_are_bounded_together() {
 /// not the lengths announced, and each attacker ends with a typed error
 /// (TIMEOUT from the frame timeout).
 #[test]
-#[ignore = "issue 9: no --max-memory; a read buffer grows to the announced frame length at once"]
 fn announced_but_unsent_frames_cost_only_what_arrived() {
     const CONNECTIONS: usize = 200;
     let mut broker = budgeted_broker(&["--frame-timeout", "3"]);
@@ -500,7 +497,6 @@ fn empty_pulls_over_many_topics_do_not_starve_others() {
 /// Class 7: a client that sends its requests and then shuts down its
 /// writing half still gets every reply.
 #[test]
-#[ignore = "issue 9: a half-closed connection is dropped with its unsent replies"]
 fn half_closed_connection_gets_every_reply() {
     // Acknowledgements of more bytes than the sockets hold, so that some
     // are still in the broker when the client's FIN arrives.
@@ -606,7 +602,6 @@ fn batch_over_the_backlog_bound_is_not_retryable() {
 /// replies still unread in front of it, more than the socket holds, so a
 /// broker that closes after one last write loses them and the error.
 #[test]
-#[ignore = "issue 9: a closing connection gets one flush, so unread replies and the error are lost"]
 fn closing_error_reaches_a_late_reader() {
     const STATS: u64 = 50_000;
     let mut broker = broker(&["--max-output-bytes", "64M"]);

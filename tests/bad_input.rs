@@ -244,10 +244,11 @@ fn a_busy_client_streaming_frames_is_not_mistaken_for_slowloris() {
 
 #[test]
 fn a_client_that_never_reads_its_replies_is_disconnected_and_its_session_kept() {
-    let broker = start_broker_with(Config {
-        max_output_bytes: 1 << 20,
-        ..Config::default()
-    });
+    // Past the high-water mark its requests wait; with no byte of its
+    // replies taken for the output timeout, it is disconnected.
+    let mut config = limits(|l| l.max_output_bytes = 1 << 20);
+    config.output_timeout = Duration::from_secs(1);
+    let broker = start_broker_with(config);
     let mut bystander = Bystander::new(broker.addr());
     let mut publisher = Raw::publisher(broker.addr());
     publisher.ok(Request::CreateTopic { topic: "big" });

@@ -98,6 +98,12 @@ const MAX_OUTPUT_BYTES: Numeric = Numeric {
     min: 1024,
     max: MAX_SIZE,
 };
+const OUTPUT_TIMEOUT: Numeric = Numeric {
+    flag: "--output-timeout",
+    kind: Kind::Secs,
+    min: 1,
+    max: HOUR_MS,
+};
 const SESSION_TIMEOUT: Numeric = Numeric {
     flag: "--session-timeout",
     kind: Kind::Secs,
@@ -199,8 +205,11 @@ Options (each numeric flag lists the values it accepts):
   --max-subscriptions-per-session N
                                    subscriptions one session holds at most
                                    (TOO_MANY_SUBSCRIPTIONS) [default: {}; {}]
-  --max-output-bytes SIZE          a client with more unread replies than this is
-                                   disconnected
+  --max-output-bytes SIZE          a client with more unread replies than this has
+                                   its requests wait until they drain to half
+                                   [default: {}; {}]
+  --output-timeout SECS            a client whose socket takes no byte of its
+                                   waiting replies for this long is disconnected
                                    [default: {}; {}]
   --session-timeout SECS           a disconnected subscriber session is kept this
                                    long for resuming [default: {}; {}]
@@ -238,8 +247,10 @@ whole frame): when raising --max-frame-bytes, raise them too.",
         MAX_SESSIONS.range(),
         l.max_subscriptions_per_session,
         MAX_SUBSCRIPTIONS_PER_SESSION.range(),
-        size(d.max_output_bytes),
+        size(l.max_output_bytes),
         MAX_OUTPUT_BYTES.range(),
+        d.output_timeout.as_secs_f64(),
+        OUTPUT_TIMEOUT.range(),
         l.session_timeout.as_secs_f64(),
         SESSION_TIMEOUT.range(),
         d.handshake_timeout.as_secs_f64(),
@@ -321,8 +332,9 @@ fn parse(args: &mut pico_args::Arguments) -> Result<(Config, String), UsageError
         &mut l.max_subscriptions_per_session,
     )?;
     set_secs(args, &SESSION_TIMEOUT, &mut l.session_timeout)?;
+    set_count(args, &MAX_OUTPUT_BYTES, &mut l.max_output_bytes)?;
     set_count(args, &MAX_CONNECTIONS, &mut config.max_connections)?;
-    set_count(args, &MAX_OUTPUT_BYTES, &mut config.max_output_bytes)?;
+    set_secs(args, &OUTPUT_TIMEOUT, &mut config.output_timeout)?;
     set_secs(args, &HANDSHAKE_TIMEOUT, &mut config.handshake_timeout)?;
     set_secs(args, &FRAME_TIMEOUT, &mut config.frame_timeout)?;
     set_secs(args, &SHUTDOWN_GRACE, &mut config.shutdown_grace)?;
@@ -337,7 +349,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<(Config, String), UsageError
     let frame = config.limits.max_frame_bytes;
     for (numeric, value) in [
         (&MAX_BACKLOG_BYTES, config.limits.max_backlog_bytes),
-        (&MAX_OUTPUT_BYTES, config.max_output_bytes),
+        (&MAX_OUTPUT_BYTES, config.limits.max_output_bytes),
     ] {
         if value < frame {
             return Err(UsageError(format!(

@@ -66,6 +66,14 @@ impl Broker {
         }
     }
 
+    /// The peer will send nothing more: its parked pull, if any, is answered
+    /// empty now, since no later request will come to follow it.
+    pub fn end_of_input(&mut self, conn: ConnId, out: &mut dyn super::Outbox) {
+        if let Some(key) = self.client(conn).and_then(|c| c.subscriber) {
+            self.answer_parked_empty(key, out);
+        }
+    }
+
     pub fn is_handshaken(&self, conn: ConnId) -> bool {
         self.client(conn).is_some_and(ClientState::handshaken)
     }
@@ -126,6 +134,7 @@ impl Broker {
             max_backlog_bytes: self.limits.max_backlog_bytes as u64,
             max_backlog_messages: self.limits.max_backlog_messages as u64,
             session_timeout_ms: self.limits.session_timeout.as_millis() as u64,
+            max_output_bytes: self.limits.max_output_bytes as u64,
         }
     }
 

@@ -91,6 +91,10 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Subscriptions one session may hold.
     pub max_subscriptions_per_session: usize,
+    /// A connection's output high-water mark: past it, its requests wait
+    /// until its replies drain to half (the server's flow control; told to
+    /// clients in HELLO).
+    pub max_output_bytes: usize,
 }
 
 impl Default for Limits {
@@ -106,6 +110,7 @@ impl Default for Limits {
             max_sessions: 100_000,
             // As many as there may be topics: one session may follow all.
             max_subscriptions_per_session: 100_000,
+            max_output_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -1,16 +1,40 @@
 //! The poll loop itself. Each iteration:
 //!
-//! 1. poll, sleeping no longer than the earliest timer;
-//! 2. accept until `WouldBlock`; read each readable connection until
-//!    `WouldBlock` (or a per-event budget, after which the connection is
-//!    rescheduled by hand — edges do not fire twice), decoding and executing
-//!    every complete frame, with replies appended to write buffers;
-//! 3. fire due timers (see [`guards`](super::guards) for the loop's own);
-//! 4. answer the waiting pulls that this iteration's publishes woke;
+//! 1. poll, sleeping no longer than the earliest timer (not at all while
+//!    connections wait for another turn);
+//! 2. accept until `WouldBlock`; serve each readable connection (and each
+//!    one rescheduled from the last turn): execute the frames it has
+//!    buffered and read more, with replies appended to write buffers;
+//! 3. fire the loop's own timers (see [`guards`](super::guards));
+//! 4. answer the waiting pulls that this iteration's publishes woke, then
+//!    fire the broker's timers — in that order, so a pull whose deadline
+//!    falls in the turn that published for it gets the message;
 //! 5. flush every connection with new output, asking for `WRITABLE` only
 //!    while bytes remain;
 //! 6. close the connections marked for closing — never in the middle of a
 //!    batch, so a reused slab key cannot receive a stale event.
+//!
+//! Fair work: one turn serves a connection at most [`WORK_REQUESTS`]
+//! requests or [`WORK_REPLY_BYTES`] of replies (and reads at most
+//! [`READ_BUDGET_BYTES`]); then it goes on the `again` list and the loop
+//! polls without sleeping, so the others get their turn first.
+//!
+//! Output flow control: a connection whose unsent output reaches
+//! `max_output_bytes` (the high-water mark), or holds more than
+//! [`GLOBAL_PAUSE_FLOOR`] while unread output is at its share of the memory
+//! budget ([`Budget::output_full`](crate::budget::Budget::output_full)), is
+//! paused — it executes and reads nothing — until its output drains to half
+//! the mark; then it is rescheduled by hand (edges do not fire twice). Its
+//! unread requests wait in its read buffer and the kernel's, and TCP pushes
+//! back on the client. One whose socket takes no byte for the output
+//! timeout is disconnected (see [`guards`](super::guards)).
+//!
+//! Closing: after the peer's half-close every frame received is executed,
+//! its parked pull answered, and the connection closes once its output is
+//! sent. A closing connection is flushed until everything is sent (or it
+//! stalls), then its write side is shut and its input read and discarded
+//! until the peer closes (a lingering close), so unread input does not turn
+//! into a reset that destroys the last replies.
 //!
 //! mio is edge-triggered: every readiness is drained or remembered. The loop
 //! dispatches frames to the broker and interprets nothing in them.
@@ -35,6 +59,47 @@ use std::time::{Duration, Instant};
 
 /// Most bytes read from one connection before others get a turn.
 const READ_BUDGET_BYTES: usize = 1024 * 1024;
+/// Most requests one connection executes in one turn of the loop.
+const WORK_REQUESTS: usize = 64;
+/// Most reply bytes one connection's requests produce in one turn.
+const WORK_REPLY_BYTES: usize = 256 * 1024;
+/// When the budget is at its output cap, connections with more unread
+/// output than this stop executing; those below it go on, so a client that
+/// reads its replies is served while the ones that do not are held.
+const GLOBAL_PAUSE_FLOOR: usize = 64 * 1024;
+
+/// Why a connection stopped executing frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// No complete frame left in its read buffer.
+    Idle,
+    /// Its turn's work budget is spent: reschedule it.
+    Budget,
+    /// Its output is over the high-water mark (or the global cap): it waits
+    /// for its output to drain.
+    Paused,
+    /// It is closing.
+    Closing,
+}
+
+/// What one connection may still do in this turn.
+struct Work {
+    requests: usize,
+    reply_bytes: usize,
+}
+
+impl Work {
+    fn new() -> Self {
+        Work {
+            requests: WORK_REQUESTS,
+            reply_bytes: WORK_REPLY_BYTES,
+        }
+    }
+
+    fn spent(&self) -> bool {
+        self.requests == 0 || self.reply_bytes == 0
+    }
+}
 
 pub(super) struct EventLoop {
     pub(super) poll: Poll,
@@ -47,8 +112,12 @@ pub(super) struct EventLoop {
     pub(super) broker: Broker,
     pub(super) timers: Timers<LoopTimer>,
     next_serial: u64,
-    /// Connections that stopped reading at their budget, to resume.
-    again: Vec<ConnId>,
+    /// Connections to serve again next turn (work budget spent, or output
+    /// drained after a pause), with their serial so a reused key is skipped.
+    pub(super) again: Vec<(ConnId, u64)>,
+    /// A descriptor held in reserve: on EMFILE it is closed to accept the
+    /// newcomer and tell it `TOO_MANY_CONNECTIONS`, then reopened.
+    spare_fd: Option<std::fs::File>,
     /// For lines a client can cause at will (bad frames, timeouts).
     pub(super) bad_input_log: RateLimit,
     pub(super) housekeeping: Housekeeping,
@@ -69,6 +138,7 @@ impl EventLoop {
             timers: Timers::new(),
             next_serial: 0,
             again: Vec::new(),
+            spare_fd: std::fs::File::open("/dev/null").ok(),
             bad_input_log: RateLimit::new(10, Duration::from_secs(10)),
             housekeeping: Housekeeping::default(),
         }
@@ -90,8 +160,10 @@ impl EventLoop {
                 return Err(e);
             }
             let now = Instant::now();
-            for key in std::mem::take(&mut self.again) {
-                self.read_from(key, now, true);
+            for (key, serial) in std::mem::take(&mut self.again) {
+                if self.table.get(key).is_some_and(|c| c.serial == serial) {
+                    self.read_from(key, now, true);
+                }
             }
             for event in events.iter() {
                 match event.token() {
@@ -157,9 +229,20 @@ impl EventLoop {
                 Ok((socket, peer)) => self.admit(socket, peer, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_out_of_descriptors(&e) && self.spare_fd.is_some() => {
+                    self.refuse_without_descriptors(now);
+                    self.timers
+                        .arm(now + Duration::from_millis(100), LoopTimer::RetryAccept);
+                    return;
+                }
                 Err(e) => {
                     // EMFILE and friends: try again shortly rather than spin.
-                    log::error!("accept failed: {e}; retrying in 100 ms");
+                    log_limited!(
+                        self.bad_input_log,
+                        now,
+                        Level::Error,
+                        "accept failed: {e}; retrying in 100 ms"
+                    );
                     self.timers
                         .arm(now + Duration::from_millis(100), LoopTimer::RetryAccept);
                     return;
@@ -168,23 +251,41 @@ impl EventLoop {
         }
     }
 
+    /// Out of descriptors: frees the spare one to accept the newcomer, tells
+    /// it `TOO_MANY_CONNECTIONS`, closes it, and takes the spare back (as
+    /// libuv and nginx do), so a client learns why instead of hanging.
+    fn refuse_without_descriptors(&mut self, now: Instant) {
+        self.spare_fd = None;
+        if let Some(listener) = &self.listener
+            && let Ok((socket, peer)) = listener.accept()
+        {
+            let message = "the broker is out of file descriptors";
+            self.refuse(socket, peer, message, now);
+        }
+        self.spare_fd = std::fs::File::open("/dev/null").ok();
+    }
+
+    fn refuse(&mut self, mut socket: TcpStream, peer: SocketAddr, message: &str, now: Instant) {
+        let mut frame = Vec::new();
+        codec::encode_error(&mut frame, 0, ErrorCode::TooManyConnections, message);
+        // Best effort: a fresh socket's buffer takes a small frame whole.
+        let _ = socket.write(&frame);
+        self.broker.count_error(ErrorCode::TooManyConnections);
+        log_limited!(
+            self.bad_input_log,
+            now,
+            Level::Warn,
+            "refused {peer}: {message}"
+        );
+    }
+
     fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr, now: Instant) {
         if self.table.len() >= self.config.max_connections {
-            let mut frame = Vec::new();
             let message = format!(
                 "the broker holds its maximum of {} connections",
                 self.config.max_connections
             );
-            codec::encode_error(&mut frame, 0, ErrorCode::TooManyConnections, &message);
-            // Best effort: a fresh socket's buffer takes a small frame whole.
-            let _ = socket.write(&frame);
-            self.broker.count_error(ErrorCode::TooManyConnections);
-            log_limited!(
-                self.bad_input_log,
-                now,
-                Level::Warn,
-                "refused {peer}: {message}"
-            );
+            self.refuse(socket, peer, &message, now);
             return;
         }
         let _ = socket.set_nodelay(true);
@@ -194,7 +295,12 @@ impl EventLoop {
                 .registry()
                 .register(&mut socket, token_of(key), Interest::READABLE)
         {
-            log::error!("cannot register {peer}: {e}");
+            log_limited!(
+                self.bad_input_log,
+                now,
+                Level::Error,
+                "cannot register {peer}: {e}"
+            );
             return;
         }
         self.next_serial += 1;
@@ -205,66 +311,143 @@ impl EventLoop {
         log::debug!("{}: accepted", self.label(key));
     }
 
-    /// Reads what the connection has and executes every complete frame.
-    /// `peer_closed` is the event's report that the peer has closed.
+    /// Executes the frames the connection has buffered and reads more,
+    /// until the socket is drained, its turn's work is spent (then it is
+    /// rescheduled: the edge will not fire again), or its output is over the
+    /// high-water mark (then it waits, unread input pushing back on the
+    /// client through TCP, until its output drains). `peer_closed` is the
+    /// event's report that the peer has closed.
     fn read_from(&mut self, key: ConnId, now: Instant, peer_closed: bool) {
         let max_frame = self.config.limits.max_frame_bytes;
-        let mut budget = READ_BUDGET_BYTES;
+        let mut read_budget = READ_BUDGET_BYTES;
+        let mut work = Work::new();
+        let mut drained = false;
         loop {
             let Some(connection) = self.table.get_mut(key) else {
                 return;
             };
             if connection.is_closing() {
+                if connection.lingering {
+                    self.linger(key);
+                }
                 return;
             }
-            let (status, read) = match connection.fill(&mut self.pool, max_frame, peer_closed) {
-                Ok(result) => result,
+            match self.execute_frames(key, now, &mut work) {
+                Stop::Idle => {}
+                Stop::Budget => {
+                    self.reschedule(key);
+                    break;
+                }
+                Stop::Paused | Stop::Closing => break,
+            }
+            let Some(connection) = self.table.get_mut(key) else {
+                return;
+            };
+            if connection.input_ended {
+                self.end_of_input(key);
+                break;
+            }
+            if drained {
+                break;
+            }
+            if read_budget == 0 {
+                self.reschedule(key);
+                break;
+            }
+            match connection.fill(&mut self.pool, max_frame, peer_closed) {
+                Ok((status, read)) => {
+                    read_budget = read_budget.saturating_sub(read);
+                    match status {
+                        ReadStatus::Drained => drained = true,
+                        ReadStatus::Closed => connection.input_ended = true,
+                        ReadStatus::BufferFull => {}
+                    }
+                }
                 Err(e) => {
                     log::debug!("{}: read error: {e}", self.label(key));
                     self.table.close(key, Close::Now);
                     return;
                 }
-            };
-            budget = budget.saturating_sub(read);
-            self.execute_frames(key, now);
-            match status {
-                ReadStatus::Drained => break,
-                ReadStatus::Closed => {
-                    self.table.close(key, Close::Now);
-                    break;
-                }
-                ReadStatus::BufferFull if budget == 0 => {
-                    self.again.push(key);
-                    break;
-                }
-                ReadStatus::BufferFull => {}
             }
         }
         if let Some(connection) = self.table.get_mut(key) {
             connection.release_buffers(&mut self.pool);
+            connection.account(self.broker.budget_mut());
         }
     }
 
-    fn execute_frames(&mut self, key: ConnId, now: Instant) {
+    fn reschedule(&mut self, key: ConnId) {
+        if let Some(connection) = self.table.get(key) {
+            self.again.push((key, connection.serial));
+        }
+    }
+
+    /// The peer shut its write side and every complete frame it sent was
+    /// executed: its parked pull is answered (empty), and it closes once its
+    /// replies are sent.
+    fn end_of_input(&mut self, key: ConnId) {
+        log::debug!("{}: end of input", self.label(key));
+        let (mut outbox, broker) = self.outbox();
+        broker.end_of_input(key, &mut outbox);
+        self.table.close(key, Close::AfterFlush);
+    }
+
+    /// Whether the connection must wait for its output to drain before it
+    /// executes more: over its own high-water mark, or holding more than a
+    /// little unread output while the budget is at its output cap.
+    fn over_output_limit(&self, pending: usize) -> bool {
+        pending >= self.config.limits.max_output_bytes
+            || (pending > GLOBAL_PAUSE_FLOOR && self.broker.budget().output_full())
+    }
+
+    /// Whether a paused connection's output has drained enough to resume:
+    /// below the low-water mark (half the high-water mark), and not among
+    /// those the global cap holds.
+    fn may_resume(&self, pending: usize) -> bool {
+        pending <= self.config.limits.max_output_bytes / 2
+            && (pending <= GLOBAL_PAUSE_FLOOR || !self.broker.budget().output_full())
+    }
+
+    fn execute_frames(&mut self, key: ConnId, now: Instant, work: &mut Work) -> Stop {
         let max_frame = self.config.limits.max_frame_bytes;
-        let max_output = self.config.max_output_bytes;
         let Some(connection) = self.table.get_mut(key) else {
-            return;
+            return Stop::Closing;
         };
         // The input is moved out while the broker borrows frames from it and
         // writes into any connection's output, this one's included.
         let mut input = std::mem::take(&mut connection.input);
         let was_handshaken = self.broker.is_handshaken(key);
         let mut completed = false;
-        loop {
+        let stop = loop {
+            let Some(connection) = self.table.get(key) else {
+                break Stop::Closing;
+            };
+            if connection.is_closing() {
+                break Stop::Closing;
+            }
+            let before = connection.pending_output();
+            if self.over_output_limit(before) {
+                if let Some(connection) = self.table.get_mut(key) {
+                    connection.paused = true;
+                }
+                break Stop::Paused;
+            }
+            if work.spent() {
+                break Stop::Budget;
+            }
             match input.next_frame(max_frame) {
                 Ok(Some((body, used))) => {
                     let (mut outbox, broker) = self.outbox();
                     broker.handle_frame(key, body, now, &mut outbox);
                     input.consume(used);
                     completed = true;
+                    let after = self.table.get(key).map_or(0, |c| c.pending_output());
+                    work.requests -= 1;
+                    work.reply_bytes = work
+                        .reply_bytes
+                        .saturating_sub(after.saturating_sub(before));
                 }
-                Ok(None) => break,
+                Ok(None) => break Stop::Idle,
                 Err(too_large) => {
                     let message = format!(
                         "frame of {} bytes exceeds the maximum of {}",
@@ -279,80 +462,124 @@ impl EventLoop {
                     );
                     let (mut outbox, broker) = self.outbox();
                     broker.send_error(key, 0, ErrorCode::FrameTooLarge, &message, &mut outbox);
-                    break;
+                    break Stop::Closing;
                 }
             }
-            let Some(connection) = self.table.get(key) else {
-                break;
-            };
-            if connection.is_closing() {
-                break;
-            }
-            let pending = connection.pending_output();
-            if pending > max_output {
-                log::warn!(
-                    "{}: {pending} bytes of replies unread (limit {max_output}); disconnecting",
-                    self.label(key)
-                );
-                self.table.close(key, Close::Now);
-                break;
-            }
-        }
+        };
         if !was_handshaken && self.broker.is_handshaken(key) {
             log::debug!("{}: connected", self.label(key));
         }
         let Some(connection) = self.table.get_mut(key) else {
-            return;
+            return Stop::Closing;
         };
         let partial = !input.unread().is_empty();
         connection.input = input;
-        self.track_partial_frame(key, partial, completed, now);
+        // Frames waiting behind a pause or a spent budget are not a slow
+        // frame: the slowloris guard watches only bytes still to arrive.
+        let waiting = stop != Stop::Idle && stop != Stop::Closing;
+        self.track_partial_frame(key, partial && !waiting, completed, now);
+        stop
     }
 
     fn end_of_batch(&mut self, now: Instant) {
         self.fire_timers(now);
+        // Ready pulls first: a pull whose deadline falls in the turn that
+        // published for it gets the message, not an empty reply.
         let (mut outbox, broker) = self.outbox();
-        broker.fire_timers(now, &mut outbox);
         broker.answer_ready(&mut outbox);
-        self.flush_dirty();
+        broker.fire_timers(now, &mut outbox);
+        self.flush_dirty(now);
         self.close_marked(now);
     }
 
-    fn flush_dirty(&mut self) {
-        let max_output = self.config.max_output_bytes;
+    fn flush_dirty(&mut self, now: Instant) {
         for key in self.table.take_dirty() {
-            let Some(connection) = self.table.get_mut(key) else {
-                continue;
-            };
-            let outcome = match connection.flush(&mut self.pool) {
-                Ok(_) if connection.pending_output() > max_output => Err(format!(
-                    "{} bytes of replies unread",
-                    connection.pending_output()
-                )),
-                Ok(_) => match connection.interest_change() {
-                    Some(interest) => self
-                        .poll
-                        .registry()
-                        .reregister(&mut connection.socket, token_of(key), interest)
-                        .map_err(|e| format!("reregister failed: {e}")),
-                    None => Ok(()),
-                },
-                Err(e) => Err(format!("write error: {e}")),
-            };
-            if let Err(why) = outcome {
-                log::debug!("{}: {why}; disconnecting", self.label(key));
+            self.flush_one(key, now);
+        }
+    }
+
+    /// Writes what the socket takes; resumes a paused connection whose
+    /// output drained; arms its output timeout while output waits; and
+    /// for a closing one, once all is sent, begins the lingering close.
+    pub(super) fn flush_one(&mut self, key: ConnId, now: Instant) {
+        let Some(connection) = self.table.get_mut(key) else {
+            return;
+        };
+        let flushed = connection.flush(&mut self.pool, now);
+        let limits = &self.config.limits;
+        connection.trim_output(limits.max_output_bytes + limits.max_frame_bytes);
+        connection.account(self.broker.budget_mut());
+        let Some(connection) = self.table.get_mut(key) else {
+            return;
+        };
+        let sent = match flushed {
+            Ok(sent) => sent,
+            Err(e) => {
+                log::debug!("{}: write error: {e}; disconnecting", self.label(key));
                 self.table.close(key, Close::Now);
+                return;
             }
+        };
+        if let Some(interest) = connection.interest_change()
+            && let Err(e) =
+                self.poll
+                    .registry()
+                    .reregister(&mut connection.socket, token_of(key), interest)
+        {
+            log::debug!("{}: reregister failed: {e}; disconnecting", self.label(key));
+            self.table.close(key, Close::Now);
+            return;
+        }
+        let pending = connection.pending_output();
+        let closing = connection.is_closing();
+        if sent && closing {
+            self.begin_linger(key, now);
+            return;
+        }
+        if !sent {
+            self.arm_output_timeout(key);
+        }
+        let paused = self.table.get(key).is_some_and(|c| c.paused);
+        if paused && !closing && self.may_resume(pending) {
+            if let Some(connection) = self.table.get_mut(key) {
+                connection.paused = false;
+            }
+            self.reschedule(key);
+        }
+    }
+
+    /// Everything is sent to a closing connection: shut the write side (the
+    /// client sees the close after the last reply) and read and discard
+    /// what it still sends, so unread input does not make the kernel answer
+    /// with a reset that destroys replies the client has not read yet.
+    fn begin_linger(&mut self, key: ConnId, now: Instant) {
+        let Some(connection) = self.table.get_mut(key) else {
+            return;
+        };
+        if connection.lingering {
+            return;
+        }
+        connection.lingering = true;
+        connection.last_progress = now;
+        let _ = connection.socket.shutdown(std::net::Shutdown::Write);
+        self.arm_output_timeout(key);
+        self.linger(key);
+    }
+
+    /// Reads and discards a lingering connection's input; lists it for
+    /// removal once the peer has closed.
+    fn linger(&mut self, key: ConnId) {
+        let Some(connection) = self.table.get_mut(key) else {
+            return;
+        };
+        if !matches!(connection.discard_input(), Ok(false)) {
+            self.table.drop_closing(key);
         }
     }
 
     fn close_marked(&mut self, now: Instant) {
         for key in self.table.take_closing() {
-            // One last try at sending the error that caused the close.
-            if let Some(connection) = self.table.get_mut(key) {
-                let _ = connection.flush(&mut self.pool);
-            }
-            self.remove(key, now);
+            self.flush_one(key, now);
         }
         for key in self.table.take_dropping() {
             self.remove(key, now);
@@ -365,9 +592,15 @@ impl EventLoop {
         }
         log::debug!("{}: closed", self.label(key));
         if let Some(mut connection) = self.table.remove(key) {
+            let buffers = connection.unaccount(self.broker.budget_mut());
             let _ = self.poll.registry().deregister(&mut connection.socket);
             self.broker.disconnect(key, now);
-            self.housekeeping.connection_closed();
+            self.housekeeping.connection_closed(buffers);
         }
     }
+}
+
+/// EMFILE or ENFILE: the process or the system is out of descriptors.
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }

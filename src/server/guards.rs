@@ -7,14 +7,22 @@
 //!   `frame_timeout` of its first byte. One timer per connection at most; when
 //!   it fires early (frames completed meanwhile) it is re-armed for the frame
 //!   now arriving rather than a new timer armed per frame.
+//! - Output: a connection whose socket took no byte for `output_timeout`
+//!   while it had output waiting is disconnected (its session stays
+//!   resumable); one that reads at any speed never is. A closing
+//!   connection gets [`CLOSE_LINGER`] instead: for its last replies to be
+//!   taken, then, after its write side is shut, for the peer to close.
 //! - Accept retry: after EMFILE and the like, accept again shortly.
-//! - Housekeeping: once a second, return memory to the system if
-//!   connections closed or the backlog shrank.
+//! - Housekeeping: at most once a second, return memory to the system if
+//!   enough was freed (`malloc_trim` walks the whole heap: on a heap of a
+//!   few hundred megabytes it costs milliseconds of the loop's time, so it
+//!   is not run for a single small close; its cost is logged at debug).
 //!
 //! Timers name a connection by slab key *and* serial, so a timer armed for a
 //! closed connection never fires on the one that reuses its key.
 
 use super::event_loop::EventLoop;
+use super::table::Close;
 use crate::broker::ConnId;
 use crate::connection::BufferPool;
 use crate::log_limited;
@@ -27,6 +35,7 @@ use std::time::{Duration, Instant};
 pub(super) enum LoopTimer {
     Handshake { key: ConnId, serial: u64 },
     PartialFrame { key: ConnId, serial: u64 },
+    Output { key: ConnId, serial: u64 },
     RetryAccept,
     Housekeeping,
 }
@@ -34,18 +43,31 @@ pub(super) enum LoopTimer {
 /// How often the loop considers returning freed memory to the system.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a closing connection is kept for its last replies to be taken,
+/// and then for the peer to close after the write side is shut.
+pub(super) const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// Freed bytes (buffers of closed connections, backlog) that make
+/// housekeeping return memory to the system.
+const TRIM_AFTER_BYTES: u64 = 1 << 20;
+/// Closed connections that do so whatever their buffers held (each leaves
+/// its broker state and small allocations behind).
+const TRIM_AFTER_CLOSES: usize = 256;
+
 /// What housekeeping compares against.
 #[derive(Debug, Default)]
 pub(super) struct Housekeeping {
     /// Connections closed since the last housekeeping.
     closed: usize,
+    /// Buffer bytes those connections held.
+    freed: u64,
     /// Retained bytes at the last housekeeping.
     backlog: u64,
 }
 
 impl Housekeeping {
-    pub(super) fn connection_closed(&mut self) {
+    pub(super) fn connection_closed(&mut self, buffer_bytes: usize) {
         self.closed += 1;
+        self.freed += buffer_bytes as u64;
     }
 }
 
@@ -108,6 +130,7 @@ impl EventLoop {
                         self.time_out(key, "no HELLO within the handshake timeout", now);
                     }
                 }
+                LoopTimer::Output { key, serial } => self.check_output(key, serial, now),
                 LoopTimer::PartialFrame { key, serial } => {
                     let Some(connection) = self.table.get_mut(key) else {
                         continue;
@@ -132,17 +155,91 @@ impl EventLoop {
         }
     }
 
-    /// Returns memory to the system after connections closed or the backlog
-    /// shrank by a megabyte or more, so resident size follows load down.
+    /// Arms the output timer of a connection with output waiting, unless
+    /// one is armed already (it re-arms itself while output keeps moving).
+    pub(super) fn arm_output_timeout(&mut self, key: ConnId) {
+        let limit = self.output_limit(key);
+        let Some(connection) = self.table.get_mut(key) else {
+            return;
+        };
+        if !connection.output_timer_armed {
+            connection.output_timer_armed = true;
+            let serial = connection.serial;
+            self.timers.arm(
+                connection.last_progress + limit,
+                LoopTimer::Output { key, serial },
+            );
+        }
+    }
+
+    /// The time a connection may go without progress: the output timeout,
+    /// or the linger time once it is closing (unless it is closing because
+    /// its peer ended its input — then its replies get the output timeout).
+    fn output_limit(&self, key: ConnId) -> Duration {
+        match self.table.get(key) {
+            Some(c) if c.is_closing() && (c.lingering || !c.input_ended) => {
+                CLOSE_LINGER.min(self.config.output_timeout)
+            }
+            _ => self.config.output_timeout,
+        }
+    }
+
+    fn check_output(&mut self, key: ConnId, serial: u64, now: Instant) {
+        let limit = self.output_limit(key);
+        let Some(connection) = self.table.get_mut(key) else {
+            return;
+        };
+        if connection.serial != serial {
+            return;
+        }
+        connection.output_timer_armed = false;
+        let waiting = connection.pending_output() > 0 || connection.lingering;
+        if !waiting {
+            return;
+        }
+        connection.note_delivery(now);
+        let deadline = connection.last_progress + limit;
+        if deadline > now {
+            connection.output_timer_armed = true;
+            self.timers.arm(deadline, LoopTimer::Output { key, serial });
+            return;
+        }
+        if connection.lingering {
+            self.table.drop_closing(key);
+            return;
+        }
+        let pending = connection.pending_output();
+        log_limited!(
+            self.bad_input_log,
+            now,
+            Level::Info,
+            "{}: no reply byte taken in {:?} with {pending} bytes unsent; disconnecting",
+            self.label(key),
+            limit
+        );
+        self.table.close(key, Close::Now);
+    }
+
+    /// Returns memory to the system after enough was freed — closed
+    /// connections' buffers, many closes, or the backlog shrinking by a
+    /// megabyte — so resident size follows load down, at most once per
+    /// interval.
     fn housekeeping(&mut self) {
         let backlog = self.broker.backlog_bytes();
         let last = &mut self.housekeeping;
-        let shrank = last.backlog.saturating_sub(backlog) >= 1 << 20;
-        if last.closed > 0 || shrank {
+        let freed = last.freed + last.backlog.saturating_sub(backlog);
+        if freed >= TRIM_AFTER_BYTES || last.closed >= TRIM_AFTER_CLOSES {
             self.pool = BufferPool::default();
-            crate::memory::release_free_memory();
+            let started = Instant::now();
+            crate::os::release_free_memory();
+            log::debug!(
+                "returned free memory to the system in {:?} ({} closes, {freed} bytes freed)",
+                started.elapsed(),
+                last.closed
+            );
         }
         last.closed = 0;
+        last.freed = 0;
         last.backlog = backlog;
     }
 

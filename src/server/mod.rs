@@ -7,10 +7,11 @@
 //! the token plan shared by the parts of the loop:
 //!
 //! - `event_loop`: one iteration after another — poll, accept, read and
-//!   execute frames, flush, close;
+//!   execute frames (a bounded turn each, paused while output waits), flush,
+//!   close;
 //! - `table`: the slab of connections with the lists of those to flush and
 //!   to close, the one owner of each connection's `dirty`/`closing` marks;
-//! - `guards`: the loop's own timers — handshake and partial-frame
+//! - `guards`: the loop's own timers — handshake, partial-frame and output
 //!   timeouts, accept retries, memory housekeeping;
 //! - `shutdown`: the handle that stops a loop from any thread, and the
 //!   drain that answers everyone before `run` returns.
@@ -54,8 +55,9 @@ pub struct Config {
     pub limits: Limits,
     /// Connections beyond this get `TOO_MANY_CONNECTIONS` and are closed.
     pub max_connections: usize,
-    /// A client whose unread replies exceed this is disconnected.
-    pub max_output_bytes: usize,
+    /// A client whose socket takes no byte of its waiting replies for this
+    /// long is disconnected (its session stays resumable).
+    pub output_timeout: Duration,
     /// Time allowed from accept to a completed HELLO.
     pub handshake_timeout: Duration,
     /// Time allowed for one frame to arrive once its first byte has.
@@ -72,12 +74,31 @@ impl Default for Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 5555)),
             limits: Limits::default(),
             max_connections: 16_384,
-            max_output_bytes: 16 * 1024 * 1024,
+            output_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             frame_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             handle_signals: false,
         }
+    }
+}
+
+/// Descriptors kept for other than connections: listener, epoll, waker,
+/// signal pipe, the spare for EMFILE, log files, and slack.
+const RESERVED_DESCRIPTORS: u64 = 32;
+
+fn fit_connections_to_descriptors(config: &mut Config) {
+    let Some(limit) = crate::os::raise_descriptor_limit() else {
+        return;
+    };
+    let fits = limit.saturating_sub(RESERVED_DESCRIPTORS).max(1);
+    if config.max_connections as u64 > fits {
+        log::warn!(
+            "--max-connections {} does not fit the descriptor limit of {limit} \
+             (less {RESERVED_DESCRIPTORS} reserved); lowered to {fits}",
+            config.max_connections
+        );
+        config.max_connections = usize::try_from(fits).unwrap_or(usize::MAX);
     }
 }
 
@@ -92,8 +113,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listening socket; `run` then serves it.
-    pub fn bind(config: Config) -> io::Result<Server> {
+    /// Binds the listening socket; `run` then serves it. Raises the soft
+    /// descriptor limit to the hard one, and lowers `max_connections` (with
+    /// a log line) if it still does not fit.
+    pub fn bind(mut config: Config) -> io::Result<Server> {
+        fit_connections_to_descriptors(&mut config);
         if config.limits.max_backlog_bytes < config.limits.max_frame_bytes {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

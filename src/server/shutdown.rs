@@ -80,7 +80,7 @@ impl EventLoop {
                 let Some(connection) = self.table.get_mut(key) else {
                     continue;
                 };
-                match connection.flush(&mut self.pool) {
+                match connection.flush(&mut self.pool, Instant::now()) {
                     Ok(false) => {
                         unflushed.push(key);
                         if let Some(interest) = connection.interest_change() {

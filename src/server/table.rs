@@ -4,7 +4,7 @@
 //! A connection is flushed once per iteration however many replies it got,
 //! and closed only after the batch (a reused slab key must not receive a
 //! stale event), so the loop keeps lists: connections with output to flush,
-//! connections to close after a last flush, connections to close at once.
+//! connections to close after flushing, connections to close at once.
 //! Each connection carries a mark saying it is listed, so it is listed once.
 //! Mark and list change together here and nowhere else, which is why the
 //! table owns the slab: the broker's [`Outbox`] and the loop go through
@@ -22,8 +22,9 @@ use std::net::SocketAddr;
 /// How a connection marked for closing goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Close {
-    /// Flush what is buffered once more (the error that caused the close),
-    /// then close.
+    /// Flush what is buffered (the error that caused the close, or the
+    /// last replies after a half-close) until it is sent or stalls, then
+    /// close with a linger (see `event_loop`).
     AfterFlush,
     /// Close without writing: the socket failed or the peer is gone.
     Now,
@@ -105,6 +106,14 @@ impl Table {
                 Close::AfterFlush => self.closing.push(key),
                 Close::Now => self.dropping.push(key),
             }
+        }
+    }
+
+    /// Lists a connection already closing for removal at the end of the
+    /// iteration (a lingering close that is over).
+    pub(super) fn drop_closing(&mut self, key: ConnId) {
+        if self.slab.get(key).is_some_and(Connection::is_closing) {
+            self.dropping.push(key);
         }
     }
 
