@@ -277,7 +277,10 @@ fn empty_lines_and_a_last_line_without_newline_are_messages() {
 fn count_exits_after_exactly_that_many_and_acknowledges_only_those() {
     let broker = start_broker();
     ok(publisher(broker.addr(), &["--create", "t"]));
-    let subscriber = Subscriber::start(broker.addr(), &["--subscribe", "t", "--count", "3"]);
+    let subscriber = Subscriber::start(
+        broker.addr(),
+        &["--subscribe", "t", "--count", "3", "--keep"],
+    );
     let id = subscriber.id.to_string();
     ok(publish_stdin(broker.addr(), "t", lines(5).as_bytes()));
     let (code, printed) = subscriber.wait();
@@ -291,6 +294,69 @@ fn count_exits_after_exactly_that_many_and_acknowledges_only_those() {
         &["--id", &id, "--count", "2"],
     ));
     assert_eq!(resumed, "4\n5\n");
+}
+
+/// The broker's subscriber count and retained messages.
+fn sessions_and_backlog(stats: &mut Client) -> (u64, u64) {
+    let stats = stats.stats().expect("stats");
+    (stats.subscribers, stats.backlog_messages)
+}
+
+#[test]
+fn a_subscriber_ends_its_session_on_exit_unless_kept() {
+    let broker = start_broker();
+    let mut stats = Client::connect(broker.addr()).expect("connect");
+    ok(publisher(broker.addr(), &["--create", "t"]));
+    // Ended after --count: what it did not read is released.
+    let subscriber = Subscriber::start(broker.addr(), &["--subscribe", "t", "--count", "1"]);
+    ok(publish_stdin(broker.addr(), "t", lines(3).as_bytes()));
+    assert_eq!(subscriber.wait(), (Some(0), vec!["1".to_string()]));
+    assert_eq!(sessions_and_backlog(&mut stats), (0, 0));
+    // Ended after --timeout too.
+    ok(subscriber_run(
+        broker.addr(),
+        &["--subscribe", "t", "--timeout", "0.1"],
+    ));
+    assert_eq!(sessions_and_backlog(&mut stats), (0, 0));
+
+    // Kept: it and its backlog stay, and it resumes with --id.
+    let kept = Subscriber::start(
+        broker.addr(),
+        &["--subscribe", "t", "--count", "1", "--keep"],
+    );
+    let id = kept.id.to_string();
+    ok(publish_stdin(broker.addr(), "t", lines(3).as_bytes()));
+    assert_eq!(kept.wait(), (Some(0), vec!["1".to_string()]));
+    assert_eq!(sessions_and_backlog(&mut stats), (1, 2));
+    // Resumed with --id, it is kept again.
+    let resumed = ok(subscriber_run(
+        broker.addr(),
+        &["--id", &id, "--count", "1"],
+    ));
+    assert_eq!(resumed, "2\n");
+    assert_eq!(sessions_and_backlog(&mut stats), (1, 1));
+}
+
+#[test]
+fn ctrl_c_ends_the_session_and_exits_130() {
+    let broker = start_broker();
+    let mut stats = Client::connect(broker.addr()).expect("connect");
+    ok(publisher(broker.addr(), &["--create", "t"]));
+    let subscriber = Subscriber::start(broker.addr(), &["--subscribe", "t"]);
+    ok(publish_stdin(broker.addr(), "t", lines(2).as_bytes()));
+    assert_eq!(subscriber.take(2), ["1", "2"]);
+    // Its session is there until SIGINT (the pull it waits in acknowledged
+    // the two lines, so nothing is retained).
+    assert_eq!(sessions_and_backlog(&mut stats), (1, 0));
+    let id = subscriber.child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-INT", &id])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    let (code, rest) = subscriber.wait();
+    assert_eq!((code, rest.len()), (Some(130), 0));
+    assert_eq!(sessions_and_backlog(&mut stats), (0, 0));
 }
 
 #[test]
