@@ -39,6 +39,7 @@ use std::ffi::OsString;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -197,14 +198,15 @@ fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure
             "subscriber {id} has no subscriptions: give --subscribe TOPIC"
         )));
     }
-    if options.keep {
+    let interrupted = if options.keep {
         cli::note(format_args!("subscriber id {id} (resume with --id {id})"));
+        Arc::default()
     } else {
         cli::note(format_args!(
             "subscriber id {id} (ended on exit; give --keep to resume it later)"
         ));
-        end_on_interrupt(&options.broker, id)?;
-    }
+        end_on_interrupt(&options.broker, id)?
+    };
     let read = Reader {
         client: &mut client,
         out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
@@ -215,7 +217,7 @@ fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure
         json: Vec::new(),
     }
     .read(options.count, options.timeout);
-    if INTERRUPTED.load(Ordering::SeqCst) {
+    if interrupted.load(Ordering::SeqCst) {
         // The interrupt thread ends the session and the process; the pull
         // it ended must not exit first with an error of its own.
         loop {
@@ -235,27 +237,30 @@ fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure
     read
 }
 
-/// Set once SIGINT arrived and the session is being ended.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
 /// Exit status after Ctrl-C, as a shell reports a process killed by SIGINT.
 const EXIT_INTERRUPTED: i32 = 130;
 
 /// On SIGINT, ends session `id` from a connection of its own and exits
-/// with 130. The handler only writes a byte to a socket pair (all it may
-/// safely do); the thread reading it does the work.
-fn end_on_interrupt(broker: &str, id: u64) -> Result<(), Failure> {
+/// with 130; a second SIGINT exits at once, should that hang. The handlers
+/// only set a flag and write a byte to a socket pair (all a handler may
+/// safely do); the thread reading it does the work. Returns the flag, set
+/// from the first SIGINT on.
+fn end_on_interrupt(broker: &str, id: u64) -> Result<Arc<AtomicBool>, Failure> {
+    use signal_hook::consts::SIGINT;
     let watch_failed = |e: io::Error| Failure::runtime(format!("cannot watch for Ctrl-C: {e}"));
-    let (mut wake, notify) = UnixStream::pair().map_err(watch_failed)?;
-    signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, notify)
+    let interrupted = Arc::new(AtomicBool::new(false));
+    // The order matters: the exit is armed by the flag the first signal sets.
+    signal_hook::flag::register_conditional_shutdown(SIGINT, EXIT_INTERRUPTED, interrupted.clone())
         .map_err(watch_failed)?;
+    signal_hook::flag::register(SIGINT, interrupted.clone()).map_err(watch_failed)?;
+    let (mut wake, notify) = UnixStream::pair().map_err(watch_failed)?;
+    signal_hook::low_level::pipe::register(SIGINT, notify).map_err(watch_failed)?;
     let broker = broker.to_owned();
     std::thread::spawn(move || {
         let mut byte = [0u8];
         if io::Read::read(&mut wake, &mut byte).is_err() {
             return;
         }
-        INTERRUPTED.store(true, Ordering::SeqCst);
         let ended = cli::connect(&broker, "subscriber").and_then(|mut client| {
             client.resume_subscriber(id)?;
             Ok(client.end_session()?)
@@ -267,7 +272,7 @@ fn end_on_interrupt(broker: &str, id: u64) -> Result<(), Failure> {
         }
         std::process::exit(EXIT_INTERRUPTED);
     });
-    Ok(())
+    Ok(interrupted)
 }
 
 struct Reader<'c, W: Write> {
