@@ -23,7 +23,7 @@ mod pipeline;
 pub use self::addr::{DEFAULT_PORT, with_default_port};
 pub use self::error::{Error, Result, io_message};
 pub use self::pipeline::{Completion, Outcome, Pipeline};
-pub use crate::protocol::{ServerInfo, Stats, TopicMessages};
+pub use crate::protocol::{ServerInfo, Stats, TopicMessages, TopicPage, TopicSummary};
 
 use self::conn::Conn;
 use crate::codec;
@@ -362,6 +362,31 @@ impl Client {
         match self.call(&Request::Stats)? {
             Reply::Stats(stats) => Ok(stats),
             other => Err(self.conn.unexpected(Op::Stats, &other)),
+        }
+    }
+
+    /// Ends this connection's subscriber session now: its subscriptions go
+    /// and the topics may forget what only it held. The connection may
+    /// register a subscriber again afterwards.
+    pub fn end_session(&mut self) -> Result<()> {
+        self.call_done(&Request::EndSession)
+    }
+
+    /// One page of topics in name order, after `after` (`None`: from the
+    /// start), at most `limit` of them (clamped to 1..=1000; the broker may
+    /// return fewer to fit a frame). Pass the page's `next` as `after` for
+    /// the following page; it is `None` on the last one.
+    pub fn list_topics(&mut self, after: Option<&str>, limit: u32) -> Result<TopicPage> {
+        match self.call(&Request::ListTopics { after, limit })? {
+            Reply::Topics(page) => Ok(page),
+            other => Err(self.conn.unexpected(Op::ListTopics, &other)),
+        }
+    }
+
+    pub fn topic_info(&mut self, topic: &str) -> Result<TopicSummary> {
+        match self.call(&Request::TopicInfo { topic })? {
+            Reply::TopicInfo(info) => Ok(info),
+            other => Err(self.conn.unexpected(Op::TopicInfo, &other)),
         }
     }
 

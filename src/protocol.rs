@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u64 = 1;
+/// The protocol version this crate speaks. Version 2 added END_SESSION,
+/// LIST_TOPICS and TOPIC_INFO; a broker answers any other version with
+/// UNSUPPORTED_VERSION.
+pub const PROTOCOL_VERSION: u64 = 2;
 
 /// Bytes of the big-endian `u32` length prefix in front of every frame.
 pub const FRAME_HEADER_LEN: usize = 4;
@@ -35,6 +37,10 @@ pub const MAX_PULL_MESSAGES: u32 = 65_536;
 /// Longest a pull may wait, whatever the request asks (ms).
 pub const MAX_PULL_WAIT_MS: u32 = 600_000;
 
+/// Most topics one LIST_TOPICS page holds, whatever the request asks (it
+/// may hold fewer: a page also stops where the frame would be full).
+pub const MAX_LIST_TOPICS: u32 = 1000;
+
 /// Operation codes: the first element of every request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -51,6 +57,9 @@ pub enum Op {
     Pull = 10,
     Ack = 11,
     Stats = 12,
+    EndSession = 13,
+    ListTopics = 14,
+    TopicInfo = 15,
 }
 
 impl Op {
@@ -68,6 +77,9 @@ impl Op {
             10 => Op::Pull,
             11 => Op::Ack,
             12 => Op::Stats,
+            13 => Op::EndSession,
+            14 => Op::ListTopics,
+            15 => Op::TopicInfo,
             _ => return None,
         })
     }
@@ -250,6 +262,17 @@ pub enum Request<'a> {
         offset: u64,
     },
     Stats,
+    /// Ends this connection's subscriber session now.
+    EndSession,
+    ListTopics {
+        /// Start after this name (`None`: from the first topic).
+        after: Option<&'a str>,
+        /// At most this many topics; clamped to 1..=[`MAX_LIST_TOPICS`].
+        limit: u32,
+    },
+    TopicInfo {
+        topic: &'a str,
+    },
 }
 
 impl Request<'_> {
@@ -267,6 +290,9 @@ impl Request<'_> {
             Request::Pull(_) => Op::Pull,
             Request::Ack { .. } => Op::Ack,
             Request::Stats => Op::Stats,
+            Request::EndSession => Op::EndSession,
+            Request::ListTopics { .. } => Op::ListTopics,
+            Request::TopicInfo { .. } => Op::TopicInfo,
         }
     }
 }
@@ -335,6 +361,30 @@ pub struct Stats {
     pub memory_limit: u64,
 }
 
+/// One topic as LIST_TOPICS and TOPIC_INFO describe it. On the wire a map
+/// keyed by field name, so that later fields are new keys an older client
+/// skips.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSummary {
+    pub name: String,
+    /// The offset the next published message will get.
+    pub next_offset: u64,
+    /// Messages retained, waiting for some subscriber's acknowledgement.
+    pub backlog_messages: u64,
+    /// Payload bytes of those messages.
+    pub backlog_bytes: u64,
+    /// Sessions subscribed to the topic.
+    pub subscribers: u64,
+}
+
+/// One page of LIST_TOPICS: topics in name order, and the `after` that asks
+/// for the next page (`None` when this page ends the list).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicPage {
+    pub topics: Vec<TopicSummary>,
+    pub next: Option<String>,
+}
+
 /// Messages of one topic in a pull reply, at consecutive offsets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMessages {
@@ -350,7 +400,8 @@ pub enum Reply {
     PublisherRegistered {
         publisher_id: u64,
     },
-    /// CREATE_TOPIC, DELETE_TOPIC, UNSUBSCRIBE and ACK answer `nil`.
+    /// CREATE_TOPIC, DELETE_TOPIC, UNSUBSCRIBE, ACK and END_SESSION answer
+    /// `nil`.
     Done,
     Published {
         offset: u64,
@@ -374,6 +425,8 @@ pub enum Reply {
     },
     Messages(Vec<TopicMessages>),
     Stats(Stats),
+    Topics(TopicPage),
+    TopicInfo(TopicSummary),
 }
 
 /// An error reply: a stable code and a message for people.
@@ -411,9 +464,9 @@ mod tests {
 
     #[test]
     fn op_codes_round_trip() {
-        for code in 1..=12 {
+        for code in 1..=15 {
             assert_eq!(Op::from_code(code).map(|op| op as u64), Some(code));
         }
-        assert_eq!(Op::from_code(13), None);
+        assert_eq!(Op::from_code(16), None);
     }
 }

@@ -15,14 +15,14 @@ use crate::broker::{Broker, ConnId, Limits, Outbox};
 use crate::codec::{self, FrameTooLarge};
 use crate::protocol::{
     ErrorCode, ErrorReply, FRAME_HEADER_LEN, MAX_PULL_WAIT_MS, Op, PROTOCOL_VERSION, Pull, Reply,
-    Request, ServerInfo, Stats, TopicMessages,
+    Request, ServerInfo, Stats, TopicMessages, TopicPage, TopicSummary,
 };
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Every operation, in the order of their codes.
-pub const ALL_OPS: [Op; 12] = [
+pub const ALL_OPS: [Op; 15] = [
     Op::Hello,
     Op::RegisterPublisher,
     Op::CreateTopic,
@@ -35,6 +35,9 @@ pub const ALL_OPS: [Op; 12] = [
     Op::Pull,
     Op::Ack,
     Op::Stats,
+    Op::EndSession,
+    Op::ListTopics,
+    Op::TopicInfo,
 ];
 
 /// The edges of MessagePack's integer widths: the largest value of each
@@ -101,6 +104,16 @@ pub fn every_request(scratch: &mut Vec<u8>) -> Vec<Request<'_>> {
             offset: 1 << 40,
         },
         Request::Stats,
+        Request::EndSession,
+        Request::ListTopics {
+            after: None,
+            limit: 100,
+        },
+        Request::ListTopics {
+            after: Some("t"),
+            limit: u32::MAX,
+        },
+        Request::TopicInfo { topic: "t" },
     ]
 }
 
@@ -124,6 +137,13 @@ pub fn every_reply() -> Vec<(Op, Reply)> {
         ..Stats::default()
     };
     stats.errors.insert("TOPIC_FULL".into(), 2);
+    let topic = TopicSummary {
+        name: "t".into(),
+        next_offset: 7,
+        backlog_messages: 2,
+        backlog_bytes: 1 << 33,
+        subscribers: 1,
+    };
     vec![
         (Op::Hello, Reply::Hello(info)),
         (Op::Stats, Reply::Stats(stats)),
@@ -164,6 +184,15 @@ pub fn every_reply() -> Vec<(Op, Reply)> {
                 payloads: vec![Bytes::from_static(b"x"), Bytes::from_static(&[0, 1])],
             }]),
         ),
+        (
+            Op::ListTopics,
+            Reply::Topics(TopicPage {
+                topics: vec![topic.clone()],
+                next: Some("t".into()),
+            }),
+        ),
+        (Op::ListTopics, Reply::Topics(TopicPage::default())),
+        (Op::TopicInfo, Reply::TopicInfo(topic)),
     ]
 }
 

@@ -330,17 +330,17 @@ fn names_must_be_utf8_str_and_a_misshapen_hello_after_the_handshake_is_malformed
     let mut bystander = Bystander::new(broker.addr());
     // As the first frame, a HELLO whose client name is a bin is no handshake.
     let mut first = Raw::connect(broker.addr());
-    first.send_body(b"\x94\x01\x03\x01\xc4\x01x");
+    first.send_body(b"\x94\x01\x03\x02\xc4\x01x");
     assert_eq!(error_of(&mut first), (3, ErrorCode::HandshakeRequired));
     first.expect_closed();
 
     let mut raw = Raw::publisher(broker.addr());
     let cases: &[(&[u8], u64, ErrorCode)] = &[
         // HELLO with a bin client name, then with a fifth element.
-        (b"\x94\x01\x05\x01\xc4\x01x", 5, ErrorCode::MalformedRequest),
-        (b"\x95\x01\x06\x01\xa1x\xc0", 6, ErrorCode::MalformedRequest),
+        (b"\x94\x01\x05\x02\xc4\x01x", 5, ErrorCode::MalformedRequest),
+        (b"\x95\x01\x06\x02\xa1x\xc0", 6, ErrorCode::MalformedRequest),
         // A well-formed HELLO, even of another version.
-        (b"\x94\x01\x07\x02\xa1x", 7, ErrorCode::HandshakeRepeated),
+        (b"\x94\x01\x07\x01\xa1x", 7, ErrorCode::HandshakeRepeated),
         // CREATE_TOPIC with a bin name, then a str that is not UTF-8.
         (b"\x93\x03\x08\xc4\x01t", 8, ErrorCode::MalformedRequest),
         (b"\x93\x03\x09\xa1\xff", 9, ErrorCode::MalformedRequest),
@@ -392,7 +392,7 @@ fn a_str_payload_is_stored_as_its_bytes_but_a_name_must_be_a_utf8_str() {
         // SUBSCRIBE, id 23, whose topic is a str that is not UTF-8.
         (b"\x93\x08\x17\xa2\xc3\x28", 23),
         // HELLO, id 24, whose client name is bin.
-        (b"\x94\x01\x18\x01\xc4\x01c", 24),
+        (b"\x94\x01\x18\x02\xc4\x01c", 24),
     ];
     for &(body, id) in cases {
         subscriber.send_body(body);

@@ -1,4 +1,4 @@
-//! The `publisher` and `subscriber` binaries, run as processes against a
+//! The `publisher`, `subscriber` and `courier` binaries, run as processes against a
 //! broker started in this process on 127.0.0.1:0.
 //!
 //! Every wait has a deadline; a running subscriber's output is read by a
@@ -277,7 +277,10 @@ fn empty_lines_and_a_last_line_without_newline_are_messages() {
 fn count_exits_after_exactly_that_many_and_acknowledges_only_those() {
     let broker = start_broker();
     ok(publisher(broker.addr(), &["--create", "t"]));
-    let subscriber = Subscriber::start(broker.addr(), &["--subscribe", "t", "--count", "3"]);
+    let subscriber = Subscriber::start(
+        broker.addr(),
+        &["--subscribe", "t", "--count", "3", "--keep"],
+    );
     let id = subscriber.id.to_string();
     ok(publish_stdin(broker.addr(), "t", lines(5).as_bytes()));
     let (code, printed) = subscriber.wait();
@@ -291,6 +294,69 @@ fn count_exits_after_exactly_that_many_and_acknowledges_only_those() {
         &["--id", &id, "--count", "2"],
     ));
     assert_eq!(resumed, "4\n5\n");
+}
+
+/// The broker's subscriber count and retained messages.
+fn sessions_and_backlog(stats: &mut Client) -> (u64, u64) {
+    let stats = stats.stats().expect("stats");
+    (stats.subscribers, stats.backlog_messages)
+}
+
+#[test]
+fn a_subscriber_ends_its_session_on_exit_unless_kept() {
+    let broker = start_broker();
+    let mut stats = Client::connect(broker.addr()).expect("connect");
+    ok(publisher(broker.addr(), &["--create", "t"]));
+    // Ended after --count: what it did not read is released.
+    let subscriber = Subscriber::start(broker.addr(), &["--subscribe", "t", "--count", "1"]);
+    ok(publish_stdin(broker.addr(), "t", lines(3).as_bytes()));
+    assert_eq!(subscriber.wait(), (Some(0), vec!["1".to_string()]));
+    assert_eq!(sessions_and_backlog(&mut stats), (0, 0));
+    // Ended after --timeout too.
+    ok(subscriber_run(
+        broker.addr(),
+        &["--subscribe", "t", "--timeout", "0.1"],
+    ));
+    assert_eq!(sessions_and_backlog(&mut stats), (0, 0));
+
+    // Kept: it and its backlog stay, and it resumes with --id.
+    let kept = Subscriber::start(
+        broker.addr(),
+        &["--subscribe", "t", "--count", "1", "--keep"],
+    );
+    let id = kept.id.to_string();
+    ok(publish_stdin(broker.addr(), "t", lines(3).as_bytes()));
+    assert_eq!(kept.wait(), (Some(0), vec!["1".to_string()]));
+    assert_eq!(sessions_and_backlog(&mut stats), (1, 2));
+    // Resumed with --id, it is kept again.
+    let resumed = ok(subscriber_run(
+        broker.addr(),
+        &["--id", &id, "--count", "1"],
+    ));
+    assert_eq!(resumed, "2\n");
+    assert_eq!(sessions_and_backlog(&mut stats), (1, 1));
+}
+
+#[test]
+fn ctrl_c_ends_the_session_and_exits_130() {
+    let broker = start_broker();
+    let mut stats = Client::connect(broker.addr()).expect("connect");
+    ok(publisher(broker.addr(), &["--create", "t"]));
+    let subscriber = Subscriber::start(broker.addr(), &["--subscribe", "t"]);
+    ok(publish_stdin(broker.addr(), "t", lines(2).as_bytes()));
+    assert_eq!(subscriber.take(2), ["1", "2"]);
+    // Its session is there until SIGINT (the pull it waits in acknowledged
+    // the two lines, so nothing is retained).
+    assert_eq!(sessions_and_backlog(&mut stats), (1, 0));
+    let id = subscriber.child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-INT", &id])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    let (code, rest) = subscriber.wait();
+    assert_eq!((code, rest.len()), (Some(130), 0));
+    assert_eq!(sessions_and_backlog(&mut stats), (0, 0));
 }
 
 #[test]
@@ -526,6 +592,19 @@ fn help_and_version() {
                 "--json",
                 "--raw",
                 "-0",
+                "--keep",
+            ][..],
+        ),
+        (
+            env!("CARGO_BIN_EXE_courier"),
+            &[
+                "--broker",
+                "--json",
+                "topics",
+                "topic NAME",
+                "stats",
+                "--help",
+                "--version",
             ][..],
         ),
     ] {
@@ -803,4 +882,108 @@ fn every_help_states_the_range_of_its_numeric_flags() {
             );
         }
     }
+}
+
+fn courier(broker: SocketAddr, args: &[&str]) -> Output {
+    run(command(env!("CARGO_BIN_EXE_courier"), broker).args(args))
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn courier_shows_topics_one_topic_and_stats() {
+    let broker = start_broker();
+    let addr = broker.addr();
+    assert_eq!(ok(courier(addr, &["topics"])), "no topics\n");
+    assert_eq!(json(&ok(courier(addr, &["topics", "--json"]))), json("[]"));
+    ok(publisher(addr, &["--create", "orders.eu"]));
+    ok(publisher(addr, &["--create", "b"]));
+    let _reader = Subscriber::start(addr, &["--subscribe", "b", "--count", "100"]);
+    ok(publisher(
+        addr,
+        &["--publish", "orders.eu", "nobody reads this"],
+    ));
+    let mut stats = Client::connect(addr).expect("connect");
+    // The reader acknowledges "hello" with the pull after it: wait for that,
+    // so that the figures below are settled.
+    ok(publisher(addr, &["--publish", "b", "hello"]));
+    wait_until("the subscriber to acknowledge", || {
+        stats.stats().expect("stats").backlog_messages == 0
+    });
+    assert_eq!(
+        ok(courier(addr, &["topics"])),
+        "\
+TOPIC      NEXT OFFSET  BACKLOG MSGS  BACKLOG BYTES  SUBSCRIBERS
+b                    1             0              0            1
+orders.eu            1             0              0            0
+"
+    );
+    assert_eq!(
+        json(&ok(courier(addr, &["--json", "topics"]))),
+        json(
+            r#"[{"name":"b","next_offset":1,"backlog_messages":0,"backlog_bytes":0,"subscribers":1},
+               {"name":"orders.eu","next_offset":1,"backlog_messages":0,"backlog_bytes":0,"subscribers":0}]"#
+        )
+    );
+    let one = ok(courier(addr, &["topic", "b"]));
+    assert!(one.starts_with("topic             b\n"), "{one}");
+    assert!(one.contains("subscribers       1\n"), "{one}");
+    assert_eq!(
+        json(&ok(courier(addr, &["topic", "orders.eu", "--json"])))["next_offset"],
+        1
+    );
+    let readable = ok(courier(addr, &["stats"]));
+    assert!(readable.contains("\ntopics         2\n"), "{readable}");
+    let stats = json(&ok(courier(addr, &["stats", "--json"])));
+    assert_eq!(
+        (&stats["topics"], &stats["subscribers"]),
+        (&json("2"), &json("1"))
+    );
+}
+
+#[test]
+fn courier_topics_follows_every_page() {
+    let broker = start_broker();
+    let mut admin = Client::connect(broker.addr()).expect("connect");
+    admin.register_publisher().expect("publisher");
+    let names: BTreeSet<String> = (0..1234).map(|i| format!("t{i}")).collect();
+    let mut pipeline = admin.pipeline(64);
+    for name in &names {
+        pipeline.create_topic(name).expect("create");
+    }
+    assert!(pipeline.finish().iter().all(|c| c.is_ok()));
+    let listed = json(&ok(courier(broker.addr(), &["topics", "--json"])));
+    let listed: Vec<&str> = listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(listed, names.iter().map(String::as_str).collect::<Vec<_>>());
+    let table = ok(courier(broker.addr(), &["topics"]));
+    assert_eq!(table.lines().count(), 1 + names.len());
+}
+
+#[test]
+fn courier_errors_are_one_line() {
+    let broker = start_broker();
+    let addr = broker.addr();
+    fails(courier(addr, &["topic", "nope"]), 1, "unknown topic 'nope'");
+    fails(courier(addr, &["topic", "no way"]), 1, "invalid topic name");
+    fails(courier(addr, &[]), 2, "give a command");
+    fails(courier(addr, &["frob"]), 2, "unknown command 'frob'");
+    fails(courier(addr, &["topic"]), 2, "NAME");
+    fails(courier(addr, &["stats", "extra"]), 2, "unexpected argument");
+    fails(courier(addr, &["stats", "--frob"]), 2, "unknown flag");
+    // BROKER_ADDR names the broker when --broker is absent.
+    let mut from_env = Command::new(env!("CARGO_BIN_EXE_courier"));
+    from_env.env("BROKER_ADDR", addr.to_string()).arg("stats");
+    assert!(ok(run(&mut from_env)).contains("uptime"));
+    // Nobody listening.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_addr = closed.local_addr().expect("addr");
+    drop(closed);
+    fails(courier(closed_addr, &["stats"]), 1, "is the broker running");
 }

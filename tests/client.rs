@@ -57,7 +57,7 @@ fn handshake_keeps_the_server_info() {
     let broker = start_broker();
     let client = Client::connect(broker.addr()).expect("connect");
     let info = client.server_info();
-    assert_eq!(info.version, 1);
+    assert_eq!(info.version, courier::PROTOCOL_VERSION);
     assert!(info.max_payload_bytes < info.max_frame_bytes);
 }
 

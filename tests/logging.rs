@@ -99,7 +99,7 @@ impl Drop for LoggedBroker {
 fn hello_as(addr: SocketAddr, name: &str) -> (Raw, String) {
     let mut raw = Raw::connect(addr);
     let reply = raw.call(Request::Hello {
-        version: 1,
+        version: courier::PROTOCOL_VERSION,
         client_name: name,
     });
     assert!(matches!(reply, Ok(Reply::Hello(_))), "{reply:?}");

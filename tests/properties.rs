@@ -82,6 +82,9 @@ enum Req {
     },
     Ack(String, u64),
     Stats,
+    EndSession,
+    ListTopics(Option<String>, u32),
+    TopicInfo(String),
 }
 
 impl Req {
@@ -134,6 +137,12 @@ impl Req {
                 offset: *offset,
             },
             Req::Stats => Request::Stats,
+            Req::EndSession => Request::EndSession,
+            Req::ListTopics(after, limit) => Request::ListTopics {
+                after: after.as_deref(),
+                limit: *limit,
+            },
+            Req::TopicInfo(topic) => Request::TopicInfo { topic },
         }
     }
 
@@ -171,6 +180,11 @@ impl Req {
             },
             Request::Ack { topic, offset } => Req::Ack(topic.to_owned(), offset),
             Request::Stats => Req::Stats,
+            Request::EndSession => Req::EndSession,
+            Request::ListTopics { after, limit } => {
+                Req::ListTopics(after.map(str::to_owned), limit)
+            }
+            Request::TopicInfo { topic } => Req::TopicInfo(topic.to_owned()),
         }
     }
 }
@@ -215,7 +229,7 @@ struct Vocabulary {
     int: BoxedStrategy<u64>,
     version: BoxedStrategy<u64>,
     /// How often each operation comes, in `ALL_OPS` order.
-    weights: [u32; 12],
+    weights: [u32; 15],
 }
 
 impl Vocabulary {
@@ -227,7 +241,7 @@ impl Vocabulary {
             batch: 0..20,
             int: int(),
             version: int(),
-            weights: [1; 12],
+            weights: [1; 15],
         }
     }
 
@@ -240,12 +254,12 @@ impl Vocabulary {
             batch: 0..20,
             int: int(),
             version: int(),
-            weights: [1; 12],
+            weights: [1; 15],
         }
     }
 
     /// Requests that mostly make sense to a broker with [`model_limits`]:
-    /// a few topic names, small counts and offsets, protocol version 1, and
+    /// a few topic names, small counts and offsets, the protocol's version, and
     /// payloads around `max_payload_bytes` (1536) now and then.
     fn broker() -> Self {
         Vocabulary {
@@ -264,9 +278,9 @@ impl Vocabulary {
             .boxed(),
             batch: 0..5,
             int: prop_oneof![6 => 0..24u64, 1 => select(INT_WIDTH_EDGES)].boxed(),
-            version: prop_oneof![9 => Just(1u64), 1 => int()].boxed(),
+            version: prop_oneof![9 => Just(courier::PROTOCOL_VERSION), 1 => int()].boxed(),
             // Mostly the traffic of a working system: publish, pull, ack.
-            weights: [1, 2, 2, 1, 6, 3, 2, 3, 1, 6, 3, 1],
+            weights: [1, 2, 2, 1, 6, 3, 2, 3, 1, 6, 3, 1, 1, 1, 1],
         }
     }
 }
@@ -313,6 +327,11 @@ fn request(v: &Vocabulary) -> BoxedStrategy<Req> {
             .boxed(),
         (topic(), int()).prop_map(|(t, o)| Req::Ack(t, o)).boxed(),
         Just(Req::Stats).boxed(),
+        Just(Req::EndSession).boxed(),
+        (proptest::option::of(topic()), int32())
+            .prop_map(|(after, limit)| Req::ListTopics(after, limit))
+            .boxed(),
+        topic().prop_map(Req::TopicInfo).boxed(),
     ];
     proptest::strategy::Union::new_weighted(v.weights.into_iter().zip(ops).collect()).boxed()
 }
@@ -688,8 +707,9 @@ fn role_of(request: &Req, any: ConnId) -> ConnId {
         | Req::Subscribe(_)
         | Req::Unsubscribe(_)
         | Req::Pull { .. }
-        | Req::Ack(..) => 1 + any % 2,
-        Req::Hello { .. } | Req::Stats => any,
+        | Req::Ack(..)
+        | Req::EndSession => 1 + any % 2,
+        Req::Hello { .. } | Req::Stats | Req::ListTopics(..) | Req::TopicInfo(_) => any,
     }
 }
 

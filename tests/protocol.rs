@@ -15,17 +15,17 @@ fn hello_announces_the_version_and_limits() {
     let broker = start_broker();
     let mut raw = Raw::connect(broker.addr());
     let Ok(Reply::Hello(info)) = raw.call(Request::Hello {
-        version: 1,
+        version: courier::PROTOCOL_VERSION,
         client_name: "t",
     }) else {
         panic!("no hello")
     };
-    assert_eq!(info.version, 1);
+    assert_eq!(info.version, courier::PROTOCOL_VERSION);
     assert_eq!(info.max_frame_bytes, 1 << 20);
     assert_eq!(info.max_payload_bytes, (1 << 20) - 512);
     assert_eq!(
         raw.error(Request::Hello {
-            version: 1,
+            version: courier::PROTOCOL_VERSION,
             client_name: "t"
         }),
         ErrorCode::HandshakeRepeated
@@ -44,15 +44,19 @@ fn a_request_before_hello_is_refused_and_the_connection_closed() {
 #[test]
 fn an_unsupported_version_is_refused_and_the_connection_closed() {
     let broker = start_broker();
-    let mut raw = Raw::connect(broker.addr());
-    assert_eq!(
-        raw.error(Request::Hello {
-            version: 2,
-            client_name: "t"
-        }),
-        ErrorCode::UnsupportedVersion
-    );
-    raw.expect_closed();
+    // Version 1 (before END_SESSION, LIST_TOPICS and TOPIC_INFO) and a
+    // version from the future.
+    for version in [1, courier::PROTOCOL_VERSION + 1] {
+        let mut raw = Raw::connect(broker.addr());
+        assert_eq!(
+            raw.error(Request::Hello {
+                version,
+                client_name: "t"
+            }),
+            ErrorCode::UnsupportedVersion
+        );
+        raw.expect_closed();
+    }
 }
 
 #[test]
@@ -721,9 +725,9 @@ fn integers_and_headers_of_any_width_are_accepted() {
     let broker = start_broker();
     let mut raw = Raw::connect(broker.addr());
     let bodies: &[(&[u8], Op)] = &[
-        // HELLO as an array 16, version 1 as a uint 64, name as a str 8.
+        // HELLO as an array 16, version 2 as a uint 64, name as a str 8.
         (
-            b"\xdc\x00\x04\x01\x01\xcf\x00\x00\x00\x00\x00\x00\x00\x01\xd9\x04demo",
+            b"\xdc\x00\x04\x01\x01\xcf\x00\x00\x00\x00\x00\x00\x00\x02\xd9\x04demo",
             Op::Hello,
         ),
         // REGISTER_PUBLISHER as an array 32, op as an int 8, id 2 as a uint 16.

@@ -18,6 +18,14 @@
 //! ACK at offset 0: `UNKNOWN_TOPIC` or `NOT_SUBSCRIBED` means that topic is
 //! gone. That asks the broker by code, never by parsing its text. Only when
 //! no topic is left does the subscriber stop, with exit status 3.
+//!
+//! A session it started is ended on exit (END_SESSION), so that a topic
+//! does not keep messages for a reader that is gone; `--keep`, or resuming
+//! with `--id`, keeps it for later. Ctrl-C ends it too: SIGINT wakes a
+//! thread that resumes the session on a connection of its own (the main
+//! one is blocked in a pull, which the takeover answers), ends it and exits
+//! with 130. Killed any other way, the session expires after the broker's
+//! session timeout as before.
 
 mod cli;
 
@@ -29,29 +37,37 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{self, BufWriter, Write};
+use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const PROGRAM: Program = Program {
     name: "subscriber",
-    usage: "usage: subscriber [--broker HOST[:PORT]] (--subscribe TOPIC... | --id ID) [--count N] [--timeout SECS] [-v | --json | --raw | -0]",
+    usage: "usage: subscriber [--broker HOST[:PORT]] (--subscribe TOPIC... | --id ID) [--keep] [--count N] [--timeout SECS] [-v | --json | --raw | -0]",
     help: "\
 subscriber: print the messages published to topics on a courier broker
 
-usage: subscriber [--broker HOST[:PORT]] (--subscribe TOPIC... | --id ID) [--count N] [--timeout SECS] [-v | --json | --raw | -0]
+usage: subscriber [--broker HOST[:PORT]] (--subscribe TOPIC... | --id ID) [--keep] [--count N] [--timeout SECS] [-v | --json | --raw | -0]
 
 Prints each message as soon as it arrives, and acknowledges it once printed.
 By default each payload is printed followed by a newline (a payload that
 holds newlines therefore spans several lines; use --raw, -0 or --json to
 keep messages apart exactly). The subscriber id is printed on standard error
-at start.
+at start. On exit (--count, --timeout, Ctrl-C) the subscriber ends its
+session, so the broker no longer keeps messages for it, unless --keep is
+given or the session was resumed with --id.
 
 Options:
   --subscribe TOPIC   subscribe to TOPIC (repeat for several topics)
   --id ID             resume subscriber ID (0 to 18446744073709551615, as
                       printed at start): its subscriptions, and every message
                       it had not acknowledged (a stopped subscriber resumed
-                      this way loses nothing)
+                      this way loses nothing); the session is kept on exit
+  --keep              keep the session on exit, to resume it later with --id
+                      (the broker keeps it for its session timeout, 60 s by
+                      default)
   --count N           exit after printing N messages (1 to
                       18446744073709551615)
   --timeout SECS      exit when no message has arrived for SECS seconds
@@ -74,7 +90,7 @@ on reading the others.
 
 Exit status: 0 after --count messages or --timeout, 1 if the broker or the
 connection failed, 2 for bad arguments, 3 when every subscribed topic was
-deleted (nothing left to read).
+deleted (nothing left to read), 130 after Ctrl-C (SIGINT).
 ",
 };
 
@@ -106,6 +122,8 @@ struct Options {
     broker: String,
     topics: Vec<String>,
     id: Option<u64>,
+    /// Keep the session on exit (`--keep`, or resuming with `--id`).
+    keep: bool,
     count: Option<u64>,
     timeout: Option<Duration>,
     format: Format,
@@ -115,6 +133,7 @@ fn parse(mut args: pico_args::Arguments, literal: Vec<OsString>) -> Result<Optio
     let broker = cli::broker_addr(&mut args)?;
     let topics: Vec<String> = args.values_from_str("--subscribe")?;
     let id = cli::number(&mut args, "--id", 0..=u64::MAX)?;
+    let keep = args.contains("--keep") || id.is_some();
     let count = cli::number(&mut args, "--count", 1..=u64::MAX)?;
     let timeout =
         cli::number(&mut args, "--timeout", 0.001..=MAX_TIMEOUT_SECS)?.map(Duration::from_secs_f64);
@@ -144,6 +163,7 @@ fn parse(mut args: pico_args::Arguments, literal: Vec<OsString>) -> Result<Optio
         broker,
         topics,
         id,
+        keep,
         count,
         timeout,
         format,
@@ -178,8 +198,16 @@ fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure
             "subscriber {id} has no subscriptions: give --subscribe TOPIC"
         )));
     }
-    cli::note(format_args!("subscriber id {id} (resume with --id {id})"));
-    Reader {
+    let interrupted = if options.keep {
+        cli::note(format_args!("subscriber id {id} (resume with --id {id})"));
+        Arc::default()
+    } else {
+        cli::note(format_args!(
+            "subscriber id {id} (ended on exit; give --keep to resume it later)"
+        ));
+        end_on_interrupt(&options.broker, id)?
+    };
+    let read = Reader {
         client: &mut client,
         out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
         format: options.format,
@@ -188,7 +216,63 @@ fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure
         unacked: BTreeMap::new(),
         json: Vec::new(),
     }
-    .read(options.count, options.timeout)
+    .read(options.count, options.timeout);
+    if interrupted.load(Ordering::SeqCst) {
+        // The interrupt thread ends the session and the process; the pull
+        // it ended must not exit first with an error of its own.
+        loop {
+            std::thread::park();
+        }
+    }
+    if !options.keep {
+        match read {
+            Ok(()) => client.end_session()?,
+            // Every topic was deleted: the empty session goes too.
+            Err(Failure::NothingLeft(_)) => {
+                let _ = client.end_session();
+            }
+            Err(_) => {}
+        }
+    }
+    read
+}
+
+/// Exit status after Ctrl-C, as a shell reports a process killed by SIGINT.
+const EXIT_INTERRUPTED: i32 = 130;
+
+/// On SIGINT, ends session `id` from a connection of its own and exits
+/// with 130; a second SIGINT exits at once, should that hang. The handlers
+/// only set a flag and write a byte to a socket pair (all a handler may
+/// safely do); the thread reading it does the work. Returns the flag, set
+/// from the first SIGINT on.
+fn end_on_interrupt(broker: &str, id: u64) -> Result<Arc<AtomicBool>, Failure> {
+    use signal_hook::consts::SIGINT;
+    let watch_failed = |e: io::Error| Failure::runtime(format!("cannot watch for Ctrl-C: {e}"));
+    let interrupted = Arc::new(AtomicBool::new(false));
+    // The order matters: the exit is armed by the flag the first signal sets.
+    signal_hook::flag::register_conditional_shutdown(SIGINT, EXIT_INTERRUPTED, interrupted.clone())
+        .map_err(watch_failed)?;
+    signal_hook::flag::register(SIGINT, interrupted.clone()).map_err(watch_failed)?;
+    let (mut wake, notify) = UnixStream::pair().map_err(watch_failed)?;
+    signal_hook::low_level::pipe::register(SIGINT, notify).map_err(watch_failed)?;
+    let broker = broker.to_owned();
+    std::thread::spawn(move || {
+        let mut byte = [0u8];
+        if io::Read::read(&mut wake, &mut byte).is_err() {
+            return;
+        }
+        let ended = cli::connect(&broker, "subscriber").and_then(|mut client| {
+            client.resume_subscriber(id)?;
+            Ok(client.end_session()?)
+        });
+        if let Err(Failure::Runtime(message)) = ended {
+            cli::note(format_args!(
+                "subscriber: could not end session {id}: {message}"
+            ));
+        }
+        std::process::exit(EXIT_INTERRUPTED);
+    });
+    Ok(interrupted)
 }
 
 struct Reader<'c, W: Write> {

@@ -33,10 +33,12 @@
 //! - `waiting`: which subscriptions have something to deliver — a topic's
 //!   caught-up subscribers, a session's ready topics — and the cost argument
 //!   that each request pays only for what it touches.
+//! - `admin`: LIST_TOPICS, TOPIC_INFO and END_SESSION.
 //! - `topic`: one topic's retained messages and acknowledgement floor.
 //! - `session`: one session's subscriptions and its waiting pull.
 //! - `keyset`: the set that topics keep their subscribers in.
 
+mod admin;
 mod clients;
 mod cost;
 mod failure;
@@ -64,7 +66,7 @@ use publishing::PublishInput;
 use session::{IdGenerator, Session};
 use slab::Slab;
 use stats::Counters;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use topic::Topic;
 
@@ -136,7 +138,8 @@ pub struct Broker {
     started: Instant,
     clients: Vec<Option<ClientState>>,
     topics: Slab<Topic>,
-    topic_names: HashMap<Box<str>, TopicKey>,
+    /// Sorted, so that LIST_TOPICS pages in name order.
+    topic_names: BTreeMap<Box<str>, TopicKey>,
     sessions: Slab<Session>,
     session_ids: HashMap<u64, SessionKey>,
     ids: IdGenerator,
@@ -161,7 +164,7 @@ impl Broker {
             started: now,
             clients: Vec::new(),
             topics: Slab::new(),
-            topic_names: HashMap::new(),
+            topic_names: BTreeMap::new(),
             sessions: Slab::new(),
             session_ids: HashMap::new(),
             ids: IdGenerator::from_os(),
@@ -286,6 +289,13 @@ impl Broker {
                 self.ack(conn, topic, offset).map(|()| Some(Reply::Done))
             }
             Request::Stats => Ok(Some(Reply::Stats(self.stats(now)))),
+            Request::EndSession => self.end_session(conn, out).map(|()| Some(Reply::Done)),
+            Request::ListTopics { after, limit } => {
+                Ok(Some(Reply::Topics(self.list_topics(after, limit))))
+            }
+            Request::TopicInfo { topic } => {
+                self.topic_info(topic).map(|t| Some(Reply::TopicInfo(t)))
+            }
         }
     }
 

@@ -50,7 +50,7 @@ impl Harness {
         let reply = self.call(
             conn,
             Request::Hello {
-                version: 1,
+                version: crate::PROTOCOL_VERSION,
                 client_name: "t",
             },
         );
@@ -476,7 +476,7 @@ fn a_long_client_name_is_kept_cut_on_a_character_boundary() {
     let reply = h.call(
         0,
         Request::Hello {
-            version: 1,
+            version: crate::PROTOCOL_VERSION,
             client_name: &name,
         },
     );

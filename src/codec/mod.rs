@@ -33,7 +33,7 @@ pub use pull_reply::{
 };
 pub use reply::{
     DecodedReply, ReplyDecodeError, ReplyField, decode_reply, decode_reply_id, encode_error,
-    encode_reply,
+    encode_reply, topic_summary_bound,
 };
 pub(crate) use request::iter_payloads;
 pub use request::{

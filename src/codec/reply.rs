@@ -7,14 +7,16 @@
 //! request it answers, so the client reads the id first
 //! ([`decode_reply_id`]), finds the request, and then decodes the whole
 //! reply for that operation ([`decode_reply`]). Payloads in a decoded pull
-//! reply are slices of the frame's `Bytes`, not copies. The handshake and
-//! stats bodies are maps, read with rmp-serde so that unknown keys from a
-//! newer broker are skipped.
+//! reply are slices of the frame's `Bytes`, not copies. The handshake,
+//! stats, topic-list and topic-info bodies are maps, read with rmp-serde so
+//! that unknown keys from a newer broker are skipped.
 
 use super::msgpack::{self, ReadError, Reader, len_u32};
 use super::pull_reply::write_group_header;
 use super::{begin_frame, end_frame};
-use crate::protocol::{ErrorCode, ErrorReply, Op, Reply, Stats, TopicMessages};
+use crate::protocol::{
+    ErrorCode, ErrorReply, Op, Reply, Stats, TopicMessages, TopicPage, TopicSummary,
+};
 use bytes::Bytes;
 use std::fmt;
 
@@ -44,6 +46,8 @@ pub fn encode_reply(out: &mut Vec<u8>, id: u64, reply: &Reply) {
     match reply {
         Reply::Hello(info) => write_named(out, info),
         Reply::Stats(stats) => write_named(out, stats),
+        Reply::Topics(page) => write_named(out, page),
+        Reply::TopicInfo(topic) => write_named(out, topic),
         Reply::PublisherRegistered { publisher_id } => msgpack::write_u64(out, *publisher_id),
         Reply::Done => msgpack::write_nil(out),
         Reply::Published {
@@ -96,6 +100,15 @@ pub fn encode_reply(out: &mut Vec<u8>, id: u64, reply: &Reply) {
     end_frame(out, start);
 }
 
+/// The most bytes one topic's entry takes in a LIST_TOPICS reply: a map of
+/// five fixstr keys (60 bytes with their headers), four integers of at most
+/// 9 bytes, and the name with a header of at most 2 (names are at most 255
+/// bytes). The broker cuts a page by this bound, so the reply fits a frame
+/// whatever the counters hold.
+pub fn topic_summary_bound(name: &str) -> usize {
+    1 + 60 + 4 * 9 + 2 + name.len()
+}
+
 fn write_named<T: serde::Serialize>(out: &mut Vec<u8>, value: &T) {
     // Serializing plain structs of integers, strings and maps into a Vec
     // cannot fail; an empty map keeps the frame well-formed if it ever did.
@@ -116,6 +129,8 @@ pub enum ReplyField {
     ErrorMessage,
     ServerInfo,
     Stats,
+    TopicPage,
+    TopicInfo,
     PublisherId,
     /// The `nil` that answers CREATE_TOPIC, DELETE_TOPIC, UNSUBSCRIBE, ACK.
     Done,
@@ -147,6 +162,8 @@ impl fmt::Display for ReplyField {
             ReplyField::ErrorMessage => "error message",
             ReplyField::ServerInfo => "server info",
             ReplyField::Stats => "stats",
+            ReplyField::TopicPage => "topic page",
+            ReplyField::TopicInfo => "topic info",
             ReplyField::PublisherId => "publisher id",
             ReplyField::Done => "body",
             ReplyField::PublishResult => "publish result",
@@ -253,10 +270,14 @@ pub fn decode_reply(op: Op, frame: &Bytes) -> Result<DecodedReply, ReplyDecodeEr
     let reply = match op {
         Op::Hello => Reply::Hello(read_named(&mut r, ReplyField::ServerInfo)?),
         Op::Stats => Reply::Stats(read_named::<Stats>(&mut r, ReplyField::Stats)?),
+        Op::ListTopics => Reply::Topics(read_named::<TopicPage>(&mut r, ReplyField::TopicPage)?),
+        Op::TopicInfo => {
+            Reply::TopicInfo(read_named::<TopicSummary>(&mut r, ReplyField::TopicInfo)?)
+        }
         Op::RegisterPublisher => Reply::PublisherRegistered {
             publisher_id: u64_at(&mut r, ReplyField::PublisherId)?,
         },
-        Op::CreateTopic | Op::DeleteTopic | Op::Unsubscribe | Op::Ack => {
+        Op::CreateTopic | Op::DeleteTopic | Op::Unsubscribe | Op::Ack | Op::EndSession => {
             r.read_nil().map_err(bad(ReplyField::Done))?;
             Reply::Done
         }
@@ -381,6 +402,34 @@ mod tests {
             encode_reply(&mut out, 42, &reply);
             assert_eq!(decode_reply(op, &body(&out)), Ok((42, Ok(reply))), "{op:?}");
         }
+    }
+
+    #[test]
+    fn a_topic_entry_never_exceeds_its_bound() {
+        let name = "n".repeat(255);
+        let topic = TopicSummary {
+            name: name.clone(),
+            next_offset: u64::MAX,
+            backlog_messages: u64::MAX,
+            backlog_bytes: u64::MAX,
+            subscribers: u64::MAX,
+        };
+        let mut one = Vec::new();
+        write_named(&mut one, &topic);
+        assert_eq!(one.len(), topic_summary_bound(&name));
+        // The rest of a page (frame header, `[id, 0, {"topics": [...],
+        // "next": name}]`) fits the room the broker keeps beside entries.
+        let page = TopicPage {
+            topics: vec![topic.clone(), topic],
+            next: Some(name.clone()),
+        };
+        let mut out = Vec::new();
+        encode_reply(&mut out, u64::MAX, &Reply::Topics(page));
+        let overhead = out.len() - 2 * topic_summary_bound(&name);
+        assert!(
+            overhead <= crate::protocol::PAYLOAD_OVERHEAD_BYTES,
+            "{overhead}"
+        );
     }
 
     #[test]

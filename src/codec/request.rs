@@ -35,6 +35,10 @@ pub enum RequestField {
     WaitMs,
     Ack,
     Offset,
+    /// LIST_TOPICS: the name to list after.
+    After,
+    /// LIST_TOPICS: the most topics to return.
+    Limit,
 }
 
 impl RequestField {
@@ -44,13 +48,17 @@ impl RequestField {
         match self {
             RequestField::Op => 0,
             RequestField::Id => 1,
-            RequestField::Version | RequestField::Topic | RequestField::SubscriberId => 2,
+            RequestField::Version
+            | RequestField::Topic
+            | RequestField::SubscriberId
+            | RequestField::After => 2,
             RequestField::ClientName
             | RequestField::Payload
             | RequestField::Payloads
             | RequestField::BatchPayload(_)
             | RequestField::MaxMessages
-            | RequestField::Offset => 3,
+            | RequestField::Offset
+            | RequestField::Limit => 3,
             RequestField::MaxBytes => 4,
             RequestField::WaitMs => 5,
             RequestField::Ack => 6,
@@ -72,6 +80,8 @@ impl RequestField {
             RequestField::WaitMs => "wait_ms",
             RequestField::Ack => "ack",
             RequestField::Offset => "offset",
+            RequestField::After => "after",
+            RequestField::Limit => "limit",
         }
     }
 }
@@ -183,18 +193,22 @@ fn signature(op: Op) -> &'static str {
         Op::Pull => "PULL [10, id, topic or nil, max_messages, max_bytes, wait_ms, ack]",
         Op::Ack => "ACK [11, id, topic, offset]",
         Op::Stats => "STATS [12, id]",
+        Op::EndSession => "END_SESSION [13, id]",
+        Op::ListTopics => "LIST_TOPICS [14, id, after or nil, limit]",
+        Op::TopicInfo => "TOPIC_INFO [15, id, topic]",
     }
 }
 
 fn arity(op: Op) -> u32 {
     match op {
-        Op::RegisterPublisher | Op::Stats => 2,
-        Op::CreateTopic
+        Op::RegisterPublisher | Op::Stats | Op::EndSession => 2,
+        Op::TopicInfo
+        | Op::CreateTopic
         | Op::DeleteTopic
         | Op::RegisterSubscriber
         | Op::Subscribe
         | Op::Unsubscribe => 3,
-        Op::Hello | Op::Publish | Op::PublishBatch | Op::Ack => 4,
+        Op::Hello | Op::Publish | Op::PublishBatch | Op::Ack | Op::ListTopics => 4,
         Op::Pull => 7,
     }
 }
@@ -294,6 +308,12 @@ fn decode_args<'a>(
             offset: r.read_u64().map_err(bad(RequestField::Offset))?,
         },
         Op::Stats => Request::Stats,
+        Op::EndSession => Request::EndSession,
+        Op::ListTopics => Request::ListTopics {
+            after: r.read_opt_str().map_err(bad(RequestField::After))?,
+            limit: r.read_u32().map_err(bad(RequestField::Limit))?,
+        },
+        Op::TopicInfo => Request::TopicInfo { topic: topic(r)? },
     })
 }
 
@@ -322,8 +342,9 @@ pub fn encode_request(out: &mut Vec<u8>, id: u64, request: &Request<'_>) {
             msgpack::write_u64(out, *version);
             msgpack::write_str(out, client_name);
         }
-        Request::RegisterPublisher | Request::Stats => {}
-        Request::CreateTopic { topic }
+        Request::RegisterPublisher | Request::Stats | Request::EndSession => {}
+        Request::TopicInfo { topic }
+        | Request::CreateTopic { topic }
         | Request::DeleteTopic { topic }
         | Request::Subscribe { topic }
         | Request::Unsubscribe { topic } => msgpack::write_str(out, topic),
@@ -341,10 +362,7 @@ pub fn encode_request(out: &mut Vec<u8>, id: u64, request: &Request<'_>) {
             None => msgpack::write_nil(out),
         },
         Request::Pull(pull) => {
-            match pull.topic {
-                Some(topic) => msgpack::write_str(out, topic),
-                None => msgpack::write_nil(out),
-            }
+            write_opt_str(out, pull.topic);
             msgpack::write_u64(out, u64::from(pull.max_messages));
             msgpack::write_u64(out, u64::from(pull.max_bytes));
             msgpack::write_u64(out, u64::from(pull.wait_ms));
@@ -354,8 +372,19 @@ pub fn encode_request(out: &mut Vec<u8>, id: u64, request: &Request<'_>) {
             msgpack::write_str(out, topic);
             msgpack::write_u64(out, *offset);
         }
+        Request::ListTopics { after, limit } => {
+            write_opt_str(out, *after);
+            msgpack::write_u64(out, u64::from(*limit));
+        }
     }
     end_frame(out, start);
+}
+
+fn write_opt_str(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        Some(text) => msgpack::write_str(out, text),
+        None => msgpack::write_nil(out),
+    }
 }
 
 /// Appends a PUBLISH_BATCH request frame, writing each payload straight into

@@ -118,7 +118,7 @@ impl Raw {
     pub fn hello(addr: SocketAddr) -> Raw {
         let mut raw = Raw::connect(addr);
         let reply = raw.call(Request::Hello {
-            version: 1,
+            version: courier::PROTOCOL_VERSION,
             client_name: "test",
         });
         assert!(matches!(reply, Ok(Reply::Hello(_))), "{reply:?}");

@@ -39,6 +39,7 @@ pub enum Failure {
     /// Something failed while running: exit 1.
     Runtime(String),
     /// Nothing left to do (empty input, every topic deleted): exit 3.
+    #[allow(dead_code)] // `courier` only reads, so it never runs out of work.
     NothingLeft(String),
     /// Exit 1 without a message (standard output was closed: nobody reads).
     Silent,

@@ -1,0 +1,273 @@
+//! `courier`: look at a running broker — its topics, one topic, its
+//! counters — in a table for people or as JSON for scripts.
+//!
+//! It only reads: LIST_TOPICS (every page, following `next`), TOPIC_INFO and
+//! STATS, on a connection that takes no role. The readable forms are plain
+//! aligned columns; `--json` prints one JSON document (an array of topics,
+//! one topic object, or the stats object) with the broker's field names, so
+//! a script sees exactly what PROTOCOL.md describes.
+
+mod cli;
+
+use cli::{Failure, Program};
+use courier::client::{Client, Stats, TopicSummary};
+use courier::protocol::MAX_LIST_TOPICS;
+use serde::Serialize;
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+const PROGRAM: Program = Program {
+    name: "courier",
+    usage: "usage: courier [--broker HOST[:PORT]] [--json] (topics | topic NAME | stats)",
+    help: "\
+courier: show what a courier broker holds
+
+usage: courier [--broker HOST[:PORT]] [--json] (topics | topic NAME | stats)
+
+Commands:
+  topics        every topic, in name order: its next offset, its backlog
+                (messages retained for some subscriber, and their payload
+                bytes) and its number of subscribers
+  topic NAME    the same for one topic
+  stats         the broker's counters: connections, topics, sessions,
+                messages and bytes in and out, backlog, errors by code
+
+Options:
+  --json                print JSON instead of a table: an array of topics,
+                        one topic object, or the stats object, with the
+                        field names of PROTOCOL.md
+  --broker HOST[:PORT]  the broker to use (default: $BROKER_ADDR if set, else
+                        localhost:5555; the port defaults to 5555)
+  -h, --help            print this help
+  -V, --version         print the version
+
+Exit status: 0 on success, 1 if the broker or the connection failed (or the
+topic does not exist), 2 for bad arguments.
+",
+};
+
+fn main() -> ExitCode {
+    PROGRAM.main(run)
+}
+
+enum Command {
+    Topics,
+    Topic(String),
+    Stats,
+}
+
+fn parse(
+    mut args: pico_args::Arguments,
+    literal: Vec<OsString>,
+) -> Result<(String, bool, Command), Failure> {
+    let broker = cli::broker_addr(&mut args)?;
+    let json = args.contains("--json");
+    let mut free = cli::free_arguments(args, literal)?
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned());
+    let command = match free.next().as_deref() {
+        Some("topics") => Command::Topics,
+        Some("topic") => match free.next() {
+            Some(name) => Command::Topic(name),
+            None => return Err(Failure::usage("topic: give the topic's NAME")),
+        },
+        Some("stats") => Command::Stats,
+        Some(other) => return Err(Failure::usage(format!("unknown command '{other}'"))),
+        None => {
+            return Err(Failure::usage(
+                "give a command: topics, topic NAME or stats",
+            ));
+        }
+    };
+    if let Some(extra) = free.next() {
+        return Err(Failure::usage(format!("unexpected argument '{extra}'")));
+    }
+    Ok((broker, json, command))
+}
+
+fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure> {
+    let (broker, json, command) = parse(args, literal)?;
+    let mut client = cli::connect(&broker, "courier")?;
+    match command {
+        Command::Topics => {
+            let topics = all_topics(&mut client)?;
+            if json {
+                print_json(&topics)
+            } else if topics.is_empty() {
+                cli::print_line("no topics")
+            } else {
+                cli::print_line(topic_table(&topics).trim_end())
+            }
+        }
+        Command::Topic(name) => {
+            let topic = client
+                .topic_info(&name)
+                .map_err(|e| cli::topic_failure(&e, &name))?;
+            if json {
+                print_json(&topic)
+            } else {
+                cli::print_line(topic_lines(&topic).trim_end())
+            }
+        }
+        Command::Stats => {
+            let stats = client.stats()?;
+            if json {
+                print_json(&stats)
+            } else {
+                cli::print_line(stats_lines(&stats).trim_end())
+            }
+        }
+    }
+}
+
+/// Every page of LIST_TOPICS, from the first.
+fn all_topics(client: &mut Client) -> Result<Vec<TopicSummary>, Failure> {
+    let mut topics = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = client.list_topics(after.as_deref(), MAX_LIST_TOPICS)?;
+        topics.extend(page.topics);
+        match page.next {
+            // Names come in order: a `next` that does not move on would
+            // loop for ever.
+            Some(next) if after.as_ref().is_none_or(|a| *a < next) => after = Some(next),
+            Some(_) => return Err(Failure::runtime("the broker's topic pages do not advance")),
+            None => return Ok(topics),
+        }
+    }
+}
+
+fn print_json(value: &impl Serialize) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::runtime(format!("cannot write JSON: {e}")))?;
+    cli::print_line(text)
+}
+
+const TOPIC_COLUMNS: [&str; 5] = [
+    "TOPIC",
+    "NEXT OFFSET",
+    "BACKLOG MSGS",
+    "BACKLOG BYTES",
+    "SUBSCRIBERS",
+];
+
+/// The topics as aligned columns: names to the left, numbers to the right.
+fn topic_table(topics: &[TopicSummary]) -> String {
+    let rows: Vec<[String; 5]> = topics
+        .iter()
+        .map(|t| {
+            [
+                t.name.clone(),
+                t.next_offset.to_string(),
+                t.backlog_messages.to_string(),
+                t.backlog_bytes.to_string(),
+                t.subscribers.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = TOPIC_COLUMNS.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let header = TOPIC_COLUMNS.map(str::to_owned);
+    for row in std::iter::once(&header).chain(&rows) {
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            let line = if i == 0 {
+                format!("{cell:<width$}")
+            } else {
+                format!("  {cell:>width$}")
+            };
+            out.push_str(&line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `label  value` lines, the labels padded to one width.
+fn aligned(pairs: &[(&str, String)]) -> String {
+    let width = pairs
+        .iter()
+        .map(|(label, _)| label.len())
+        .max()
+        .unwrap_or(0);
+    pairs
+        .iter()
+        .map(|(label, value)| format!("{label:<width$}  {value}\n"))
+        .collect()
+}
+
+fn topic_lines(t: &TopicSummary) -> String {
+    aligned(&[
+        ("topic", t.name.clone()),
+        ("next offset", t.next_offset.to_string()),
+        ("backlog messages", t.backlog_messages.to_string()),
+        ("backlog bytes", t.backlog_bytes.to_string()),
+        ("subscribers", t.subscribers.to_string()),
+    ])
+}
+
+fn stats_lines(s: &Stats) -> String {
+    let errors = if s.errors.is_empty() {
+        "none".to_owned()
+    } else {
+        let list: Vec<String> = s.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        list.join(", ")
+    };
+    aligned(&[
+        ("uptime", format!("{:.1} s", s.uptime_ms as f64 / 1000.0)),
+        (
+            "connections",
+            format!(
+                "{} open, {} since start",
+                s.connections, s.connections_total
+            ),
+        ),
+        ("topics", s.topics.to_string()),
+        ("publishers", s.publishers.to_string()),
+        ("subscribers", s.subscribers.to_string()),
+        ("subscriptions", s.subscriptions.to_string()),
+        ("waiting pulls", s.waiting_pulls.to_string()),
+        (
+            "messages",
+            format!("{} in, {} out", s.messages_in, s.messages_out),
+        ),
+        (
+            "payload bytes",
+            format!("{} in, {} out", s.bytes_in, s.bytes_out),
+        ),
+        (
+            "backlog",
+            format!("{} messages, {} bytes", s.backlog_messages, s.backlog_bytes),
+        ),
+        ("errors", errors),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_topic_table_aligns_names_left_and_numbers_right() {
+        let topic = |name: &str, next_offset| TopicSummary {
+            name: name.into(),
+            next_offset,
+            backlog_messages: 2,
+            backlog_bytes: 10,
+            subscribers: 1,
+        };
+        let table = topic_table(&[topic("a", 5), topic("orders.eu", 123456789012345)]);
+        assert_eq!(
+            table,
+            "\
+TOPIC          NEXT OFFSET  BACKLOG MSGS  BACKLOG BYTES  SUBSCRIBERS
+a                        5             2             10            1
+orders.eu  123456789012345             2             10            1
+"
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! PROTOCOL.md section 8, replayed: every request of the example session is
+//! sent to a real broker as the exact bytes the document shows, and every
+//! reply is compared byte for byte with the document (except the one that
+//! carries the random subscriber id). Each hex string is also looked up in
+//! PROTOCOL.md itself, so the text and this test cannot drift apart.
+
+mod common;
+
+use common::*;
+
+#[derive(Clone, Copy)]
+enum Conn {
+    P,
+    S,
+}
+
+/// One exchange: who sends, the request frame, and the reply frame (`None`
+/// where the reply holds a random value and is only received).
+type Step = (Conn, &'static str, Option<&'static str>);
+
+const SESSION: &[Step] = &[
+    // 8.1 HELLO, on both connections.
+    (
+        Conn::P,
+        "00 00 00 09 94 01 01 02 a4 64 65 6d 6f",
+        Some(HELLO_REPLY),
+    ),
+    (
+        Conn::S,
+        "00 00 00 09 94 01 01 02 a4 64 65 6d 6f",
+        Some(HELLO_REPLY),
+    ),
+    // 8.2 REGISTER_PUBLISHER, 8.3 CREATE_TOPIC.
+    (
+        Conn::P,
+        "00 00 00 03 92 02 02",
+        Some("00 00 00 04 93 02 00 01"),
+    ),
+    (
+        Conn::P,
+        "00 00 00 08 93 03 03 a4 6e 65 77 73",
+        Some("00 00 00 04 93 03 00 c0"),
+    ),
+    // 8.4 REGISTER_SUBSCRIBER (a random id) and SUBSCRIBE.
+    (Conn::S, "00 00 00 04 93 07 02 c0", None),
+    (
+        Conn::S,
+        "00 00 00 08 93 08 03 a4 6e 65 77 73",
+        Some("00 00 00 04 93 03 00 00"),
+    ),
+    // 8.5 PUBLISH, twice.
+    (
+        Conn::P,
+        "00 00 00 0f 94 05 04 a4 6e 65 77 73 c4 05 48 65 6c 6c 6f",
+        Some("00 00 00 06 93 04 00 92 00 01"),
+    ),
+    (
+        Conn::P,
+        "00 00 00 0f 94 05 05 a4 6e 65 77 73 c4 05 57 6f 72 6c 64",
+        Some("00 00 00 06 93 05 00 92 01 01"),
+    ),
+    // 8.6 PULL.
+    (
+        Conn::S,
+        "00 00 00 12 97 0a 04 a4 6e 65 77 73 64 ce 00 01 00 00 cd 13 88 c2",
+        Some(
+            "00 00 00 1a 93 04 00 91 93 a4 6e 65 77 73 00 92 c4 05 48 65 6c 6c 6f c4 05 57 6f 72 6c 64",
+        ),
+    ),
+    // 8.7 ACK.
+    (
+        Conn::S,
+        "00 00 00 09 94 0b 05 a4 6e 65 77 73 02",
+        Some("00 00 00 04 93 05 00 c0"),
+    ),
+    // 8.8 UNKNOWN_TOPIC.
+    (
+        Conn::S,
+        "00 00 00 0a 93 08 06 a6 73 70 6f 72 74 73",
+        Some(
+            "00 00 00 1a 93 06 09 b6 75 6e 6b 6e 6f 77 6e 20 74 6f 70 69 63 20 27 73 70 6f 72 74 73 27",
+        ),
+    ),
+    // 8.9 An empty PULL.
+    (
+        Conn::S,
+        "00 00 00 10 97 0a 07 a4 6e 65 77 73 64 ce 00 01 00 00 00 c3",
+        Some("00 00 00 04 93 07 00 90"),
+    ),
+    // 8.10 LIST_TOPICS.
+    (Conn::P, "00 00 00 05 94 0e 06 c0 0a", Some(LIST_REPLY)),
+    // 8.11 END_SESSION, then TOPIC_INFO shows the subscriber gone.
+    (
+        Conn::S,
+        "00 00 00 03 92 0d 08",
+        Some("00 00 00 04 93 08 00 c0"),
+    ),
+    (
+        Conn::P,
+        "00 00 00 08 93 0f 07 a4 6e 65 77 73",
+        Some(INFO_REPLY),
+    ),
+];
+
+const HELLO_REPLY: &str = "\
+00 00 00 d9 93 01 00 8a a7 76 65 72 73 69 6f 6e 02 a6 73 65 72 76 65 72 \
+ad 63 6f 75 72 69 65 72 20 30 2e 31 2e 30 af 6d 61 78 5f 66 72 61 6d 65 \
+5f 62 79 74 65 73 ce 00 10 00 00 b1 6d 61 78 5f 70 61 79 6c 6f 61 64 5f \
+62 79 74 65 73 ce 00 0f fe 00 b4 6d 61 78 5f 74 6f 70 69 63 5f 6e 61 6d \
+65 5f 62 79 74 65 73 cc ff b1 6d 61 78 5f 70 75 6c 6c 5f 6d 65 73 73 61 \
+67 65 73 ce 00 01 00 00 b1 6d 61 78 5f 62 61 63 6b 6c 6f 67 5f 62 79 74 \
+65 73 ce 04 00 00 00 b4 6d 61 78 5f 62 61 63 6b 6c 6f 67 5f 6d 65 73 73 \
+61 67 65 73 ce 00 0f 42 40 b2 73 65 73 73 69 6f 6e 5f 74 69 6d 65 6f 75 \
+74 5f 6d 73 cd ea 60 b0 6d 61 78 5f 6f 75 74 70 75 74 5f 62 79 74 65 73 \
+ce 01 00 00 00";
+
+const LIST_REPLY: &str = "\
+00 00 00 58 93 06 00 82 a6 74 6f 70 69 63 73 91 85 a4 6e 61 6d 65 a4 6e \
+65 77 73 ab 6e 65 78 74 5f 6f 66 66 73 65 74 02 b0 62 61 63 6b 6c 6f 67 \
+5f 6d 65 73 73 61 67 65 73 00 ad 62 61 63 6b 6c 6f 67 5f 62 79 74 65 73 \
+00 ab 73 75 62 73 63 72 69 62 65 72 73 01 a4 6e 65 78 74 c0";
+
+const INFO_REPLY: &str = "\
+00 00 00 49 93 07 00 85 a4 6e 61 6d 65 a4 6e 65 77 73 ab 6e 65 78 74 5f \
+6f 66 66 73 65 74 02 b0 62 61 63 6b 6c 6f 67 5f 6d 65 73 73 61 67 65 73 \
+00 ad 62 61 63 6b 6c 6f 67 5f 62 79 74 65 73 00 ab 73 75 62 73 63 72 69 \
+62 65 72 73 00";
+
+fn bytes(hex: &str) -> Vec<u8> {
+    hex.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).unwrap_or_else(|_| panic!("not hex: {b}")))
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let text: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    text.join(" ")
+}
+
+/// PROTOCOL.md with every run of whitespace (and backquotes) made one
+/// space, so that a hex string wrapped over several lines, or quoted inline,
+/// is found as one.
+fn document() -> String {
+    let text = include_str!("../PROTOCOL.md").replace('`', " ");
+    format!(
+        " {} ",
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    )
+}
+
+#[test]
+fn the_example_session_is_what_the_broker_sends() {
+    let broker = start_broker();
+    let mut p = Raw::connect(broker.addr());
+    let mut s = Raw::connect(broker.addr());
+    let doc = document();
+    for &(conn, request, reply) in SESSION {
+        for shown in std::iter::once(request).chain(reply) {
+            assert!(
+                doc.contains(&format!(" {} ", hex(&bytes(shown)))),
+                "PROTOCOL.md does not show {shown}"
+            );
+        }
+        let raw = match conn {
+            Conn::P => &mut p,
+            Conn::S => &mut s,
+        };
+        raw.send_bytes(&bytes(request));
+        let body = raw.recv_frame().expect("a reply");
+        let mut got = (body.len() as u32).to_be_bytes().to_vec();
+        got.extend_from_slice(&body);
+        if let Some(reply) = reply {
+            assert_eq!(hex(&got), hex(&bytes(reply)), "reply to {request}");
+        }
+    }
+}
