@@ -49,14 +49,20 @@
 //!
 //! # Hooks for the durable log
 //!
-//! - A publish stored by the broker is answered through
-//!   [`Broker::answer_publish`] with `seq: Some(n)` (its last record's log
-//!   sequence number) to wait for the disk; `None` answers as soon as the
-//!   entries ahead of it are answered.
+//! - Every publish is stored by [`Broker::store_publish`], from one of two
+//!   places: [`Broker::publish_request`] (it fitted at once; it then calls
+//!   [`Broker::answer_publish`]) and `Broker::try_admit` (a held one was
+//!   admitted; its entry is replaced in place by `Pending::place`). Both
+//!   pass `seq: None` today; the durable log passes `Some(n)`, the log
+//!   sequence number of the publish's last record, and the reply waits.
+//! - [`Broker::answer_publish`]`(conn, topic, id, result, seq, out)` answers
+//!   at once when nothing on (conn, topic) is ahead and `seq` is durable,
+//!   and otherwise queues the reply (or a refusal) behind the others.
 //! - [`Broker::durable_through`]`(seq, out)` releases every stored entry
 //!   with a sequence number up to `seq`, each queue from its front. Stored
-//!   entries are indexed in a FIFO by sequence number, so this costs what it
-//!   releases.
+//!   entries are indexed in a FIFO by sequence number (`Pending::stored`), so
+//!   this costs what it releases. Sequence numbers must grow in the order
+//!   publishes are stored.
 //! - On disconnect every entry is dropped (held ones are counted in
 //!   `held_dropped`); stored ones stay stored, only their replies are lost.
 
