@@ -498,6 +498,7 @@ impl Broker {
     /// does not fit.
     fn admit_topic(&mut self, topic: TopicKey, out: &mut dyn Outbox) {
         while let Some((conn, index)) = self.pending.next_turn(topic) {
+            self.work += 1;
             match self.try_admit(conn, topic, index) {
                 Ok(()) => {
                     self.pending.rotate(topic);

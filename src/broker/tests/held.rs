@@ -257,3 +257,44 @@ fn an_immediate_refusal_behind_a_held_publish_keeps_its_place() {
         vec![(held, None), (refused, Some(ErrorCode::PayloadTooLarge))]
     );
 }
+
+/// The work of an ack that admits one held publish, with `others`
+/// connections holding publishes on another full topic: admission looks
+/// only at the topic that got room, and at the publishes it admits.
+fn admission_work(others: usize) -> u64 {
+    let mut h = Harness::new(Limits {
+        max_backlog_messages: 1,
+        ..Limits::default()
+    });
+    h.check_indexes = false;
+    setup_pub_sub(&mut h);
+    h.call(0, Request::CreateTopic { topic: "u" }).unwrap();
+    h.call(1, Request::Subscribe { topic: "u" }).unwrap();
+    h.call(0, one("t", b"fills t")).unwrap();
+    h.call(0, one("u", b"fills u")).unwrap();
+    for conn in 2..2 + others {
+        h.connect(conn);
+        h.call(conn, Request::RegisterPublisher).unwrap();
+        h.send(conn, one("u", b"held on u"));
+    }
+    h.send(0, one("t", b"held on t"));
+    assert_eq!(payloads(h.call(1, pull(Some("t"), 0, false))).len(), 1);
+    let before = h.broker.work;
+    h.call(
+        1,
+        Request::Ack {
+            topic: "t",
+            offset: 1,
+        },
+    )
+    .unwrap();
+    let work = h.broker.work - before;
+    assert_eq!(h.replies(0, Op::Publish).len(), 1, "the held one on t");
+    assert_eq!(h.broker.stats(h.now).held_now, others as u64);
+    work
+}
+
+#[test]
+fn admitting_a_held_publish_costs_the_same_however_many_others_wait() {
+    assert_eq!(admission_work(10), admission_work(1_000));
+}
