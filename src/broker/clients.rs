@@ -58,6 +58,7 @@ impl Broker {
             return;
         };
         self.counters.connections -= 1;
+        self.drop_pending(conn);
         if client.publisher.is_some() {
             self.counters.publishers -= 1;
         }
@@ -135,6 +136,7 @@ impl Broker {
             max_backlog_messages: self.limits.max_backlog_messages as u64,
             session_timeout_ms: self.limits.session_timeout.as_millis() as u64,
             max_output_bytes: self.limits.max_output_bytes as u64,
+            publish_hold_ms: self.limits.publish_hold.as_millis() as u64,
         }
     }
 

@@ -331,6 +331,7 @@ impl Broker {
             cost::settle(&mut self.budget, before, topic.footprint());
             self.counters.backlog_messages -= (messages - topic.backlog_messages()) as u64;
             self.counters.backlog_bytes -= (bytes - topic.backlog_bytes()) as u64;
+            self.room_in(topic_key);
         }
     }
 }
