@@ -34,6 +34,8 @@
 //!   caught-up subscribers, a session's ready topics — and the cost argument
 //!   that each request pays only for what it touches.
 //! - `admin`: LIST_TOPICS, TOPIC_INFO and END_SESSION.
+//! - `journal`: the records written to the durable log, the writer's
+//!   reports applied (visibility, losses), and recovery from a log.
 //! - `topic`: one topic's retained messages and acknowledgement floor.
 //! - `session`: one session's subscriptions and its waiting pull.
 //! - `keyset`: the set that topics keep their subscribers in.
@@ -42,6 +44,7 @@ mod admin;
 mod clients;
 mod cost;
 mod failure;
+mod journal;
 pub mod keys;
 mod keyset;
 mod publishing;
@@ -53,6 +56,7 @@ pub mod topic;
 mod waiting;
 
 pub use clients::MAX_CLIENT_NAME_BYTES;
+pub use journal::{Journal, Recovered};
 pub use keys::ConnId;
 
 use crate::budget::Budget;
@@ -140,6 +144,9 @@ pub struct Broker {
     topics: Slab<Topic>,
     /// Sorted, so that LIST_TOPICS pages in name order.
     topic_names: BTreeMap<Box<str>, TopicKey>,
+    /// Durable topic ids (see `journal`) to keys.
+    topic_ids: HashMap<crate::storage::TopicId, TopicKey>,
+    journal: journal::JournalState,
     sessions: Slab<Session>,
     session_ids: HashMap<u64, SessionKey>,
     ids: IdGenerator,
@@ -165,6 +172,8 @@ impl Broker {
             clients: Vec::new(),
             topics: Slab::new(),
             topic_names: BTreeMap::new(),
+            topic_ids: HashMap::new(),
+            journal: journal::JournalState::default(),
             sessions: Slab::new(),
             session_ids: HashMap::new(),
             ids: IdGenerator::from_os(),
@@ -325,7 +334,7 @@ impl Broker {
                         .get(key)
                         .is_some_and(|s| s.expiry == Some(timer) && s.conn.is_none());
                     if due {
-                        self.expire(key);
+                        self.expire(key, crate::storage::SessionEnd::Expired, true);
                     }
                 }
             }
