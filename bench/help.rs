@@ -84,8 +84,10 @@ usage: bench send [--publishers P] [--pipeline D] [--batch K] [--size BYTES]
 frame of --batch messages of --size bytes must fit the broker's frame limit.
 
 The latency is per request: from queuing the publish to reading its
-acknowledgement. TOPIC_FULL refusals are retried after a short backoff and
-counted, never lost.
+acknowledgement. A full topic holds publishes until there is room rather
+than refusing them, so publishers are paced by their pipelines; a TOPIC_FULL
+(after the broker's --publish-hold) is counted in `retries`, never lost, and
+should stay 0.
 ";
 
 pub const FANOUT: &str = "\

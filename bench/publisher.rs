@@ -3,11 +3,14 @@
 //! one request at a time, latency counted from the intended send time).
 //!
 //! Both keep the same books ([`Books`]): which sequence numbers were issued
-//! on each topic, which the broker acknowledged, which it refused. A refusal
-//! that may pass (`TOPIC_FULL`) is a retry, not a loss: its numbers are set
-//! aside as refused and the loop goes on issuing new ones after a short
-//! backoff (see `verify` for why numbers are never reused). Any other error
-//! ends the run.
+//! on each topic, which the broker acknowledged, which it refused. A full
+//! topic does not refuse: the broker holds the publish until there is room
+//! (PROTOCOL.md 4.5), which paces the loop through its pipeline, so no
+//! backoff is needed. A refusal that may pass (`TOPIC_FULL` after the
+//! broker's `--publish-hold`) is still no loss: it is counted as a retry
+//! (reported, and expected to be 0), its numbers are set aside as refused
+//! and the loop goes on issuing new ones (see `verify` for why numbers are
+//! never reused). Any other error ends the run.
 //!
 //! Per message, nothing is allocated and no syscall made: a frame of
 //! `--batch` payloads has only its headers rewritten, and the client library
@@ -287,24 +290,6 @@ impl Drained {
     }
 }
 
-/// Doubles from 100 µs to 10 ms while the broker keeps refusing; back to
-/// the start once it accepts again.
-struct Backoff(Duration);
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_micros(100);
-    const MOST: Duration = Duration::from_millis(10);
-
-    fn after(&mut self, drained: Drained) {
-        if drained.refused {
-            std::thread::sleep(self.0);
-            self.0 = (self.0 * 2).min(Backoff::MOST);
-        } else if drained.accepted {
-            self.0 = Backoff::FIRST;
-        }
-    }
-}
-
 /// Publishes with up to `spec.depth` requests in flight until the quota is
 /// acknowledged or the timeline says stop.
 pub fn pipelined(
@@ -317,7 +302,6 @@ pub fn pipelined(
     let mut frames = Frames::new(spec.size, spec.batch);
     let mut pending: VecDeque<Sent> = VecDeque::with_capacity(spec.depth + 1);
     let mut in_flight = 0u64;
-    let mut backoff = Backoff(Backoff::FIRST);
     let mut turn = 0usize;
     let publisher = u32::try_from(spec.index).unwrap_or(u32::MAX);
     let mut pipeline = client.pipeline(spec.depth);
@@ -395,27 +379,11 @@ pub fn pipelined(
                 .map(|d| d.merge(early))
                 .and_then(|d| flushed.map(|()| d).map_err(|e| books.failed(e)))
         };
-        let drained = match step {
-            Ok(drained) if drained.refused => {
-                if spec.on_full == OnFull::Stop {
-                    books.out.stopped_full = true;
-                    continue;
-                }
-                // The topic is full: what is in flight behind the refusal
-                // would mostly be refused too. Let it all come back before
-                // trying again, so an overloaded broker is not kept busy
-                // refusing.
-                let waited = pipeline.wait_all();
-                let settled =
-                    books.settle_all(&mut pending, &mut in_flight, pipeline.completions(), shared);
-                settled
-                    .and_then(|d| waited.map(|()| d).map_err(|e| books.failed(e)))
-                    .map(|_| drained)
+        match step {
+            Ok(drained) if drained.refused && spec.on_full == OnFull::Stop => {
+                books.out.stopped_full = true;
             }
-            other => other,
-        };
-        match drained {
-            Ok(drained) => backoff.after(drained),
+            Ok(_) => {}
             Err(e) => {
                 failure = Some(e);
                 break;

@@ -240,6 +240,13 @@ impl Client {
     }
 
     /// What the broker said about itself in the handshake.
+    /// How long the broker may hold a publish to a full topic before it
+    /// answers (`publish_hold_ms` from HELLO): replies to publishes may be
+    /// that much later than the timeout alone allows.
+    pub fn publish_hold(&self) -> Duration {
+        Duration::from_millis(self.server_info().publish_hold_ms)
+    }
+
     pub fn server_info(&self) -> &ServerInfo {
         &self.info
     }
@@ -260,9 +267,12 @@ impl Client {
         self.call_done(&Request::DeleteTopic { topic })
     }
 
-    /// Publishes one message.
+    /// Publishes one message. A full topic holds it (up to the broker's
+    /// `publish_hold_ms`, which the reply's deadline allows for) rather than
+    /// refusing it at once.
     pub fn send(&mut self, topic: &str, payload: &[u8]) -> Result<Published> {
-        match self.call(&Request::Publish { topic, payload })? {
+        let hold = self.publish_hold();
+        match self.conn.call(&Request::Publish { topic, payload }, hold)? {
             Reply::Published {
                 offset,
                 subscribers,
@@ -274,12 +284,14 @@ impl Client {
         }
     }
 
-    /// Publishes several messages to one topic, all or nothing.
+    /// Publishes several messages to one topic, all or nothing (held like
+    /// [`Client::send`] while the topic is full).
     pub fn send_batch(&mut self, topic: &str, payloads: &[&[u8]]) -> Result<PublishedBatch> {
+        let hold = self.publish_hold();
         let reply = self.conn.call_with(
             Op::PublishBatch,
             |out, id| codec::encode_publish_batch(out, id, topic, payloads),
-            Duration::ZERO,
+            hold,
         )?;
         match reply {
             Reply::PublishedBatch {

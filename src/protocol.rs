@@ -332,6 +332,11 @@ pub struct ServerInfo {
     /// from a broker that predates it.
     #[serde(default)]
     pub max_output_bytes: u64,
+    /// How long a publish to a full topic is held before it is refused
+    /// (`--publish-hold`; 0: refused at once). Absent (0) from a broker that
+    /// predates it.
+    #[serde(default)]
+    pub publish_hold_ms: u64,
 }
 
 /// Counters reported by STATS.
@@ -361,6 +366,15 @@ pub struct Stats {
     pub memory_total: u64,
     /// `--max-memory`.
     pub memory_limit: u64,
+    /// Publishes ever held for room (flow control) instead of refused.
+    pub publishes_held: u64,
+    /// Publishes held now.
+    pub held_now: u64,
+    /// Held publishes dropped because their connection closed.
+    pub held_dropped: u64,
+    /// Times a connection stopped being read because its held publishes
+    /// passed the bound.
+    pub held_input_pauses: u64,
 }
 
 /// One topic as LIST_TOPICS and TOPIC_INFO describe it. On the wire a map

@@ -53,9 +53,11 @@ fn broker(args: &[&str]) -> BrokerProcess {
 }
 
 /// A broker with the [`BUDGET_BYTES`] memory budget and `args`.
+/// Refusals are what these attacks must meet, so nothing is held: with a
+/// hold, every refusal would first wait `--publish-hold`.
 fn budgeted_broker(args: &[&str]) -> BrokerProcess {
     let budget = budget_flag();
-    let mut all = vec!["--max-memory", budget.as_str()];
+    let mut all = vec!["--max-memory", budget.as_str(), "--publish-hold", "0"];
     all.extend_from_slice(args);
     broker(&all)
 }

@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 fn command(program: &str, broker: SocketAddr) -> Command {
     let mut command = Command::new(program);
@@ -408,27 +408,40 @@ fn a_killed_subscriber_resumes_where_it_stopped() {
 }
 
 #[test]
-fn a_full_topic_is_retried_and_nothing_is_lost() {
+fn a_full_topic_paces_the_publisher_and_keeps_input_order() {
     let broker = start_broker_with(limits(|l| l.max_backlog_messages = 100));
     ok(publisher(broker.addr(), &["--create", "t"]));
     let subscriber = Subscriber::start(broker.addr(), &["--subscribe", "t", "--count", "2000"]);
     let summary = ok(publish_stdin(broker.addr(), "t", lines(2000).as_bytes()));
     assert!(summary.starts_with("published 2000 messages"), "{summary}");
-    let got = numbers(&subscriber.take(2000));
-    // Nothing is lost or doubled; order changes at most once, at the first
-    // refusal (batches in flight overtook the refused one).
-    let unique: BTreeSet<u32> = got.iter().copied().collect();
-    assert_eq!((got.len(), unique), (2000, (1..=2000).collect()));
-    let descents = got.windows(2).filter(|w| w[0] > w[1]).count();
-    assert!(descents <= 1, "order changed {descents} times");
+    // Held, not refused: every line once, in input order.
+    assert_eq!(
+        numbers(&subscriber.take(2000)),
+        (1..=2000).collect::<Vec<_>>()
+    );
     let mut client = Client::connect(broker.addr()).expect("connect");
-    let refusals = client
-        .stats()
-        .expect("stats")
-        .errors
-        .get("TOPIC_FULL")
-        .copied();
-    assert!(refusals.unwrap_or(0) > 0, "the topic never filled up");
+    let stats = client.stats().expect("stats");
+    assert_eq!(stats.errors.get("TOPIC_FULL"), None);
+    assert!(stats.publishes_held > 0, "the topic never filled up");
+}
+
+#[test]
+fn a_topic_that_stays_full_past_the_hold_is_an_error() {
+    let broker = start_broker_with(limits(|l| {
+        l.max_backlog_messages = 10;
+        l.publish_hold = Duration::from_millis(100);
+    }));
+    ok(publisher(broker.addr(), &["--create", "t"]));
+    // Subscribed, but nobody pulls: the topic fills at 10 and stays full.
+    let mut holder = Client::connect(broker.addr()).expect("connect");
+    holder.register_subscriber().expect("register");
+    holder.subscribe("t").expect("subscribe");
+    let output = publish_stdin(broker.addr(), "t", lines(100).as_bytes());
+    fails(output, 1, "TOPIC_FULL");
+    let mut client = Client::connect(broker.addr()).expect("connect");
+    let stats = client.stats().expect("stats");
+    assert!(stats.publishes_held > 0);
+    assert!(stats.errors.get("TOPIC_FULL").is_some_and(|&n| n > 0));
 }
 
 #[test]

@@ -263,8 +263,11 @@ fn pipelined_batches_are_stored_in_order() {
 }
 
 #[test]
-fn a_full_topic_is_reported_per_request_and_nothing_is_lost() {
-    let broker = start_broker_with(limits(|l| l.max_backlog_messages = 100));
+fn a_topic_full_after_the_hold_ends_that_tag_and_those_behind_it_in_order() {
+    let broker = start_broker_with(limits(|l| {
+        l.max_backlog_messages = 100;
+        l.publish_hold = Duration::from_millis(200);
+    }));
     let mut client = publisher(broker.addr(), "t");
     // A subscriber that does not acknowledge: the topic fills at 100.
     let (mut subscriber, _) = subscriber(broker.addr(), &["t"]);
@@ -276,19 +279,16 @@ fn a_full_topic_is_reported_per_request_and_nothing_is_lost() {
     }
     let completions = pipeline.finish();
     assert_each_tag_once(&completions, 10);
-    let stored: u32 = completions
-        .iter()
-        .filter(|c| c.is_ok())
-        .map(|c| c.messages)
-        .sum();
-    let refused: Vec<&Completion> = completions.iter().filter(|c| !c.is_ok()).collect();
-    assert_eq!(stored, 90, "three batches of 30 fit under 100");
-    for c in &refused {
-        let e = c.result.as_ref().expect_err("refused");
-        assert_eq!(e.code(), Some(ErrorCode::TopicFull));
-        assert!(c.is_retryable() && !e.is_fatal());
-    }
-    // What was refused can be sent again once the subscriber catches up.
+    // Three batches of 30 fit under 100; the fourth is held, and when the
+    // hold ends it and all six behind it are refused, in tag order.
+    let order: Vec<u64> = completions.iter().map(|c| c.tag).collect();
+    assert_eq!(order, (0..10).collect::<Vec<_>>());
+    let mut expected = vec![None; 3];
+    expected.extend([Some(ErrorCode::TopicFull); 7]);
+    assert_eq!(codes(&completions), expected);
+    assert!(completions[3..].iter().all(Completion::is_retryable));
+    // What was refused can be sent again, in order, once the subscriber
+    // catches up; this time it is held, not refused.
     assert_eq!(pull_n(&mut subscriber, 90).len(), 90);
     let acknowledge = PullOptions {
         ack: true,

@@ -337,7 +337,7 @@ fn request(v: &Vocabulary) -> BoxedStrategy<Req> {
 }
 
 fn server_info() -> impl Strategy<Value = ServerInfo> {
-    (prop::array::uniform9(int()), text()).prop_map(|(n, server)| ServerInfo {
+    (prop::array::uniform10(int()), text()).prop_map(|(n, server)| ServerInfo {
         version: n[0],
         server,
         max_frame_bytes: n[1],
@@ -348,6 +348,7 @@ fn server_info() -> impl Strategy<Value = ServerInfo> {
         max_backlog_messages: n[6],
         session_timeout_ms: n[7],
         max_output_bytes: n[8],
+        publish_hold_ms: n[9],
     })
 }
 
@@ -357,27 +358,34 @@ fn stats() -> impl Strategy<Value = Stats> {
         btree_map("(?s).{0,30}", int(), 0..25),
         btree_map("(?s).{0,30}", int(), 0..10),
         (int(), int()),
+        prop::array::uniform4(int()),
     )
-        .prop_map(|(n, errors, memory, (memory_total, memory_limit))| Stats {
-            uptime_ms: n[0],
-            connections: n[1],
-            connections_total: n[2],
-            topics: n[3],
-            publishers: n[4],
-            subscribers: n[5],
-            subscriptions: n[6],
-            waiting_pulls: n[7],
-            messages_in: n[8],
-            messages_out: n[9],
-            bytes_in: n[10],
-            bytes_out: n[11],
-            backlog_messages: n[12],
-            backlog_bytes: n[13],
-            errors,
-            memory,
-            memory_total,
-            memory_limit,
-        })
+        .prop_map(
+            |(n, errors, memory, (memory_total, memory_limit), h)| Stats {
+                uptime_ms: n[0],
+                connections: n[1],
+                connections_total: n[2],
+                topics: n[3],
+                publishers: n[4],
+                subscribers: n[5],
+                subscriptions: n[6],
+                waiting_pulls: n[7],
+                messages_in: n[8],
+                messages_out: n[9],
+                bytes_in: n[10],
+                bytes_out: n[11],
+                backlog_messages: n[12],
+                backlog_bytes: n[13],
+                errors,
+                memory,
+                memory_total,
+                memory_limit,
+                publishes_held: h[0],
+                held_now: h[1],
+                held_dropped: h[2],
+                held_input_pauses: h[3],
+            },
+        )
 }
 
 fn group() -> impl Strategy<Value = TopicMessages> {

@@ -427,11 +427,12 @@ fn subscriber_errors_are_typed() {
 }
 
 #[test]
-fn a_full_topic_refuses_publishes_until_subscribers_acknowledge() {
+fn without_a_hold_a_full_topic_refuses_publishes_until_subscribers_acknowledge() {
     let broker = start_broker_with(limits(|l| {
         l.max_backlog_bytes = 1 << 20;
         l.max_frame_bytes = 1 << 20;
         l.max_backlog_messages = 10;
+        l.publish_hold = Duration::ZERO;
     }));
     let mut publisher = Raw::publisher(broker.addr());
     publisher.ok(Request::CreateTopic { topic: "f" });
@@ -471,6 +472,7 @@ fn a_full_topic_refuses_publishes_until_subscribers_acknowledge() {
     let broker = start_broker_with(limits(|l| {
         l.max_frame_bytes = 4096;
         l.max_backlog_bytes = 8192;
+        l.publish_hold = Duration::ZERO;
     }));
     let mut publisher = Raw::publisher(broker.addr());
     publisher.ok(Request::CreateTopic { topic: "g" });
@@ -842,7 +844,10 @@ fn after_topic_deleted_an_all_topics_pull_just_pulls_again() {
 
 #[test]
 fn at_the_memory_budget_publishes_get_broker_full_and_pulls_still_drain() {
-    let broker = start_broker_with(limits(|l| l.max_memory = 4 << 20));
+    let broker = start_broker_with(limits(|l| {
+        l.max_memory = 4 << 20;
+        l.publish_hold = Duration::ZERO;
+    }));
     let mut publisher = Raw::publisher(broker.addr());
     publisher.ok(Request::CreateTopic { topic: "m" });
     let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["m"]);

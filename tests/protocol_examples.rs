@@ -103,7 +103,7 @@ const SESSION: &[Step] = &[
 ];
 
 const HELLO_REPLY: &str = "\
-00 00 00 d9 93 01 00 8a a7 76 65 72 73 69 6f 6e 02 a6 73 65 72 76 65 72 \
+00 00 00 ec 93 01 00 8b a7 76 65 72 73 69 6f 6e 02 a6 73 65 72 76 65 72 \
 ad 63 6f 75 72 69 65 72 20 30 2e 31 2e 30 af 6d 61 78 5f 66 72 61 6d 65 \
 5f 62 79 74 65 73 ce 00 10 00 00 b1 6d 61 78 5f 70 61 79 6c 6f 61 64 5f \
 62 79 74 65 73 ce 00 0f fe 00 b4 6d 61 78 5f 74 6f 70 69 63 5f 6e 61 6d \
@@ -112,7 +112,7 @@ ad 63 6f 75 72 69 65 72 20 30 2e 31 2e 30 af 6d 61 78 5f 66 72 61 6d 65 \
 65 73 ce 04 00 00 00 b4 6d 61 78 5f 62 61 63 6b 6c 6f 67 5f 6d 65 73 73 \
 61 67 65 73 ce 00 0f 42 40 b2 73 65 73 73 69 6f 6e 5f 74 69 6d 65 6f 75 \
 74 5f 6d 73 cd ea 60 b0 6d 61 78 5f 6f 75 74 70 75 74 5f 62 79 74 65 73 \
-ce 01 00 00 00";
+ce 01 00 00 00 af 70 75 62 6c 69 73 68 5f 68 6f 6c 64 5f 6d 73 cd 13 88";
 
 const LIST_REPLY: &str = "\
 00 00 00 58 93 06 00 82 a6 74 6f 70 69 63 73 91 85 a4 6e 61 6d 65 a4 6e \
@@ -173,4 +173,62 @@ fn the_example_session_is_what_the_broker_sends() {
             assert_eq!(hex(&got), hex(&bytes(reply)), "reply to {request}");
         }
     }
+}
+
+/// 8.12: a publish to a full topic is held, and answered once an ACK on
+/// another connection makes room.
+#[test]
+fn a_held_publish_is_answered_when_an_ack_makes_room() {
+    let broker = start_broker_with(limits(|l| l.max_backlog_messages = 1));
+    let mut p = Raw::connect(broker.addr());
+    let mut s = Raw::connect(broker.addr());
+    let doc = document();
+    let exchange = |raw: &mut Raw, request: &str, reply: Option<&str>| {
+        for shown in std::iter::once(request).chain(reply) {
+            assert!(
+                doc.contains(&format!(" {} ", hex(&bytes(shown)))),
+                "PROTOCOL.md does not show {shown}"
+            );
+        }
+        raw.send_bytes(&bytes(request));
+        if let Some(reply) = reply {
+            let body = raw.recv_frame().expect("a reply");
+            let mut got = (body.len() as u32).to_be_bytes().to_vec();
+            got.extend_from_slice(&body);
+            assert_eq!(hex(&got), hex(&bytes(reply)), "reply to {request}");
+        }
+    };
+    // 8.1 to 8.5 as in the first session, up to the first PUBLISH; the
+    // HELLO reply announces the lower backlog bound, so it is only received.
+    for (i, &(conn, request, reply)) in SESSION[..7].iter().enumerate() {
+        let reply = if i < 2 { None } else { reply };
+        let raw = match conn {
+            Conn::P => &mut p,
+            Conn::S => &mut s,
+        };
+        exchange(raw, request, reply);
+        if reply.is_none() {
+            raw.recv_frame().expect("a reply");
+        }
+    }
+    let world = "00 00 00 0f 94 05 05 a4 6e 65 77 73 c4 05 57 6f 72 6c 64";
+    exchange(&mut p, world, None);
+    let mut watcher = Raw::publisher(broker.addr());
+    wait_until("the publish to be held", || watcher.stats().held_now == 1);
+    exchange(
+        &mut s,
+        "00 00 00 12 97 0a 04 a4 6e 65 77 73 64 ce 00 01 00 00 cd 13 88 c2",
+        Some("00 00 00 13 93 04 00 91 93 a4 6e 65 77 73 00 91 c4 05 48 65 6c 6c 6f"),
+    );
+    exchange(
+        &mut s,
+        "00 00 00 09 94 0b 05 a4 6e 65 77 73 01",
+        Some("00 00 00 04 93 05 00 c0"),
+    );
+    let body = p.recv_frame().expect("the held publish's reply");
+    let mut got = (body.len() as u32).to_be_bytes().to_vec();
+    got.extend_from_slice(&body);
+    assert_eq!(hex(&got), "00 00 00 06 93 05 00 92 01 01");
+    assert!(doc.contains(" 00 00 00 06 93 05 00 92 01 01 "));
+    assert_eq!(watcher.stats().publishes_held, 1);
 }

@@ -112,6 +112,12 @@ const SESSION_TIMEOUT: Numeric = Numeric {
     min: 0,
     max: 7 * 24 * HOUR_MS,
 };
+const PUBLISH_HOLD: Numeric = Numeric {
+    flag: "--publish-hold",
+    kind: Kind::Secs,
+    min: 0,
+    max: HOUR_MS,
+};
 const HANDSHAKE_TIMEOUT: Numeric = Numeric {
     flag: "--handshake-timeout",
     kind: Kind::Secs,
@@ -197,8 +203,8 @@ Options (each numeric flag lists the values it accepts):
                                    [default: {}; {}]
   --max-frame-bytes SIZE           largest frame in either direction
                                    [default: {}; {}]
-  --max-backlog-bytes SIZE         per topic: unacknowledged payload bytes kept
-                                   before publish gets TOPIC_FULL
+  --max-backlog-bytes SIZE         per topic: unacknowledged payload bytes kept;
+                                   past it, publishes wait (see --publish-hold)
                                    [default: {}; {}]
   --max-backlog-messages N         per topic: unacknowledged messages kept
                                    [default: {}; {}]
@@ -223,6 +229,10 @@ Options (each numeric flag lists the values it accepts):
                                    [default: {}; {}]
   --session-timeout SECS           a disconnected subscriber session is kept this
                                    long for resuming [default: {}; {}]
+  --publish-hold SECS              a publish to a full topic (or a full broker)
+                                   waits this long for room, in order, before it
+                                   gets TOPIC_FULL (BROKER_FULL); 0 refuses at once
+                                   [default: {}; {}]
   --handshake-timeout SECS         time from connect to HELLO
                                    [default: {}; {}]
   --frame-timeout SECS             time for one frame to arrive once begun
@@ -276,6 +286,8 @@ whole frame): when raising --max-frame-bytes, raise them too.",
         OUTPUT_TIMEOUT.range(),
         l.session_timeout.as_secs_f64(),
         SESSION_TIMEOUT.range(),
+        l.publish_hold.as_secs_f64(),
+        PUBLISH_HOLD.range(),
         d.handshake_timeout.as_secs_f64(),
         HANDSHAKE_TIMEOUT.range(),
         d.frame_timeout.as_secs_f64(),
@@ -446,6 +458,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<(Config, String), UsageError
         &mut l.max_subscriptions_per_session,
     )?;
     set_secs(args, &SESSION_TIMEOUT, &mut l.session_timeout)?;
+    set_secs(args, &PUBLISH_HOLD, &mut l.publish_hold)?;
     set_count(args, &MAX_OUTPUT_BYTES, &mut l.max_output_bytes)?;
     set_count(args, &MAX_CONNECTIONS, &mut config.max_connections)?;
     set_secs(args, &OUTPUT_TIMEOUT, &mut config.output_timeout)?;

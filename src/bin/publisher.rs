@@ -11,29 +11,24 @@
 //! one per line. A batch is also sent as soon as no more input is buffered,
 //! so lines typed at a terminal go out at once.
 //!
-//! `TOPIC_FULL` is never a loss: a refused batch is kept and sent again, with
-//! a short backoff, until the broker takes it. Order: lines are stored in
-//! input order, except around the first refusal. Batches already in flight
-//! behind a refused one may be stored before it, since the broker takes each
-//! request on its own. So at the first refusal the publisher waits for every
-//! batch in flight, resends the refused ones in input order, and from then on
-//! sends one batch at a time (a full topic is limited by its subscribers, not
-//! by round trips). Order can therefore change only once, among the at most
-//! `DEPTH` batches in flight when the topic first filled up; nothing is lost
-//! or stored twice.
+//! A full topic needs nothing from the publisher: the broker holds a publish
+//! until the topic has room and keeps one connection's publishes to a topic
+//! in the order sent (PROTOCOL.md 3.3, 4.5), so the input simply streams, in
+//! order, at the pace the subscribers acknowledge. `TOPIC_FULL` arrives only
+//! once the broker's `--publish-hold` has passed without room, and then it
+//! is an error like any other: the lines before the refused batch were
+//! stored, the refused batch and those after it were not.
 
 mod cli;
 
 use cli::{Failure, Program};
-use courier::ErrorCode;
 use courier::client::{Client, Completion, Pipeline, Published, ServerInfo};
-use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const PROGRAM: Program = Program {
     name: "publisher",
@@ -68,10 +63,11 @@ A message (MESSAGE, a --file, or a line) may be at most the broker's payload
 limit: its --max-frame-bytes less 512 bytes (1048064 bytes by default).
 
 When the topic is full (its subscribers have not acknowledged enough), the
-publisher waits and sends again: no message is lost. Lines keep their input
-order, except that the first time the topic fills up, up to 7 batches that
-were already in flight may be stored before the one the broker refused; after
-that the publisher sends one batch at a time, in order.
+broker holds the publisher's messages until there is room, so lines are
+stored in input order at the pace the subscribers keep. Only if the topic
+stays full for the broker's --publish-hold (5 s by default) does the
+publisher stop with an error (TOPIC_FULL): everything before the refused
+batch was stored, nothing from it on.
 
 Exit status: 0 on success, 1 if the broker or the connection failed (or a
 --file could not be read), 2 for bad arguments, 3 when standard input held
@@ -293,49 +289,12 @@ fn plural(n: u64, noun: &str) -> String {
 }
 
 fn publish_one(client: &mut Client, topic: &str, payload: &[u8]) -> Result<Published, Failure> {
-    let mut backoff = Backoff::new(topic);
-    loop {
-        match client.send(topic, payload) {
-            Ok(published) => return Ok(published),
-            Err(e) if e.code() == Some(ErrorCode::TopicFull) => backoff.wait(),
-            Err(e) => return Err(cli::topic_failure(&e, topic)),
-        }
-    }
+    client
+        .send(topic, payload)
+        .map_err(|e| cli::topic_failure(&e, topic))
 }
 
-/// Waits a little longer each time the topic is full, and says so once when
-/// the wait gets long enough for a person to wonder.
-struct Backoff<'a> {
-    topic: &'a str,
-    delay: Duration,
-    started: Instant,
-    told: bool,
-}
-
-impl<'a> Backoff<'a> {
-    fn new(topic: &'a str) -> Backoff<'a> {
-        Backoff {
-            topic,
-            delay: Duration::from_millis(1),
-            started: Instant::now(),
-            told: false,
-        }
-    }
-
-    fn wait(&mut self) {
-        if !self.told && self.started.elapsed() >= Duration::from_secs(1) {
-            cli::note(format_args!(
-                "publisher: topic '{}' is full; waiting for its subscribers to catch up",
-                self.topic
-            ));
-            self.told = true;
-        }
-        std::thread::sleep(self.delay);
-        self.delay = (self.delay * 2).min(Duration::from_millis(100));
-    }
-}
-
-/// Lines of input, kept until the broker has stored them.
+/// Lines of input gathered into one batch.
 #[derive(Default)]
 struct Lines {
     data: Vec<u8>,
@@ -363,8 +322,8 @@ impl Lines {
 }
 
 /// How big a batch may be. Within the frame limit, or the broker could not
-/// take it; and within a quarter of the topic's backlog bounds, or a batch
-/// refused with TOPIC_FULL might never fit, even once subscribers catch up.
+/// take it; and within a quarter of the topic's backlog bounds, so a held
+/// batch fits as soon as subscribers catch up a little.
 struct BatchLimits {
     payload_bytes: usize,
     batch_lines: usize,
@@ -390,15 +349,7 @@ impl BatchLimits {
 struct Batches<'c, 't> {
     pipeline: Pipeline<'c>,
     topic: &'t str,
-    /// Sent, awaiting their completion, by tag.
-    in_flight: VecDeque<(u64, Lines)>,
-    /// Refused with TOPIC_FULL, to be sent again in input order.
-    refused: Vec<(u64, Lines)>,
-    /// Emptied batches, reused so that a long input allocates nothing new.
-    spare: Vec<Lines>,
     published: u64,
-    /// Set at the first refusal: from then on, one batch in flight at a time.
-    one_at_a_time: bool,
 }
 
 fn publish_lines<R: Read>(
@@ -410,13 +361,10 @@ fn publish_lines<R: Read>(
     let mut batches = Batches {
         pipeline: client.pipeline(DEPTH),
         topic,
-        in_flight: VecDeque::with_capacity(DEPTH),
-        refused: Vec::new(),
-        spare: Vec::new(),
         published: 0,
-        one_at_a_time: false,
     };
     let mut current = Lines::default();
+    let mut next = Lines::default();
     let mut line_number = 0u64;
     loop {
         let start = current.data.len();
@@ -440,16 +388,15 @@ fn publish_lines<R: Read>(
         let encoded = current.data.len() + 5 * (current.ends.len() + 1);
         if encoded > limits.batch_bytes && !current.ends.is_empty() {
             // This line starts the next batch.
-            let mut next = batches.spare.pop().unwrap_or_default();
             next.data.extend_from_slice(&current.data[start..]);
             current.data.truncate(start);
-            batches.submit(std::mem::replace(&mut current, next))?;
+            batches.submit(&mut current)?;
+            std::mem::swap(&mut current, &mut next);
         }
         current.ends.push(current.data.len());
         let idle = input.buffer().is_empty();
         if current.ends.len() >= limits.batch_lines || encoded >= limits.batch_bytes || idle {
-            let next = batches.spare.pop().unwrap_or_default();
-            batches.submit(std::mem::replace(&mut current, next))?;
+            batches.submit(&mut current)?;
         }
         if idle {
             // Reading on may block: let what we have go now.
@@ -457,108 +404,44 @@ fn publish_lines<R: Read>(
         }
     }
     if !current.ends.is_empty() {
-        batches.submit(current)?;
+        batches.submit(&mut current)?;
     }
     batches.finish()
 }
 
 impl Batches<'_, '_> {
-    fn submit(&mut self, lines: Lines) -> Result<(), Failure> {
-        let tag = self
-            .pipeline
+    /// Queues the batch (the pipeline copies it) and empties `lines` for
+    /// the next one.
+    fn submit(&mut self, lines: &mut Lines) -> Result<(), Failure> {
+        self.pipeline
             .send_batch(self.topic, &lines.slices())
-            .map_err(|e| cli::topic_failure(&e, self.topic))?;
-        self.in_flight.push_back((tag, lines));
-        if self.one_at_a_time {
-            self.drain()
-        } else {
-            self.settle()
-        }
+            .map_err(|e| self.failure(&e))?;
+        lines.clear();
+        self.take_completions()
     }
 
     fn flush(&mut self) -> Result<(), Failure> {
-        self.pipeline
-            .flush()
-            .map_err(|e| cli::topic_failure(&e, self.topic))?;
-        self.settle()
+        self.pipeline.flush().map_err(|e| self.failure(&e))?;
+        self.take_completions()
     }
 
     fn finish(mut self) -> Result<u64, Failure> {
-        self.drain()?;
-        Ok(self.published)
-    }
-
-    /// Waits for every batch in flight and resends refused ones.
-    fn drain(&mut self) -> Result<(), Failure> {
         // A connection failure also shows up in the completions, where it is
         // reported with the batch it cut off.
         let _ = self.pipeline.wait_all();
         self.take_completions()?;
-        self.resend_refused()
+        Ok(self.published)
     }
 
-    /// Takes the completions that arrived; after a refusal, stops to resend.
-    fn settle(&mut self) -> Result<(), Failure> {
-        self.take_completions()?;
-        if self.refused.is_empty() {
-            Ok(())
-        } else {
-            self.drain()
-        }
-    }
-
+    /// Counts what was stored; the first refusal (TOPIC_FULL after the
+    /// broker's hold included) ends the run.
     fn take_completions(&mut self) -> Result<(), Failure> {
         let done: Vec<Completion> = self.pipeline.completions().collect();
         for completion in done {
-            let Some(at) = self
-                .in_flight
-                .iter()
-                .position(|(tag, _)| *tag == completion.tag)
-            else {
-                continue;
-            };
-            let Some((tag, mut lines)) = self.in_flight.remove(at) else {
-                continue;
-            };
             match completion.result {
-                Ok(_) => {
-                    self.published += u64::from(completion.messages);
-                    lines.clear();
-                    self.spare.push(lines);
-                }
-                Err(e) if e.code() == Some(ErrorCode::TopicFull) => {
-                    self.one_at_a_time = true;
-                    self.refused.push((tag, lines));
-                }
+                Ok(_) => self.published += u64::from(completion.messages),
                 Err(e) => return Err(self.failure(&e)),
             }
-        }
-        Ok(())
-    }
-
-    /// Sends each refused batch alone, in input order, until it is stored.
-    fn resend_refused(&mut self) -> Result<(), Failure> {
-        self.refused.sort_by_key(|(tag, _)| *tag);
-        for (_, mut lines) in std::mem::take(&mut self.refused) {
-            let mut backoff = Backoff::new(self.topic);
-            loop {
-                let sent = self.pipeline.send_batch(self.topic, &lines.slices());
-                sent.map_err(|e| self.failure(&e))?;
-                let _ = self.pipeline.wait_all();
-                let Some(completion) = self.pipeline.completions().next() else {
-                    return Err(Failure::runtime("the broker did not answer a batch"));
-                };
-                match completion.result {
-                    Ok(_) => {
-                        self.published += u64::from(completion.messages);
-                        break;
-                    }
-                    Err(e) if e.code() == Some(ErrorCode::TopicFull) => backoff.wait(),
-                    Err(e) => return Err(self.failure(&e)),
-                }
-            }
-            lines.clear();
-            self.spare.push(lines);
         }
         Ok(())
     }

@@ -57,7 +57,9 @@ impl Broker {
         let Some(client) = self.clients.get_mut(conn).and_then(Option::take) else {
             return;
         };
+        self.drop_gated(conn);
         self.counters.connections -= 1;
+        self.drop_pending(conn);
         if client.publisher.is_some() {
             self.counters.publishers -= 1;
         }
@@ -135,6 +137,7 @@ impl Broker {
             max_backlog_messages: self.limits.max_backlog_messages as u64,
             session_timeout_ms: self.limits.session_timeout.as_millis() as u64,
             max_output_bytes: self.limits.max_output_bytes as u64,
+            publish_hold_ms: self.limits.publish_hold.as_millis() as u64,
         }
     }
 

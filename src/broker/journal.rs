@@ -31,11 +31,13 @@
 
 use super::cost;
 use super::failure::{Failure, fail};
-use super::keys::{SessionKey, TopicKey};
+use super::keys::{ConnId, SessionKey, TopicKey};
 use super::session::Session;
-use super::{Broker, BrokerTimer};
+use super::{Broker, BrokerTimer, Outbox};
 use crate::budget::Class;
+use crate::codec;
 use crate::protocol::ErrorCode;
+use crate::protocol::Reply;
 use crate::storage::{AppendError, Event, Log, Record, SessionEnd, TopicId};
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -79,6 +81,28 @@ pub(super) struct Unsynced {
     staged: usize,
 }
 
+/// What to take back when a gated request's record is lost.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Undo {
+    /// A new session: nothing (its client, told STORAGE_UNAVAILABLE, never
+    /// learns its id; it expires).
+    Nothing,
+    /// A new subscription: removed, so that a retried SUBSCRIBE logs it
+    /// again.
+    Subscription(SessionKey, TopicKey),
+}
+
+/// A SUBSCRIBE or new-session REGISTER_SUBSCRIBER reply waiting for its
+/// record to be durable.
+#[derive(Debug)]
+pub(super) struct Gated {
+    seq: u64,
+    conn: ConnId,
+    id: u64,
+    reply: Reply,
+    undo: Undo,
+}
+
 /// The broker's journal state.
 #[derive(Default)]
 pub(super) struct JournalState {
@@ -91,6 +115,10 @@ pub(super) struct JournalState {
     pub(super) next_topic_id: TopicId,
     /// Everything below this sequence number is durable (or lost).
     durable_through: u64,
+    /// Set by the request being executed when its reply must wait.
+    gate: Option<(u64, Undo)>,
+    /// Replies waiting for their record, in seq order.
+    gated: VecDeque<Gated>,
 }
 
 /// What recovery rebuilt.
@@ -123,8 +151,41 @@ impl Broker {
     }
 
     /// Everything below this sequence number was reported durable or lost.
-    pub fn durable_through(&self) -> u64 {
+    pub fn log_position(&self) -> u64 {
         self.journal.durable_through
+    }
+
+    /// The record just appended for a new session or subscription: the
+    /// reply to the request waits until it is durable (see
+    /// [`Broker::gate_reply`]).
+    pub(super) fn gate_on(&mut self, seq: Option<u64>, undo: Undo) {
+        self.journal.gate = seq.map(|seq| (seq, undo));
+    }
+
+    /// The reply to request `id` of `conn`: returned to be written now,
+    /// unless the request appended a record it must wait for.
+    pub(super) fn gate_reply(&mut self, conn: ConnId, id: u64, reply: Reply) -> Option<Reply> {
+        let Some((seq, undo)) = self.journal.gate.take() else {
+            return Some(reply);
+        };
+        if seq < self.journal.durable_through {
+            return Some(reply);
+        }
+        self.journal.gated.push_back(Gated {
+            seq,
+            conn,
+            id,
+            reply,
+            undo,
+        });
+        None
+    }
+
+    /// `conn` is gone: its gated replies go nowhere (its key may be reused).
+    pub(super) fn drop_gated(&mut self, conn: ConnId) {
+        if !self.journal.gated.is_empty() {
+            self.journal.gated.retain(|g| g.conn != conn);
+        }
     }
 
     /// Appends `record` if the broker keeps a log; its sequence number.
@@ -238,14 +299,18 @@ impl Broker {
     /// Applies what the writer reported: durable messages become visible
     /// (their subscribers are woken, to be answered by
     /// [`Broker::answer_ready`]); lost ones are dropped unseen.
-    pub fn poll_journal(&mut self) -> Vec<Event> {
+    pub fn poll_journal(&mut self, out: &mut dyn Outbox) -> Vec<Event> {
         let Some(journal) = &mut self.journal.journal else {
             return Vec::new();
         };
         let events = journal.poll();
         for event in &events {
             match event {
-                Event::Durable { through } => self.made_durable(*through),
+                Event::Durable { through } => {
+                    self.made_durable(*through);
+                    self.durable_through(through.saturating_sub(1), out);
+                    self.release_gated(*through, out);
+                }
                 Event::Lost(loss) => {
                     log::error!(
                         "the log lost records {}..{}: {:?}; they are answered STORAGE_UNAVAILABLE",
@@ -253,12 +318,44 @@ impl Broker {
                         loss.seqs.end,
                         loss.error
                     );
-                    self.lost_from(loss.seqs.start, loss.seqs.end);
+                    self.messages_lost_from(loss.seqs.start, loss.seqs.end);
+                    self.replies_lost_from(loss.seqs.start, out);
+                    self.gated_lost_from(loss.seqs.start, out);
                 }
                 Event::RemoveFailed { .. } => {}
             }
         }
         events
+    }
+
+    fn release_gated(&mut self, through: u64, out: &mut dyn Outbox) {
+        while self.journal.gated.front().is_some_and(|g| g.seq < through) {
+            let Some(gated) = self.journal.gated.pop_front() else {
+                break;
+            };
+            if let Some(buf) = out.buffer(gated.conn) {
+                codec::encode_reply(buf, gated.id, &gated.reply);
+            }
+        }
+    }
+
+    fn gated_lost_from(&mut self, start: u64, out: &mut dyn Outbox) {
+        let mut lost = Vec::new();
+        while self.journal.gated.back().is_some_and(|g| g.seq >= start) {
+            lost.extend(self.journal.gated.pop_back());
+        }
+        for gated in lost.into_iter().rev() {
+            if let Undo::Subscription(session_key, topic_key) = gated.undo
+                && let Some(sub) = self
+                    .sessions
+                    .get_mut(session_key)
+                    .and_then(|s| s.remove_subscription(topic_key))
+            {
+                self.leave_topic(session_key, sub);
+            }
+            let failure = Failure::storage_unavailable();
+            self.send_error(gated.conn, gated.id, failure.code, &failure.message, out);
+        }
     }
 
     fn made_durable(&mut self, through: u64) {
@@ -282,7 +379,7 @@ impl Broker {
     /// Every record from `start` on that is not yet durable is lost: the
     /// writer drops everything after a failure until a new segment, which
     /// only an append after this report starts.
-    fn lost_from(&mut self, start: u64, end: u64) {
+    fn messages_lost_from(&mut self, start: u64, end: u64) {
         self.journal.durable_through = self.journal.durable_through.max(end);
         while let Some(&entry) = self.journal.unsynced.back() {
             if entry.seq < start {

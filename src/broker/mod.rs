@@ -27,6 +27,8 @@
 //!   adding and dropping it charge the same and tests can recount it.
 //! - `clients`: connections, the handshake, roles taken.
 //! - `publishing`: the topic table, topic creation and deletion, publishes.
+//! - `pending`: publish replies that wait — held for room, or stored and
+//!   waiting for the disk — released per connection and topic in order.
 //! - `subscribing`: sessions and their lifecycle, subscriptions, acks.
 //! - `pull`: pulls answered, parked, woken, and their replies built.
 //! - `stats`: counters and the STATS reply.
@@ -47,6 +49,7 @@ mod failure;
 mod journal;
 pub mod keys;
 mod keyset;
+mod pending;
 mod publishing;
 mod pull;
 pub mod session;
@@ -66,6 +69,7 @@ use crate::timers::Timers;
 use clients::ClientState;
 use failure::{Failure, fail};
 use keys::{SessionKey, TopicKey};
+use pending::Pending;
 use publishing::PublishInput;
 use session::{IdGenerator, Session};
 use slab::Slab;
@@ -101,6 +105,9 @@ pub struct Limits {
     /// until its replies drain to half (the server's flow control; told to
     /// clients in HELLO).
     pub max_output_bytes: usize,
+    /// How long a publish to a full topic (or a full broker) is held before
+    /// it is refused with TOPIC_FULL (BROKER_FULL); zero refuses at once.
+    pub publish_hold: Duration,
 }
 
 impl Default for Limits {
@@ -117,6 +124,7 @@ impl Default for Limits {
             // As many as there may be topics: one session may follow all.
             max_subscriptions_per_session: 100_000,
             max_output_bytes: 16 * 1024 * 1024,
+            publish_hold: Duration::from_secs(5),
         }
     }
 }
@@ -125,16 +133,31 @@ impl Limits {
     pub fn max_payload_bytes(&self) -> usize {
         self.max_frame_bytes.saturating_sub(PAYLOAD_OVERHEAD_BYTES)
     }
+
+    /// Held publish bytes past which a connection is not read any more.
+    pub fn max_held_bytes(&self) -> usize {
+        HELD_FRAMES * self.max_frame_bytes
+    }
 }
 
 /// The share of `max_memory` kept for replies: state stops growing at
 /// 15/16 of the budget, so pulls and acks still work when it is full.
 const RESERVE_FRACTION: usize = 16;
 
+/// A connection may have this many frames' worth of publishes held before
+/// it is not read any more: enough to keep a pipeline full, few enough that
+/// TCP soon pushes back.
+const HELD_FRAMES: usize = 4;
+
 #[derive(Debug, Clone, Copy)]
 enum BrokerTimer {
     PullDeadline(SessionKey),
     SessionExpiry(SessionKey),
+    PublishHold {
+        conn: ConnId,
+        topic: TopicKey,
+        serial: u64,
+    },
 }
 
 pub struct Broker {
@@ -159,6 +182,8 @@ pub struct Broker {
     plan: Vec<pull::Group>,
     /// What the broker and its connections hold, against `max_memory`.
     budget: Budget,
+    /// Publish replies that wait (held for room, or for the disk).
+    pending: Pending,
     /// Table entries visited (subscriptions, subscribers, sessions), for
     /// tests that check each request's work by counting it; one add per
     /// visit is noise beside the visit itself.
@@ -184,6 +209,7 @@ impl Broker {
             plan: Vec::new(),
             budget: Budget::new(limits.max_memory, limits.max_memory / RESERVE_FRACTION),
             work: 0,
+            pending: Pending::new(limits.max_held_bytes()),
             limits,
         }
     }
@@ -254,8 +280,8 @@ impl Broker {
     }
 
     /// One request after the handshake. `Ok(None)` means the reply is not
-    /// written yet (a parked pull) or was written directly (a pull's
-    /// messages).
+    /// written yet (a parked pull, a held publish) or was written directly
+    /// (a pull's messages).
     fn execute(
         &mut self,
         conn: ConnId,
@@ -280,16 +306,22 @@ impl Broker {
             }
             Request::Publish { topic, payload } => {
                 self.publisher(conn)?;
-                self.publish(topic, PublishInput::One(payload)).map(Some)
+                let input = PublishInput::One(payload);
+                self.publish_request(conn, id, topic, input, now, out)
             }
             Request::PublishBatch { topic, payloads } => {
                 self.publisher(conn)?;
-                self.publish(topic, PublishInput::Batch(payloads)).map(Some)
+                let input = PublishInput::Batch(payloads);
+                self.publish_request(conn, id, topic, input, now, out)
             }
             Request::RegisterSubscriber { resume } => {
-                self.register_subscriber(conn, resume, now, out).map(Some)
+                let reply = self.register_subscriber(conn, resume, now, out)?;
+                Ok(self.gate_reply(conn, id, reply))
             }
-            Request::Subscribe { topic } => self.subscribe(conn, topic).map(Some),
+            Request::Subscribe { topic } => {
+                let reply = self.subscribe(conn, topic)?;
+                Ok(self.gate_reply(conn, id, reply))
+            }
             Request::Unsubscribe { topic } => self
                 .unsubscribe(conn, topic, out)
                 .map(|()| Some(Reply::Done)),
@@ -337,6 +369,11 @@ impl Broker {
                         self.expire(key, crate::storage::SessionEnd::Expired, true);
                     }
                 }
+                BrokerTimer::PublishHold {
+                    conn,
+                    topic,
+                    serial,
+                } => self.hold_expired(conn, topic, serial, out),
             }
         }
     }

@@ -11,9 +11,10 @@
 //!
 //! Everything a topic holds is counted in the memory budget (`super::cost`
 //! says how much each piece is): a topic when it is created, its messages as
-//! they are stored and released (`cost::settle`). A publish that would be stored
-//! is admitted or refused at one point, [`Broker::admit_publish`], so that
-//! flow control can later turn its retryable refusals into a hold.
+//! they are stored and released (`cost::settle`). A publish is admitted or
+//! refused at one point, [`Broker::admit_publish`]; `super::pending` turns
+//! its retryable refusals into a hold and stores the publish with
+//! [`Broker::store_publish`] once it fits.
 
 use super::cost;
 use super::failure::{Failure, fail};
@@ -82,6 +83,7 @@ impl Broker {
     /// TOPIC_DELETED. O(its subscribers), which is what it removes.
     pub(super) fn delete_topic(&mut self, name: &str, out: &mut dyn Outbox) -> Result<(), Failure> {
         let key = self.topic_key(name)?;
+        self.delete_held(key, name, out);
         let id = self.topics[key].id;
         self.log_fact(Record::TopicDeleted { topic: id });
         self.remove_topic(key, name, Some(out));
@@ -124,33 +126,21 @@ impl Broker {
         }
     }
 
-    pub(super) fn publish(
+    /// Stores a publish that [`Broker::admit_publish`] admitted, and builds
+    /// its reply; with the log's sequence number of its record, which the
+    /// reply must wait for (`None` when the broker keeps no log). Refused
+    /// only when the record is too large for the log.
+    pub(super) fn store_publish(
         &mut self,
-        name: &str,
+        key: TopicKey,
         input: PublishInput<'_>,
-    ) -> Result<Reply, Failure> {
-        let key = self.topic_key(name)?;
-        let max_payload = self.limits.max_payload_bytes();
-        let size = input.measure();
-        let Size {
-            count,
-            bytes,
-            largest,
-            ..
-        } = size;
-        if largest > max_payload {
-            return fail(
-                ErrorCode::PayloadTooLarge,
-                format!("a payload of {largest} bytes exceeds the maximum of {max_payload}"),
-            );
-        }
+        size: &Size,
+    ) -> Result<(Reply, Option<u64>), Failure> {
+        let Size { count, bytes, .. } = *size;
         let subscribers = self.topics[key].subscribers.len() as u64;
         // Kept only for someone who may read it: a topic without
         // subscribers (and nothing staged before) just moves its offsets.
         let keep = subscribers > 0 || self.topics[key].backlog_messages() > 0;
-        if keep {
-            self.admit_publish(key, &size)?;
-        }
         let first_offset = self.topics[key].end_offset();
         let payloads = if keep || self.is_durable() {
             input.payloads()
@@ -183,7 +173,7 @@ impl Broker {
         }
         self.counters.messages_in += count as u64;
         self.counters.bytes_in += bytes as u64;
-        Ok(match input {
+        let reply = match input {
             PublishInput::One(_) => Reply::Published {
                 offset: first_offset,
                 subscribers,
@@ -193,16 +183,32 @@ impl Broker {
                 count: count as u64,
                 subscribers,
             },
-        })
+        };
+        Ok((reply, seq))
     }
 
     /// Whether a publish of `size` may be stored in topic `key` now: the one
-    /// point where a publish that would be kept is refused. The refusals
-    /// that are retryable (TOPIC_FULL, BROKER_FULL) are the ones flow
-    /// control may turn into a hold, the request waiting here for room.
-    fn admit_publish(&self, key: TopicKey, size: &Size) -> Result<(), Failure> {
+    /// point where a publish is refused. The refusals that room will cure
+    /// (TOPIC_FULL, BROKER_FULL) are turned into a hold by the caller
+    /// (`super::pending`), which asks again here when room may have
+    /// appeared; the others are final. A topic without subscribers keeps
+    /// nothing, so only the payload bound applies to it.
+    pub(super) fn admit_publish(&self, key: TopicKey, size: &Size) -> Result<(), Failure> {
         let limits = &self.limits;
+        let max_payload = limits.max_payload_bytes();
+        if size.largest > max_payload {
+            return fail(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "a payload of {} bytes exceeds the maximum of {max_payload}",
+                    size.largest
+                ),
+            );
+        }
         let topic = &self.topics[key];
+        if topic.subscribers.is_empty() {
+            return Ok(());
+        }
         let name = &topic.name;
         if size.count > limits.max_backlog_messages || size.bytes > limits.max_backlog_bytes {
             return fail(
@@ -253,7 +259,7 @@ pub(super) enum PublishInput<'a> {
 
 /// What a publish would store.
 #[derive(Debug, Clone, Copy)]
-struct Size {
+pub(super) struct Size {
     count: usize,
     /// Payload bytes (the backlog bounds count these).
     bytes: usize,
@@ -263,7 +269,7 @@ struct Size {
 }
 
 impl PublishInput<'_> {
-    fn measure(&self) -> Size {
+    pub(super) fn measure(&self) -> Size {
         match self {
             PublishInput::One(payload) => Size {
                 count: 1,

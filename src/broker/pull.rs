@@ -115,6 +115,8 @@ impl Broker {
 
     /// Answers the parked pulls that publishes made ready during this batch.
     pub fn answer_ready(&mut self, out: &mut dyn Outbox) {
+        // Held publishes first, so that pulls get what they admit.
+        self.admit_held(out);
         let mut ready = std::mem::take(&mut self.ready);
         for key in ready.drain(..) {
             self.work += 1;

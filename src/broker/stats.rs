@@ -73,6 +73,10 @@ impl Broker {
                 .collect(),
             memory_total: self.budget.total() as u64,
             memory_limit: self.budget.limit() as u64,
+            publishes_held: self.pending.held_total,
+            held_now: self.pending.held_now,
+            held_dropped: self.pending.held_dropped,
+            held_input_pauses: self.pending.input_pauses,
         }
     }
 }

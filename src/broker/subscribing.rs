@@ -10,6 +10,7 @@
 
 use super::cost;
 use super::failure::{Failure, fail};
+use super::journal::Undo;
 use super::keys::{ConnId, SessionKey, TopicKey};
 use super::session::{Session, Subscription};
 use super::{Broker, BrokerTimer, Outbox};
@@ -38,7 +39,8 @@ impl Broker {
             None => {
                 self.admit_session()?;
                 let id = self.new_session_id()?;
-                self.log_record(&Record::SessionCreated { session: id })?;
+                let seq = self.log_record(&Record::SessionCreated { session: id })?;
+                self.gate_on(seq, Undo::Nothing);
                 let key = self.sessions.insert(Session::new(id, conn));
                 self.session_ids.insert(id, key);
                 self.budget.add(Class::Sessions, cost::SESSION);
@@ -240,7 +242,8 @@ impl Broker {
             topic: topic.id,
             start_offset: next_offset,
         };
-        self.log_record(&record)?;
+        let seq = self.log_record(&record)?;
+        self.gate_on(seq, Undo::Subscription(session_key, topic_key));
         self.join_topic(session_key, topic_key, next_offset);
         Ok(Reply::Subscribed { next_offset })
     }
@@ -367,6 +370,7 @@ impl Broker {
             cost::settle(&mut self.budget, before, topic.footprint());
             self.counters.backlog_messages -= (messages - topic.backlog_messages()) as u64;
             self.counters.backlog_bytes -= (bytes - topic.backlog_bytes()) as u64;
+            self.room_in(topic_key);
         }
     }
 }

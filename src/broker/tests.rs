@@ -169,8 +169,10 @@ fn a_topic_without_subscribers_keeps_nothing() {
 
 #[test]
 fn backlog_follows_the_slowest_acknowledgement_and_is_bounded() {
+    // Refused at once, not held (the hold is tested in `tests/held.rs`).
     let mut h = Harness::new(Limits {
         max_backlog_messages: 3,
+        publish_hold: Duration::ZERO,
         ..Limits::default()
     });
     setup_pub_sub(&mut h);
@@ -730,6 +732,7 @@ fn topics_sessions_and_subscriptions_are_refused_at_their_limits() {
 fn a_batch_that_can_never_fit_is_batch_too_large() {
     let mut h = Harness::new(Limits {
         max_backlog_messages: 10,
+        publish_hold: Duration::ZERO,
         ..Limits::default()
     });
     setup_pub_sub(&mut h);
@@ -788,4 +791,5 @@ fn stats_report_memory_by_class() {
     assert_eq!(stats.memory["subscriptions"], cost::SUBSCRIPTION as u64);
     assert_eq!(stats.memory_limit, Limits::default().max_memory as u64);
 }
+mod held;
 mod work;

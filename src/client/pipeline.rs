@@ -11,20 +11,29 @@
 //!
 //! The contract that makes it safe to use for data that must not be lost:
 //! every tag `send` returns is reported in exactly one completion — stored,
-//! refused with a code (`TOPIC_FULL` is retryable: resend that tag's
-//! payloads), or failed with the connection (outcome unknown: the broker may
-//! or may not have stored it). A `send` that returns `Err` queued nothing and
-//! issued no tag. The same holds for every queuing call: a topic created or
-//! deleted, refused (`TOPIC_EXISTS`, `UNKNOWN_TOPIC`…), or cut off with the
-//! connection.
+//! refused with a code, or failed with the connection (outcome unknown: the
+//! broker may or may not have stored it). A `send` that returns `Err` queued
+//! nothing and issued no tag. The same holds for every queuing call: a topic
+//! created or deleted, refused (`TOPIC_EXISTS`, `UNKNOWN_TOPIC`…), or cut off
+//! with the connection.
+//!
+//! No retry or reordering is needed for a full topic: the broker holds the
+//! publishes until there is room and stores one connection's publishes to a
+//! topic in the order sent (PROTOCOL.md 3.3, 4.5). A `TOPIC_FULL` completion
+//! means the topic stayed full for the broker's `publish_hold_ms`; every
+//! publish to that topic queued behind it gets `TOPIC_FULL` too, so a caller
+//! that resends them all, in tag order, keeps their order.
 //!
 //! A completion's result is an [`Outcome`] that names what was done, so one
 //! stream of completions serves a mix of requests; a caller that only
 //! publishes gets only [`Outcome::Published`].
 //!
-//! Replies to these requests come in the order sent (PROTOCOL.md 3.3), but
-//! they are still matched by id, so a reply for a request not in flight is
-//! caught as a protocol violation rather than credited to the wrong tag.
+//! Replies are matched by id: those to publishes to one topic come in the
+//! order sent, but a held publish's reply may be overtaken by others (a
+//! publish to another topic, a topic request), so completions come in the
+//! order replies arrive, which is tag order per topic only. A reply for a
+//! request not in flight is caught as a protocol violation rather than
+//! credited to the wrong tag.
 
 use super::error::{Error, Result};
 use super::{Client, PublishedBatch};
@@ -32,7 +41,6 @@ use crate::codec;
 use crate::protocol::{Op, Reply, Request};
 use bytes::Bytes;
 use std::collections::VecDeque;
-use std::time::Duration;
 
 /// Buffered request bytes that are written without waiting for `depth`.
 const FLUSH_BYTES: usize = 64 * 1024;
@@ -46,7 +54,7 @@ pub struct Completion {
     /// How many messages the request carried (0 for a topic request).
     pub messages: u32,
     /// What the request did, or why not. On [`Error::is_retryable`]
-    /// nothing was done: send it again.
+    /// (`TOPIC_FULL` after the broker's hold, say) nothing was done.
     pub result: Result<Outcome>,
 }
 
@@ -55,7 +63,8 @@ impl Completion {
         self.result.is_ok()
     }
 
-    /// True if the request was refused for now and may be sent again as is.
+    /// True if the request was refused for now and may be sent again as is
+    /// (resend a topic's refused publishes in tag order to keep their order).
     pub fn is_retryable(&self) -> bool {
         self.result.as_ref().is_err_and(Error::is_retryable)
     }
@@ -203,7 +212,8 @@ impl<'c> Pipeline<'c> {
         Ok(())
     }
 
-    /// Outcomes that arrived and were not taken yet, oldest first. Each is
+    /// Outcomes that arrived and were not taken yet, in the order their
+    /// replies came (tag order among publishes to one topic). Each is
     /// taken as the iterator reaches it; those it does not reach stay for
     /// the next call (unlike a drain, dropping it early loses nothing, and
     /// it costs nothing when there is nothing to take).
@@ -258,8 +268,10 @@ impl<'c> Pipeline<'c> {
 
     /// Waits for one reply, then takes every other that has arrived whole.
     fn receive(&mut self) -> Result<()> {
+        // A publish may be held by a full topic up to the broker's hold.
+        let hold = self.client.publish_hold();
         let conn = &mut self.client.conn;
-        let deadline = conn.deadline(Duration::ZERO);
+        let deadline = conn.deadline(hold);
         let first = conn.read_reply(deadline);
         let (id, frame) = first.map_err(|e| self.abort(e))?;
         self.complete(id, &frame)?;
@@ -278,8 +290,9 @@ impl<'c> Pipeline<'c> {
             let e = self.client.conn.unattributed(frame);
             return Err(self.abort(e));
         }
-        // Replies come in the order sent: the oldest is the usual match, and
-        // taking it from the front costs no shuffling.
+        // Replies mostly come in the order sent (a held publish's may be
+        // overtaken): the oldest is the usual match, and taking it from the
+        // front costs no shuffling.
         let request = match self.in_flight.iter().position(|f| f.id == id) {
             Some(0) => self.in_flight.pop_front(),
             Some(p) => self.in_flight.remove(p),

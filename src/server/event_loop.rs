@@ -31,6 +31,11 @@
 //! back on the client. One whose socket takes no byte for the output
 //! timeout is disconnected (see [`guards`](super::guards)).
 //!
+//! Input flow control works the same way: a connection whose held publishes
+//! (waiting for room in a full topic) pass their bound is paused
+//! ([`Broker::wants_input`]) until the broker lists it in
+//! [`Broker::take_resumable`], drained after each batch.
+//!
 //! Closing: after the peer's half-close every frame received is executed,
 //! its parked pull answered, and the connection closes once its output is
 //! sent. A closing connection is flushed until everything is sent (or it
@@ -77,8 +82,9 @@ enum Stop {
     Idle,
     /// Its turn's work budget is spent: reschedule it.
     Budget,
-    /// Its output is over the high-water mark (or the global cap): it waits
-    /// for its output to drain.
+    /// Its output is over the high-water mark (or the global cap), or its
+    /// held publishes pass their bound: it waits for its output to drain or
+    /// the broker to admit them.
     Paused,
     /// It is closing.
     Closing,
@@ -377,6 +383,18 @@ impl EventLoop {
         }
     }
 
+    /// The broker admitted enough of a connection's held publishes to read
+    /// it again.
+    fn resume(&mut self, key: ConnId) {
+        let Some(connection) = self.table.get_mut(key) else {
+            return;
+        };
+        if connection.paused && !connection.is_closing() {
+            connection.paused = false;
+            self.reschedule(key);
+        }
+    }
+
     fn reschedule(&mut self, key: ConnId) {
         if let Some(connection) = self.table.get(key) {
             self.again.push((key, connection.serial));
@@ -427,7 +445,7 @@ impl EventLoop {
                 break Stop::Closing;
             }
             let before = connection.pending_output();
-            if self.over_output_limit(before) {
+            if self.over_output_limit(before) || !self.broker.wants_input(key) {
                 if let Some(connection) = self.table.get_mut(key) {
                     connection.paused = true;
                 }
@@ -486,14 +504,17 @@ impl EventLoop {
         self.fire_timers(now);
         // The log's reports first: messages made durable are visible to
         // the pulls answered next.
-        self.broker.poll_journal();
+        let (mut outbox, broker) = self.outbox();
+        broker.poll_journal(&mut outbox);
         // Ready pulls first: a pull whose deadline falls in the turn that
         // published for it gets the message, not an empty reply.
-        let (mut outbox, broker) = self.outbox();
         broker.answer_ready(&mut outbox);
         broker.fire_timers(now, &mut outbox);
         // Group commit: the round's records go to the writer as one batch.
         broker.flush_journal();
+        for key in self.broker.take_resumable() {
+            self.resume(key);
+        }
         self.flush_dirty(now);
         self.close_marked(now);
     }

@@ -241,6 +241,9 @@ pub fn topic_failure(e: &client::Error, topic: &str) -> Failure {
             format!("invalid topic name '{topic}': use 1 to 255 characters from A-Z a-z 0-9 . _ -")
         }
         Some(ErrorCode::TopicDeleted) => format!("topic '{topic}' was deleted"),
+        Some(ErrorCode::TopicFull) => format!(
+            "topic '{topic}' stayed full for the broker's --publish-hold: its subscribers are not acknowledging (TOPIC_FULL)"
+        ),
         Some(ErrorCode::TooManyTopics) => {
             format!("cannot create topic '{topic}': the broker holds its maximum number of topics")
         }
