@@ -4,18 +4,11 @@
 
 mod common;
 
-use common::{BrokerProcess, Raw, messages, pull};
+use common::{BrokerProcess, Raw, messages, pull, temp_dir};
 use courier::protocol::{Reply, Request};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-/// A fresh, empty directory under the target dir, unique to `name`.
-pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("durable-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+use std::process::{Command, Stdio};
 
 fn start(dir: &Path, extra: &[&str]) -> BrokerProcess {
     let dir = dir.to_str().expect("utf-8 path");

@@ -52,6 +52,15 @@ pub struct BrokerProcess {
     pub before: Vec<String>,
 }
 
+/// A fresh, empty directory under the target dir, unique to `name` and
+/// this test process, for a broker's `--data-dir`.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("durable-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 /// Reads a broker's output up to its "Server started on ADDR" line, which
 /// comes last before it serves; returns the address and the lines before.
 pub fn read_startup(stdout: &mut impl BufRead) -> (SocketAddr, Vec<String>) {
