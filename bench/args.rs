@@ -87,7 +87,7 @@ impl Scenario {
             "--clients" => matches!(self, CreateTopic | Idle),
             "--connections" => self == Idle,
             "--broker-pid" => matches!(self, Idle | Retained),
-            "--hgrm" => true,
+            "--hgrm" | "--fsync" => true,
             "--attack" | "--attackers" | "--interval-ms" | "--baseline-secs" | "--sessions" => {
                 self == Fairness
             }
@@ -118,6 +118,8 @@ pub struct Options {
     pub rate: f64,
     pub json: bool,
     pub hgrm: Option<PathBuf>,
+    /// The in-process broker's log sync mode; `None`: memory-only.
+    pub fsync: Option<courier::storage::SyncMode>,
     pub quiet: bool,
     /// Boxed: only one scenario needs it, and every `Options` carries it.
     pub fairness: Box<crate::fairness::Params>,
@@ -154,6 +156,7 @@ impl Options {
             rate: 10_000.0,
             json: false,
             hgrm: None,
+            fsync: None,
             quiet: false,
             fairness: Box::default(),
         }
@@ -240,6 +243,12 @@ impl Flags {
         o.json = self.args.contains("--json");
         o.quiet = self.args.contains("--quiet");
         o.hgrm = self.value("--hgrm", |t| Some(PathBuf::from(t)))?;
+        o.fsync = self
+            .value("--fsync", |t| match t {
+                "memory-only" => Some(None),
+                _ => t.parse().ok().map(Some),
+            })?
+            .flatten();
         // A host alone means the default port, as for the commands; an
         // empty value is left for `validate` to refuse.
         o.broker = self.value("--broker", |t| {

@@ -37,6 +37,9 @@ Common options:
   --json              print one JSON object instead of the human report
   --hgrm FILE         write the latency distribution (HdrHistogram .hgrm,
                       values in microseconds)
+  --fsync MODE        the in-process broker's durability: memory-only (the
+                      default), or a log in a fresh temporary directory with
+                      always, interval:MS or never (as broker --fsync)
   --quiet             no progress line on stderr
   -h, --help          this help; bench SCENARIO --help for a scenario's options
   -V, --version       print the version
