@@ -4,8 +4,9 @@
 //! It knows no sockets. The server hands it a decoded frame body and an
 //! [`Outbox`] — the write buffers of the connections — and the broker appends
 //! encoded replies there. This keeps every rule of the protocol testable
-//! without I/O, and leaves room for persistence later: a publish becomes "append
-//! to the topic's log, then reply", with the log behind the same offsets.
+//! without I/O. Durability goes the same way: the broker writes records to
+//! a [`Journal`] (the storage log, in a server) and learns back what is
+//! durable; it never touches a file itself (see `journal`).
 //!
 //! Waking waiting pulls is deferred to the end of the server's batch
 //! ([`Broker::answer_ready`]), like Redis's `beforeSleep`: a burst of
