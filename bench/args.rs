@@ -32,10 +32,11 @@ pub enum Scenario {
     Idle,
     Retained,
     Fairness,
+    Recovery,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 7] = [
+    const ALL: [Scenario; 8] = [
         Scenario::Send,
         Scenario::Fanout,
         Scenario::Latency,
@@ -43,6 +44,7 @@ impl Scenario {
         Scenario::Idle,
         Scenario::Retained,
         Scenario::Fairness,
+        Scenario::Recovery,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +56,7 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Retained => "retained",
             Scenario::Fairness => "fairness",
+            Scenario::Recovery => "recovery",
         }
     }
 
@@ -66,6 +69,7 @@ impl Scenario {
             Scenario::Idle => help::IDLE,
             Scenario::Retained => help::RETAINED,
             Scenario::Fairness => help::FAIRNESS,
+            Scenario::Recovery => help::RECOVERY,
         }
     }
 
@@ -75,11 +79,11 @@ impl Scenario {
         use Scenario::*;
         let streams = matches!(self, Send | Fanout | Latency);
         match flag {
-            "--broker" => true,
+            "--broker" => self != Recovery,
             "--messages" => !matches!(self, Idle | Fairness),
             "--duration" => self != Retained,
             "--warmup" => streams || self == CreateTopic,
-            "--size" | "--batch" => streams || self == Retained,
+            "--size" | "--batch" => streams || matches!(self, Retained | Recovery),
             "--pipeline" => matches!(self, Send | Fanout | Retained | CreateTopic),
             "--publishers" | "--subscribers" => streams,
             "--topics" => streams || matches!(self, Retained | Fairness),
@@ -135,7 +139,7 @@ impl Options {
             duration: DEFAULT_DURATION,
             warmup: Duration::ZERO,
             size: 128,
-            batch: if scenario == Scenario::Retained {
+            batch: if matches!(scenario, Scenario::Retained | Scenario::Recovery) {
                 100
             } else {
                 1
