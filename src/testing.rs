@@ -498,11 +498,13 @@ impl Harness {
     }
 
     /// Every request executed on a connection that is still open is
-    /// answered once its pull could have waited no longer; then
-    /// [`everyone_leaves`](Self::everyone_leaves).
+    /// answered once its pull (or held publish) could have waited no
+    /// longer; then [`everyone_leaves`](Self::everyone_leaves).
     pub fn finish(&mut self) {
         self.end_of_batch();
-        self.advance(Duration::from_millis(u64::from(MAX_PULL_WAIT_MS) + 1));
+        let longest =
+            Duration::from_millis(u64::from(MAX_PULL_WAIT_MS)).max(self.limits.publish_hold);
+        self.advance(longest + Duration::from_millis(1));
         let mut unanswered: Vec<_> = self.pending.iter().map(|(&k, &op)| (k, op)).collect();
         unanswered.sort_by_key(|&(k, _)| k);
         assert!(
@@ -528,6 +530,11 @@ impl Harness {
             ("waiting_pulls", stats.waiting_pulls),
             ("backlog_messages", stats.backlog_messages),
             ("backlog_bytes", stats.backlog_bytes),
+            ("held_now", stats.held_now),
+            (
+                "held_requests",
+                stats.memory.get("held_requests").copied().unwrap_or(0),
+            ),
         ];
         assert!(held.iter().all(|&(_, n)| n == 0), "still held: {held:?}");
     }

@@ -197,16 +197,20 @@ impl Pending {
         }
     }
 
-    /// Whether a publish on (conn, topic) must wait behind a held one.
+    /// Whether a publish on (conn, topic) must wait behind a held one. The
+    /// emptiness test first keeps the common case (nothing waits anywhere)
+    /// free of hashing.
     fn holds(&self, conn: ConnId, topic: TopicKey) -> bool {
-        self.queues.get(&(conn, topic)).is_some_and(|q| q.held > 0)
+        !self.queues.is_empty() && self.queues.get(&(conn, topic)).is_some_and(|q| q.held > 0)
     }
 
     /// Whether a reply on (conn, topic) must queue behind others.
     fn queued(&self, conn: ConnId, topic: TopicKey) -> bool {
-        self.queues
-            .get(&(conn, topic))
-            .is_some_and(|q| !q.entries.is_empty())
+        !self.queues.is_empty()
+            && self
+                .queues
+                .get(&(conn, topic))
+                .is_some_and(|q| !q.entries.is_empty())
     }
 
     fn conn_mut(&mut self, conn: ConnId) -> &mut ConnPending {
@@ -223,11 +227,30 @@ impl Pending {
         self.queues.entry((conn, topic)).or_default()
     }
 
+    /// Appends a stored or failed entry; only ever behind stored or failed
+    /// ones, since held entries are a suffix (a publish behind a held one is
+    /// held itself).
     fn push(&mut self, conn: ConnId, topic: TopicKey, entry: Entry) {
         if let Entry::Stored { seq: Some(seq), .. } = entry {
             self.stored.push_back((seq, conn, topic));
         }
-        self.queue_mut(conn, topic).entries.push_back(entry);
+        let queue = self.queue_mut(conn, topic);
+        debug_assert_eq!(queue.held, 0, "a reply queued behind a held publish");
+        queue.entries.push_back(entry);
+    }
+
+    /// Replaces the (just admitted) entry at `index` with its stored reply.
+    fn place(&mut self, conn: ConnId, topic: TopicKey, index: usize, entry: Entry) {
+        if let Entry::Stored { seq: Some(seq), .. } = entry {
+            self.stored.push_back((seq, conn, topic));
+        }
+        if let Some(slot) = self
+            .queues
+            .get_mut(&(conn, topic))
+            .and_then(|q| q.entries.get_mut(index))
+        {
+            *slot = entry;
+        }
     }
 
     fn push_held(&mut self, conn: ConnId, topic: TopicKey, entry: Entry, charge: usize) {
@@ -332,6 +355,9 @@ impl Broker {
     ) -> Result<Option<Reply>, Failure> {
         let key = self.topic_key(name)?;
         let size = input.measure();
+        // Behind a held publish, a publish waits its turn without being
+        // tried, even one that fits, and even one that room will not cure:
+        // that one is refused when its turn comes, in its place.
         if !self.pending.holds(conn, key) {
             let refusal = match self.admit_publish(key, &size) {
                 Ok(()) => {
@@ -528,9 +554,17 @@ impl Broker {
         let charge = publish.charge();
         // The held copy is given back as the message is stored.
         self.budget.sub(Class::HeldRequests, charge);
-        if let Err(refusal) = self.admit_publish(topic, &size) {
+        let refusal = self.admit_publish(topic, &size).err();
+        if let Some(refusal) = refusal {
+            if holdable(refusal.code) {
+                self.budget.add(Class::HeldRequests, charge);
+                return Err(refusal);
+            }
+            // Room will not cure it (a too large payload held behind
+            // another): it alone is refused, in its place.
             self.budget.add(Class::HeldRequests, charge);
-            return Err(refusal);
+            self.fail_held_at(conn, topic, index, refusal);
+            return Ok(());
         }
         let Some(queue) = self.pending.queues.get_mut(&(conn, topic)) else {
             return Ok(());
@@ -550,23 +584,10 @@ impl Broker {
         self.timers.cancel(timer);
         self.pending.unhold(conn, charge);
         let entry = match self.store_publish(topic, publish.input(), &size) {
-            Ok((reply, seq)) => {
-                if let Some(seq) = seq {
-                    // Stored now, so after every seq already listed.
-                    self.pending.stored.push_back((seq, conn, topic));
-                }
-                Entry::Stored { id, reply, seq }
-            }
+            Ok((reply, seq)) => Entry::Stored { id, reply, seq },
             Err(failure) => Entry::Failed { id, failure },
         };
-        if let Some(slot) = self
-            .pending
-            .queues
-            .get_mut(&(conn, topic))
-            .and_then(|q| q.entries.get_mut(index))
-        {
-            *slot = entry;
-        }
+        self.pending.place(conn, topic, index, entry);
         Ok(())
     }
 
@@ -595,6 +616,31 @@ impl Broker {
             Err(refusal) => self.fail_held(conn, topic, &refusal),
         }
         self.send_ready(conn, topic, out);
+    }
+
+    /// Turns the held entry at `index` of (conn, topic) into `refusal`.
+    fn fail_held_at(&mut self, conn: ConnId, topic: TopicKey, index: usize, refusal: Failure) {
+        let Some(queue) = self.pending.queues.get_mut(&(conn, topic)) else {
+            return;
+        };
+        let Some(slot) = queue.entries.get_mut(index) else {
+            return;
+        };
+        let Entry::Held {
+            id, publish, timer, ..
+        } = slot
+        else {
+            return;
+        };
+        let (charge, timer) = (publish.charge(), *timer);
+        *slot = Entry::Failed {
+            id: *id,
+            failure: refusal,
+        };
+        queue.held -= 1;
+        self.timers.cancel(timer);
+        self.budget.sub(Class::HeldRequests, charge);
+        self.pending.unhold(conn, charge);
     }
 
     /// Turns every held entry of (conn, topic) into `refusal`.

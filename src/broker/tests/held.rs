@@ -238,3 +238,22 @@ fn a_stored_reply_waits_for_the_disk_and_keeps_its_place() {
     let ids: Vec<u64> = h.replies(0, Op::Publish).iter().map(|r| r.0).collect();
     assert_eq!(ids, vec![7, 8]);
 }
+
+#[test]
+fn an_immediate_refusal_behind_a_held_publish_keeps_its_place() {
+    let mut h = full_topic(Duration::from_secs(5));
+    let held = h.send(0, one("t", b"held"));
+    let too_large = vec![0u8; h.broker.limits().max_payload_bytes() + 1];
+    let refused = h.send(0, one("t", &too_large));
+    assert!(h.replies(0, Op::Publish).is_empty(), "it waits behind");
+    let _ = drain(&mut h);
+    let replies = h.replies(0, Op::Publish);
+    let got: Vec<(u64, Option<ErrorCode>)> = replies
+        .iter()
+        .map(|(id, r)| (*id, r.as_ref().err().map(|e| e.code)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(held, None), (refused, Some(ErrorCode::PayloadTooLarge))]
+    );
+}
