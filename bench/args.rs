@@ -32,10 +32,11 @@ pub enum Scenario {
     Idle,
     Retained,
     Fairness,
+    Recovery,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 7] = [
+    const ALL: [Scenario; 8] = [
         Scenario::Send,
         Scenario::Fanout,
         Scenario::Latency,
@@ -43,6 +44,7 @@ impl Scenario {
         Scenario::Idle,
         Scenario::Retained,
         Scenario::Fairness,
+        Scenario::Recovery,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +56,7 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Retained => "retained",
             Scenario::Fairness => "fairness",
+            Scenario::Recovery => "recovery",
         }
     }
 
@@ -66,6 +69,7 @@ impl Scenario {
             Scenario::Idle => help::IDLE,
             Scenario::Retained => help::RETAINED,
             Scenario::Fairness => help::FAIRNESS,
+            Scenario::Recovery => help::RECOVERY,
         }
     }
 
@@ -75,11 +79,11 @@ impl Scenario {
         use Scenario::*;
         let streams = matches!(self, Send | Fanout | Latency);
         match flag {
-            "--broker" => true,
+            "--broker" => self != Recovery,
             "--messages" => !matches!(self, Idle | Fairness),
             "--duration" => self != Retained,
             "--warmup" => streams || self == CreateTopic,
-            "--size" | "--batch" => streams || self == Retained,
+            "--size" | "--batch" => streams || matches!(self, Retained | Recovery),
             "--pipeline" => matches!(self, Send | Fanout | Retained | CreateTopic),
             "--publishers" | "--subscribers" => streams,
             "--topics" => streams || matches!(self, Retained | Fairness),
@@ -87,7 +91,7 @@ impl Scenario {
             "--clients" => matches!(self, CreateTopic | Idle),
             "--connections" => self == Idle,
             "--broker-pid" => matches!(self, Idle | Retained),
-            "--hgrm" => true,
+            "--hgrm" | "--fsync" => true,
             "--attack" | "--attackers" | "--interval-ms" | "--baseline-secs" | "--sessions" => {
                 self == Fairness
             }
@@ -118,6 +122,8 @@ pub struct Options {
     pub rate: f64,
     pub json: bool,
     pub hgrm: Option<PathBuf>,
+    /// The in-process broker's log sync mode; `None`: memory-only.
+    pub fsync: Option<courier::storage::SyncMode>,
     pub quiet: bool,
     /// Boxed: only one scenario needs it, and every `Options` carries it.
     pub fairness: Box<crate::fairness::Params>,
@@ -133,7 +139,7 @@ impl Options {
             duration: DEFAULT_DURATION,
             warmup: Duration::ZERO,
             size: 128,
-            batch: if scenario == Scenario::Retained {
+            batch: if matches!(scenario, Scenario::Retained | Scenario::Recovery) {
                 100
             } else {
                 1
@@ -154,6 +160,7 @@ impl Options {
             rate: 10_000.0,
             json: false,
             hgrm: None,
+            fsync: None,
             quiet: false,
             fairness: Box::default(),
         }
@@ -240,6 +247,12 @@ impl Flags {
         o.json = self.args.contains("--json");
         o.quiet = self.args.contains("--quiet");
         o.hgrm = self.value("--hgrm", |t| Some(PathBuf::from(t)))?;
+        o.fsync = self
+            .value("--fsync", |t| match t {
+                "memory-only" => Some(None),
+                _ => t.parse().ok().map(Some),
+            })?
+            .flatten();
         // A host alone means the default port, as for the commands; an
         // empty value is left for `validate` to refuse.
         o.broker = self.value("--broker", |t| {

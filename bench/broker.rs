@@ -10,6 +10,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 pub struct Broker {
     addr: String,
     running: Option<RunningServer>,
+    /// The in-process broker's data directory, removed at stop.
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl Broker {
@@ -18,6 +20,7 @@ impl Broker {
             return Ok(Broker {
                 addr: addr.clone(),
                 running: None,
+                data_dir: None,
             });
         }
         let mut config = Config {
@@ -32,11 +35,24 @@ impl Broker {
         if options.scenario == Scenario::Idle {
             config.max_connections = config.max_connections.max(1_000_100);
         }
+        let data_dir = options.fsync.map(|sync| {
+            let dir = std::env::temp_dir().join(format!("courier-bench-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            config.storage = server::Storage::Dir {
+                path: dir.clone(),
+                log: courier::storage::Config {
+                    sync,
+                    ..courier::storage::Config::default()
+                },
+            };
+            dir
+        });
         let running = server::spawn(config)
             .map_err(|e| format!("cannot start the in-process broker: {e}"))?;
         Ok(Broker {
             addr: running.addr().to_string(),
             running: Some(running),
+            data_dir,
         })
     }
 
@@ -50,12 +66,16 @@ impl Broker {
 
     /// Stops an in-process broker and waits for its thread.
     pub fn stop(self) -> Result<(), String> {
-        match self.running {
+        let stopped = match self.running {
             Some(running) => running
                 .stop()
                 .map_err(|e| format!("the in-process broker failed: {e}")),
             None => Ok(()),
+        };
+        if let Some(dir) = self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
         }
+        stopped
     }
 }
 

@@ -21,6 +21,7 @@ Scenarios:
                 broker's RSS per retained message
   fairness      a probe's round-trip latency alone, then beside attackers
                 abusing the broker (--attack flood|pulls|fanout|churn)
+  recovery      fill a log with N messages, then time a broker's start on it
 
 Common options:
   --broker HOST[:PORT]
@@ -37,6 +38,9 @@ Common options:
   --json              print one JSON object instead of the human report
   --hgrm FILE         write the latency distribution (HdrHistogram .hgrm,
                       values in microseconds)
+  --fsync MODE        the in-process broker's durability: memory-only (the
+                      default), or a log in a fresh temporary directory with
+                      always, interval:MS or never (as broker --fsync)
   --quiet             no progress line on stderr
   -h, --help          this help; bench SCENARIO --help for a scenario's options
   -V, --version       print the version
@@ -201,6 +205,25 @@ bound N x size per topic (an in-process broker is started without them).
 
 Measure against a freshly started broker: memory freed by an earlier run
 stays with the broker's allocator and would be reused, hiding the cost.
+";
+
+pub const RECOVERY: &str = "\
+bench recovery: how fast a durable broker starts on a log of N messages
+
+usage: bench recovery [--messages N] [--size BYTES] [--batch K]
+                      [--fsync MODE] [common options]
+
+  --messages N      messages to log, 1 to 10^12 (default 1000000)
+  --size BYTES      payload size, 20 to 64MiB (default 128)
+  --batch K         messages per publish frame, 1 to 65536 (default 100)
+  --fsync MODE      the filling broker's sync mode (default never: the fill
+                    is not what is measured)
+
+Always in process: a broker with a fresh temporary data directory is
+filled (one topic, one subscriber that acknowledges nothing, so every
+message is kept), stopped, and started again on the same directory; the
+time of that start (log replay and rebuilt state) is reported with the
+log's bytes and records. Every message must come back.
 ";
 
 pub const FAIRNESS: &str = "\

@@ -35,6 +35,7 @@ mod layout;
 mod payload;
 mod progress;
 mod publisher;
+mod recovery;
 mod report;
 mod retained;
 mod run;
@@ -85,6 +86,8 @@ fn run(options: &Options) -> Result<Report, Failure> {
         Scenario::Idle => idle::run(options, &broker),
         Scenario::Retained => retained::run(options, &broker),
         Scenario::Fairness => fairness::run(options, &broker),
+        // Starts and restarts brokers of its own; the one above idles.
+        Scenario::Recovery => recovery::run(options),
     };
     let stopped = broker.stop();
     let report = report?;

@@ -61,4 +61,4 @@ pub mod timers;
 
 pub use client::Client;
 pub use protocol::{ErrorCode, PROTOCOL_VERSION};
-pub use server::{Config, Server, ShutdownHandle};
+pub use server::{Config, Server, ShutdownHandle, Storage};

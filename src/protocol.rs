@@ -177,6 +177,8 @@ error_codes! {
         "The broker holds its maximum number of subscriber sessions (--max-sessions).";
     TooManySubscriptions = 26, "TOO_MANY_SUBSCRIPTIONS", false, true,
         "The session holds its maximum number of subscriptions (--max-subscriptions-per-session).";
+    StorageUnavailable = 27, "STORAGE_UNAVAILABLE", false, true,
+        "The broker could not make the request durable (a write or fsync of its log failed); nothing of it was kept. Retry: the log starts a new segment.";
 }
 
 impl fmt::Display for ErrorCode {

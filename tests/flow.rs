@@ -211,7 +211,13 @@ fn max_connections_is_lowered_to_fit_the_descriptor_limit() {
         .arg("--nofile=48:48")
         .arg("--")
         .arg(env!("CARGO_BIN_EXE_broker"))
-        .args(["--addr", "127.0.0.1:0", "--log-level", "off"]);
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--log-level",
+            "off",
+            "--memory-only",
+        ]);
     let broker = BrokerProcess::spawn(command);
     let admitted: Vec<Raw> = (0..16).map(|_| Raw::hello(broker.addr)).collect();
     let mut refused = Raw::connect(broker.addr);

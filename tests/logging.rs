@@ -26,7 +26,7 @@ impl LoggedBroker {
     fn start(args: &[&str], rust_log: Option<&str>) -> LoggedBroker {
         let mut command = Command::new(env!("CARGO_BIN_EXE_broker"));
         command
-            .args(["--addr", "127.0.0.1:0"])
+            .args(["--addr", "127.0.0.1:0", "--memory-only"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -177,7 +177,13 @@ fn rust_log_applies_unless_the_flag_is_given() {
 fn an_unknown_log_level_is_a_usage_error() {
     for level in ["loud", "", "warning"] {
         let output = Command::new(env!("CARGO_BIN_EXE_broker"))
-            .args(["--addr", "127.0.0.1:0", "--log-level", level])
+            .args([
+                "--addr",
+                "127.0.0.1:0",
+                "--log-level",
+                level,
+                "--memory-only",
+            ])
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .output()

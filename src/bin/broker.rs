@@ -7,7 +7,9 @@
 
 use courier::broker::Limits;
 use courier::client::with_default_port;
-use courier::{Config, Server};
+use courier::server::Recovery;
+use courier::storage::{self, OpenError, RecoveryMode, SyncMode};
+use courier::{Config, Server, Storage};
 use log::LevelFilter;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -128,6 +130,14 @@ const FRAME_TIMEOUT: Numeric = Numeric {
     min: 1,
     max: HOUR_MS,
 };
+const SEGMENT_BYTES: Numeric = Numeric {
+    flag: "--segment-bytes",
+    kind: Kind::Size,
+    min: 64 << 10,
+    max: 1 << 30,
+};
+/// Where the log lives when no flag says otherwise.
+const DEFAULT_DATA_DIR: &str = "courier-data";
 const SHUTDOWN_GRACE: Numeric = Numeric {
     flag: "--shutdown-grace",
     kind: Kind::Secs,
@@ -229,6 +239,19 @@ Options (each numeric flag lists the values it accepts):
                                    [default: {}; {}]
   --shutdown-grace SECS            time to flush replies on shutdown
                                    [default: {}; {}]
+  --data-dir DIR                   keep the durable log in DIR (created if missing,
+                                   locked while the broker runs)
+                                   [default: {DEFAULT_DATA_DIR} in the working directory]
+  --memory-only                    keep nothing on disk: a restart loses everything
+  --fsync MODE                     always: a publish is answered once on disk
+                                   (fdatasync); interval:MS: sync every MS ms
+                                   (a power cut loses up to MS ms); never: leave
+                                   it to the OS [default: always]
+  --segment-bytes SIZE             the log rolls to a new file past this size
+                                   [default: {}; {}]
+  --truncate-corrupt               at start, cut the log at a damaged record
+                                   (and drop what follows) instead of refusing
+                                   to start
   --log-level LEVEL                error, warn, info, debug, trace or off; overrides
                                    RUST_LOG [default: RUST_LOG when set (env_logger
                                    syntax, e.g. courier=debug), else info]
@@ -271,6 +294,8 @@ whole frame): when raising --max-frame-bytes, raise them too.",
         FRAME_TIMEOUT.range(),
         d.shutdown_grace.as_secs_f64(),
         SHUTDOWN_GRACE.range(),
+        show_size(storage::DEFAULT_SEGMENT_BYTES),
+        SEGMENT_BYTES.range(),
     )
 }
 
@@ -294,13 +319,33 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Storage::Dir { path, .. } = &config.storage
+        && !path.exists()
+    {
+        println!(
+            "Data directory {} does not exist: creating it",
+            path.display()
+        );
+    }
     let server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {
-            eprintln!("broker: cannot listen on {addr_text}: {e}");
+            match e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<OpenError>())
+            {
+                Some(OpenError::Corrupt(_)) => eprintln!(
+                    "broker: {e}; refusing to start (--truncate-corrupt cuts the log there and reports what it drops)"
+                ),
+                Some(_) => eprintln!("broker: {e}"),
+                None => eprintln!("broker: cannot listen on {addr_text}: {e}"),
+            }
             return ExitCode::FAILURE;
         }
     };
+    if let Some(recovery) = server.recovery() {
+        print_recovery(recovery);
+    }
     println!(
         "Server started on {}:{}",
         host_part(&addr_text),
@@ -316,6 +361,75 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What recovery found, in a few lines before "Server started".
+fn print_recovery(r: &Recovery) {
+    let (report, rebuilt) = (&r.report, &r.rebuilt);
+    println!(
+        "Data directory {}: recovered {} topics, {} retained messages, {} sessions, {} subscriptions from {} records ({} bytes, {} segments) in {:.1} ms",
+        r.dir.display(),
+        rebuilt.topics,
+        rebuilt.messages,
+        rebuilt.sessions,
+        rebuilt.subscriptions,
+        report.records,
+        report.bytes,
+        report.segments,
+        r.elapsed.as_secs_f64() * 1000.0
+    );
+    if let Some(cut) = &report.torn_tail {
+        println!(
+            "Torn tail cut: {} bytes at byte {} of {} (a write the last stop interrupted; nothing acknowledged)",
+            cut.bytes_dropped,
+            cut.offset,
+            cut.file.display()
+        );
+    }
+    if let Some(cut) = &report.corruption_cut {
+        println!(
+            "Corruption cut (--truncate-corrupt): {:?} at byte {} of {}; dropped {} bytes and {} later segments",
+            cut.problem,
+            cut.offset,
+            cut.file.display(),
+            cut.bytes_dropped,
+            cut.segments_removed.len()
+        );
+    }
+}
+
+/// `--data-dir`, `--memory-only`, `--fsync`, `--segment-bytes`,
+/// `--truncate-corrupt`.
+fn parse_storage(args: &mut pico_args::Arguments) -> Result<Storage, UsageError> {
+    let memory_only = args.contains("--memory-only");
+    let truncate = args.contains("--truncate-corrupt");
+    let dir: Option<String> = value(args, "--data-dir")?;
+    let sync = option(args, "--fsync", |s| {
+        s.trim().parse::<SyncMode>().map_err(UsageError)
+    })?;
+    let mut segment_bytes = storage::DEFAULT_SEGMENT_BYTES as usize;
+    set_count(args, &SEGMENT_BYTES, &mut segment_bytes)?;
+    if memory_only {
+        return match dir {
+            Some(_) => Err(UsageError(
+                "--memory-only and --data-dir exclude each other".into(),
+            )),
+            None => Ok(Storage::MemoryOnly),
+        };
+    }
+    Ok(Storage::Dir {
+        path: dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()).into(),
+        log: storage::Config {
+            sync: sync.unwrap_or(SyncMode::Always),
+            segment_bytes: segment_bytes as u64,
+            recovery: if truncate {
+                RecoveryMode::TruncateAtCorruption
+            } else {
+                RecoveryMode::Strict
+            },
+            ..storage::Config::default()
+        },
+    })
 }
 
 fn parse(args: &mut pico_args::Arguments) -> Result<(Config, String), UsageError> {
@@ -351,6 +465,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<(Config, String), UsageError
     set_secs(args, &HANDSHAKE_TIMEOUT, &mut config.handshake_timeout)?;
     set_secs(args, &FRAME_TIMEOUT, &mut config.frame_timeout)?;
     set_secs(args, &SHUTDOWN_GRACE, &mut config.shutdown_grace)?;
+    config.storage = parse_storage(args)?;
     init_logging(option(args, "--log-level", parse_level)?);
     let rest = args.clone().finish();
     if let Some(extra) = rest.first() {

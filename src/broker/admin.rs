@@ -76,7 +76,7 @@ impl Broker {
         if let Some(client) = self.client_mut(conn) {
             client.subscriber = None;
         }
-        self.expire(key);
+        self.expire(key, crate::storage::SessionEnd::Closed, true);
         Ok(())
     }
 }

@@ -57,6 +57,7 @@ impl Broker {
         let Some(client) = self.clients.get_mut(conn).and_then(Option::take) else {
             return;
         };
+        self.drop_gated(conn);
         self.counters.connections -= 1;
         self.drop_pending(conn);
         if client.publisher.is_some() {

@@ -71,6 +71,13 @@ impl Failure {
     }
 
     /// `name` is valid (checked first), so it is short and printable.
+    pub fn storage_unavailable() -> Self {
+        Failure::new(
+            ErrorCode::StorageUnavailable,
+            "the broker's log could not write or sync this request, so nothing of it is kept; retry",
+        )
+    }
+
     pub fn unknown_topic(name: &str) -> Self {
         Failure::new(ErrorCode::UnknownTopic, format!("unknown topic '{name}'"))
     }

@@ -4,8 +4,9 @@
 //! It knows no sockets. The server hands it a decoded frame body and an
 //! [`Outbox`] — the write buffers of the connections — and the broker appends
 //! encoded replies there. This keeps every rule of the protocol testable
-//! without I/O, and leaves room for persistence later: a publish becomes "append
-//! to the topic's log, then reply", with the log behind the same offsets.
+//! without I/O. Durability goes the same way: the broker writes records to
+//! a [`Journal`] (the storage log, in a server) and learns back what is
+//! durable; it never touches a file itself (see `journal`).
 //!
 //! Waking waiting pulls is deferred to the end of the server's batch
 //! ([`Broker::answer_ready`]), like Redis's `beforeSleep`: a burst of
@@ -36,6 +37,8 @@
 //!   caught-up subscribers, a session's ready topics — and the cost argument
 //!   that each request pays only for what it touches.
 //! - `admin`: LIST_TOPICS, TOPIC_INFO and END_SESSION.
+//! - `journal`: the records written to the durable log, the writer's
+//!   reports applied (visibility, losses), and recovery from a log.
 //! - `topic`: one topic's retained messages and acknowledgement floor.
 //! - `session`: one session's subscriptions and its waiting pull.
 //! - `keyset`: the set that topics keep their subscribers in.
@@ -44,6 +47,7 @@ mod admin;
 mod clients;
 mod cost;
 mod failure;
+mod journal;
 pub mod keys;
 mod keyset;
 mod pending;
@@ -56,6 +60,7 @@ pub mod topic;
 mod waiting;
 
 pub use clients::MAX_CLIENT_NAME_BYTES;
+pub use journal::{Journal, Recovered};
 pub use keys::ConnId;
 
 use crate::budget::Budget;
@@ -163,6 +168,9 @@ pub struct Broker {
     topics: Slab<Topic>,
     /// Sorted, so that LIST_TOPICS pages in name order.
     topic_names: BTreeMap<Box<str>, TopicKey>,
+    /// Durable topic ids (see `journal`) to keys.
+    topic_ids: HashMap<crate::storage::TopicId, TopicKey>,
+    journal: journal::JournalState,
     sessions: Slab<Session>,
     session_ids: HashMap<u64, SessionKey>,
     ids: IdGenerator,
@@ -190,6 +198,8 @@ impl Broker {
             clients: Vec::new(),
             topics: Slab::new(),
             topic_names: BTreeMap::new(),
+            topic_ids: HashMap::new(),
+            journal: journal::JournalState::default(),
             sessions: Slab::new(),
             session_ids: HashMap::new(),
             ids: IdGenerator::from_os(),
@@ -306,9 +316,13 @@ impl Broker {
                 self.publish_request(conn, id, topic, input, now, out)
             }
             Request::RegisterSubscriber { resume } => {
-                self.register_subscriber(conn, resume, now, out).map(Some)
+                let reply = self.register_subscriber(conn, resume, now, out)?;
+                Ok(self.gate_reply(conn, id, reply))
             }
-            Request::Subscribe { topic } => self.subscribe(conn, topic).map(Some),
+            Request::Subscribe { topic } => {
+                let reply = self.subscribe(conn, topic)?;
+                Ok(self.gate_reply(conn, id, reply))
+            }
             Request::Unsubscribe { topic } => self
                 .unsubscribe(conn, topic, out)
                 .map(|()| Some(Reply::Done)),
@@ -353,7 +367,7 @@ impl Broker {
                         .get(key)
                         .is_some_and(|s| s.expiry == Some(timer) && s.conn.is_none());
                     if due {
-                        self.expire(key);
+                        self.expire(key, crate::storage::SessionEnd::Expired, true);
                     }
                 }
                 BrokerTimer::PublishHold {

@@ -52,9 +52,10 @@
 //! - Every publish is stored by [`Broker::store_publish`], from one of two
 //!   places: [`Broker::publish_request`] (it fitted at once; it then calls
 //!   [`Broker::answer_publish`]) and `Broker::try_admit` (a held one was
-//!   admitted; its entry is replaced in place by `Pending::place`). Both
-//!   pass `seq: None` today; the durable log passes `Some(n)`, the log
-//!   sequence number of the publish's last record, and the reply waits.
+//!   admitted; its entry is replaced in place by `Pending::place`). A
+//!   memory-only broker passes `seq: None`; with the durable log it is
+//!   `Some(n)`, the log sequence number of the publish's last record, and
+//!   the reply waits for it.
 //! - [`Broker::answer_publish`]`(conn, topic, id, result, seq, out)` answers
 //!   at once when nothing on (conn, topic) is ahead and `seq` is durable,
 //!   and otherwise queues the reply (or a refusal) behind the others.
@@ -63,6 +64,8 @@
 //!   entries are indexed in a FIFO by sequence number (`Pending::stored`), so
 //!   this costs what it releases. Sequence numbers must grow in the order
 //!   publishes are stored.
+//! - [`Broker::replies_lost_from`]`(seq, out)` turns the stored entries from `seq`
+//!   on into STORAGE_UNAVAILABLE refusals (the log lost their records).
 //! - On disconnect every entry is dropped (held ones are counted in
 //!   `held_dropped`); stored ones stay stored, only their replies are lost.
 
@@ -365,8 +368,11 @@ impl Broker {
         if !self.pending.holds(conn, key) {
             let refusal = match self.admit_publish(key, &size) {
                 Ok(()) => {
-                    let reply = self.store_publish(key, input, &size);
-                    return self.answer_publish(conn, key, id, Ok(reply), None, out);
+                    let (result, seq) = match self.store_publish(key, input, &size) {
+                        Ok((reply, seq)) => (Ok(reply), seq),
+                        Err(failure) => (Err(failure), None),
+                    };
+                    return self.answer_publish(conn, key, id, result, seq, out);
                 }
                 Err(refusal) => refusal,
             };
@@ -439,6 +445,33 @@ impl Broker {
                 break;
             }
             self.pending.stored.pop_front();
+            self.send_ready(conn, topic, out);
+        }
+    }
+
+    /// The log lost every record from `start` on that was not yet durable
+    /// (see `super::journal`): the stored replies waiting for them become
+    /// STORAGE_UNAVAILABLE, still in request order on their queue.
+    pub(super) fn replies_lost_from(&mut self, start: u64, out: &mut dyn Outbox) {
+        while let Some(&(seq, conn, topic)) = self.pending.stored.back() {
+            if seq < start {
+                break;
+            }
+            self.pending.stored.pop_back();
+            let Some(queue) = self.pending.queues.get_mut(&(conn, topic)) else {
+                continue;
+            };
+            for entry in queue.entries.iter_mut() {
+                if let Entry::Stored {
+                    id, seq: Some(s), ..
+                } = entry
+                    && *s == seq
+                {
+                    let failure = Failure::storage_unavailable();
+                    *entry = Entry::Failed { id: *id, failure };
+                    break;
+                }
+            }
             self.send_ready(conn, topic, out);
         }
     }
@@ -558,11 +591,11 @@ impl Broker {
         queue.held -= 1;
         self.timers.cancel(timer);
         self.pending.unhold(conn, charge);
-        let reply = self.store_publish(topic, publish.input(), &size);
-        // The durable log's sequence number for this publish goes here.
-        let seq = None;
-        self.pending
-            .place(conn, topic, index, Entry::Stored { id, reply, seq });
+        let entry = match self.store_publish(topic, publish.input(), &size) {
+            Ok((reply, seq)) => Entry::Stored { id, reply, seq },
+            Err(failure) => Entry::Failed { id, failure },
+        };
+        self.pending.place(conn, topic, index, entry);
         Ok(())
     }
 

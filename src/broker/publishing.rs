@@ -23,6 +23,7 @@ use super::topic::{Footprint, Topic};
 use super::{Broker, Outbox};
 use crate::budget::Class;
 use crate::protocol::{ErrorCode, Payloads, Reply, validate_topic_name};
+use crate::storage::{Record, TopicId};
 use bytes::Bytes;
 
 impl Broker {
@@ -57,10 +58,25 @@ impl Broker {
         if !self.budget.admits(charge) {
             return Err(Failure::broker_full(&self.budget));
         }
-        let key = self.topics.insert(Topic::new(name));
-        self.topic_names.insert(name.into(), key);
-        self.budget.add(Class::Topics, charge);
+        let id = self.new_topic_id();
+        self.log_record(&Record::TopicCreated {
+            topic: id,
+            name: name.to_owned(),
+        })?;
+        self.insert_topic(name, id);
         Ok(())
+    }
+
+    /// Adds topic `name` with durable id `id` to the tables (creation and
+    /// recovery).
+    pub(super) fn insert_topic(&mut self, name: &str, id: TopicId) -> TopicKey {
+        let mut topic = Topic::new(name);
+        topic.id = id;
+        let key = self.topics.insert(topic);
+        self.topic_names.insert(name.into(), key);
+        self.topic_ids.insert(id, key);
+        self.budget.add(Class::Topics, cost::topic(name.len()));
+        key
     }
 
     /// Drops the topic with its backlog; pulls waiting on it are answered
@@ -68,8 +84,23 @@ impl Broker {
     pub(super) fn delete_topic(&mut self, name: &str, out: &mut dyn Outbox) -> Result<(), Failure> {
         let key = self.topic_key(name)?;
         self.delete_held(key, name, out);
+        let id = self.topics[key].id;
+        self.log_fact(Record::TopicDeleted { topic: id });
+        self.remove_topic(key, name, Some(out));
+        Ok(())
+    }
+
+    /// Drops topic `key` from the tables; pulls waiting on it are answered
+    /// TOPIC_DELETED when there is an outbox (recovery has none, nor pulls).
+    pub(super) fn remove_topic(
+        &mut self,
+        key: TopicKey,
+        name: &str,
+        mut out: Option<&mut dyn Outbox>,
+    ) {
         let topic = self.topics.remove(key);
         self.topic_names.remove(name);
+        self.topic_ids.remove(&topic.id);
         self.counters.backlog_messages -= topic.backlog_messages() as u64;
         self.counters.backlog_bytes -= topic.backlog_bytes() as u64;
         self.budget.sub(Class::Topics, cost::topic(name.len()));
@@ -84,7 +115,7 @@ impl Broker {
                 self.budget.sub(Class::Subscriptions, cost::SUBSCRIPTION);
             }
             let ends_pull = session.parked.is_some_and(|p| p.covers(key));
-            if ends_pull {
+            if ends_pull && let Some(out) = out.as_deref_mut() {
                 self.answer_parked_with_error(
                     session_key,
                     ErrorCode::TopicDeleted,
@@ -93,38 +124,56 @@ impl Broker {
                 );
             }
         }
-        Ok(())
     }
 
     /// Stores a publish that [`Broker::admit_publish`] admitted, and builds
-    /// its reply.
+    /// its reply; with the log's sequence number of its record, which the
+    /// reply must wait for (`None` when the broker keeps no log). Refused
+    /// only when the record is too large for the log.
     pub(super) fn store_publish(
         &mut self,
         key: TopicKey,
         input: PublishInput<'_>,
         size: &Size,
-    ) -> Reply {
+    ) -> Result<(Reply, Option<u64>), Failure> {
         let Size { count, bytes, .. } = *size;
         let subscribers = self.topics[key].subscribers.len() as u64;
-        let first_offset = if subscribers == 0 {
-            self.topics[key].skip(count as u64)
+        // Kept only for someone who may read it: a topic without
+        // subscribers (and nothing staged before) just moves its offsets.
+        let keep = subscribers > 0 || self.topics[key].backlog_messages() > 0;
+        let first_offset = self.topics[key].end_offset();
+        let payloads = if keep || self.is_durable() {
+            input.payloads()
         } else {
+            Vec::new()
+        };
+        let seq = if count == 0 {
+            None
+        } else {
+            let logged = payloads.iter().map(|(p, _)| p.clone()).collect();
+            self.log_messages(key, first_offset, logged)?
+        };
+        if keep {
             let topic = &mut self.topics[key];
             let before = topic.footprint();
-            let first = topic.next_offset();
             topic.make_room(count);
-            input.append_to(topic);
+            for (payload, charge) in payloads {
+                topic.push(payload, charge);
+            }
             cost::settle(&mut self.budget, before, topic.footprint());
             self.counters.backlog_messages += count as u64;
             self.counters.backlog_bytes += bytes as u64;
-            if count > 0 {
-                self.wake_subscribers(key);
-            }
-            first
-        };
+        } else {
+            self.topics[key].skip(count as u64);
+        }
+        match seq {
+            Some(seq) => self.track_unsynced(seq, key, if keep { count } else { 0 }),
+            None if keep && count > 0 => self.wake_subscribers(key),
+            None => {}
+        }
         self.counters.messages_in += count as u64;
         self.counters.bytes_in += bytes as u64;
-        match input {
+        let reply = match input {
             PublishInput::One(_) => Reply::Published {
                 offset: first_offset,
                 subscribers,
@@ -134,7 +183,8 @@ impl Broker {
                 count: count as u64,
                 subscribers,
             },
-        }
+        };
+        Ok((reply, seq))
     }
 
     /// Whether a publish of `size` may be stored in topic `key` now: the one
@@ -249,28 +299,31 @@ impl PublishInput<'_> {
 
     /// Copies the payloads out of the read buffer, once: a batch is copied
     /// as one block and each message is a slice of it. The block is charged
-    /// to the last message, which is released last.
-    fn append_to(&self, topic: &mut Topic) {
+    /// to the last message, which is released last. Each comes with its
+    /// charge.
+    fn payloads(&self) -> Vec<(Bytes, usize)> {
         match self {
-            PublishInput::One(payload) => {
-                topic.push(
-                    Bytes::copy_from_slice(payload),
-                    cost::single_payload(payload.len()),
-                );
-            }
+            PublishInput::One(payload) => vec![(
+                Bytes::copy_from_slice(payload),
+                cost::single_payload(payload.len()),
+            )],
             PublishInput::Batch(payloads) => {
                 let block = Bytes::copy_from_slice(payloads.encoded);
                 let base = payloads.encoded.as_ptr() as usize;
                 let last = payloads.len().saturating_sub(1);
-                for (i, payload) in payloads.iter().enumerate() {
-                    let start = payload.as_ptr() as usize - base;
-                    let charge = if i == last {
-                        cost::batch_block(payloads.encoded.len())
-                    } else {
-                        0
-                    };
-                    topic.push(block.slice(start..start + payload.len()), charge);
-                }
+                payloads
+                    .iter()
+                    .enumerate()
+                    .map(|(i, payload)| {
+                        let start = payload.as_ptr() as usize - base;
+                        let charge = if i == last {
+                            cost::batch_block(payloads.encoded.len())
+                        } else {
+                            0
+                        };
+                        (block.slice(start..start + payload.len()), charge)
+                    })
+                    .collect()
             }
         }
     }

@@ -93,6 +93,25 @@ impl Session {
         }
     }
 
+    /// A session rebuilt from the log: no connection holds it yet.
+    pub fn detached(id: u64) -> Self {
+        let mut session = Session::new(id, 0);
+        session.conn = None;
+        session
+    }
+
+    /// Recovery: the cursor of `topic` stands at `offset`, acknowledged and
+    /// delivered (nothing is in flight after a restart). Returns where the
+    /// acknowledged offset was, if it moved.
+    pub fn recover_cursor(&mut self, topic: TopicKey, offset: u64) -> Option<u64> {
+        let sub = self.subscription_mut(topic)?;
+        if offset <= sub.acked {
+            return None;
+        }
+        sub.delivered = offset;
+        Some(std::mem::replace(&mut sub.acked, offset))
+    }
+
     pub fn subscriptions(&self) -> &[Subscription] {
         &self.subscriptions
     }

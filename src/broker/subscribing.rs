@@ -10,6 +10,7 @@
 
 use super::cost;
 use super::failure::{Failure, fail};
+use super::journal::Undo;
 use super::keys::{ConnId, SessionKey, TopicKey};
 use super::session::{Session, Subscription};
 use super::{Broker, BrokerTimer, Outbox};
@@ -17,6 +18,7 @@ use crate::budget::Class;
 use crate::codec;
 use crate::codec::msgpack;
 use crate::protocol::{ErrorCode, Reply};
+use crate::storage::{Record, SessionEnd};
 use std::time::Instant;
 
 impl Broker {
@@ -37,6 +39,8 @@ impl Broker {
             None => {
                 self.admit_session()?;
                 let id = self.new_session_id()?;
+                let seq = self.log_record(&Record::SessionCreated { session: id })?;
+                self.gate_on(seq, Undo::Nothing);
                 let key = self.sessions.insert(Session::new(id, conn));
                 self.session_ids.insert(id, key);
                 self.budget.add(Class::Sessions, cost::SESSION);
@@ -169,8 +173,13 @@ impl Broker {
         }
     }
 
-    /// Ends a detached session whose expiry came: O(its subscriptions).
-    pub(super) fn expire(&mut self, key: SessionKey) {
+    /// Ends a session (its expiry came, or END_SESSION, or recovery read
+    /// its end): O(its subscriptions). `log` says whether to record it.
+    pub(super) fn expire(&mut self, key: SessionKey, reason: SessionEnd, log: bool) {
+        if log {
+            let session = self.sessions[key].id;
+            self.log_fact(Record::SessionEnded { session, reason });
+        }
         let session = self.sessions.remove(key);
         self.session_ids.remove(&session.id);
         self.budget.sub(Class::Sessions, cost::SESSION);
@@ -182,7 +191,7 @@ impl Broker {
     /// The topic's side of ending a subscription (the session's side is
     /// already done): it no longer lists the session nor waits for its
     /// acknowledgements. O(log n) whatever the number of subscribers.
-    fn leave_topic(&mut self, session_key: SessionKey, sub: Subscription) {
+    pub(super) fn leave_topic(&mut self, session_key: SessionKey, sub: Subscription) {
         self.work += 1;
         self.counters.subscriptions -= 1;
         self.budget.sub(Class::Subscriptions, cost::SUBSCRIPTION);
@@ -225,15 +234,39 @@ impl Broker {
         if !self.budget.admits(cost::SUBSCRIPTION) {
             return Err(Failure::broker_full(&self.budget));
         }
+        // From the end of what is stored: staged messages are delivered to
+        // it once durable, as they were published after it subscribed.
         let next_offset = topic.next_offset();
-        // Caught up from the start: waiting for the next publish.
+        let record = Record::Subscribed {
+            session: session.id,
+            topic: topic.id,
+            start_offset: next_offset,
+        };
+        let seq = self.log_record(&record)?;
+        self.gate_on(seq, Undo::Subscription(session_key, topic_key));
+        self.join_topic(session_key, topic_key, next_offset);
+        Ok(Reply::Subscribed { next_offset })
+    }
+
+    /// Subscribes the session to the topic from `offset` on, caught up:
+    /// waiting for the next publish (recovery sets the indexes right
+    /// afterwards, see `journal`).
+    pub(super) fn join_topic(&mut self, session_key: SessionKey, topic_key: TopicKey, offset: u64) {
+        let (Some(session), Some(topic)) = (
+            self.sessions.get_mut(session_key),
+            self.topics.get_mut(topic_key),
+        ) else {
+            return;
+        };
+        if session.subscription(topic_key).is_some() {
+            return;
+        }
         topic.subscribers.insert(session_key);
         topic.waiting.insert(session_key);
-        topic.add_cursor(next_offset);
-        session.add_subscription(topic_key, next_offset);
+        topic.add_cursor(offset);
+        session.add_subscription(topic_key, offset);
         self.counters.subscriptions += 1;
         self.budget.add(Class::Subscriptions, cost::SUBSCRIPTION);
-        Ok(Reply::Subscribed { next_offset })
     }
 
     pub(super) fn unsubscribe(
@@ -247,6 +280,11 @@ impl Broker {
         let Some(sub) = self.sessions[session_key].remove_subscription(topic_key) else {
             return Err(Failure::not_subscribed(name));
         };
+        let record = Record::Unsubscribed {
+            session: self.sessions[session_key].id,
+            topic: self.topics[topic_key].id,
+        };
+        self.log_fact(record);
         self.leave_topic(session_key, sub);
         // A pull waiting on this topic alone can no longer get anything.
         if self.sessions[session_key]
@@ -315,11 +353,12 @@ impl Broker {
         if let Some(entry) = self.topics.get_mut(topic) {
             entry.move_cursor(from, offset);
         }
+        self.cursor_moved(session_key, topic);
         self.release(topic);
     }
 
     /// Drops what every subscriber of `topic` has acknowledged.
-    fn release(&mut self, topic_key: TopicKey) {
+    pub(super) fn release(&mut self, topic_key: TopicKey) {
         let Some(topic) = self.topics.get_mut(topic_key) else {
             return;
         };

@@ -18,6 +18,14 @@
 //! delivered everything (`waiting`), which are the only ones a publish has
 //! to tell (see [`super::waiting`]). Both are [`KeySet`]s, so a subscriber
 //! joins or leaves in O(1) however many others there are.
+//!
+//! With a durable log, the newest messages may be stored but not yet
+//! durable: they are `staged` at the back of the queue, counted and charged
+//! like the others but invisible — [`Topic::next_offset`] (what pulls,
+//! subscriptions and the waiting indexes see) stops before them, and
+//! [`Topic::end_offset`] is where the next publish goes. A durable report
+//! makes them visible from the front ([`Topic::make_visible`]); a lost write
+//! drops them from the back ([`Topic::drop_staged`]).
 
 use super::cost::MESSAGE_SLOT;
 use super::keys::SessionKey;
@@ -45,6 +53,11 @@ pub struct Footprint {
 #[derive(Debug)]
 pub struct Topic {
     pub name: Box<str>,
+    /// The durable topic id: assigned once, never reused (0 when the broker
+    /// keeps no log).
+    pub id: u64,
+    /// Messages at the back of the queue not yet durable, so not visible.
+    staged: usize,
     messages: VecDeque<Stored>,
     base: u64,
     backlog_bytes: usize,
@@ -65,6 +78,8 @@ impl Topic {
     pub fn new(name: &str) -> Self {
         Topic {
             name: name.into(),
+            id: 0,
+            staged: 0,
             messages: VecDeque::new(),
             base: 0,
             backlog_bytes: 0,
@@ -105,9 +120,40 @@ impl Topic {
             .unwrap_or_else(|| self.next_offset())
     }
 
-    /// The offset the next published message will get.
+    /// The end of what readers see: every message below it is durable (or
+    /// the broker keeps no log).
     pub fn next_offset(&self) -> u64 {
+        self.end_offset() - self.staged as u64
+    }
+
+    /// The offset the next published message will get.
+    pub fn end_offset(&self) -> u64 {
         self.base + self.messages.len() as u64
+    }
+
+    /// The last `count` messages pushed wait for the log before readers
+    /// see them.
+    pub fn stage(&mut self, count: usize) {
+        self.staged += count;
+    }
+
+    /// The oldest `count` staged messages are durable: readers see them.
+    pub fn make_visible(&mut self, count: usize) {
+        self.staged = self.staged.saturating_sub(count);
+    }
+
+    /// The newest `count` staged messages were lost by the log: they are
+    /// dropped unseen and their offsets given to the next publish (nobody
+    /// saw them, and the log never replays a lost record once it has
+    /// written past it).
+    pub fn drop_staged(&mut self, count: usize) {
+        for _ in 0..count.min(self.staged) {
+            if let Some(message) = self.messages.pop_back() {
+                self.backlog_bytes -= message.payload.len();
+                self.charged -= message.charge;
+                self.staged -= 1;
+            }
+        }
     }
 
     /// The oldest offset still retained (equal to `next_offset` when empty).
@@ -125,6 +171,9 @@ impl Topic {
 
     /// The message at `offset`, if still retained.
     pub fn get(&self, offset: u64) -> Option<&Bytes> {
+        if offset >= self.next_offset() {
+            return None;
+        }
         let index = offset.checked_sub(self.base)?;
         self.messages
             .get(usize::try_from(index).ok()?)
@@ -181,7 +230,7 @@ impl Topic {
     /// Appends a message, charged `charge` allocation bytes, and returns
     /// its offset.
     pub fn push(&mut self, payload: Bytes, charge: usize) -> u64 {
-        let offset = self.next_offset();
+        let offset = self.end_offset();
         self.backlog_bytes += payload.len();
         self.charged += charge;
         self.messages.push_back(Stored { payload, charge });

@@ -6,9 +6,11 @@
 //!    one rescheduled from the last turn): execute the frames it has
 //!    buffered and read more, with replies appended to write buffers;
 //! 3. fire the loop's own timers (see [`guards`](super::guards));
-//! 4. answer the waiting pulls that this iteration's publishes woke, then
-//!    fire the broker's timers — in that order, so a pull whose deadline
-//!    falls in the turn that published for it gets the message;
+//! 4. apply the log writer's reports (messages made durable become
+//!    visible), answer the waiting pulls that this iteration's publishes
+//!    woke, then fire the broker's timers — in that order, so a pull whose
+//!    deadline falls in the turn that published for it gets the message —
+//!    and hand the round's log records to the writer (group commit);
 //! 5. flush every connection with new output, asking for `WRITABLE` only
 //!    while bytes remain;
 //! 6. close the connections marked for closing — never in the middle of a
@@ -131,11 +133,10 @@ pub(super) struct EventLoop {
 
 impl EventLoop {
     pub(super) fn new(server: Server) -> Self {
-        let now = Instant::now();
         EventLoop {
             poll: server.poll,
             listener: server.listener,
-            broker: Broker::new(server.config.limits.clone(), now),
+            broker: server.broker,
             config: server.config,
             shutdown: server.shutdown,
             signals: server.signals,
@@ -501,11 +502,16 @@ impl EventLoop {
 
     fn end_of_batch(&mut self, now: Instant) {
         self.fire_timers(now);
+        // The log's reports first: messages made durable are visible to
+        // the pulls answered next.
+        let (mut outbox, broker) = self.outbox();
+        broker.poll_journal(&mut outbox);
         // Ready pulls first: a pull whose deadline falls in the turn that
         // published for it gets the message, not an empty reply.
-        let (mut outbox, broker) = self.outbox();
         broker.answer_ready(&mut outbox);
         broker.fire_timers(now, &mut outbox);
+        // Group commit: the round's records go to the writer as one batch.
+        broker.flush_journal();
         for key in self.broker.take_resumable() {
             self.resume(key);
         }

@@ -18,6 +18,13 @@
 //!
 //! Errors on one connection close that connection; nothing a client does
 //! returns from the loop.
+//!
+//! Durability: with [`Storage::Dir`], `bind` opens the storage
+//! [`Log`](crate::storage::Log) there — recovery replays it into the broker
+//! before the listener serves anyone — and hands it to the broker as its
+//! journal, with the loop's waker as the writer's notify callback. Each loop
+//! round then ends with one flush of the round's records (group commit), and
+//! a wake from the writer makes the loop apply its reports.
 
 mod event_loop;
 mod guards;
@@ -26,14 +33,17 @@ mod table;
 
 pub use shutdown::ShutdownHandle;
 
-use crate::broker::{ConnId, Limits};
+use crate::broker::{Broker, ConnId, Limits, Recovered};
+use crate::storage::{self, Log, RecoveryReport, StdFs};
 use event_loop::EventLoop;
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Token};
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -66,6 +76,30 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Stop on SIGINT and SIGTERM (the `broker` binary sets this).
     pub handle_signals: bool,
+    /// Where durable state lives, if anywhere.
+    pub storage: Storage,
+}
+
+/// Where the broker keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// Nothing survives a restart (tests and benches not about durability).
+    MemoryOnly,
+    /// A durable log in this directory (created if missing, locked while
+    /// the broker runs).
+    Dir { path: PathBuf, log: storage::Config },
+}
+
+/// What `bind` found in the data directory.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    pub dir: PathBuf,
+    /// The directory did not exist and was created.
+    pub created: bool,
+    pub report: RecoveryReport,
+    pub rebuilt: Recovered,
+    /// Log replay and rebuilding together.
+    pub elapsed: Duration,
 }
 
 impl Default for Config {
@@ -79,6 +113,7 @@ impl Default for Config {
             frame_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             handle_signals: false,
+            storage: Storage::MemoryOnly,
         }
     }
 }
@@ -110,6 +145,8 @@ pub struct Server {
     config: Config,
     shutdown: ShutdownHandle,
     signals: Option<signal_hook_mio::v1_0::Signals>,
+    broker: Broker,
+    recovery: Option<Recovery>,
 }
 
 impl Server {
@@ -141,6 +178,13 @@ impl Server {
         } else {
             None
         };
+        let mut broker = Broker::new(config.limits.clone(), Instant::now());
+        let recovery = match &config.storage {
+            Storage::MemoryOnly => None,
+            Storage::Dir { path, log } => {
+                Some(open_log(&mut broker, path, *log, shutdown.waker())?)
+            }
+        };
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -148,7 +192,14 @@ impl Server {
             config,
             shutdown,
             signals,
+            broker,
+            recovery,
         })
+    }
+
+    /// What was recovered at bind, if the broker keeps a log.
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.recovery.as_ref()
     }
 
     /// The address actually bound (with the real port when 0 was asked).
@@ -165,6 +216,37 @@ impl Server {
     pub fn run(self) -> io::Result<()> {
         EventLoop::new(self).run()
     }
+}
+
+/// Opens (recovers) the log in `dir` into `broker` and makes it the
+/// broker's journal. A storage failure is an `io::Error` whose inner error
+/// is the [`storage::OpenError`], for the caller to match.
+fn open_log(
+    broker: &mut Broker,
+    dir: &std::path::Path,
+    config: storage::Config,
+    waker: Arc<mio::Waker>,
+) -> io::Result<Recovery> {
+    let started = Instant::now();
+    let created = !dir.exists();
+    let mut rebuilt = Recovered::default();
+    let notify = Box::new(move || {
+        // A failed wake only delays the reports to the next timer.
+        let _ = waker.wake();
+    });
+    let (log, report) = Log::open(Arc::new(StdFs), dir, config, notify, |_, record| {
+        broker.replay(record, &mut rebuilt)
+    })
+    .map_err(io::Error::other)?;
+    broker.finish_recovery(Instant::now(), &mut rebuilt);
+    broker.set_journal(Box::new(log));
+    Ok(Recovery {
+        dir: dir.to_path_buf(),
+        created,
+        report,
+        rebuilt,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// A server running on its own thread, for tests and the bench tool.

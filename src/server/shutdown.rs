@@ -33,6 +33,11 @@ impl ShutdownHandle {
         })
     }
 
+    /// The loop's waker, which the log's writer also uses.
+    pub(super) fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
     pub fn shutdown(&self) {
         self.request();
         // If the wake fails the loop still sees the flag at its next timer.

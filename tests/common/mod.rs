@@ -48,31 +48,51 @@ pub struct BrokerProcess {
     pub addr: SocketAddr,
     /// The rest of its standard output, after the startup line.
     pub stdout: BufReader<ChildStdout>,
+    /// The lines it printed before the startup line (storage, recovery).
+    pub before: Vec<String>,
+}
+
+/// A fresh, empty directory under the target dir, unique to `name` and
+/// this test process, for a broker's `--data-dir`.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("durable-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Reads a broker's output up to its "Server started on ADDR" line, which
+/// comes last before it serves; returns the address and the lines before.
+pub fn read_startup(stdout: &mut impl BufRead) -> (SocketAddr, Vec<String>) {
+    let mut before = Vec::new();
+    loop {
+        let mut line = String::new();
+        let read = stdout.read_line(&mut line).expect("startup line");
+        assert!(
+            read > 0,
+            "the broker exited before its startup line: {before:?}"
+        );
+        if let Some(addr) = line.trim().strip_prefix("Server started on ") {
+            let addr = addr
+                .parse()
+                .unwrap_or_else(|_| panic!("unexpected startup line {line:?}"));
+            return (addr, before);
+        }
+        before.push(line.trim_end().to_owned());
+    }
 }
 
 impl BrokerProcess {
     /// Starts `broker --addr 127.0.0.1:0` with `args` and waits for its
-    /// startup line.
+    /// startup line. It runs `--memory-only` unless `args` give a
+    /// `--data-dir`.
     pub fn start(args: &[&str]) -> BrokerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
-            .args(["--addr", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("broker binary starts");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("startup line");
-        let addr = line
-            .trim()
-            .strip_prefix("Server started on ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected startup line {line:?}"));
-        BrokerProcess {
-            child,
-            addr,
-            stdout,
+        let mut command = Command::new(env!("CARGO_BIN_EXE_broker"));
+        command.args(["--addr", "127.0.0.1:0"]).args(args);
+        if !args.contains(&"--data-dir") {
+            command.arg("--memory-only");
         }
+        BrokerProcess::spawn(command)
     }
 
     /// Resident memory, from /proc.
@@ -320,7 +340,9 @@ impl BrokerProcess {
                 Command::new(broker)
             }
         };
-        command.args(["--addr", "127.0.0.1:0"]).args(args);
+        command
+            .args(["--addr", "127.0.0.1:0", "--memory-only"])
+            .args(args);
         BrokerProcess::spawn(command)
     }
 
@@ -332,17 +354,12 @@ impl BrokerProcess {
             .spawn()
             .expect("broker starts");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("startup line");
-        let addr = line
-            .trim()
-            .strip_prefix("Server started on ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected startup line {line:?}"));
+        let (addr, before) = read_startup(&mut stdout);
         BrokerProcess {
             child,
             addr,
             stdout,
+            before,
         }
     }
 

@@ -1,0 +1,580 @@
+//! The broker's side of the durable log: what it records, what it learns
+//! back, and how it rebuilds itself from a log at start.
+//!
+//! The broker stays free of I/O. It writes each change of durable state as
+//! a [`Record`] to a [`Journal`] — the server hands it the storage
+//! [`Log`], which implements the trait; a broker that keeps no log has none
+//! and builds no records. Once per loop round the server calls
+//! [`Broker::flush_journal`] (group commit: one batch, one fsync, for the
+//! round), and when the writer reports back, [`Broker::poll_journal`]
+//! applies the reports:
+//!
+//! - **Durable**: published messages are staged in their topic (see
+//!   `super::topic`) until the record holding them is durable; then they
+//!   become visible and wake the subscribers waiting for them. So a
+//!   subscriber never sees a message that a crash could take back.
+//! - **Lost** (a failed write or fsync): the staged messages of every lost
+//!   record are dropped unseen. Lost records are always the newest ones (the
+//!   log writes nothing after a failure until the next append starts a new
+//!   segment), so they are the back of each topic's staged messages.
+//!
+//! Acknowledged cursors are logged lazily: an ack marks the cursor dirty and
+//! the flush appends one `Acked` record per dirty cursor, never waited for.
+//! A crash may then redeliver what was acknowledged since the last flush —
+//! at-least-once, never a loss.
+//!
+//! Recovery ([`Broker::replay`], then [`Broker::finish_recovery`]) applies
+//! the records in order as facts: topics with their durable ids, messages
+//! (kept only while some subscriber has not acknowledged them), sessions
+//! (detached, their expiry restarting at recovery), subscriptions and
+//! cursors.
+
+use super::cost;
+use super::failure::{Failure, fail};
+use super::keys::{ConnId, SessionKey, TopicKey};
+use super::session::Session;
+use super::{Broker, BrokerTimer, Outbox};
+use crate::budget::Class;
+use crate::codec;
+use crate::protocol::ErrorCode;
+use crate::protocol::Reply;
+use crate::storage::{AppendError, Event, Log, Record, SessionEnd, TopicId};
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Where the broker writes its records: the storage [`Log`] in a server, a
+/// log over a simulated disk in tests.
+pub trait Journal: Send {
+    /// Appends one record to the current batch; returns its sequence number.
+    fn append(&mut self, record: &Record) -> Result<u64, AppendError>;
+    /// Hands the batch to the writer (once per loop round).
+    fn flush(&mut self);
+    /// What the writer has reported since the last call.
+    fn poll(&mut self) -> Vec<Event>;
+}
+
+impl Journal for Log {
+    fn append(&mut self, record: &Record) -> Result<u64, AppendError> {
+        Log::append(self, record)
+    }
+
+    fn flush(&mut self) {
+        Log::flush(self)
+    }
+
+    fn poll(&mut self) -> Vec<Event> {
+        Log::poll(self)
+    }
+}
+
+/// A `Messages` record not yet reported durable, and what waits on it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Unsynced {
+    seq: u64,
+    topic: TopicKey,
+    /// The topic's id, so that a deleted topic whose key was reused by a
+    /// new one is not mistaken for it.
+    topic_id: TopicId,
+    /// Messages staged in the topic (0 when the topic kept none: it had no
+    /// subscribers).
+    staged: usize,
+}
+
+/// What to take back when a gated request's record is lost.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Undo {
+    /// A new session: nothing (its client, told STORAGE_UNAVAILABLE, never
+    /// learns its id; it expires).
+    Nothing,
+    /// A new subscription: removed, so that a retried SUBSCRIBE logs it
+    /// again.
+    Subscription(SessionKey, TopicKey),
+}
+
+/// A SUBSCRIBE or new-session REGISTER_SUBSCRIBER reply waiting for its
+/// record to be durable.
+#[derive(Debug)]
+pub(super) struct Gated {
+    seq: u64,
+    conn: ConnId,
+    id: u64,
+    reply: Reply,
+    undo: Undo,
+}
+
+/// The broker's journal state.
+#[derive(Default)]
+pub(super) struct JournalState {
+    pub(super) journal: Option<Box<dyn Journal>>,
+    /// Oldest first, as the log numbers them.
+    unsynced: VecDeque<Unsynced>,
+    /// Cursors acknowledged since the last flush.
+    dirty_cursors: Vec<(SessionKey, TopicKey)>,
+    /// The id the next topic gets.
+    pub(super) next_topic_id: TopicId,
+    /// Everything below this sequence number is durable (or lost).
+    durable_through: u64,
+    /// Set by the request being executed when its reply must wait.
+    gate: Option<(u64, Undo)>,
+    /// Replies waiting for their record, in seq order.
+    gated: VecDeque<Gated>,
+}
+
+/// What recovery rebuilt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub records: u64,
+    pub topics: u64,
+    pub messages: u64,
+    pub sessions: u64,
+    pub subscriptions: u64,
+    /// Records that named a topic or session that no longer existed
+    /// (harmless: their object was deleted later in the log).
+    pub orphans: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Broker {
+    /// From now on every change of durable state goes to `journal`.
+    pub fn set_journal(&mut self, journal: Box<dyn Journal>) {
+        self.journal.journal = Some(journal);
+    }
+
+    pub fn is_durable(&self) -> bool {
+        self.journal.journal.is_some()
+    }
+
+    /// Everything below this sequence number was reported durable or lost.
+    pub fn log_position(&self) -> u64 {
+        self.journal.durable_through
+    }
+
+    /// The record just appended for a new session or subscription: the
+    /// reply to the request waits until it is durable (see
+    /// [`Broker::gate_reply`]).
+    pub(super) fn gate_on(&mut self, seq: Option<u64>, undo: Undo) {
+        self.journal.gate = seq.map(|seq| (seq, undo));
+    }
+
+    /// The reply to request `id` of `conn`: returned to be written now,
+    /// unless the request appended a record it must wait for.
+    pub(super) fn gate_reply(&mut self, conn: ConnId, id: u64, reply: Reply) -> Option<Reply> {
+        let Some((seq, undo)) = self.journal.gate.take() else {
+            return Some(reply);
+        };
+        if seq < self.journal.durable_through {
+            return Some(reply);
+        }
+        self.journal.gated.push_back(Gated {
+            seq,
+            conn,
+            id,
+            reply,
+            undo,
+        });
+        None
+    }
+
+    /// `conn` is gone: its gated replies go nowhere (its key may be reused).
+    pub(super) fn drop_gated(&mut self, conn: ConnId) {
+        if !self.journal.gated.is_empty() {
+            self.journal.gated.retain(|g| g.conn != conn);
+        }
+    }
+
+    /// Appends `record` if the broker keeps a log; its sequence number.
+    pub(super) fn log_record(&mut self, record: &Record) -> Result<Option<u64>, Failure> {
+        let Some(journal) = &mut self.journal.journal else {
+            return Ok(None);
+        };
+        match journal.append(record) {
+            Ok(seq) => Ok(Some(seq)),
+            Err(AppendError::TooLarge { body_bytes }) => fail(
+                ErrorCode::BatchTooLarge,
+                format!(
+                    "a record of {body_bytes} bytes exceeds the log's maximum of {}; split the batch",
+                    crate::storage::MAX_BODY_LEN
+                ),
+            ),
+        }
+    }
+
+    /// A record the broker writes whatever happens (topic deleted, session
+    /// ended, unsubscribed): it cannot be too large, and if it is lost the
+    /// recovered state keeps the object, which is the safe side.
+    pub(super) fn log_fact(&mut self, record: Record) {
+        if let Some(journal) = &mut self.journal.journal
+            && let Err(e) = journal.append(&record)
+        {
+            log::error!("cannot log {record:?}: {e:?}");
+        }
+    }
+
+    /// The durable topic id for a new topic, if the broker keeps a log.
+    pub(super) fn new_topic_id(&mut self) -> TopicId {
+        let id = self.journal.next_topic_id.max(1);
+        self.journal.next_topic_id = id + 1;
+        id
+    }
+
+    /// Logs the messages `payloads` published to `key` from offset
+    /// `first_offset`; `staged` of them are kept in the topic, invisible
+    /// until durable. Returns the record's sequence number.
+    pub(super) fn log_messages(
+        &mut self,
+        key: TopicKey,
+        first_offset: u64,
+        payloads: Vec<Bytes>,
+    ) -> Result<Option<u64>, Failure> {
+        if self.journal.journal.is_none() {
+            return Ok(None);
+        }
+        let topic_id = self.topics[key].id;
+        let record = Record::Messages {
+            topic: topic_id,
+            first_offset,
+            timestamp_ms: now_ms(),
+            payloads,
+        };
+        self.log_record(&record)
+    }
+
+    /// The record `seq` holds `staged` messages staged in topic `key`.
+    pub(super) fn track_unsynced(&mut self, seq: u64, key: TopicKey, staged: usize) {
+        let topic_id = self.topics[key].id;
+        self.topics[key].stage(staged);
+        self.journal.unsynced.push_back(Unsynced {
+            seq,
+            topic: key,
+            topic_id,
+            staged,
+        });
+    }
+
+    /// An acknowledgement moved the cursor of `session` on `topic`.
+    pub(super) fn cursor_moved(&mut self, session: SessionKey, topic: TopicKey) {
+        if self.journal.journal.is_some() {
+            self.journal.dirty_cursors.push((session, topic));
+        }
+    }
+
+    /// Appends the dirty cursors and hands the round's records to the
+    /// writer: once per loop round, before the loop sleeps.
+    pub fn flush_journal(&mut self) {
+        if self.journal.journal.is_none() {
+            return;
+        }
+        let mut dirty = std::mem::take(&mut self.journal.dirty_cursors);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for &(session_key, topic_key) in &dirty {
+            let Some(session) = self.sessions.get(session_key) else {
+                continue;
+            };
+            let (Some(sub), Some(topic)) =
+                (session.subscription(topic_key), self.topics.get(topic_key))
+            else {
+                continue;
+            };
+            let record = Record::Acked {
+                session: session.id,
+                topic: topic.id,
+                offset: sub.acked,
+            };
+            self.log_fact(record);
+        }
+        dirty.clear();
+        self.journal.dirty_cursors = dirty;
+        if let Some(journal) = &mut self.journal.journal {
+            journal.flush();
+        }
+    }
+
+    /// Applies what the writer reported: durable messages become visible
+    /// (their subscribers are woken, to be answered by
+    /// [`Broker::answer_ready`]); lost ones are dropped unseen.
+    pub fn poll_journal(&mut self, out: &mut dyn Outbox) -> Vec<Event> {
+        let Some(journal) = &mut self.journal.journal else {
+            return Vec::new();
+        };
+        let events = journal.poll();
+        for event in &events {
+            match event {
+                Event::Durable { through } => {
+                    self.made_durable(*through);
+                    self.durable_through(through.saturating_sub(1), out);
+                    self.release_gated(*through, out);
+                }
+                Event::Lost(loss) => {
+                    log::error!(
+                        "the log lost records {}..{}: {:?}; they are answered STORAGE_UNAVAILABLE",
+                        loss.seqs.start,
+                        loss.seqs.end,
+                        loss.error
+                    );
+                    self.messages_lost_from(loss.seqs.start, loss.seqs.end);
+                    self.replies_lost_from(loss.seqs.start, out);
+                    self.gated_lost_from(loss.seqs.start, out);
+                }
+                Event::RemoveFailed { .. } => {}
+            }
+        }
+        events
+    }
+
+    fn release_gated(&mut self, through: u64, out: &mut dyn Outbox) {
+        while self.journal.gated.front().is_some_and(|g| g.seq < through) {
+            let Some(gated) = self.journal.gated.pop_front() else {
+                break;
+            };
+            if let Some(buf) = out.buffer(gated.conn) {
+                codec::encode_reply(buf, gated.id, &gated.reply);
+            }
+        }
+    }
+
+    fn gated_lost_from(&mut self, start: u64, out: &mut dyn Outbox) {
+        let mut lost = Vec::new();
+        while self.journal.gated.back().is_some_and(|g| g.seq >= start) {
+            lost.extend(self.journal.gated.pop_back());
+        }
+        for gated in lost.into_iter().rev() {
+            if let Undo::Subscription(session_key, topic_key) = gated.undo
+                && let Some(sub) = self
+                    .sessions
+                    .get_mut(session_key)
+                    .and_then(|s| s.remove_subscription(topic_key))
+            {
+                self.leave_topic(session_key, sub);
+            }
+            let failure = Failure::storage_unavailable();
+            self.send_error(gated.conn, gated.id, failure.code, &failure.message, out);
+        }
+    }
+
+    fn made_durable(&mut self, through: u64) {
+        self.journal.durable_through = self.journal.durable_through.max(through);
+        while let Some(&entry) = self.journal.unsynced.front() {
+            if entry.seq >= through {
+                break;
+            }
+            self.journal.unsynced.pop_front();
+            let Some(topic) = self.topics.get_mut(entry.topic) else {
+                continue;
+            };
+            if topic.id != entry.topic_id || entry.staged == 0 {
+                continue;
+            }
+            topic.make_visible(entry.staged);
+            self.wake_subscribers(entry.topic);
+        }
+    }
+
+    /// Every record from `start` on that is not yet durable is lost: the
+    /// writer drops everything after a failure until a new segment, which
+    /// only an append after this report starts.
+    fn messages_lost_from(&mut self, start: u64, end: u64) {
+        self.journal.durable_through = self.journal.durable_through.max(end);
+        while let Some(&entry) = self.journal.unsynced.back() {
+            if entry.seq < start {
+                break;
+            }
+            self.journal.unsynced.pop_back();
+            let Some(topic) = self.topics.get_mut(entry.topic) else {
+                continue;
+            };
+            if topic.id != entry.topic_id {
+                continue;
+            }
+            let before = topic.footprint();
+            let (messages, bytes) = (topic.backlog_messages(), topic.backlog_bytes());
+            topic.drop_staged(entry.staged);
+            cost::settle(&mut self.budget, before, topic.footprint());
+            self.counters.backlog_messages -= (messages - topic.backlog_messages()) as u64;
+            self.counters.backlog_bytes -= (bytes - topic.backlog_bytes()) as u64;
+        }
+    }
+
+    /// Applies one recovered record. Records are facts: one that names
+    /// something already gone is counted and skipped.
+    pub fn replay(&mut self, record: Record, recovered: &mut Recovered) {
+        recovered.records += 1;
+        let applied = match record {
+            Record::TopicCreated { topic, name } => self.replay_topic(topic, &name),
+            Record::TopicDeleted { topic } => self.topic_by_id(topic).is_some_and(|key| {
+                let name = self.topics[key].name.to_string();
+                self.remove_topic(key, &name, None);
+                true
+            }),
+            Record::Messages {
+                topic,
+                first_offset,
+                payloads,
+                ..
+            } => self
+                .topic_by_id(topic)
+                .is_some_and(|key| self.replay_messages(key, first_offset, payloads)),
+            Record::SessionCreated { session } => {
+                if !self.session_ids.contains_key(&session) {
+                    let key = self.sessions.insert(Session::detached(session));
+                    self.session_ids.insert(session, key);
+                    self.budget.add(Class::Sessions, cost::SESSION);
+                }
+                true
+            }
+            Record::Subscribed {
+                session,
+                topic,
+                start_offset,
+            } => match (self.session_ids.get(&session), self.topic_by_id(topic)) {
+                (Some(&s), Some(t)) => {
+                    self.join_topic(s, t, start_offset);
+                    true
+                }
+                _ => false,
+            },
+            Record::Unsubscribed { session, topic } => {
+                match (self.session_ids.get(&session), self.topic_by_id(topic)) {
+                    (Some(&s), Some(t)) => {
+                        if let Some(sub) = self.sessions[s].remove_subscription(t) {
+                            self.leave_topic(s, sub);
+                        }
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            Record::SessionEnded { session, .. } => match self.session_ids.get(&session) {
+                Some(&key) => {
+                    self.expire(key, SessionEnd::Expired, false);
+                    true
+                }
+                None => false,
+            },
+            Record::Acked {
+                session,
+                topic,
+                offset,
+            } => match (self.session_ids.get(&session), self.topic_by_id(topic)) {
+                (Some(&s), Some(t)) => {
+                    let end = self.topics[t].next_offset();
+                    let offset = offset.min(end);
+                    if let Some(from) = self.sessions[s].recover_cursor(t, offset) {
+                        self.topics[t].move_cursor(from, offset);
+                        self.release(t);
+                    }
+                    true
+                }
+                _ => false,
+            },
+        };
+        if !applied {
+            recovered.orphans += 1;
+        }
+    }
+
+    fn topic_by_id(&self, id: TopicId) -> Option<TopicKey> {
+        self.topic_ids.get(&id).copied()
+    }
+
+    fn replay_topic(&mut self, id: TopicId, name: &str) -> bool {
+        self.journal.next_topic_id = self.journal.next_topic_id.max(id + 1);
+        if self.topic_names.contains_key(name) || self.topic_ids.contains_key(&id) {
+            return false;
+        }
+        self.insert_topic(name, id);
+        true
+    }
+
+    fn replay_messages(&mut self, key: TopicKey, first_offset: u64, payloads: Vec<Bytes>) -> bool {
+        let topic = &mut self.topics[key];
+        let end = topic.end_offset();
+        let count = payloads.len();
+        if first_offset + (count as u64) <= end {
+            // Already applied (a checkpoint's repeat).
+            return true;
+        }
+        if first_offset > end {
+            // Offsets the log never kept; nothing of them can be retained.
+            if topic.backlog_messages() == 0 {
+                topic.skip(first_offset - end);
+            } else {
+                log::warn!(
+                    "topic '{}': offsets {end}..{first_offset} missing from the log while older messages are retained; they are given empty payloads",
+                    topic.name
+                );
+                for _ in end..first_offset {
+                    topic.push(Bytes::new(), 0);
+                }
+            }
+        }
+        let topic = &mut self.topics[key];
+        let skip = (topic.end_offset() - first_offset) as usize;
+        let fresh = payloads.into_iter().skip(skip);
+        if topic.subscribers.is_empty() && topic.backlog_messages() == 0 {
+            topic.skip(fresh.len() as u64);
+            return true;
+        }
+        let before = topic.footprint();
+        let (messages, bytes) = (topic.backlog_messages(), topic.backlog_bytes());
+        topic.make_room(fresh.len());
+        for payload in fresh {
+            let charge = cost::single_payload(payload.len());
+            topic.push(payload, charge);
+        }
+        cost::settle(&mut self.budget, before, topic.footprint());
+        self.counters.backlog_messages += (topic.backlog_messages() - messages) as u64;
+        self.counters.backlog_bytes += (topic.backlog_bytes() - bytes) as u64;
+        self.wake_subscribers(key);
+        true
+    }
+
+    /// After the last record: every session is detached, its expiry
+    /// starting now; every subscription is ready or waiting as its cursor
+    /// says. Returns what was rebuilt.
+    pub fn finish_recovery(&mut self, now: Instant, recovered: &mut Recovered) {
+        let keys: Vec<SessionKey> = self.sessions.iter().map(|(key, _)| key).collect();
+        for &key in &keys {
+            let topics: Vec<TopicKey> = self.sessions[key]
+                .subscriptions()
+                .iter()
+                .map(|sub| sub.topic)
+                .collect();
+            for topic_key in topics {
+                let session = &mut self.sessions[key];
+                let (Some(delivered), Some(topic)) = (
+                    session.subscription(topic_key).map(|sub| sub.delivered),
+                    self.topics.get_mut(topic_key),
+                ) else {
+                    continue;
+                };
+                if delivered < topic.next_offset() {
+                    topic.waiting.remove(key);
+                    session.set_ready(topic_key);
+                } else {
+                    topic.waiting.insert(key);
+                    session.set_caught_up(topic_key);
+                }
+            }
+        }
+        for key in keys {
+            let deadline = now + self.limits.session_timeout;
+            let timer = self.timers.arm(deadline, BrokerTimer::SessionExpiry(key));
+            let session = &mut self.sessions[key];
+            session.conn = None;
+            if let Some(old) = session.expiry.replace(timer) {
+                self.timers.cancel(old);
+            }
+        }
+        recovered.topics = self.topics.len() as u64;
+        recovered.sessions = self.sessions.len() as u64;
+        recovered.subscriptions = self.counters.subscriptions;
+        recovered.messages = self.counters.backlog_messages;
+    }
+}
