@@ -131,6 +131,7 @@ pub fn every_reply() -> Vec<(Op, Reply)> {
         max_backlog_messages: 1 << 20,
         session_timeout_ms: 60_000,
         max_output_bytes: 1 << 24,
+        max_waiting_pulls: 4,
     };
     let mut stats = Stats {
         messages_in: 5,

@@ -337,7 +337,7 @@ fn request(v: &Vocabulary) -> BoxedStrategy<Req> {
 }
 
 fn server_info() -> impl Strategy<Value = ServerInfo> {
-    (prop::array::uniform9(int()), text()).prop_map(|(n, server)| ServerInfo {
+    (prop::array::uniform10(int()), text()).prop_map(|(n, server)| ServerInfo {
         version: n[0],
         server,
         max_frame_bytes: n[1],
@@ -348,6 +348,7 @@ fn server_info() -> impl Strategy<Value = ServerInfo> {
         max_backlog_messages: n[6],
         session_timeout_ms: n[7],
         max_output_bytes: n[8],
+        max_waiting_pulls: n[9],
     })
 }
 

@@ -35,7 +35,7 @@
 //!   that each request pays only for what it touches.
 //! - `admin`: LIST_TOPICS, TOPIC_INFO and END_SESSION.
 //! - `topic`: one topic's retained messages and acknowledgement floor.
-//! - `session`: one session's subscriptions and its waiting pull.
+//! - `session`: one session's subscriptions and its waiting pulls.
 //! - `keyset`: the set that topics keep their subscribers in.
 
 mod admin;
@@ -78,6 +78,16 @@ pub trait Outbox {
     fn close(&mut self, conn: ConnId);
 }
 
+/// An outbox for paths with nobody to answer: it holds no connection.
+struct NoOutbox;
+
+impl Outbox for NoOutbox {
+    fn buffer(&mut self, _: ConnId) -> Option<&mut Vec<u8>> {
+        None
+    }
+    fn close(&mut self, _: ConnId) {}
+}
+
 /// The bounds the broker enforces. Each is a `broker` flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -97,6 +107,8 @@ pub struct Limits {
     /// until its replies drain to half (the server's flow control; told to
     /// clients in HELLO).
     pub max_output_bytes: usize,
+    /// Pulls one subscriber may have waiting at once (told in HELLO).
+    pub max_waiting_pulls: usize,
 }
 
 impl Default for Limits {
@@ -113,6 +125,7 @@ impl Default for Limits {
             // As many as there may be topics: one session may follow all.
             max_subscriptions_per_session: 100_000,
             max_output_bytes: 16 * 1024 * 1024,
+            max_waiting_pulls: 4,
         }
     }
 }
@@ -145,7 +158,7 @@ pub struct Broker {
     ids: IdGenerator,
     next_publisher_id: u64,
     timers: Timers<BrokerTimer>,
-    /// Sessions whose parked pull has something to deliver.
+    /// Sessions whose parked pulls have something to take.
     ready: Vec<SessionKey>,
     counters: Counters,
     /// Reused by every pull to plan its reply.
@@ -310,15 +323,7 @@ impl Broker {
     pub fn fire_timers(&mut self, now: Instant, out: &mut dyn Outbox) {
         while let Some((timer, event)) = self.timers.pop_due(now) {
             match event {
-                BrokerTimer::PullDeadline(key) => {
-                    let current = self
-                        .sessions
-                        .get(key)
-                        .is_some_and(|s| s.parked.is_some_and(|p| p.timer == Some(timer)));
-                    if current {
-                        self.answer_parked_empty(key, out);
-                    }
-                }
+                BrokerTimer::PullDeadline(key) => self.pull_deadline(key, timer, out),
                 BrokerTimer::SessionExpiry(key) => {
                     let due = self
                         .sessions

@@ -18,6 +18,7 @@
 use super::cost;
 use super::failure::{Failure, fail};
 use super::keys::TopicKey;
+use super::pull::Answer;
 use super::topic::{Footprint, Topic};
 use super::{Broker, Outbox};
 use crate::budget::Class;
@@ -72,6 +73,7 @@ impl Broker {
         self.counters.backlog_bytes -= topic.backlog_bytes() as u64;
         self.budget.sub(Class::Topics, cost::topic(name.len()));
         cost::settle(&mut self.budget, topic.footprint(), Footprint::default());
+        let deleted = format!("topic '{name}' was deleted");
         for session_key in topic.subscribers {
             self.work += 1;
             let Some(session) = self.sessions.get_mut(session_key) else {
@@ -81,15 +83,12 @@ impl Broker {
                 self.counters.subscriptions -= 1;
                 self.budget.sub(Class::Subscriptions, cost::SUBSCRIPTION);
             }
-            let ends_pull = session.parked.is_some_and(|p| p.covers(key));
-            if ends_pull {
-                self.answer_parked_with_error(
-                    session_key,
-                    ErrorCode::TopicDeleted,
-                    &format!("topic '{name}' was deleted"),
-                    out,
-                );
-            }
+            self.end_parked(
+                session_key,
+                |p| p.covers(key),
+                Answer::Error(ErrorCode::TopicDeleted, &deleted),
+                out,
+            );
         }
         Ok(())
     }
