@@ -22,6 +22,8 @@
 //! - `topics`: the run's topics and the admin connection.
 //! - `stream` (send, fanout, latency), `create_topic`, `idle`, `retained`,
 //!   `fairness`: the scenarios, each ending in a `Report`.
+//! - `relay`: `latency --relay`, the same schedule through a bare TCP relay,
+//!   for the machine's ceiling.
 //! - `report`, `hgrm`, `progress`: output (JSON through serde_json).
 
 mod args;
@@ -35,6 +37,7 @@ mod layout;
 mod payload;
 mod progress;
 mod publisher;
+mod relay;
 mod report;
 mod retained;
 mod run;
@@ -78,6 +81,9 @@ fn main() -> ExitCode {
 }
 
 fn run(options: &Options) -> Result<Report, Failure> {
+    if options.relay {
+        return relay::run(options);
+    }
     let broker = Broker::start(options)?;
     let report = match options.scenario {
         Scenario::Send | Scenario::Fanout | Scenario::Latency => stream::run(options, &broker),

@@ -21,9 +21,10 @@
 //! has nothing left to acknowledge and is ignored; any other refusal is the
 //! caller's mistake (`INVALID_ACK`) and is returned by the next call.
 //!
-//! Dropping a `Pulls` leaves its pulls waiting in the broker; their replies
-//! are skipped by the connection (its "orphans"), and what they carried was
-//! not acknowledged, so it is delivered again on resume.
+//! Dropping a `Pulls` sends the ACKs of what was declared processed, without
+//! waiting for them, and leaves its pulls waiting in the broker; their
+//! replies are skipped by the connection (its "orphans"), and what they
+//! carried was not acknowledged, so it is delivered again on resume.
 
 use super::conn::Conn;
 use super::error::{Error, Result};
@@ -293,8 +294,10 @@ impl<'c> Pulls<'c> {
 
 impl Drop for Pulls<'_> {
     fn drop(&mut self) {
-        // Whatever was buffered goes out (ACKs included); the replies still
-        // due belong to nobody now and must not be read as someone else's.
+        // What was declared processed is acknowledged, without waiting (use
+        // `acknowledge` to know it was); the replies still due belong to
+        // nobody now and must not be read as someone else's.
+        let _ = self.send_acks();
         let conn = &mut self.client.conn;
         if conn.flush().is_ok() {
             conn.orphans.extend(
