@@ -160,3 +160,46 @@ fn pipelined_acks_with_pulls_in_flight_redeliver_exactly_the_unacknowledged() {
     }
     assert_eq!(got, (processed_up_to..40).collect::<Vec<_>>());
 }
+
+#[test]
+fn one_pull_in_flight_acknowledges_on_the_pull_only_what_was_processed() {
+    let broker = start_broker();
+    let mut publisher = Raw::publisher(broker.addr());
+    publisher.ok(Request::CreateTopic { topic: "t" });
+    let mut subscriber = Client::connect(broker.addr()).expect("connect");
+    let session = subscriber.register_subscriber().expect("register");
+    subscriber.subscribe("t").expect("subscribe");
+    for i in 0..10u8 {
+        publisher.publish("t", &[i]);
+    }
+    let options = PullOptions {
+        max_messages: 3,
+        wait: Duration::from_secs(30),
+        ..PullOptions::default()
+    };
+    {
+        let mut pulls = subscriber.pulls(options, 1);
+        let first = pulls.next_batch().expect("batch");
+        pulls.processed_batch(&first);
+        // This pull acknowledges the first batch (`ack = true`).
+        let second = pulls.next_batch().expect("batch");
+        assert_eq!(second.iter().next().map(|m| m.offset), Some(3));
+        // Only offset 3 of the second batch is processed: the next pull
+        // must not acknowledge 4 and 5, so an ACK at 4 goes instead.
+        pulls.processed("t", 4);
+        let third = pulls.next_batch().expect("batch");
+        assert_eq!(third.iter().next().map(|m| m.offset), Some(6));
+        pulls.acknowledge().expect("acknowledged");
+    }
+    drop(subscriber);
+    let mut resumed = Client::connect(broker.addr()).expect("connect");
+    resumed.resume_subscriber(session).expect("resume");
+    let batch = resumed
+        .pull(&PullOptions {
+            wait: Duration::from_secs(5),
+            ..PullOptions::default()
+        })
+        .expect("pull");
+    assert_eq!(batch.iter().next().map(|m| m.offset), Some(4));
+    assert_eq!(batch.len(), 6);
+}

@@ -16,6 +16,14 @@
 //! point loses nothing: what it had not declared processed comes again when
 //! its session is resumed.
 //!
+//! With one pull in flight (`depth` 1) there is a cheaper exact way, and it
+//! is taken when it applies: when the next pull is sent, no other pull is in
+//! flight, so everything the session was delivered has been handed to the
+//! caller; if the caller declared all of it processed, the pull carries
+//! `ack = true` instead of ACK requests, and the broker sends no ACK reply
+//! to wake the caller for. (So a stream should see every delivery of its
+//! session: start it before pulling any other way.)
+//!
 //! The replies to those ACKs are read as they come, between pull replies. An
 //! ACK refused because its topic is gone (`UNKNOWN_TOPIC`, `NOT_SUBSCRIBED`)
 //! has nothing left to acknowledge and is ignored; any other refusal is the
@@ -74,6 +82,9 @@ pub struct Pulls<'c> {
     /// Per topic, the offset below which everything was processed and not
     /// yet sent as an ACK.
     processed: BTreeMap<String, u64>,
+    /// Per topic, the offset after the last message handed to the caller,
+    /// while not all of it was acknowledged: what `ack = true` would cover.
+    handed: BTreeMap<String, u64>,
     /// An ACK refusal to report at the next call.
     ack_failure: Option<Error>,
 }
@@ -104,6 +115,7 @@ impl<'c> Pulls<'c> {
             in_flight: VecDeque::with_capacity(depth),
             acks: VecDeque::new(),
             processed: BTreeMap::new(),
+            handed: BTreeMap::new(),
             ack_failure: None,
         }
     }
@@ -114,8 +126,8 @@ impl<'c> Pulls<'c> {
         self.depth
     }
 
-    /// The options of the pulls sent from now on (`ack` is ignored: it is
-    /// always `false` here). Pulls already in flight keep theirs.
+    /// The options of the pulls sent from now on (`ack` is ignored: the
+    /// stream sets it only when that is exact, see the module doc). Pulls already in flight keep theirs.
     pub fn options_mut(&mut self) -> &mut PullOptions {
         &mut self.options
     }
@@ -150,9 +162,22 @@ impl<'c> Pulls<'c> {
     /// flight unless the error closes the connection.
     pub fn next_batch(&mut self) -> Result<Batch> {
         self.report_ack_failure()?;
-        self.send_acks()?;
+        // Nothing in flight, and all that was handed out processed: the pull
+        // itself acknowledges it.
+        let ack_on_pull = self.in_flight.is_empty()
+            && self
+                .handed
+                .iter()
+                .all(|(topic, &next)| self.processed.get(topic).is_some_and(|&p| p >= next));
+        if ack_on_pull {
+            self.processed.clear();
+            self.handed.clear();
+        } else {
+            self.send_acks()?;
+        }
         while self.in_flight.len() < self.depth {
-            self.send_pull()?;
+            let ack = ack_on_pull && self.in_flight.is_empty();
+            self.send_pull(ack)?;
         }
         self.client.conn.flush()?;
         loop {
@@ -160,6 +185,9 @@ impl<'c> Pulls<'c> {
                 && let Some(reply) = front.reply.take()
             {
                 self.in_flight.pop_front();
+                if let Ok(batch) = &reply {
+                    self.hand_out(batch);
+                }
                 return reply;
             }
             let deadline = self.in_flight.front().and_then(|p| p.deadline);
@@ -211,8 +239,24 @@ impl<'c> Pulls<'c> {
         }
     }
 
+    /// Notes what `batch` delivered, for the `ack = true` check.
+    fn hand_out(&mut self, batch: &Batch) {
+        for group in batch.groups() {
+            let next = group.first_offset + group.payloads.len() as u64;
+            match self.handed.get_mut(&group.topic) {
+                Some(offset) => *offset = (*offset).max(next),
+                None => {
+                    self.handed.insert(group.topic.clone(), next);
+                }
+            }
+        }
+    }
+
     fn send_acks(&mut self) -> Result<()> {
         for (topic, offset) in std::mem::take(&mut self.processed) {
+            if self.handed.get(&topic).is_some_and(|&next| offset >= next) {
+                self.handed.remove(&topic);
+            }
             let id = self.client.conn.queue(&Request::Ack {
                 topic: &topic,
                 offset,
@@ -222,7 +266,7 @@ impl<'c> Pulls<'c> {
         Ok(())
     }
 
-    fn send_pull(&mut self) -> Result<()> {
+    fn send_pull(&mut self, ack: bool) -> Result<()> {
         let o = &self.options;
         let wait_ms = u32::try_from(o.wait.as_millis())
             .unwrap_or(u32::MAX)
@@ -232,7 +276,7 @@ impl<'c> Pulls<'c> {
             max_messages: o.max_messages,
             max_bytes: o.max_bytes,
             wait_ms,
-            ack: false,
+            ack,
         }))?;
         let deadline = self
             .client
