@@ -88,6 +88,7 @@ impl Scenario {
             "--publishers" | "--subscribers" => streams,
             "--topics" => streams || matches!(self, Retained | Fairness),
             "--rate" => self == Latency,
+            "--pull-depth" => streams,
             "--clients" => matches!(self, CreateTopic | Idle),
             "--connections" => self == Idle,
             "--broker-pid" => matches!(self, Idle | Retained),
@@ -120,6 +121,10 @@ pub struct Options {
     pub subscribers: usize,
     pub topics: usize,
     pub rate: f64,
+    /// Pulls each subscriber keeps in flight.
+    pub pull_depth: usize,
+    /// `latency` through a bare TCP relay instead of a broker.
+    pub relay: bool,
     pub json: bool,
     pub hgrm: Option<PathBuf>,
     /// The in-process broker's log sync mode; `None`: memory-only.
@@ -158,6 +163,8 @@ impl Options {
                 1
             },
             rate: 10_000.0,
+            pull_depth: 4,
+            relay: false,
             json: false,
             hgrm: None,
             fsync: None,
@@ -246,6 +253,15 @@ impl Flags {
         let mut o = Options::defaults(self.scenario);
         o.json = self.args.contains("--json");
         o.quiet = self.args.contains("--quiet");
+        if self.args.contains("--relay") {
+            if self.scenario != Scenario::Latency {
+                return Err(usage(
+                    "--relay is for the latency scenario",
+                    Some(self.scenario),
+                ));
+            }
+            o.relay = true;
+        }
         o.hgrm = self.value("--hgrm", |t| Some(PathBuf::from(t)))?;
         o.fsync = self
             .value("--fsync", |t| match t {
@@ -314,6 +330,9 @@ impl Flags {
         o.rate = self
             .value("--rate", |t| t.parse::<f64>().ok())?
             .unwrap_or(o.rate);
+        o.pull_depth = self
+            .value("--pull-depth", count)?
+            .map_or(o.pull_depth, to_usize);
         let f = &mut o.fairness;
         f.attack = self
             .value("--attack", crate::fairness::Attack::parse)?
@@ -427,6 +446,15 @@ fn validate(o: &Options) -> Result<(), String> {
     within("--size", o.size, HEADER_LEN, MAX_SIZE)?;
     within("--batch", o.batch, 1, 65_536)?;
     within("--pipeline", o.pipeline, 1, 4096)?;
+    within(
+        "--pull-depth",
+        o.pull_depth,
+        1,
+        courier::client::MAX_PULL_DEPTH,
+    )?;
+    if o.relay && o.broker.is_some() {
+        return Err("--relay measures a relay in this process, not --broker".into());
+    }
     within("--topics", o.topics, 1, MAX_TOPICS)?;
     within("--publishers", o.publishers, 1, MAX_THREADS)?;
     let fewest_subscribers = usize::from(o.scenario != Scenario::Send);

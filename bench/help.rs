@@ -123,7 +123,8 @@ pub const LATENCY: &str = "\
 bench latency: latency under a known load
 
 usage: bench latency [--rate MSGS_PER_S] [--publishers P] [--subscribers S]
-                     [--topics T] [--batch K] [--size BYTES] [common options]
+                     [--topics T] [--batch K] [--size BYTES] [--pull-depth D]
+                     [--relay] [common options]
 
   --rate R          messages per second over all publishers, 1 to 10^8
                     (default 10000)
@@ -134,6 +135,11 @@ usage: bench latency [--rate MSGS_PER_S] [--publishers P] [--subscribers S]
   --batch K         messages per publish frame, 1 to 65536 (default 1);
                     frames go out at R / K per second
   --size BYTES      payload size, 20 to 64MiB (default 128)
+  --pull-depth D    pulls each subscriber keeps in flight, 1 to 64 (default
+                    4; the broker's max_waiting_pulls bounds it)
+  --relay           no broker: one publisher sends the same schedule through
+                    a bare TCP relay in this process to one subscriber,
+                    measured the same way (the machine's ceiling)
 
 Each publisher sends on a fixed schedule, one request at a time, as wrk2
 does. Both latencies are measured from the time a message was meant to be

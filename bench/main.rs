@@ -22,6 +22,8 @@
 //! - `topics`: the run's topics and the admin connection.
 //! - `stream` (send, fanout, latency), `create_topic`, `idle`, `retained`,
 //!   `fairness`: the scenarios, each ending in a `Report`.
+//! - `relay`: `latency --relay`, the same schedule through a bare TCP relay,
+//!   for the machine's ceiling.
 //! - `report`, `hgrm`, `progress`: output (JSON through serde_json).
 
 mod args;
@@ -36,6 +38,7 @@ mod payload;
 mod progress;
 mod publisher;
 mod recovery;
+mod relay;
 mod report;
 mod retained;
 mod run;
@@ -79,6 +82,9 @@ fn main() -> ExitCode {
 }
 
 fn run(options: &Options) -> Result<Report, Failure> {
+    if options.relay {
+        return relay::run(options);
+    }
     let broker = Broker::start(options)?;
     let report = match options.scenario {
         Scenario::Send | Scenario::Fanout | Scenario::Latency => stream::run(options, &broker),

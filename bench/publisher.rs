@@ -28,7 +28,7 @@ use std::time::Duration;
 /// Below this much time to wait, the paced loop spins instead of sleeping:
 /// a sleep overshoots by tens of microseconds, which would be measured as
 /// latency.
-const SPIN_NS: u64 = 100_000;
+pub const SPIN_NS: u64 = 100_000;
 
 /// What to do when the broker refuses with a retryable error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -74,7 +74,7 @@ pub fn run(o: &Options, broker: &Broker) -> Result<Report, Failure> {
     let shared2 = Arc::clone(&shared);
     let accepted = published.accepted;
     let handle = run::spawn("bench-sub-0".into(), &shared, &gate, move || {
-        subscriber.run(&shared2, draining, &AtomicU64::new(accepted))
+        subscriber.run(&shared2, draining, &AtomicU64::new(accepted), 1)
     })?;
     let handles = vec![handle];
     progress.wait(&shared, &handles);

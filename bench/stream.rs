@@ -263,6 +263,9 @@ fn describe(report: &mut Report, o: &Options, broker: &Broker) {
     }
     report.param("batch", o.batch);
     report.param("size", o.size);
+    if o.subscribers > 0 {
+        report.param("pull_depth", o.pull_depth);
+    }
 }
 
 type Handles<T> = Vec<JoinHandle<Result<T, Fault>>>;
@@ -281,12 +284,13 @@ fn spawn_subscribers(
         let (shared2, gate2, targets2) =
             (Arc::clone(shared), Arc::clone(gate), Arc::clone(targets));
         let name = format!("bench-sub-{j}");
+        let depth = o.pull_depth;
         handles.push(run::spawn(name.clone(), shared, gate, move || {
             let client = shared2.connect(name)?;
             let subscriber = Subscriber::subscribe(client, j, layout, topics)?;
             let timeline = gate2.ready().ok_or(Fault::Aborted)?;
             let target = targets2.get(j).ok_or(Fault::Aborted)?;
-            subscriber.run(&shared2, timeline, target)
+            subscriber.run(&shared2, timeline, target, depth)
         })?);
     }
     Ok(handles)

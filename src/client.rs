@@ -8,10 +8,11 @@
 //! sent (a parked pull's late reply, PROTOCOL.md 3.3, cannot happen: the pull
 //! call itself waits for it). Throughput comes from [`Pipeline`], which keeps
 //! many publishes (and topic creations and deletions) in flight on the same
-//! connection.
+//! connection, and latency from [`Pulls`], which keeps several pulls in
+//! flight so that the broker never waits for the next one.
 //!
 //! Layout: `conn` owns the socket and the frame buffers, `pipeline` the
-//! requests in flight, `error` the error type, `addr` the default port.
+//! requests in flight, `pulls` the pipelined pulls, `error` the error type, `addr` the default port.
 //! This file holds the operations, which only build requests and unpack
 //! replies.
 
@@ -19,10 +20,12 @@ mod addr;
 mod conn;
 mod error;
 mod pipeline;
+mod pulls;
 
 pub use self::addr::{DEFAULT_PORT, with_default_port};
 pub use self::error::{Error, Result, io_message};
 pub use self::pipeline::{Completion, Outcome, Pipeline};
+pub use self::pulls::{MAX_PULL_DEPTH, Pulls};
 pub use crate::protocol::{ServerInfo, Stats, TopicMessages, TopicPage, TopicSummary};
 
 use self::conn::Conn;
@@ -406,6 +409,15 @@ impl Client {
     /// in flight (at least 1). See [`Pipeline`].
     pub fn pipeline(&mut self, depth: usize) -> Pipeline<'_> {
         Pipeline::new(self, depth)
+    }
+
+    /// Starts a stream of pulls with `options`, keeping `depth` of them in
+    /// flight (1 to [`MAX_PULL_DEPTH`]; more than the broker's
+    /// `max_waiting_pulls` makes it answer the oldest empty). Batches come
+    /// in order; what the caller declares processed is acknowledged with
+    /// the next pull. See [`Pulls`].
+    pub fn pulls(&mut self, options: PullOptions, depth: usize) -> Pulls<'_> {
+        Pulls::new(self, options, depth)
     }
 
     fn call(&mut self, request: &Request<'_>) -> Result<Reply> {

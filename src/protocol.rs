@@ -337,6 +337,11 @@ pub struct ServerInfo {
     /// predates it.
     #[serde(default)]
     pub publish_hold_ms: u64,
+    /// How many pulls one subscriber may have waiting at once; past it the
+    /// oldest is answered empty. Absent (0) from a broker that predates it,
+    /// which keeps one.
+    #[serde(default)]
+    pub max_waiting_pulls: u64,
 }
 
 /// Counters reported by STATS.

@@ -132,6 +132,7 @@ pub fn every_reply() -> Vec<(Op, Reply)> {
         session_timeout_ms: 60_000,
         max_output_bytes: 1 << 24,
         publish_hold_ms: 5000,
+        max_waiting_pulls: 4,
     };
     let mut stats = Stats {
         messages_in: 5,

@@ -159,6 +159,31 @@ fn latency_runs_at_a_fixed_rate() {
 }
 
 #[test]
+fn latency_takes_a_pull_depth_and_a_relay_mode() {
+    for depth in ["1", "4"] {
+        let report = json(&[
+            "latency",
+            "--rate",
+            "4000",
+            "--messages",
+            "200",
+            "--pull-depth",
+            depth,
+        ]);
+        assert_eq!(report.u64("parameters.pull_depth").to_string(), depth);
+        assert_eq!(report.u64("counts.delivered"), 200);
+    }
+    let relay = json(&["latency", "--rate", "4000", "--messages", "200", "--relay"]);
+    assert_eq!(relay.get("parameters.mode"), &json!("relay"));
+    assert_eq!(relay.u64("counts.published"), 200);
+    assert_eq!(relay.u64("counts.delivered"), 200);
+    assert_latency(&relay, "deliver", 200);
+    // Only where it means something.
+    let refused = bench(&["send", "--relay"]);
+    assert_eq!(refused.status.code(), Some(2));
+}
+
+#[test]
 fn create_topic_times_create_delete_pairs() {
     for pipeline in ["1", "6"] {
         let report = json(&[

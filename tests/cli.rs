@@ -634,6 +634,9 @@ fn help_and_version() {
     }
 }
 
+/// The pulls `subscriber` keeps in flight (and the broker keeps waiting).
+const SUBSCRIBER_PULLS: u64 = 4;
+
 /// Waits until the broker holds `n` parked pulls: a subscriber waiting
 /// inside the broker learns of a deletion at once.
 fn wait_for_waiting_pulls(broker: SocketAddr, n: u64) {
@@ -650,14 +653,14 @@ fn a_deleted_topic_ends_only_its_own_subscription() {
     ok(publisher(addr, &["--create", "a1"]));
     ok(publisher(addr, &["--create", "a2"]));
     let subscriber = Subscriber::start(addr, &["--subscribe", "a1", "--subscribe", "a2"]);
-    wait_for_waiting_pulls(addr, 1);
+    wait_for_waiting_pulls(addr, SUBSCRIBER_PULLS);
     ok(publisher(addr, &["--delete", "a2"]));
     let note = subscriber.next_error();
     assert!(note.contains("'a2'") && note.contains("deleted"), "{note}");
     ok(publisher(addr, &["--publish", "a1", "after"]));
     assert_eq!(subscriber.take(1), ["after"]);
     // The last topic gone, nothing is left to read: exit status 3.
-    wait_for_waiting_pulls(addr, 1);
+    wait_for_waiting_pulls(addr, SUBSCRIBER_PULLS);
     ok(publisher(addr, &["--delete", "a1"]));
     assert!(subscriber.next_error().contains("'a1'"));
     let last = subscriber.next_error();

@@ -337,7 +337,7 @@ fn request(v: &Vocabulary) -> BoxedStrategy<Req> {
 }
 
 fn server_info() -> impl Strategy<Value = ServerInfo> {
-    (prop::array::uniform10(int()), text()).prop_map(|(n, server)| ServerInfo {
+    (prop::array::uniform11(int()), text()).prop_map(|(n, server)| ServerInfo {
         version: n[0],
         server,
         max_frame_bytes: n[1],
@@ -349,6 +349,7 @@ fn server_info() -> impl Strategy<Value = ServerInfo> {
         session_timeout_ms: n[7],
         max_output_bytes: n[8],
         publish_hold_ms: n[9],
+        max_waiting_pulls: n[10],
     })
 }
 

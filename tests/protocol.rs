@@ -235,23 +235,6 @@ fn a_waiting_pull_times_out_with_an_empty_reply() {
 }
 
 #[test]
-fn a_second_pull_answers_the_waiting_one_empty_first() {
-    let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "s" });
-    let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["s"]);
-    let first = subscriber.send(pull(None, 10, 30_000, false));
-    let second = subscriber.send(pull(None, 10, 30_000, false));
-    let (id, reply) = subscriber.recv(Op::Pull);
-    assert_eq!(id, first);
-    assert!(messages(reply).is_empty());
-    publisher.publish("s", b"x");
-    let (id, reply) = subscriber.recv(Op::Pull);
-    assert_eq!(id, second);
-    assert_eq!(messages(reply).len(), 1);
-}
-
-#[test]
 fn every_subscriber_gets_every_message_in_order() {
     let broker = start_broker();
     let mut publisher = Raw::publisher(broker.addr());

@@ -102,8 +102,69 @@ const SESSION: &[Step] = &[
     ),
 ];
 
+/// 8.13, after the session above: two pipelined pulls, both parked; a
+/// publish answers the first, an ACK and a third pull go out together, and
+/// the next publish answers the second.
+enum Act {
+    /// Sent; nothing comes back at once (a pull that parks).
+    Send(Conn, &'static str),
+    /// Sent, and its reply read (`None`: random, only received).
+    Call(Conn, &'static str, Option<&'static str>),
+    /// A reply that comes later, to an earlier request.
+    Recv(Conn, &'static str),
+    /// Wait until the broker holds this many parked pulls (asked on a third
+    /// connection, not shown), so a publish cannot overtake them.
+    Parked(u64),
+}
+
+const PIPELINED: &[Act] = &[
+    Act::Call(Conn::S, "00 00 00 04 93 07 09 c0", None),
+    Act::Call(
+        Conn::S,
+        "00 00 00 08 93 08 0a a4 6e 65 77 73",
+        Some("00 00 00 04 93 0a 00 02"),
+    ),
+    Act::Send(
+        Conn::S,
+        "00 00 00 12 97 0a 0b a4 6e 65 77 73 64 ce 00 01 00 00 cd 75 30 c2",
+    ),
+    Act::Send(
+        Conn::S,
+        "00 00 00 12 97 0a 0c a4 6e 65 77 73 64 ce 00 01 00 00 cd 75 30 c2",
+    ),
+    Act::Parked(2),
+    Act::Call(
+        Conn::P,
+        "00 00 00 0b 94 05 08 a4 6e 65 77 73 c4 01 41",
+        Some("00 00 00 06 93 08 00 92 02 01"),
+    ),
+    Act::Recv(
+        Conn::S,
+        "00 00 00 0f 93 0b 00 91 93 a4 6e 65 77 73 02 91 c4 01 41",
+    ),
+    Act::Call(
+        Conn::S,
+        "00 00 00 09 94 0b 0d a4 6e 65 77 73 03",
+        Some("00 00 00 04 93 0d 00 c0"),
+    ),
+    Act::Send(
+        Conn::S,
+        "00 00 00 12 97 0a 0e a4 6e 65 77 73 64 ce 00 01 00 00 cd 75 30 c2",
+    ),
+    Act::Parked(2),
+    Act::Call(
+        Conn::P,
+        "00 00 00 0b 94 05 09 a4 6e 65 77 73 c4 01 42",
+        Some("00 00 00 06 93 09 00 92 03 01"),
+    ),
+    Act::Recv(
+        Conn::S,
+        "00 00 00 0f 93 0c 00 91 93 a4 6e 65 77 73 03 91 c4 01 42",
+    ),
+];
+
 const HELLO_REPLY: &str = "\
-00 00 00 ec 93 01 00 8b a7 76 65 72 73 69 6f 6e 02 a6 73 65 72 76 65 72 \
+00 00 00 ff 93 01 00 8c a7 76 65 72 73 69 6f 6e 02 a6 73 65 72 76 65 72 \
 ad 63 6f 75 72 69 65 72 20 30 2e 31 2e 30 af 6d 61 78 5f 66 72 61 6d 65 \
 5f 62 79 74 65 73 ce 00 10 00 00 b1 6d 61 78 5f 70 61 79 6c 6f 61 64 5f \
 62 79 74 65 73 ce 00 0f fe 00 b4 6d 61 78 5f 74 6f 70 69 63 5f 6e 61 6d \
@@ -112,7 +173,8 @@ ad 63 6f 75 72 69 65 72 20 30 2e 31 2e 30 af 6d 61 78 5f 66 72 61 6d 65 \
 65 73 ce 04 00 00 00 b4 6d 61 78 5f 62 61 63 6b 6c 6f 67 5f 6d 65 73 73 \
 61 67 65 73 ce 00 0f 42 40 b2 73 65 73 73 69 6f 6e 5f 74 69 6d 65 6f 75 \
 74 5f 6d 73 cd ea 60 b0 6d 61 78 5f 6f 75 74 70 75 74 5f 62 79 74 65 73 \
-ce 01 00 00 00 af 70 75 62 6c 69 73 68 5f 68 6f 6c 64 5f 6d 73 cd 13 88";
+ce 01 00 00 00 af 70 75 62 6c 69 73 68 5f 68 6f 6c 64 5f 6d 73 cd 13 88 \
+b1 6d 61 78 5f 77 61 69 74 69 6e 67 5f 70 75 6c 6c 73 04";
 
 const LIST_REPLY: &str = "\
 00 00 00 58 93 06 00 82 a6 74 6f 70 69 63 73 91 85 a4 6e 61 6d 65 a4 6e \
@@ -171,6 +233,40 @@ fn the_example_session_is_what_the_broker_sends() {
         got.extend_from_slice(&body);
         if let Some(reply) = reply {
             assert_eq!(hex(&got), hex(&bytes(reply)), "reply to {request}");
+        }
+    }
+    let mut stats = courier::client::Client::connect(broker.addr()).expect("connect");
+    for act in PIPELINED {
+        let (conn, send, expect) = match *act {
+            Act::Send(conn, request) => (conn, Some(request), None),
+            Act::Call(conn, request, reply) => (conn, Some(request), reply.or(Some(""))),
+            Act::Recv(conn, reply) => (conn, None, Some(reply)),
+            Act::Parked(n) => {
+                wait_until("the pulls to park", || {
+                    stats.stats().expect("stats").waiting_pulls == n
+                });
+                continue;
+            }
+        };
+        for shown in send.into_iter().chain(expect.filter(|e| !e.is_empty())) {
+            assert!(
+                doc.contains(&format!(" {} ", hex(&bytes(shown)))),
+                "PROTOCOL.md does not show {shown}"
+            );
+        }
+        let raw = match conn {
+            Conn::P => &mut p,
+            Conn::S => &mut s,
+        };
+        if let Some(request) = send {
+            raw.send_bytes(&bytes(request));
+        }
+        let Some(reply) = expect else { continue };
+        let body = raw.recv_frame().expect("a reply");
+        let mut got = (body.len() as u32).to_be_bytes().to_vec();
+        got.extend_from_slice(&body);
+        if !reply.is_empty() {
+            assert_eq!(hex(&got), hex(&bytes(reply)), "reply on {send:?}");
         }
     }
 }

@@ -100,6 +100,12 @@ const MAX_OUTPUT_BYTES: Numeric = Numeric {
     min: 1024,
     max: MAX_SIZE,
 };
+const MAX_WAITING_PULLS: Numeric = Numeric {
+    flag: "--max-waiting-pulls",
+    kind: Kind::Count,
+    min: 1,
+    max: 1024,
+};
 const OUTPUT_TIMEOUT: Numeric = Numeric {
     flag: "--output-timeout",
     kind: Kind::Secs,
@@ -224,6 +230,9 @@ Options (each numeric flag lists the values it accepts):
   --max-output-bytes SIZE          a client with more unread replies than this has
                                    its requests wait until they drain to half
                                    [default: {}; {}]
+  --max-waiting-pulls N            pulls one subscriber may have waiting at once;
+                                   past it the oldest is answered empty
+                                   [default: {}; {}]
   --output-timeout SECS            a client whose socket takes no byte of its
                                    waiting replies for this long is disconnected
                                    [default: {}; {}]
@@ -282,6 +291,8 @@ whole frame): when raising --max-frame-bytes, raise them too.",
         MAX_SUBSCRIPTIONS_PER_SESSION.range(),
         size(l.max_output_bytes),
         MAX_OUTPUT_BYTES.range(),
+        l.max_waiting_pulls,
+        MAX_WAITING_PULLS.range(),
         d.output_timeout.as_secs_f64(),
         OUTPUT_TIMEOUT.range(),
         l.session_timeout.as_secs_f64(),
@@ -460,6 +471,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<(Config, String), UsageError
     set_secs(args, &SESSION_TIMEOUT, &mut l.session_timeout)?;
     set_secs(args, &PUBLISH_HOLD, &mut l.publish_hold)?;
     set_count(args, &MAX_OUTPUT_BYTES, &mut l.max_output_bytes)?;
+    set_count(args, &MAX_WAITING_PULLS, &mut l.max_waiting_pulls)?;
     set_count(args, &MAX_CONNECTIONS, &mut config.max_connections)?;
     set_secs(args, &OUTPUT_TIMEOUT, &mut config.output_timeout)?;
     set_secs(args, &HANDSHAKE_TIMEOUT, &mut config.handshake_timeout)?;

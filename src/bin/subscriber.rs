@@ -1,21 +1,22 @@
 //! `subscriber`: print the messages of one or more topics as they arrive.
 //!
 //! It waits inside the broker (a PULL with a wait), never in a sleep loop, so
-//! a message is printed the moment it is published. Acknowledgement follows
-//! printing: each pull after the first carries `ack = true`, which
-//! acknowledges exactly what the previous pulls delivered — all of it printed
-//! and flushed by then. On `--count` or `--timeout` a final ACK per topic, at
-//! the offset after the last message printed, covers the last batch. Pulls
-//! never ask for more than `--count` still needs, so nothing is acknowledged
-//! that was not printed, and a subscriber stopped at any point and resumed
-//! with `--id` starts again at its first unprinted (or unacknowledged)
-//! message: at least once, never lost.
+//! a message is printed the moment it is published; several pulls are kept
+//! in flight ([`courier::client::Pulls`]), so one is already waiting in the
+//! broker while the last batch is printed. Acknowledgement follows printing,
+//! exactly: once a batch is printed and flushed, a cumulative ACK per topic
+//! at the offset after the last message printed goes out with the next
+//! pull, and on `--count` or `--timeout` the last ones are sent and answered
+//! before exit. Messages the pulls in flight brought but that were not
+//! printed are not acknowledged, so a subscriber stopped at any point and
+//! resumed with `--id` starts again at its first unprinted (or
+//! unacknowledged) message: at least once, never lost.
 //!
-//! A deleted topic ends only its own subscription. The broker answers a
-//! waiting pull with `TOPIC_DELETED` (and drops the subscription silently
+//! A deleted topic ends only its own subscription. The broker answers the
+//! waiting pulls with `TOPIC_DELETED` (and drops the subscription silently
 //! when no pull waits), so on that error, and whenever a pull comes back
 //! empty, the subscriber asks after each topic it still reads with a no-op
-//! ACK at offset 0: `UNKNOWN_TOPIC` or `NOT_SUBSCRIBED` means that topic is
+//! ACK at offset 0 ([`Pulls::is_subscribed`]): `UNKNOWN_TOPIC` or `NOT_SUBSCRIBED` means that topic is
 //! gone. That asks the broker by code, never by parsing its text. Only when
 //! no topic is left does the subscriber stop, with exit status 3.
 //!
@@ -32,9 +33,8 @@ mod cli;
 use base64::prelude::{BASE64_STANDARD, Engine as _};
 use cli::{Failure, Program};
 use courier::ErrorCode;
-use courier::client::{Client, Message, PullOptions};
+use courier::client::{Client, Message, PullOptions, Pulls};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::net::UnixStream;
@@ -97,6 +97,8 @@ deleted (nothing left to read), 130 after Ctrl-C (SIGINT).
 /// Longest single wait inside the broker when no `--timeout` bounds it.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 const PULL_MESSAGES: u64 = 1000;
+/// Pulls kept in flight (the broker may keep fewer waiting: HELLO says).
+const PULL_DEPTH: usize = 4;
 
 fn main() -> ExitCode {
     PROGRAM.main(run)
@@ -208,15 +210,13 @@ fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure
         end_on_interrupt(&options.broker, id)?
     };
     let read = Reader {
-        client: &mut client,
         out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
         format: options.format,
         topics,
         printed: 0,
-        unacked: BTreeMap::new(),
         json: Vec::new(),
     }
-    .read(options.count, options.timeout);
+    .read(&mut client, options.count, options.timeout);
     if interrupted.load(Ordering::SeqCst) {
         // The interrupt thread ends the session and the process; the pull
         // it ended must not exit first with an error of its own.
@@ -275,26 +275,32 @@ fn end_on_interrupt(broker: &str, id: u64) -> Result<Arc<AtomicBool>, Failure> {
     Ok(interrupted)
 }
 
-struct Reader<'c, W: Write> {
-    client: &'c mut Client,
+struct Reader<W: Write> {
     out: W,
     format: Format,
     /// The topics still subscribed, as far as this run knows.
     topics: Vec<String>,
     printed: u64,
-    /// Per topic, the offset after the last message printed since the last
-    /// acknowledging pull.
-    unacked: BTreeMap<String, u64>,
     /// Reused for each JSON line.
     json: Vec<u8>,
 }
 
-impl<W: Write> Reader<'_, W> {
-    fn read(mut self, count: Option<u64>, timeout: Option<Duration>) -> Result<(), Failure> {
+impl<W: Write> Reader<W> {
+    fn read(
+        mut self,
+        client: &mut Client,
+        count: Option<u64>,
+        timeout: Option<Duration>,
+    ) -> Result<(), Failure> {
         let mut last_message = Instant::now();
-        // After a resume, "delivered" may include what the previous run
-        // printed but had not acknowledged; only ack what this run printed.
-        let mut ack = false;
+        let options = PullOptions {
+            topic: None,
+            max_messages: PULL_MESSAGES as u32,
+            max_bytes: 1 << 20,
+            wait: MAX_WAIT,
+            ack: false,
+        };
+        let mut pulls = client.pulls(options, PULL_DEPTH);
         loop {
             let left = count.map(|n| n.saturating_sub(self.printed));
             if left == Some(0) {
@@ -307,71 +313,51 @@ impl<W: Write> Reader<'_, W> {
                 },
                 None => MAX_WAIT,
             };
-            let pull = PullOptions {
-                topic: None,
-                max_messages: left.unwrap_or(PULL_MESSAGES).min(PULL_MESSAGES) as u32,
-                max_bytes: 1 << 20,
-                wait,
-                ack,
-            };
-            let batch = match self.client.pull(&pull) {
+            // For the pulls sent from now on; what more they bring is not
+            // printed, so not acknowledged.
+            let next = pulls.options_mut();
+            next.wait = wait;
+            next.max_messages = left.unwrap_or(PULL_MESSAGES).min(PULL_MESSAGES) as u32;
+            let batch = match pulls.next_batch() {
                 Ok(batch) => batch,
                 Err(e) if e.code() == Some(ErrorCode::TopicDeleted) => {
-                    // Only a waiting pull is ended this way, and its ack
-                    // was done before it waited.
-                    self.unacked.clear();
-                    self.forget_deleted()?;
+                    self.forget_deleted(&mut pulls)?;
                     continue;
                 }
                 Err(e) => return Err(pull_failure(e)),
             };
-            if ack {
-                self.unacked.clear();
-            }
-            ack = true;
             if batch.is_empty() {
                 // A topic deleted while no pull waited goes unannounced.
-                self.forget_deleted()?;
+                self.forget_deleted(&mut pulls)?;
                 continue;
             }
+            let mut printed = Vec::new();
             for message in batch.iter().take(left.unwrap_or(u64::MAX) as usize) {
                 self.print(&message).map_err(cli::output_failure)?;
                 self.printed += 1;
-                match self.unacked.get_mut(message.topic) {
-                    Some(next) => *next = message.offset + 1,
-                    None => {
-                        self.unacked
-                            .insert(message.topic.to_owned(), message.offset + 1);
-                    }
-                }
+                printed.push((message.topic, message.offset + 1));
             }
             self.out.flush().map_err(cli::output_failure)?;
+            // Printed and flushed: acknowledged with the next pull.
+            for (topic, next_offset) in printed {
+                pulls.processed(topic, next_offset);
+            }
             last_message = Instant::now();
         }
-        for (topic, offset) in &self.unacked {
-            match self.client.ack(topic, *offset) {
-                // Deleted meanwhile: nothing is left to acknowledge.
-                Err(e) if gone(&e) => {}
-                other => other?,
-            }
-        }
-        Ok(())
+        pulls.acknowledge().map_err(pull_failure)
     }
 
     /// Drops the topics the broker no longer has us subscribed to, saying
     /// so for each; fails when none is left.
-    fn forget_deleted(&mut self) -> Result<(), Failure> {
+    fn forget_deleted(&mut self, pulls: &mut Pulls<'_>) -> Result<(), Failure> {
         let mut kept = Vec::with_capacity(self.topics.len());
         for topic in std::mem::take(&mut self.topics) {
-            match self.client.ack(&topic, 0) {
-                Ok(()) => kept.push(topic),
-                Err(e) if gone(&e) => {
-                    self.unacked.remove(&topic);
-                    cli::note(format_args!(
-                        "subscriber: topic '{topic}' was deleted; no longer reading it"
-                    ));
-                }
-                Err(e) => return Err(pull_failure(e)),
+            if pulls.is_subscribed(&topic).map_err(pull_failure)? {
+                kept.push(topic);
+            } else {
+                cli::note(format_args!(
+                    "subscriber: topic '{topic}' was deleted; no longer reading it"
+                ));
             }
         }
         self.topics = kept;
@@ -434,14 +420,6 @@ impl<'a> JsonMessage<'a> {
             payload_base64: text.is_none().then(|| BASE64_STANDARD.encode(payload)),
         }
     }
-}
-
-/// The error of a request about a topic we are no longer subscribed to.
-fn gone(e: &courier::client::Error) -> bool {
-    matches!(
-        e.code(),
-        Some(ErrorCode::UnknownTopic | ErrorCode::NotSubscribed)
-    )
 }
 
 fn pull_failure(e: courier::client::Error) -> Failure {

@@ -63,7 +63,7 @@ impl Broker {
         self.topics.get(key).map(summarize)
     }
 
-    /// Ends the session `conn` holds: its parked pull is answered empty,
+    /// Ends the session `conn` holds: its parked pulls are answered empty,
     /// then the session goes as if it had expired. The connection may
     /// register a subscriber again afterwards.
     pub(super) fn end_session(
@@ -72,7 +72,7 @@ impl Broker {
         out: &mut dyn Outbox,
     ) -> Result<(), Failure> {
         let key = self.subscriber(conn)?;
-        self.answer_parked_empty(key, out);
+        self.end_all_parked(key, super::pull::Answer::Empty, out);
         if let Some(client) = self.client_mut(conn) {
             client.subscriber = None;
         }

@@ -68,11 +68,11 @@ impl Broker {
         }
     }
 
-    /// The peer will send nothing more: its parked pull, if any, is answered
-    /// empty now, since no later request will come to follow it.
+    /// The peer will send nothing more: its parked pulls, if any, are
+    /// answered empty now, since no later request will come to follow them.
     pub fn end_of_input(&mut self, conn: ConnId, out: &mut dyn super::Outbox) {
         if let Some(key) = self.client(conn).and_then(|c| c.subscriber) {
-            self.answer_parked_empty(key, out);
+            self.end_all_parked(key, super::pull::Answer::Empty, out);
         }
     }
 
@@ -138,6 +138,7 @@ impl Broker {
             session_timeout_ms: self.limits.session_timeout.as_millis() as u64,
             max_output_bytes: self.limits.max_output_bytes as u64,
             publish_hold_ms: self.limits.publish_hold.as_millis() as u64,
+            max_waiting_pulls: self.limits.max_waiting_pulls as u64,
         }
     }
 

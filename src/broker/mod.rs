@@ -40,7 +40,7 @@
 //! - `journal`: the records written to the durable log, the writer's
 //!   reports applied (visibility, losses), and recovery from a log.
 //! - `topic`: one topic's retained messages and acknowledgement floor.
-//! - `session`: one session's subscriptions and its waiting pull.
+//! - `session`: one session's subscriptions and its waiting pulls.
 //! - `keyset`: the set that topics keep their subscribers in.
 
 mod admin;
@@ -87,6 +87,16 @@ pub trait Outbox {
     fn close(&mut self, conn: ConnId);
 }
 
+/// An outbox for paths with nobody to answer: it holds no connection.
+struct NoOutbox;
+
+impl Outbox for NoOutbox {
+    fn buffer(&mut self, _: ConnId) -> Option<&mut Vec<u8>> {
+        None
+    }
+    fn close(&mut self, _: ConnId) {}
+}
+
 /// The bounds the broker enforces. Each is a `broker` flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -109,6 +119,8 @@ pub struct Limits {
     /// How long a publish to a full topic (or a full broker) is held before
     /// it is refused with TOPIC_FULL (BROKER_FULL); zero refuses at once.
     pub publish_hold: Duration,
+    /// Pulls one subscriber may have waiting at once (told in HELLO).
+    pub max_waiting_pulls: usize,
 }
 
 impl Default for Limits {
@@ -126,6 +138,7 @@ impl Default for Limits {
             max_subscriptions_per_session: 100_000,
             max_output_bytes: 16 * 1024 * 1024,
             publish_hold: Duration::from_secs(5),
+            max_waiting_pulls: 4,
         }
     }
 }
@@ -176,7 +189,7 @@ pub struct Broker {
     ids: IdGenerator,
     next_publisher_id: u64,
     timers: Timers<BrokerTimer>,
-    /// Sessions whose parked pull has something to deliver.
+    /// Sessions whose parked pulls have something to take.
     ready: Vec<SessionKey>,
     counters: Counters,
     /// Reused by every pull to plan its reply.
@@ -352,15 +365,7 @@ impl Broker {
     pub fn fire_timers(&mut self, now: Instant, out: &mut dyn Outbox) {
         while let Some((timer, event)) = self.timers.pop_due(now) {
             match event {
-                BrokerTimer::PullDeadline(key) => {
-                    let current = self
-                        .sessions
-                        .get(key)
-                        .is_some_and(|s| s.parked.is_some_and(|p| p.timer == Some(timer)));
-                    if current {
-                        self.answer_parked_empty(key, out);
-                    }
-                }
+                BrokerTimer::PullDeadline(key) => self.pull_deadline(key, timer, out),
                 BrokerTimer::SessionExpiry(key) => {
                     let due = self
                         .sessions

@@ -19,6 +19,7 @@
 use super::cost;
 use super::failure::{Failure, fail};
 use super::keys::TopicKey;
+use super::pull::Answer;
 use super::topic::{Footprint, Topic};
 use super::{Broker, Outbox};
 use crate::budget::Class;
@@ -105,6 +106,7 @@ impl Broker {
         self.counters.backlog_bytes -= topic.backlog_bytes() as u64;
         self.budget.sub(Class::Topics, cost::topic(name.len()));
         cost::settle(&mut self.budget, topic.footprint(), Footprint::default());
+        let deleted = format!("topic '{name}' was deleted");
         for session_key in topic.subscribers {
             self.work += 1;
             let Some(session) = self.sessions.get_mut(session_key) else {
@@ -114,12 +116,11 @@ impl Broker {
                 self.counters.subscriptions -= 1;
                 self.budget.sub(Class::Subscriptions, cost::SUBSCRIPTION);
             }
-            let ends_pull = session.parked.is_some_and(|p| p.covers(key));
-            if ends_pull && let Some(out) = out.as_deref_mut() {
-                self.answer_parked_with_error(
+            if let Some(out) = out.as_deref_mut() {
+                self.end_parked(
                     session_key,
-                    ErrorCode::TopicDeleted,
-                    &format!("topic '{name}' was deleted"),
+                    |p| p.covers(key),
+                    Answer::Error(ErrorCode::TopicDeleted, &deleted),
                     out,
                 );
             }

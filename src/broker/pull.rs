@@ -1,11 +1,25 @@
 //! Pulls: answering at once, parking until messages arrive or the wait
 //! ends, and building the reply straight from the topics' retained messages.
 //!
-//! A subscriber has at most one waiting pull (a newer one answers the older
-//! empty), kept on its session as a [`Parked`], so every path that ends a
-//! session's wait — a publish, a deadline, an unsubscribe, a take-over,
-//! deletion, shutdown — finds it in O(1) and goes through
-//! [`Broker::cancel_parked`].
+//! A subscriber may have several pulls waiting, so that while the broker
+//! answers one the next is already there (no round trip between two
+//! replies). They wait on the session, oldest first, as [`Parked`] entries,
+//! at most `max_waiting_pulls` of them (announced in HELLO). The rules:
+//! - a new pull joins the back of the queue; the queue is then served
+//!   ([`Broker::serve_parked`]): each waiting pull, oldest first, takes what
+//!   is ready for it, so a pull never overtakes an older one that could have
+//!   taken the same messages, and a burst larger than one pull's bounds is
+//!   split over the waiting pulls in order, in the same turn;
+//! - a new pull that finds nothing and may not wait (`wait_ms = 0`) is
+//!   answered `[]` at once; otherwise it waits with its own deadline;
+//! - past `max_waiting_pulls`, the oldest waiting pull is answered `[]` to
+//!   make room (it had nothing to take, or serving would have answered it).
+//!
+//! Every path that ends waits — a deadline, an unsubscribe, a take-over,
+//! deletion, END_SESSION, the end of a connection's input, shutdown — goes
+//! through [`Broker::end_parked`], which picks the pulls concerned and
+//! answers each. The queue is short and bounded, so looking through it is
+//! O(1) per request, and a publish costs O(1) per session it wakes.
 //!
 //! A reply is planned first (which topics, from which offset, how many
 //! messages), then written in one pass: the reply's array headers need the
@@ -29,8 +43,19 @@ use super::{Broker, BrokerTimer, Outbox};
 use crate::codec;
 use crate::codec::msgpack;
 use crate::protocol::{ErrorCode, MAX_PULL_MESSAGES, MAX_PULL_WAIT_MS, Pull};
+use crate::timers::TimerKey;
 use slab::Slab;
 use std::time::{Duration, Instant};
+
+/// How the waiting pulls that [`Broker::end_parked`] ends are answered.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Answer<'a> {
+    /// `[]`: nothing arrived.
+    Empty,
+    Error(ErrorCode, &'a str),
+    /// No reply: the connection is gone or answers them otherwise.
+    Silent,
+}
 
 impl Broker {
     pub(super) fn pull(
@@ -52,65 +77,129 @@ impl Broker {
                 Some(key)
             }
         };
-        // One waiting pull per subscriber: a newer one supersedes it.
-        if self.sessions[session_key].parked.is_some() {
-            self.answer_parked_empty(session_key, out);
-        }
         if request.ack {
             self.ack_delivered(session_key, topic);
         }
-        let mut parked = Parked {
+        let parked = Parked {
             conn,
             request_id: id,
             topic,
             max_messages: request.max_messages.clamp(1, MAX_PULL_MESSAGES),
             max_bytes: request.max_bytes,
             timer: None,
-            queued: false,
         };
-        if self.deliver(session_key, &parked, out) > 0 {
-            return Ok(());
-        }
-        let wait_ms = request.wait_ms.min(MAX_PULL_WAIT_MS);
-        if wait_ms == 0 {
-            write_empty_messages(out, conn, id);
-            return Ok(());
-        }
-        parked.timer = Some(self.timers.arm(
-            now + Duration::from_millis(u64::from(wait_ms)),
-            BrokerTimer::PullDeadline(session_key),
-        ));
-        self.sessions[session_key].parked = Some(parked);
+        // It joins the queue behind the pulls already waiting, which take
+        // what is ready first; with none waiting this is the plain "answer
+        // now if something is ready".
+        self.sessions[session_key].parked.push_back(parked);
         self.counters.waiting_pulls += 1;
+        self.serve_parked(session_key, out);
+        // Still there, it found nothing: the only entry without a deadline
+        // is the new one, at the back.
+        let session = &mut self.sessions[session_key];
+        if session.parked.back().is_some_and(|p| p.timer.is_none()) {
+            let wait_ms = request.wait_ms.min(MAX_PULL_WAIT_MS);
+            if wait_ms == 0 {
+                if let Some(fresh) = session.parked.pop_back() {
+                    self.finish(fresh, Answer::Empty, out);
+                }
+            } else {
+                let timer = self.timers.arm(
+                    now + Duration::from_millis(u64::from(wait_ms)),
+                    BrokerTimer::PullDeadline(session_key),
+                );
+                if let Some(back) = self.sessions[session_key].parked.back_mut() {
+                    back.timer = Some(timer);
+                }
+            }
+        }
+        // Past the bound, the oldest makes room; it had nothing to take.
+        while self.sessions[session_key].parked.len() > self.limits.max_waiting_pulls {
+            if let Some(oldest) = self.sessions[session_key].parked.pop_front() {
+                self.finish(oldest, Answer::Empty, out);
+            }
+        }
         Ok(())
     }
 
-    /// Ends the session's wait, if it has one, without answering it.
-    pub(super) fn cancel_parked(&mut self, key: SessionKey) -> Option<Parked> {
-        let parked = self.sessions.get_mut(key)?.parked.take()?;
+    /// Answers the session's waiting pulls, oldest first, with what is ready
+    /// for each; those that find nothing keep waiting. O(waiting pulls) plus
+    /// the messages delivered.
+    pub(super) fn serve_parked(&mut self, key: SessionKey, out: &mut dyn Outbox) {
+        let mut index = 0;
+        loop {
+            let Some(parked) = self.sessions.get(key).and_then(|s| s.parked.get(index)) else {
+                return;
+            };
+            let parked = *parked;
+            if self.deliver(key, &parked, out) == 0 {
+                index += 1;
+                continue;
+            }
+            if let Some(session) = self.sessions.get_mut(key) {
+                session.parked.remove(index);
+            }
+            // Answered by the delivery.
+            self.finish(parked, Answer::Silent, out);
+        }
+    }
+
+    /// Ends the session's waiting pulls that `which` picks, in the order
+    /// they came, answering each as `answer` says; the others keep their
+    /// places.
+    pub(super) fn end_parked(
+        &mut self,
+        key: SessionKey,
+        which: impl Fn(&Parked) -> bool,
+        answer: Answer<'_>,
+        out: &mut dyn Outbox,
+    ) {
+        let mut index = 0;
+        loop {
+            let Some(session) = self.sessions.get_mut(key) else {
+                return;
+            };
+            let Some(&parked) = session.parked.get(index) else {
+                return;
+            };
+            if !which(&parked) {
+                index += 1;
+                continue;
+            }
+            session.parked.remove(index);
+            self.finish(parked, answer, out);
+        }
+    }
+
+    /// A pull taken out of its session's queue: it no longer waits, and is
+    /// answered as `answer` says.
+    fn finish(&mut self, parked: Parked, answer: Answer<'_>, out: &mut dyn Outbox) {
+        self.counters.waiting_pulls -= 1;
         if let Some(timer) = parked.timer {
             self.timers.cancel(timer);
         }
-        self.counters.waiting_pulls -= 1;
-        Some(parked)
-    }
-
-    pub(super) fn answer_parked_empty(&mut self, key: SessionKey, out: &mut dyn Outbox) {
-        if let Some(parked) = self.cancel_parked(key) {
-            write_empty_messages(out, parked.conn, parked.request_id);
+        match answer {
+            Answer::Empty => write_empty_messages(out, parked.conn, parked.request_id),
+            Answer::Error(code, message) => {
+                self.send_error(parked.conn, parked.request_id, code, message, out);
+            }
+            Answer::Silent => {}
         }
     }
 
-    pub(super) fn answer_parked_with_error(
+    /// Every waiting pull of the session, ended.
+    pub(super) fn end_all_parked(
         &mut self,
         key: SessionKey,
-        code: ErrorCode,
-        message: &str,
+        answer: Answer<'_>,
         out: &mut dyn Outbox,
     ) {
-        if let Some(parked) = self.cancel_parked(key) {
-            self.send_error(parked.conn, parked.request_id, code, message, out);
-        }
+        self.end_parked(key, |_| true, answer, out);
+    }
+
+    /// A pull's deadline came: it alone is answered `[]`.
+    pub(super) fn pull_deadline(&mut self, key: SessionKey, timer: TimerKey, out: &mut dyn Outbox) {
+        self.end_parked(key, |p| p.timer == Some(timer), Answer::Empty, out);
     }
 
     /// Answers the parked pulls that publishes made ready during this batch.
@@ -123,14 +212,8 @@ impl Broker {
             let Some(session) = self.sessions.get_mut(key) else {
                 continue;
             };
-            let Some(parked) = session.parked.as_mut() else {
-                continue;
-            };
-            parked.queued = false;
-            let parked = *parked;
-            if self.deliver(key, &parked, out) > 0 {
-                self.cancel_parked(key);
-            }
+            session.queued = false;
+            self.serve_parked(key, out);
         }
         self.ready = ready;
     }
@@ -141,15 +224,14 @@ impl Broker {
         let parked: Vec<SessionKey> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.parked.is_some())
+            .filter(|(_, s)| !s.parked.is_empty())
             .map(|(key, _)| key)
             .collect();
         self.work += self.sessions.len() as u64;
         for key in parked {
-            self.answer_parked_with_error(
+            self.end_all_parked(
                 key,
-                ErrorCode::ShuttingDown,
-                "the broker is shutting down",
+                Answer::Error(ErrorCode::ShuttingDown, "the broker is shutting down"),
                 out,
             );
         }

@@ -1,4 +1,5 @@
-//! Subscriber sessions: cursors that outlive a connection.
+//! Subscriber sessions: cursors that outlive a connection, and the pulls
+//! waiting on them.
 //!
 //! A session has, per subscribed topic, two offsets: `acked` (everything below
 //! it is processed; the topic may forget it) and `delivered` (everything below
@@ -22,7 +23,7 @@
 use super::keys::{ConnId, TopicKey};
 use super::keyset::KeySet;
 use crate::timers::TimerKey;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscription {
@@ -45,8 +46,6 @@ pub struct Parked {
     pub max_bytes: u32,
     /// The wait deadline; `None` until the pull is actually parked.
     pub timer: Option<TimerKey>,
-    /// Already in the broker's list of pulls to answer after this batch.
-    pub queued: bool,
 }
 
 impl Parked {
@@ -69,7 +68,12 @@ pub struct Session {
     ready: BTreeMap<u64, TopicKey>,
     /// Topics with `acked < delivered`.
     in_flight: KeySet<TopicKey>,
-    pub parked: Option<Parked>,
+    /// The pulls waiting, oldest first: at most `max_waiting_pulls` once a
+    /// request is done (see [`super::pull`] for the rules).
+    pub parked: VecDeque<Parked>,
+    /// Already in the broker's list of sessions whose parked pulls have
+    /// something to take after this batch.
+    pub queued: bool,
     /// Armed while no connection holds the session.
     pub expiry: Option<TimerKey>,
     /// The rank where the next all-topics pull starts: just after the last
@@ -87,7 +91,8 @@ impl Session {
             next_rank: 0,
             ready: BTreeMap::new(),
             in_flight: KeySet::default(),
-            parked: None,
+            parked: VecDeque::new(),
+            queued: false,
             expiry: None,
             turn: 0,
         }

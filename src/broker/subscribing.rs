@@ -12,8 +12,9 @@ use super::cost;
 use super::failure::{Failure, fail};
 use super::journal::Undo;
 use super::keys::{ConnId, SessionKey, TopicKey};
+use super::pull::Answer;
 use super::session::{Session, Subscription};
-use super::{Broker, BrokerTimer, Outbox};
+use super::{Broker, BrokerTimer, NoOutbox, Outbox};
 use crate::budget::Class;
 use crate::codec;
 use crate::codec::msgpack;
@@ -30,10 +31,10 @@ impl Broker {
         now: Instant,
         out: &mut dyn Outbox,
     ) -> Result<Reply, Failure> {
-        // A pull this connection left waiting belongs to the session it is
-        // about to let go of (or rewind): answer it now, empty.
+        // The pulls this connection left waiting belong to the session it
+        // is about to let go of (or rewind): answer them now, empty.
         if let Some(current) = self.client(conn).and_then(|c| c.subscriber) {
-            self.answer_parked_empty(current, out);
+            self.end_all_parked(current, Answer::Empty, out);
         }
         let key = match resume {
             None => {
@@ -142,17 +143,19 @@ impl Broker {
     fn take_over(&mut self, key: SessionKey, conn: ConnId, out: &mut dyn Outbox) {
         let previous = self.sessions[key].conn;
         if let Some(old) = previous.filter(|&old| old != conn) {
-            self.answer_parked_with_error(
+            self.end_all_parked(
                 key,
-                ErrorCode::SessionTakenOver,
-                "another connection resumed this subscriber",
+                Answer::Error(
+                    ErrorCode::SessionTakenOver,
+                    "another connection resumed this subscriber",
+                ),
                 out,
             );
             if let Some(client) = self.client_mut(old) {
                 client.subscriber = None;
             }
         }
-        self.cancel_parked(key);
+        self.end_all_parked(key, Answer::Silent, out);
         let session = &mut self.sessions[key];
         if let Some(timer) = session.expiry.take() {
             self.timers.cancel(timer);
@@ -163,7 +166,8 @@ impl Broker {
 
     /// The session loses its connection; it expires unless resumed in time.
     pub(super) fn detach(&mut self, key: SessionKey, now: Instant) {
-        self.cancel_parked(key);
+        // The connection is gone: nobody to answer.
+        self.end_all_parked(key, Answer::Silent, &mut NoOutbox);
         let deadline = now + self.limits.session_timeout;
         let timer = self.timers.arm(deadline, BrokerTimer::SessionExpiry(key));
         let session = &mut self.sessions[key];
@@ -286,13 +290,13 @@ impl Broker {
         };
         self.log_fact(record);
         self.leave_topic(session_key, sub);
-        // A pull waiting on this topic alone can no longer get anything.
-        if self.sessions[session_key]
-            .parked
-            .is_some_and(|p| p.topic == Some(topic_key))
-        {
-            self.answer_parked_empty(session_key, out);
-        }
+        // Pulls waiting on this topic alone can no longer get anything.
+        self.end_parked(
+            session_key,
+            |p| p.topic == Some(topic_key),
+            Answer::Empty,
+            out,
+        );
         Ok(())
     }
 

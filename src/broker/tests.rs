@@ -793,3 +793,142 @@ fn stats_report_memory_by_class() {
 }
 mod held;
 mod work;
+
+/// Sends PUBLISH of `payload` to "t" on connection 0.
+fn publish_to_t(h: &mut Harness, payload: &'static [u8]) {
+    h.call(
+        0,
+        Request::Publish {
+            topic: "t",
+            payload,
+        },
+    )
+    .unwrap();
+}
+
+fn small_pull(wait_ms: u32, max_messages: u32) -> Request<'static> {
+    Request::Pull(Pull {
+        topic: None,
+        max_messages,
+        max_bytes: 1 << 20,
+        wait_ms,
+        ack: false,
+    })
+}
+
+#[test]
+fn pipelined_pulls_wait_in_order_and_each_takes_the_next_messages() {
+    let mut h = Harness::new(Limits::default());
+    setup_pub_sub(&mut h);
+    let first = h.send(1, pull(None, 10_000, false));
+    let second = h.send(1, pull(None, 10_000, false));
+    assert!(h.replies(1, Op::Pull).is_empty());
+    assert_eq!(h.broker.counters.waiting_pulls, 2);
+    publish_to_t(&mut h, b"a");
+    let got = h.replies(1, Op::Pull);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, first);
+    assert_eq!(payloads(got[0].1.clone()), vec![(0, b"a".to_vec())]);
+    publish_to_t(&mut h, b"b");
+    let got = h.replies(1, Op::Pull);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, second);
+    assert_eq!(payloads(got[0].1.clone()), vec![(1, b"b".to_vec())]);
+    assert_eq!(h.broker.counters.waiting_pulls, 0);
+}
+
+#[test]
+fn a_burst_larger_than_one_pull_is_split_over_the_waiting_pulls_in_order() {
+    let mut h = Harness::new(Limits::default());
+    setup_pub_sub(&mut h);
+    let ids: Vec<u64> = (0..3).map(|_| h.send(1, small_pull(10_000, 2))).collect();
+    // One batch of five publishes, answered once at its end.
+    for payload in [b"0", b"1", b"2", b"3", b"4"] {
+        let mut frame = Vec::new();
+        encode_request(
+            &mut frame,
+            99,
+            &Request::Publish {
+                topic: "t",
+                payload,
+            },
+        );
+        let (body, _) = split_frame(&frame, usize::MAX).unwrap().unwrap();
+        h.broker.handle_frame(0, body, h.now, &mut h.out);
+    }
+    h.broker.answer_ready(&mut h.out);
+    let got = h.replies(1, Op::Pull);
+    let order: Vec<u64> = got.iter().map(|r| r.0).collect();
+    assert_eq!(order, ids);
+    let offsets: Vec<Vec<u64>> = got
+        .into_iter()
+        .map(|(_, r)| payloads(r).into_iter().map(|(o, _)| o).collect())
+        .collect();
+    assert_eq!(offsets, vec![vec![0, 1], vec![2, 3], vec![4]]);
+}
+
+#[test]
+fn past_max_waiting_pulls_the_oldest_is_answered_empty() {
+    let mut h = Harness::new(Limits {
+        max_waiting_pulls: 2,
+        ..Limits::default()
+    });
+    setup_pub_sub(&mut h);
+    let ids: Vec<u64> = (0..3)
+        .map(|_| h.send(1, pull(None, 10_000, false)))
+        .collect();
+    let got = h.replies(1, Op::Pull);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, ids[0]);
+    assert!(payloads(got[0].1.clone()).is_empty());
+    assert_eq!(h.broker.counters.waiting_pulls, 2);
+    publish_to_t(&mut h, b"a");
+    assert_eq!(h.replies(1, Op::Pull)[0].0, ids[1]);
+}
+
+#[test]
+fn each_waiting_pull_has_its_own_deadline() {
+    let mut h = Harness::new(Limits::default());
+    setup_pub_sub(&mut h);
+    let short = h.send(1, pull(None, 10, false));
+    let long = h.send(1, pull(None, 10_000, false));
+    h.broker
+        .fire_timers(h.now + Duration::from_millis(20), &mut h.out);
+    let got = h.replies(1, Op::Pull);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, short);
+    publish_to_t(&mut h, b"a");
+    assert_eq!(h.replies(1, Op::Pull)[0].0, long);
+}
+
+/// The ids of every reply `conn` got so far, in order, whatever they answer.
+fn reply_ids(h: &mut Harness, conn: ConnId) -> Vec<u64> {
+    let bytes = std::mem::take(h.out.buffers.entry(conn).or_default());
+    let mut rest = &bytes[..];
+    let mut ids = Vec::new();
+    while let Ok(Some((body, used))) = split_frame(rest, usize::MAX) {
+        ids.push(crate::codec::decode_reply_id(body).unwrap());
+        rest = &rest[used..];
+    }
+    ids
+}
+
+#[test]
+fn ending_waits_answers_every_pull_concerned_in_order() {
+    let mut h = Harness::new(Limits::default());
+    setup_pub_sub(&mut h);
+    h.call(0, Request::CreateTopic { topic: "u" }).unwrap();
+    h.call(1, Request::Subscribe { topic: "u" }).unwrap();
+    let on_u = h.send(1, pull(Some("u"), 10_000, false));
+    let all = h.send(1, pull(None, 10_000, false));
+    let on_u_again = h.send(1, pull(Some("u"), 10_000, false));
+    let unsubscribe = h.send(1, Request::Unsubscribe { topic: "u" });
+    // The pulls on "u" alone are answered, before the UNSUBSCRIBE reply;
+    // the all-topics pull keeps waiting.
+    assert_eq!(reply_ids(&mut h, 1), vec![on_u, on_u_again, unsubscribe]);
+    assert_eq!(h.broker.counters.waiting_pulls, 1);
+    let second_all = h.send(1, pull(None, 10_000, false));
+    let end = h.send(1, Request::EndSession);
+    assert_eq!(reply_ids(&mut h, 1), vec![all, second_all, end]);
+    assert_eq!(h.broker.counters.waiting_pulls, 0);
+}

@@ -51,11 +51,9 @@ impl Broker {
                 continue;
             };
             session.set_ready(topic);
-            if let Some(parked) = &mut session.parked
-                && !parked.queued
-                && parked.covers(topic)
-            {
-                parked.queued = true;
+            // At most `max_waiting_pulls` to look at: O(1) per session woken.
+            if !session.queued && session.parked.iter().any(|p| p.covers(topic)) {
+                session.queued = true;
                 self.ready.push(session_key);
             }
         }
