@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::json::Json;
+use common::json::{Json, bench_json};
 use serde_json::json;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -20,20 +20,11 @@ fn bench(args: &[&str]) -> Output {
         .expect("bench runs")
 }
 
-/// Runs a scenario with `--json --quiet`, expects success, returns the JSON.
+/// Runs a scenario with `--json --quiet`, expects success and a verified
+/// run, returns the JSON.
 fn json(args: &[&str]) -> Json {
-    let mut all = args.to_vec();
-    all.extend(["--json", "--quiet"]);
-    let out = bench(&all);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "bench {args:?}\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = Json::parse(stdout.trim());
-    assert_eq!(report.get("verified"), &json!(true), "{stdout}");
+    let report = bench_json(args);
+    assert_eq!(report.get("verified"), &json!(true));
     assert_eq!(report.get("problems"), &json!([]));
     report
 }

@@ -5,12 +5,12 @@
 
 mod common;
 
-use common::json::Json;
+use common::json::{Json, bench_json};
 use serde_json::json;
 use std::process::Command;
 
 fn fairness(attack: &str) -> Json {
-    let args = [
+    bench_json(&[
         "fairness",
         "--attack",
         attack,
@@ -24,21 +24,7 @@ fn fairness(attack: &str) -> Json {
         "200",
         "--sessions",
         "200",
-        "--json",
-        "--quiet",
-    ];
-    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(args)
-        .output()
-        .expect("bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "bench {args:?}\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Json::parse(stdout.trim())
+    ])
 }
 
 fn check(attack: &str) {

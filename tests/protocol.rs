@@ -270,18 +270,25 @@ fn every_subscriber_gets_every_message_in_order() {
     });
 }
 
-#[test]
-fn pull_limits_and_all_topics_pulls_take_turns() {
-    let broker = start_broker();
+/// Topics "a" and "b" with ten 100-byte messages each, and a subscriber of
+/// both that has pulled nothing yet.
+fn ten_each_on_a_and_b(broker: &courier::server::RunningServer) -> Raw {
     let mut publisher = Raw::publisher(broker.addr());
     for t in ["a", "b"] {
         publisher.ok(Request::CreateTopic { topic: t });
     }
-    let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["a", "b"]);
+    let (subscriber, _) = Raw::subscriber(broker.addr(), &["a", "b"]);
     for i in 0..10u8 {
         publisher.publish("a", &[i; 100]);
         publisher.publish("b", &[i; 100]);
     }
+    subscriber
+}
+
+#[test]
+fn pull_limits_and_all_topics_pulls_take_turns() {
+    let broker = start_broker();
+    let mut subscriber = ten_each_on_a_and_b(&broker);
     // max_messages.
     let got = messages(subscriber.call(pull(Some("a"), 3, 0, false)));
     assert_eq!(got.len(), 3);
@@ -788,15 +795,7 @@ fn any_publisher_may_delete_any_topic() {
 #[test]
 fn one_pulls_budget_is_shared_by_all_its_topics() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    for t in ["a", "b"] {
-        publisher.ok(Request::CreateTopic { topic: t });
-    }
-    let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["a", "b"]);
-    for i in 0..10u8 {
-        publisher.publish("a", &[i; 100]);
-        publisher.publish("b", &[i; 100]);
-    }
+    let mut subscriber = ten_each_on_a_and_b(&broker);
     assert_eq!(messages(subscriber.call(pull(None, 5, 0, false))).len(), 5);
     // 250 bytes: the first 100-byte message, one more, and no third.
     assert_eq!(

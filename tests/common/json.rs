@@ -2,6 +2,25 @@
 //! by the tests that run `bench`.
 
 use serde_json::Value;
+use std::process::Command;
+
+/// Runs `bench` with `args` and `--json --quiet`, expects exit status 0, and
+/// returns its report.
+pub fn bench_json(args: &[&str]) -> Json {
+    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(args)
+        .args(["--json", "--quiet"])
+        .output()
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "bench {args:?}\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Json::parse(stdout.trim())
+}
 
 /// The report, read by dotted paths (`operations.publish.count`).
 pub struct Json(Value);
