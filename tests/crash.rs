@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::{BrokerProcess, Raw, messages, pull, temp_dir};
+use common::{BrokerProcess, Raw, Rng, messages, pull, temp_dir};
 use courier::protocol::{Op, Reply, Request};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -28,18 +28,6 @@ const PUBLISHERS: usize = 2;
 const CYCLES: usize = 22;
 /// Publishes each publisher pipelines per stage (two stages per cycle).
 const PER_STAGE: usize = 40;
-
-/// A small xorshift generator: the seed is printed, so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
 
 /// The payload of publish `n` of publisher `p`: its own description, padded
 /// with bytes derived from it, so any damage shows.

@@ -10,7 +10,10 @@
 //! had is given again, and a publish answered STORAGE_UNAVAILABLE never
 //! shows. A failing seed is printed and replays alone.
 
+mod common;
+
 use bytes::Bytes;
+use common::Rng;
 use courier::broker::{Broker, ConnId, Limits, Outbox, Recovered};
 use courier::codec::{self, decode_reply, split_frame};
 use courier::protocol::{ErrorCode, Op, Pull, Reply, Request};
@@ -23,17 +26,6 @@ use std::time::Instant;
 const TOPICS: [&str; 2] = ["p0", "p1"];
 const PUBLISHER: ConnId = 0;
 const SUBSCRIBER: ConnId = 1;
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
 
 /// What a request carried that its reply confirms: (topic, payload).
 type Carried = Option<(usize, Bytes)>;

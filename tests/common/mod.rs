@@ -419,3 +419,16 @@ pub fn rss_kib_of(pid: u32) -> Option<u64> {
 pub fn code_named(name: &str) -> Option<ErrorCode> {
     ErrorCode::ALL.iter().copied().find(|c| c.name() == name)
 }
+
+/// A small xorshift generator for seeded test schedules: the seed is
+/// printed, so a failure replays.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
