@@ -145,3 +145,66 @@ fn damage_before_the_tail_stops_the_start_unless_truncating() {
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn segment_files(dir: &Path) -> (usize, u64) {
+    let mut count = 0;
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(dir).expect("data dir") {
+        let entry = entry.expect("dir entry");
+        if entry.file_name().to_string_lossy().ends_with(".log") {
+            count += 1;
+            bytes += entry.metadata().expect("metadata").len();
+        }
+    }
+    (count, bytes)
+}
+
+#[test]
+fn acknowledged_segments_are_deleted_and_a_restart_starts_at_a_checkpoint() {
+    let dir = temp_dir("release");
+    let broker = start(&dir, &["--segment-bytes", "64k"]);
+    let mut publisher = Raw::publisher(broker.addr);
+    publisher.ok(Request::CreateTopic { topic: "a" });
+    publisher.ok(Request::CreateTopic { topic: "idle" });
+    let (mut subscriber, id) = Raw::subscriber(broker.addr, &["a"]);
+    let payload = vec![7u8; 4096];
+    let batch: Vec<&[u8]> = vec![&payload; 8];
+    let (mut most, mut published) = (0, 0u64);
+    for _ in 0..120 {
+        publisher.publish_batch("a", &batch);
+        published += batch.len() as u64;
+        let got = messages(subscriber.call(pull(Some("a"), 8, 1000, true)));
+        assert_eq!(got.len(), batch.len());
+        most = most.max(segment_files(&dir).0);
+    }
+    // Acknowledge the last batch; a publish answered after it is durable,
+    // and the ack's record with it.
+    let got = messages(subscriber.call(pull(Some("a"), 8, 0, true)));
+    assert!(got.is_empty());
+    assert_eq!(publisher.publish("a", b"last"), published);
+    let (count, bytes) = segment_files(&dir);
+    // About 4 MB went through 64 KiB segments: without release there would
+    // be some 60 of them.
+    assert!(most <= 6, "at most {most} segments at once");
+    assert!(
+        count <= 6 && bytes < 6 * 80 * 1024,
+        "{count} segments, {bytes} bytes"
+    );
+    kill(broker);
+
+    let broker = start(&dir, &["--segment-bytes", "64k"]);
+    let mut subscriber = Raw::hello(broker.addr);
+    let reply = subscriber.ok(Request::RegisterSubscriber { resume: Some(id) });
+    let Reply::SubscriberRegistered { topics, .. } = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(topics, vec!["a".to_string()]);
+    let got = messages(subscriber.call(pull(Some("a"), 100, 0, false)));
+    let offsets: Vec<u64> = got.iter().map(|m| m.1).collect();
+    assert_eq!(offsets, vec![published]);
+    let mut publisher = Raw::publisher(broker.addr);
+    assert_eq!(publisher.publish("a", b"next"), published + 1);
+    assert_eq!(publisher.publish("idle", b"first"), 0);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}

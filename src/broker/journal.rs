@@ -18,6 +18,11 @@
 //!   log writes nothing after a failure until the next append starts a new
 //!   segment), so they are the back of each topic's staged messages.
 //!
+//! Space: at each segment roll the flush appends a checkpoint (the live
+//! topics and sessions as fresh records) and, once it is durable, releases
+//! the segments below the newest checkpoint that no retained message needs
+//! (STORAGE.md §7).
+//!
 //! Acknowledged cursors are logged lazily: an ack marks the cursor dirty and
 //! the flush appends one `Acked` record per dirty cursor, never waited for.
 //! A crash may then redeliver what was acknowledged since the last flush —
@@ -52,6 +57,15 @@ pub trait Journal: Send {
     fn flush(&mut self);
     /// What the writer has reported since the last call.
     fn poll(&mut self) -> Vec<Event>;
+    /// The sequence number the next append gets.
+    fn next_seq(&self) -> u64;
+    /// The first sequence number of the segment being written.
+    fn active_segment(&self) -> u64;
+    /// The sequence number of the record holding `offset` of `topic`.
+    fn locate_seq(&self, topic: TopicId, offset: u64) -> Option<u64>;
+    /// No record below `seq` is needed: whole segments below it go.
+    /// Returns how many segments were released.
+    fn release_below(&mut self, seq: u64) -> usize;
 }
 
 impl Journal for Log {
@@ -66,6 +80,31 @@ impl Journal for Log {
     fn poll(&mut self) -> Vec<Event> {
         Log::poll(self)
     }
+
+    fn next_seq(&self) -> u64 {
+        Log::next_seq(self)
+    }
+
+    fn active_segment(&self) -> u64 {
+        Log::active_segment(self)
+    }
+
+    fn locate_seq(&self, topic: TopicId, offset: u64) -> Option<u64> {
+        Log::locate(self, topic, offset).map(|(at, _)| at.seq)
+    }
+
+    fn release_below(&mut self, seq: u64) -> usize {
+        Log::release_below(self, seq).len()
+    }
+}
+
+/// A checkpoint written but not yet durable, and the release it allows.
+#[derive(Debug, Clone, Copy)]
+struct PendingRelease {
+    /// The seq just past the checkpoint's last record.
+    end: u64,
+    /// What may be released once `end` is durable.
+    below: u64,
 }
 
 /// A `Messages` record not yet reported durable, and what waits on it.
@@ -119,6 +158,15 @@ pub(super) struct JournalState {
     gate: Option<(u64, Undo)>,
     /// Replies waiting for their record, in seq order.
     gated: VecDeque<Gated>,
+    /// First seqs of the checkpoints written, oldest first (see
+    /// [`Broker::checkpoint`]).
+    checkpoints: VecDeque<u64>,
+    /// The segment the last checkpoint ended in: the next one is due once
+    /// the log has rolled past it.
+    checkpoint_segment: u64,
+    pending_release: Option<PendingRelease>,
+    /// Segments released so far.
+    segments_released: u64,
 }
 
 /// What recovery rebuilt.
@@ -148,6 +196,11 @@ impl Broker {
 
     pub fn is_durable(&self) -> bool {
         self.journal.journal.is_some()
+    }
+
+    /// How many log segments checkpoints have released so far.
+    pub fn segments_released(&self) -> u64 {
+        self.journal.segments_released
     }
 
     /// Everything below this sequence number was reported durable or lost.
@@ -291,6 +344,7 @@ impl Broker {
         }
         dirty.clear();
         self.journal.dirty_cursors = dirty;
+        self.checkpoint_if_due();
         if let Some(journal) = &mut self.journal.journal {
             journal.flush();
         }
@@ -308,6 +362,7 @@ impl Broker {
             match event {
                 Event::Durable { through } => {
                     self.made_durable(*through);
+                    self.release_segments(*through);
                     self.durable_through(through.saturating_sub(1), out);
                     self.release_gated(*through, out);
                 }
@@ -319,6 +374,7 @@ impl Broker {
                         loss.error
                     );
                     self.messages_lost_from(loss.seqs.start, loss.seqs.end);
+                    self.checkpoints_lost_from(loss.seqs.start);
                     self.replies_lost_from(loss.seqs.start, out);
                     self.gated_lost_from(loss.seqs.start, out);
                 }
@@ -326,6 +382,132 @@ impl Broker {
             }
         }
         events
+    }
+
+    /// Writes a checkpoint when the log has rolled since the last one and
+    /// no earlier checkpoint still waits to be durable. A checkpoint is the
+    /// live metadata as fresh records: for each topic, TopicCreated and an
+    /// empty Messages record at its lowest retained offset (so a replay
+    /// starting here gives the topic its offsets back); for each session,
+    /// SessionCreated, then Subscribed and Acked at its acknowledged offset
+    /// for each subscription. It is appended after the round's Acked
+    /// records, so it and everything before it describe the state at this
+    /// moment; the release it allows is worked out now and made once the
+    /// checkpoint is durable (see [`Broker::release_segments`]).
+    fn checkpoint_if_due(&mut self) {
+        let Some(journal) = &self.journal.journal else {
+            return;
+        };
+        if self.journal.pending_release.is_some()
+            || journal.active_segment() <= self.journal.checkpoint_segment
+        {
+            return;
+        }
+        let start = journal.next_seq();
+        // The oldest record some subscriber may still read.
+        let mut oldest_needed = u64::MAX;
+        for (_, topic) in self.topics.iter() {
+            if topic.backlog_messages() > 0 {
+                let seq = journal
+                    .locate_seq(topic.id, topic.base_offset())
+                    .unwrap_or(0);
+                oldest_needed = oldest_needed.min(seq);
+            }
+        }
+        let mut records = Vec::new();
+        for (_, topic) in self.topics.iter() {
+            records.push(Record::TopicCreated {
+                topic: topic.id,
+                name: topic.name.to_string(),
+            });
+            records.push(Record::Messages {
+                topic: topic.id,
+                first_offset: topic.base_offset(),
+                timestamp_ms: now_ms(),
+                payloads: Vec::new(),
+            });
+        }
+        for (_, session) in self.sessions.iter() {
+            records.push(Record::SessionCreated {
+                session: session.id,
+            });
+            for sub in session.subscriptions() {
+                let Some(topic) = self.topics.get(sub.topic) else {
+                    continue;
+                };
+                records.push(Record::Subscribed {
+                    session: session.id,
+                    topic: topic.id,
+                    start_offset: sub.acked,
+                });
+                records.push(Record::Acked {
+                    session: session.id,
+                    topic: topic.id,
+                    offset: sub.acked,
+                });
+            }
+        }
+        for record in records {
+            self.log_fact(record);
+        }
+        let Some(journal) = &self.journal.journal else {
+            return;
+        };
+        self.journal.checkpoints.push_back(start);
+        self.journal.checkpoint_segment = journal.active_segment();
+        // Replaying from a checkpoint at or below every needed record
+        // rebuilds the state: the newest such checkpoint bounds the release.
+        let below = self
+            .journal
+            .checkpoints
+            .iter()
+            .rev()
+            .copied()
+            .find(|&c| c <= oldest_needed)
+            .unwrap_or(0);
+        self.journal.pending_release = Some(PendingRelease {
+            end: journal.next_seq(),
+            below,
+        });
+    }
+
+    /// The pending checkpoint is durable by `through`: the segments below
+    /// its release point go, and so do the checkpoints they held.
+    fn release_segments(&mut self, through: u64) {
+        let Some(pending) = self.journal.pending_release else {
+            return;
+        };
+        if pending.end > through {
+            return;
+        }
+        self.journal.pending_release = None;
+        if pending.below == 0 {
+            return;
+        }
+        if let Some(journal) = &mut self.journal.journal {
+            self.journal.segments_released += journal.release_below(pending.below) as u64;
+        }
+        while self
+            .journal
+            .checkpoints
+            .front()
+            .is_some_and(|&c| c < pending.below)
+        {
+            self.journal.checkpoints.pop_front();
+        }
+    }
+
+    /// Records from `start` on were lost: so were the checkpoints among
+    /// them, and the release a lost checkpoint promised.
+    fn checkpoints_lost_from(&mut self, start: u64) {
+        while self.journal.checkpoints.back().is_some_and(|&c| c >= start) {
+            self.journal.checkpoints.pop_back();
+        }
+        if self.journal.pending_release.is_some_and(|p| p.end > start) {
+            self.journal.pending_release = None;
+            // Due again at the next roll (a loss always starts one).
+            self.journal.checkpoint_segment = 0;
+        }
     }
 
     fn release_gated(&mut self, through: u64, out: &mut dyn Outbox) {
@@ -485,7 +667,11 @@ impl Broker {
 
     fn replay_topic(&mut self, id: TopicId, name: &str) -> bool {
         self.journal.next_topic_id = self.journal.next_topic_id.max(id + 1);
-        if self.topic_names.contains_key(name) || self.topic_ids.contains_key(&id) {
+        if let Some(&key) = self.topic_ids.get(&id) {
+            // A checkpoint's repeat of a live topic.
+            return *self.topics[key].name == *name;
+        }
+        if self.topic_names.contains_key(name) {
             return false;
         }
         self.insert_topic(name, id);
@@ -531,6 +717,8 @@ impl Broker {
         cost::settle(&mut self.budget, before, topic.footprint());
         self.counters.backlog_messages += (topic.backlog_messages() - messages) as u64;
         self.counters.backlog_bytes += (topic.backlog_bytes() - bytes) as u64;
+        // Subscribers a checkpoint placed past them need none of them.
+        self.release(key);
         self.wake_subscribers(key);
         true
     }
