@@ -1,10 +1,13 @@
 //! The durable broker, through the real binary: state survives a restart
 //! (and a SIGKILL), the data directory is locked, damage outside the torn
-//! tail stops the start unless `--truncate-corrupt` is given.
+//! tail stops the start unless `--truncate-corrupt` is given, acknowledged
+//! segments are deleted, and a full disk refuses publishes until space is
+//! freed (on a small tmpfs, where the test may mount one).
 
 mod common;
 
-use common::{BrokerProcess, Raw, messages, pull, temp_dir};
+use common::{BrokerProcess, Raw, messages, pull, temp_dir, wait_until};
+use courier::ErrorCode;
 use courier::protocol::{Reply, Request};
 use std::path::{Path, PathBuf};
 
@@ -207,4 +210,114 @@ fn acknowledged_segments_are_deleted_and_a_restart_starts_at_a_checkpoint() {
     assert_eq!(publisher.publish("idle", b"first"), 0);
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A size-limited tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// None (with the reason printed) where mounting is not possible.
+    fn mount(name: &str, size: &str) -> Option<Tmpfs> {
+        let dir = temp_dir(name);
+        std::fs::create_dir_all(&dir).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if status.is_ok_and(|s| s.success()) {
+            Some(Tmpfs(dir))
+        } else {
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs at {} (needs root and mount); the full-disk run did not happen",
+                dir.display()
+            );
+            let _ = std::fs::remove_dir(&dir);
+            None
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Writes `path` until the file system is full; returns the bytes written.
+fn fill(path: &Path) -> u64 {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("filler");
+    let chunk = vec![0u8; 4096];
+    let mut written = 0;
+    // Bounded: the tmpfs is a few MiB.
+    for _ in 0..100_000 {
+        match file.write(&chunk) {
+            Ok(n) if n > 0 => written += n as u64,
+            _ => break,
+        }
+    }
+    let _ = file.sync_all();
+    written
+}
+
+#[test]
+fn a_full_disk_refuses_publishes_and_publishing_resumes_once_space_is_freed() {
+    let Some(fs) = Tmpfs::mount("full-disk", "2m") else {
+        return;
+    };
+    let dir = fs.0.join("data");
+    let broker = start(&dir, &["--segment-bytes", "64k"]);
+    let mut publisher = Raw::publisher(broker.addr);
+    publisher.ok(Request::CreateTopic { topic: "a" });
+    let (mut subscriber, _) = Raw::subscriber(broker.addr, &["a"]);
+    for i in 0..4u8 {
+        assert_eq!(publisher.publish("a", &[i; 100]), u64::from(i));
+    }
+    let filler = fs.0.join("filler");
+    assert!(fill(&filler) > 0);
+
+    let payload = vec![9u8; 16 << 10];
+    let refused = publisher.call(Request::Publish {
+        topic: "a",
+        payload: &payload,
+    });
+    match refused {
+        Err(e) => assert_eq!(e.code, ErrorCode::StorageUnavailable, "{e:?}"),
+        Ok(reply) => panic!("a publish on a full disk was answered {reply:?}"),
+    }
+    // Pulls and acks go on; the refused message never shows.
+    let got = messages(subscriber.call(pull(Some("a"), 100, 0, false)));
+    let offsets: Vec<u64> = got.iter().map(|m| m.1).collect();
+    assert_eq!(offsets, vec![0, 1, 2, 3]);
+    let got = messages(subscriber.call(pull(Some("a"), 100, 0, true)));
+    assert!(got.is_empty());
+
+    std::fs::remove_file(&filler).expect("filler removed");
+    // Publishing resumes by itself: no restart, no command.
+    let mut offset = None;
+    wait_until(
+        "a publish accepted after space was freed",
+        || match publisher.call(Request::Publish {
+            topic: "a",
+            payload: b"again",
+        }) {
+            Ok(Reply::Published { offset: o, .. }) => {
+                offset = Some(o);
+                true
+            }
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => {
+                assert_eq!(e.code, ErrorCode::StorageUnavailable, "{e:?}");
+                false
+            }
+        },
+    );
+    let offset = offset.expect("published");
+    let got = messages(subscriber.call(pull(Some("a"), 100, 1000, true)));
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].1, got[0].2.as_slice()), (offset, &b"again"[..]));
+    drop(broker);
 }
