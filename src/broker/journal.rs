@@ -14,9 +14,12 @@
 //!   become visible and wake the subscribers waiting for them. So a
 //!   subscriber never sees a message that a crash could take back.
 //! - **Lost** (a failed write or fsync): the staged messages of every lost
-//!   record are dropped unseen. Lost records are always the newest ones (the
-//!   log writes nothing after a failure until the next append starts a new
-//!   segment), so they are the back of each topic's staged messages.
+//!   record are dropped unseen and their offsets become a gap (see
+//!   `super::topic`): an offset is never given to another message. Lost
+//!   records are always the newest ones (the log writes nothing after a
+//!   failure until the next append starts a new segment), so they are the
+//!   back of each topic's staged messages. An empty Messages record at the
+//!   topic's end keeps the gap across a restart.
 //!
 //! Space: at each segment roll the flush appends a checkpoint (the live
 //! topics and sessions as fresh records) and, once it is durable, releases
@@ -563,23 +566,49 @@ impl Broker {
     /// only an append after this report starts.
     fn messages_lost_from(&mut self, start: u64, end: u64) {
         self.journal.durable_through = self.journal.durable_through.max(end);
+        // Per topic, the lost records' staged messages are the back of its
+        // staged ones: lost as one run.
+        let mut hit: Vec<(TopicKey, usize)> = Vec::new();
         while let Some(&entry) = self.journal.unsynced.back() {
             if entry.seq < start {
                 break;
             }
             self.journal.unsynced.pop_back();
-            let Some(topic) = self.topics.get_mut(entry.topic) else {
-                continue;
-            };
-            if topic.id != entry.topic_id {
+            if self
+                .topics
+                .get(entry.topic)
+                .is_none_or(|topic| topic.id != entry.topic_id)
+            {
                 continue;
             }
+            match hit.iter_mut().find(|(key, _)| *key == entry.topic) {
+                Some((_, staged)) => *staged += entry.staged,
+                None => hit.push((entry.topic, entry.staged)),
+            }
+        }
+        for &(key, staged) in &hit {
+            let topic = &mut self.topics[key];
             let before = topic.footprint();
             let (messages, bytes) = (topic.backlog_messages(), topic.backlog_bytes());
-            topic.drop_staged(entry.staged);
+            topic.lose_staged(staged);
             cost::settle(&mut self.budget, before, topic.footprint());
-            self.counters.backlog_messages -= (messages - topic.backlog_messages()) as u64;
+            self.counters.backlog_messages += topic.backlog_messages() as u64;
+            self.counters.backlog_messages -= messages as u64;
             self.counters.backlog_bytes -= (bytes - topic.backlog_bytes()) as u64;
+        }
+        let hit: Vec<TopicKey> = hit.into_iter().map(|(key, _)| key).collect();
+        for key in hit {
+            self.pass_gap_waiting(key);
+            // The lost offsets stay lost after a restart too: a record at
+            // the topic's end tells recovery where the next message goes.
+            let topic = &self.topics[key];
+            let record = Record::Messages {
+                topic: topic.id,
+                first_offset: topic.end_offset(),
+                timestamp_ms: now_ms(),
+                payloads: Vec::new(),
+            };
+            self.log_fact(record);
         }
     }
 
@@ -686,36 +715,27 @@ impl Broker {
             // Already applied (a checkpoint's repeat).
             return true;
         }
+        let before = topic.footprint();
+        let (messages, bytes) = (topic.backlog_messages(), topic.backlog_bytes());
         if first_offset > end {
-            // Offsets the log never kept; nothing of them can be retained.
-            if topic.backlog_messages() == 0 {
-                topic.skip(first_offset - end);
-            } else {
-                log::warn!(
-                    "topic '{}': offsets {end}..{first_offset} missing from the log while older messages are retained; they are given empty payloads",
-                    topic.name
-                );
-                for _ in end..first_offset {
-                    topic.push(Bytes::new(), 0);
-                }
-            }
+            // Offsets the log never kept (a lost write's): a gap, never
+            // given to another message.
+            topic.push_gap(first_offset - end);
         }
-        let topic = &mut self.topics[key];
         let skip = (topic.end_offset() - first_offset) as usize;
         let fresh = payloads.into_iter().skip(skip);
         if topic.subscribers.is_empty() && topic.backlog_messages() == 0 {
             topic.skip(fresh.len() as u64);
-            return true;
-        }
-        let before = topic.footprint();
-        let (messages, bytes) = (topic.backlog_messages(), topic.backlog_bytes());
-        topic.make_room(fresh.len());
-        for payload in fresh {
-            let charge = cost::single_payload(payload.len());
-            topic.push(payload, charge);
+        } else {
+            topic.make_room(fresh.len());
+            for payload in fresh {
+                let charge = cost::single_payload(payload.len());
+                topic.push(payload, charge);
+            }
         }
         cost::settle(&mut self.budget, before, topic.footprint());
-        self.counters.backlog_messages += (topic.backlog_messages() - messages) as u64;
+        self.counters.backlog_messages += topic.backlog_messages() as u64;
+        self.counters.backlog_messages -= messages as u64;
         self.counters.backlog_bytes += (topic.backlog_bytes() - bytes) as u64;
         // Subscribers a checkpoint placed past them need none of them.
         self.release(key);
@@ -736,6 +756,16 @@ impl Broker {
                 .collect();
             for topic_key in topics {
                 let session = &mut self.sessions[key];
+                // A cursor at a gap's start (a lost write's) passes it.
+                if let (Some(sub), Some(topic)) = (
+                    session.subscription(topic_key),
+                    self.topics.get_mut(topic_key),
+                ) {
+                    let to = topic.past_gap(sub.delivered);
+                    if let Some(from) = session.pass_gap(topic_key, to) {
+                        topic.move_cursor(from, to);
+                    }
+                }
                 let (Some(delivered), Some(topic)) = (
                     session.subscription(topic_key).map(|sub| sub.delivered),
                     self.topics.get_mut(topic_key),
