@@ -186,6 +186,9 @@ fn acknowledged_segments_are_deleted_and_a_restart_starts_at_a_checkpoint() {
     assert!(got.is_empty());
     assert_eq!(publisher.publish("a", b"last"), published);
     let (count, bytes) = segment_files(&dir);
+    eprintln!(
+        "{published} messages of 4 KiB: at most {most} segments at once, {count} ({bytes} bytes) at the end"
+    );
     // About 4 MB went through 64 KiB segments: without release there would
     // be some 60 of them.
     assert!(most <= 6, "at most {most} segments at once");

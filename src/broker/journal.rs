@@ -410,10 +410,11 @@ impl Broker {
         // The oldest record some subscriber may still read.
         let mut oldest_needed = u64::MAX;
         for (_, topic) in self.topics.iter() {
-            if topic.backlog_messages() > 0 {
-                let seq = journal
-                    .locate_seq(topic.id, topic.base_offset())
-                    .unwrap_or(0);
+            // A gap at the front has no record; the first message after
+            // it does.
+            let first = topic.past_gap(topic.base_offset());
+            if first < topic.end_offset() {
+                let seq = journal.locate_seq(topic.id, first).unwrap_or(0);
                 oldest_needed = oldest_needed.min(seq);
             }
         }
