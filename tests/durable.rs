@@ -1,10 +1,13 @@
 //! The durable broker, through the real binary: state survives a restart
 //! (and a SIGKILL), the data directory is locked, damage outside the torn
-//! tail stops the start unless `--truncate-corrupt` is given.
+//! tail stops the start unless `--truncate-corrupt` is given, acknowledged
+//! segments are deleted, and a full disk refuses publishes until space is
+//! freed (on a small tmpfs, where the test may mount one).
 
 mod common;
 
-use common::{BrokerProcess, Raw, messages, pull, temp_dir};
+use common::{BrokerProcess, Raw, messages, pull, temp_dir, wait_until};
+use courier::ErrorCode;
 use courier::protocol::{Reply, Request};
 use std::path::{Path, PathBuf};
 
@@ -144,4 +147,187 @@ fn damage_before_the_tail_stops_the_start_unless_truncating() {
     );
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn segment_files(dir: &Path) -> (usize, u64) {
+    let mut count = 0;
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(dir).expect("data dir") {
+        let entry = entry.expect("dir entry");
+        if entry.file_name().to_string_lossy().ends_with(".log") {
+            count += 1;
+            bytes += entry.metadata().expect("metadata").len();
+        }
+    }
+    (count, bytes)
+}
+
+#[test]
+fn acknowledged_segments_are_deleted_and_a_restart_starts_at_a_checkpoint() {
+    let dir = temp_dir("release");
+    let broker = start(&dir, &["--segment-bytes", "64k"]);
+    let mut publisher = Raw::publisher(broker.addr);
+    publisher.ok(Request::CreateTopic { topic: "a" });
+    publisher.ok(Request::CreateTopic { topic: "idle" });
+    let (mut subscriber, id) = Raw::subscriber(broker.addr, &["a"]);
+    let payload = vec![7u8; 4096];
+    let batch: Vec<&[u8]> = vec![&payload; 8];
+    let (mut most, mut published) = (0, 0u64);
+    for _ in 0..120 {
+        publisher.publish_batch("a", &batch);
+        published += batch.len() as u64;
+        let got = messages(subscriber.call(pull(Some("a"), 8, 1000, true)));
+        assert_eq!(got.len(), batch.len());
+        most = most.max(segment_files(&dir).0);
+    }
+    // Acknowledge the last batch; a publish answered after it is durable,
+    // and the ack's record with it.
+    let got = messages(subscriber.call(pull(Some("a"), 8, 0, true)));
+    assert!(got.is_empty());
+    assert_eq!(publisher.publish("a", b"last"), published);
+    let (count, bytes) = segment_files(&dir);
+    eprintln!(
+        "{published} messages of 4 KiB: at most {most} segments at once, {count} ({bytes} bytes) at the end"
+    );
+    // About 4 MB went through 64 KiB segments: without release there would
+    // be some 60 of them.
+    assert!(most <= 6, "at most {most} segments at once");
+    assert!(
+        count <= 6 && bytes < 6 * 80 * 1024,
+        "{count} segments, {bytes} bytes"
+    );
+    kill(broker);
+
+    let broker = start(&dir, &["--segment-bytes", "64k"]);
+    let mut subscriber = Raw::hello(broker.addr);
+    let reply = subscriber.ok(Request::RegisterSubscriber { resume: Some(id) });
+    let Reply::SubscriberRegistered { topics, .. } = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(topics, vec!["a".to_string()]);
+    let got = messages(subscriber.call(pull(Some("a"), 100, 0, false)));
+    let offsets: Vec<u64> = got.iter().map(|m| m.1).collect();
+    assert_eq!(offsets, vec![published]);
+    let mut publisher = Raw::publisher(broker.addr);
+    assert_eq!(publisher.publish("a", b"next"), published + 1);
+    assert_eq!(publisher.publish("idle", b"first"), 0);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A size-limited tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// None (with the reason printed) where mounting is not possible.
+    fn mount(name: &str, size: &str) -> Option<Tmpfs> {
+        let dir = temp_dir(name);
+        std::fs::create_dir_all(&dir).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if status.is_ok_and(|s| s.success()) {
+            Some(Tmpfs(dir))
+        } else {
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs at {} (needs root and mount); the full-disk run did not happen",
+                dir.display()
+            );
+            let _ = std::fs::remove_dir(&dir);
+            None
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Writes `path` until the file system is full; returns the bytes written.
+fn fill(path: &Path) -> u64 {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("filler");
+    let chunk = vec![0u8; 4096];
+    let mut written = 0;
+    // Bounded: the tmpfs is a few MiB.
+    for _ in 0..100_000 {
+        match file.write(&chunk) {
+            Ok(n) if n > 0 => written += n as u64,
+            _ => break,
+        }
+    }
+    let _ = file.sync_all();
+    written
+}
+
+#[test]
+fn a_full_disk_refuses_publishes_and_publishing_resumes_once_space_is_freed() {
+    let Some(fs) = Tmpfs::mount("full-disk", "2m") else {
+        return;
+    };
+    let dir = fs.0.join("data");
+    let broker = start(&dir, &["--segment-bytes", "64k"]);
+    let mut publisher = Raw::publisher(broker.addr);
+    publisher.ok(Request::CreateTopic { topic: "a" });
+    let (mut subscriber, _) = Raw::subscriber(broker.addr, &["a"]);
+    for i in 0..4u8 {
+        assert_eq!(publisher.publish("a", &[i; 100]), u64::from(i));
+    }
+    let filler = fs.0.join("filler");
+    assert!(fill(&filler) > 0);
+
+    let payload = vec![9u8; 16 << 10];
+    let refused = publisher.call(Request::Publish {
+        topic: "a",
+        payload: &payload,
+    });
+    match refused {
+        Err(e) => assert_eq!(e.code, ErrorCode::StorageUnavailable, "{e:?}"),
+        Ok(reply) => panic!("a publish on a full disk was answered {reply:?}"),
+    }
+    // Pulls and acks go on; the refused message never shows.
+    let got = messages(subscriber.call(pull(Some("a"), 100, 0, false)));
+    let offsets: Vec<u64> = got.iter().map(|m| m.1).collect();
+    assert_eq!(offsets, vec![0, 1, 2, 3]);
+    let got = messages(subscriber.call(pull(Some("a"), 100, 0, true)));
+    assert!(got.is_empty());
+
+    std::fs::remove_file(&filler).expect("filler removed");
+    // Publishing resumes by itself: no restart, no command.
+    let mut offset = None;
+    wait_until(
+        "a publish accepted after space was freed",
+        || match publisher.call(Request::Publish {
+            topic: "a",
+            payload: b"again",
+        }) {
+            Ok(Reply::Published { offset: o, .. }) => {
+                offset = Some(o);
+                true
+            }
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => {
+                assert_eq!(e.code, ErrorCode::StorageUnavailable, "{e:?}");
+                false
+            }
+        },
+    );
+    let offset = offset.expect("published");
+    // The refused message's offset (4) is a gap, never given again.
+    assert!(offset > 4, "offset {offset} reused");
+    let got = messages(subscriber.call(pull(Some("a"), 100, 1000, true)));
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].1, got[0].2.as_slice()), (offset, &b"again"[..]));
+    // And after a restart too.
+    kill(broker);
+    let broker = start(&dir, &["--segment-bytes", "64k"]);
+    let mut publisher = Raw::publisher(broker.addr);
+    assert_eq!(publisher.publish("a", b"after"), offset + 1);
+    drop(broker);
 }

@@ -14,9 +14,17 @@
 //!   become visible and wake the subscribers waiting for them. So a
 //!   subscriber never sees a message that a crash could take back.
 //! - **Lost** (a failed write or fsync): the staged messages of every lost
-//!   record are dropped unseen. Lost records are always the newest ones (the
-//!   log writes nothing after a failure until the next append starts a new
-//!   segment), so they are the back of each topic's staged messages.
+//!   record are dropped unseen and their offsets become a gap (see
+//!   `super::topic`): an offset is never given to another message. Lost
+//!   records are always the newest ones (the log writes nothing after a
+//!   failure until the next append starts a new segment), so they are the
+//!   back of each topic's staged messages. An empty Messages record at the
+//!   topic's end keeps the gap across a restart.
+//!
+//! Space: at each segment roll the flush appends a checkpoint (the live
+//! topics and sessions as fresh records) and, once it is durable, releases
+//! the segments below the newest checkpoint that no retained message needs
+//! (STORAGE.md §7).
 //!
 //! Acknowledged cursors are logged lazily: an ack marks the cursor dirty and
 //! the flush appends one `Acked` record per dirty cursor, never waited for.
@@ -52,6 +60,15 @@ pub trait Journal: Send {
     fn flush(&mut self);
     /// What the writer has reported since the last call.
     fn poll(&mut self) -> Vec<Event>;
+    /// The sequence number the next append gets.
+    fn next_seq(&self) -> u64;
+    /// The first sequence number of the segment being written.
+    fn active_segment(&self) -> u64;
+    /// The sequence number of the record holding `offset` of `topic`.
+    fn locate_seq(&self, topic: TopicId, offset: u64) -> Option<u64>;
+    /// No record below `seq` is needed: whole segments below it go.
+    /// Returns how many segments were released.
+    fn release_below(&mut self, seq: u64) -> usize;
 }
 
 impl Journal for Log {
@@ -66,6 +83,31 @@ impl Journal for Log {
     fn poll(&mut self) -> Vec<Event> {
         Log::poll(self)
     }
+
+    fn next_seq(&self) -> u64 {
+        Log::next_seq(self)
+    }
+
+    fn active_segment(&self) -> u64 {
+        Log::active_segment(self)
+    }
+
+    fn locate_seq(&self, topic: TopicId, offset: u64) -> Option<u64> {
+        Log::locate(self, topic, offset).map(|(at, _)| at.seq)
+    }
+
+    fn release_below(&mut self, seq: u64) -> usize {
+        Log::release_below(self, seq).len()
+    }
+}
+
+/// A checkpoint written but not yet durable, and the release it allows.
+#[derive(Debug, Clone, Copy)]
+struct PendingRelease {
+    /// The seq just past the checkpoint's last record.
+    end: u64,
+    /// What may be released once `end` is durable.
+    below: u64,
 }
 
 /// A `Messages` record not yet reported durable, and what waits on it.
@@ -119,6 +161,15 @@ pub(super) struct JournalState {
     gate: Option<(u64, Undo)>,
     /// Replies waiting for their record, in seq order.
     gated: VecDeque<Gated>,
+    /// First seqs of the checkpoints written, oldest first (see
+    /// [`Broker::checkpoint`]).
+    checkpoints: VecDeque<u64>,
+    /// The segment the last checkpoint ended in: the next one is due once
+    /// the log has rolled past it.
+    checkpoint_segment: u64,
+    pending_release: Option<PendingRelease>,
+    /// Segments released so far.
+    segments_released: u64,
 }
 
 /// What recovery rebuilt.
@@ -148,6 +199,11 @@ impl Broker {
 
     pub fn is_durable(&self) -> bool {
         self.journal.journal.is_some()
+    }
+
+    /// How many log segments checkpoints have released so far.
+    pub fn segments_released(&self) -> u64 {
+        self.journal.segments_released
     }
 
     /// Everything below this sequence number was reported durable or lost.
@@ -291,6 +347,7 @@ impl Broker {
         }
         dirty.clear();
         self.journal.dirty_cursors = dirty;
+        self.checkpoint_if_due();
         if let Some(journal) = &mut self.journal.journal {
             journal.flush();
         }
@@ -308,6 +365,7 @@ impl Broker {
             match event {
                 Event::Durable { through } => {
                     self.made_durable(*through);
+                    self.release_segments(*through);
                     self.durable_through(through.saturating_sub(1), out);
                     self.release_gated(*through, out);
                 }
@@ -319,6 +377,7 @@ impl Broker {
                         loss.error
                     );
                     self.messages_lost_from(loss.seqs.start, loss.seqs.end);
+                    self.checkpoints_lost_from(loss.seqs.start);
                     self.replies_lost_from(loss.seqs.start, out);
                     self.gated_lost_from(loss.seqs.start, out);
                 }
@@ -326,6 +385,133 @@ impl Broker {
             }
         }
         events
+    }
+
+    /// Writes a checkpoint when the log has rolled since the last one and
+    /// no earlier checkpoint still waits to be durable. A checkpoint is the
+    /// live metadata as fresh records: for each topic, TopicCreated and an
+    /// empty Messages record at its lowest retained offset (so a replay
+    /// starting here gives the topic its offsets back); for each session,
+    /// SessionCreated, then Subscribed and Acked at its acknowledged offset
+    /// for each subscription. It is appended after the round's Acked
+    /// records, so it and everything before it describe the state at this
+    /// moment; the release it allows is worked out now and made once the
+    /// checkpoint is durable (see [`Broker::release_segments`]).
+    fn checkpoint_if_due(&mut self) {
+        let Some(journal) = &self.journal.journal else {
+            return;
+        };
+        if self.journal.pending_release.is_some()
+            || journal.active_segment() <= self.journal.checkpoint_segment
+        {
+            return;
+        }
+        let start = journal.next_seq();
+        // The oldest record some subscriber may still read.
+        let mut oldest_needed = u64::MAX;
+        for (_, topic) in self.topics.iter() {
+            // A gap at the front has no record; the first message after
+            // it does.
+            let first = topic.past_gap(topic.base_offset());
+            if first < topic.end_offset() {
+                let seq = journal.locate_seq(topic.id, first).unwrap_or(0);
+                oldest_needed = oldest_needed.min(seq);
+            }
+        }
+        let mut records = Vec::new();
+        for (_, topic) in self.topics.iter() {
+            records.push(Record::TopicCreated {
+                topic: topic.id,
+                name: topic.name.to_string(),
+            });
+            records.push(Record::Messages {
+                topic: topic.id,
+                first_offset: topic.base_offset(),
+                timestamp_ms: now_ms(),
+                payloads: Vec::new(),
+            });
+        }
+        for (_, session) in self.sessions.iter() {
+            records.push(Record::SessionCreated {
+                session: session.id,
+            });
+            for sub in session.subscriptions() {
+                let Some(topic) = self.topics.get(sub.topic) else {
+                    continue;
+                };
+                records.push(Record::Subscribed {
+                    session: session.id,
+                    topic: topic.id,
+                    start_offset: sub.acked,
+                });
+                records.push(Record::Acked {
+                    session: session.id,
+                    topic: topic.id,
+                    offset: sub.acked,
+                });
+            }
+        }
+        for record in records {
+            self.log_fact(record);
+        }
+        let Some(journal) = &self.journal.journal else {
+            return;
+        };
+        self.journal.checkpoints.push_back(start);
+        self.journal.checkpoint_segment = journal.active_segment();
+        // Replaying from a checkpoint at or below every needed record
+        // rebuilds the state: the newest such checkpoint bounds the release.
+        let below = self
+            .journal
+            .checkpoints
+            .iter()
+            .rev()
+            .copied()
+            .find(|&c| c <= oldest_needed)
+            .unwrap_or(0);
+        self.journal.pending_release = Some(PendingRelease {
+            end: journal.next_seq(),
+            below,
+        });
+    }
+
+    /// The pending checkpoint is durable by `through`: the segments below
+    /// its release point go, and so do the checkpoints they held.
+    fn release_segments(&mut self, through: u64) {
+        let Some(pending) = self.journal.pending_release else {
+            return;
+        };
+        if pending.end > through {
+            return;
+        }
+        self.journal.pending_release = None;
+        if pending.below == 0 {
+            return;
+        }
+        if let Some(journal) = &mut self.journal.journal {
+            self.journal.segments_released += journal.release_below(pending.below) as u64;
+        }
+        while self
+            .journal
+            .checkpoints
+            .front()
+            .is_some_and(|&c| c < pending.below)
+        {
+            self.journal.checkpoints.pop_front();
+        }
+    }
+
+    /// Records from `start` on were lost: so were the checkpoints among
+    /// them, and the release a lost checkpoint promised.
+    fn checkpoints_lost_from(&mut self, start: u64) {
+        while self.journal.checkpoints.back().is_some_and(|&c| c >= start) {
+            self.journal.checkpoints.pop_back();
+        }
+        if self.journal.pending_release.is_some_and(|p| p.end > start) {
+            self.journal.pending_release = None;
+            // Due again at the next roll (a loss always starts one).
+            self.journal.checkpoint_segment = 0;
+        }
     }
 
     fn release_gated(&mut self, through: u64, out: &mut dyn Outbox) {
@@ -381,23 +567,49 @@ impl Broker {
     /// only an append after this report starts.
     fn messages_lost_from(&mut self, start: u64, end: u64) {
         self.journal.durable_through = self.journal.durable_through.max(end);
+        // Per topic, the lost records' staged messages are the back of its
+        // staged ones: lost as one run.
+        let mut hit: Vec<(TopicKey, usize)> = Vec::new();
         while let Some(&entry) = self.journal.unsynced.back() {
             if entry.seq < start {
                 break;
             }
             self.journal.unsynced.pop_back();
-            let Some(topic) = self.topics.get_mut(entry.topic) else {
-                continue;
-            };
-            if topic.id != entry.topic_id {
+            if self
+                .topics
+                .get(entry.topic)
+                .is_none_or(|topic| topic.id != entry.topic_id)
+            {
                 continue;
             }
+            match hit.iter_mut().find(|(key, _)| *key == entry.topic) {
+                Some((_, staged)) => *staged += entry.staged,
+                None => hit.push((entry.topic, entry.staged)),
+            }
+        }
+        for &(key, staged) in &hit {
+            let topic = &mut self.topics[key];
             let before = topic.footprint();
             let (messages, bytes) = (topic.backlog_messages(), topic.backlog_bytes());
-            topic.drop_staged(entry.staged);
+            topic.lose_staged(staged);
             cost::settle(&mut self.budget, before, topic.footprint());
-            self.counters.backlog_messages -= (messages - topic.backlog_messages()) as u64;
+            self.counters.backlog_messages += topic.backlog_messages() as u64;
+            self.counters.backlog_messages -= messages as u64;
             self.counters.backlog_bytes -= (bytes - topic.backlog_bytes()) as u64;
+        }
+        let hit: Vec<TopicKey> = hit.into_iter().map(|(key, _)| key).collect();
+        for key in hit {
+            self.pass_gap_waiting(key);
+            // The lost offsets stay lost after a restart too: a record at
+            // the topic's end tells recovery where the next message goes.
+            let topic = &self.topics[key];
+            let record = Record::Messages {
+                topic: topic.id,
+                first_offset: topic.end_offset(),
+                timestamp_ms: now_ms(),
+                payloads: Vec::new(),
+            };
+            self.log_fact(record);
         }
     }
 
@@ -485,7 +697,11 @@ impl Broker {
 
     fn replay_topic(&mut self, id: TopicId, name: &str) -> bool {
         self.journal.next_topic_id = self.journal.next_topic_id.max(id + 1);
-        if self.topic_names.contains_key(name) || self.topic_ids.contains_key(&id) {
+        if let Some(&key) = self.topic_ids.get(&id) {
+            // A checkpoint's repeat of a live topic.
+            return *self.topics[key].name == *name;
+        }
+        if self.topic_names.contains_key(name) {
             return false;
         }
         self.insert_topic(name, id);
@@ -500,37 +716,30 @@ impl Broker {
             // Already applied (a checkpoint's repeat).
             return true;
         }
+        let before = topic.footprint();
+        let (messages, bytes) = (topic.backlog_messages(), topic.backlog_bytes());
         if first_offset > end {
-            // Offsets the log never kept; nothing of them can be retained.
-            if topic.backlog_messages() == 0 {
-                topic.skip(first_offset - end);
-            } else {
-                log::warn!(
-                    "topic '{}': offsets {end}..{first_offset} missing from the log while older messages are retained; they are given empty payloads",
-                    topic.name
-                );
-                for _ in end..first_offset {
-                    topic.push(Bytes::new(), 0);
-                }
-            }
+            // Offsets the log never kept (a lost write's): a gap, never
+            // given to another message.
+            topic.push_gap(first_offset - end);
         }
-        let topic = &mut self.topics[key];
         let skip = (topic.end_offset() - first_offset) as usize;
         let fresh = payloads.into_iter().skip(skip);
         if topic.subscribers.is_empty() && topic.backlog_messages() == 0 {
             topic.skip(fresh.len() as u64);
-            return true;
-        }
-        let before = topic.footprint();
-        let (messages, bytes) = (topic.backlog_messages(), topic.backlog_bytes());
-        topic.make_room(fresh.len());
-        for payload in fresh {
-            let charge = cost::single_payload(payload.len());
-            topic.push(payload, charge);
+        } else {
+            topic.make_room(fresh.len());
+            for payload in fresh {
+                let charge = cost::single_payload(payload.len());
+                topic.push(payload, charge);
+            }
         }
         cost::settle(&mut self.budget, before, topic.footprint());
-        self.counters.backlog_messages += (topic.backlog_messages() - messages) as u64;
+        self.counters.backlog_messages += topic.backlog_messages() as u64;
+        self.counters.backlog_messages -= messages as u64;
         self.counters.backlog_bytes += (topic.backlog_bytes() - bytes) as u64;
+        // Subscribers a checkpoint placed past them need none of them.
+        self.release(key);
         self.wake_subscribers(key);
         true
     }
@@ -548,6 +757,16 @@ impl Broker {
                 .collect();
             for topic_key in topics {
                 let session = &mut self.sessions[key];
+                // A cursor at a gap's start (a lost write's) passes it.
+                if let (Some(sub), Some(topic)) = (
+                    session.subscription(topic_key),
+                    self.topics.get_mut(topic_key),
+                ) {
+                    let to = topic.past_gap(sub.delivered);
+                    if let Some(from) = session.pass_gap(topic_key, to) {
+                        topic.move_cursor(from, to);
+                    }
+                }
                 let (Some(delivered), Some(topic)) = (
                     session.subscription(topic_key).map(|sub| sub.delivered),
                     self.topics.get_mut(topic_key),

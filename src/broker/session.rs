@@ -232,6 +232,19 @@ impl Session {
 
     /// Everything delivered but not acknowledged on `topic` will be
     /// delivered again (the caller took it out of `in_flight`).
+    /// Delivery of `topic` moves on to `to`, past offsets that hold no
+    /// message; so does the acknowledged offset if nothing was in flight.
+    /// Returns where the acknowledged offset was, if it moved.
+    pub fn pass_gap(&mut self, topic: TopicKey, to: u64) -> Option<u64> {
+        let sub = self.subscription_mut(topic)?;
+        if to <= sub.delivered {
+            return None;
+        }
+        let moved = sub.acked == sub.delivered;
+        sub.delivered = to;
+        moved.then(|| std::mem::replace(&mut sub.acked, to))
+    }
+
     pub fn rewind(&mut self, topic: TopicKey) {
         if let Some(sub) = self.subscription_mut(topic) {
             sub.delivered = sub.acked;

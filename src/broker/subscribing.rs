@@ -315,6 +315,8 @@ impl Broker {
                 ),
             );
         }
+        // An ack up to a gap covers the gap (delivery has passed it).
+        let offset = self.topics[topic_key].past_gap(offset).min(sub.delivered);
         self.acknowledge(session_key, topic_key, offset);
         Ok(())
     }

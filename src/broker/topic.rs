@@ -25,7 +25,15 @@
 //! subscriptions and the waiting indexes see) stops before them, and
 //! [`Topic::end_offset`] is where the next publish goes. A durable report
 //! makes them visible from the front ([`Topic::make_visible`]); a lost write
-//! drops them from the back ([`Topic::drop_staged`]).
+//! turns them into a **gap** ([`Topic::lose_staged`]).
+//!
+//! A gap is a run of offsets that hold no message: a lost write's (its
+//! offsets are never given to another message, so an offset always names
+//! one message or none), or offsets recovery found missing from the log.
+//! Their queue slots stay, with empty payloads and no charge, so offset
+//! addressing stays `o - base`; `gaps` lists the runs, [`Topic::get`]
+//! returns nothing for them, and a subscriber's delivery passes over them
+//! ([`Topic::past_gap`]).
 
 use super::cost::MESSAGE_SLOT;
 use super::keys::SessionKey;
@@ -72,6 +80,8 @@ pub struct Topic {
     /// key is how far the topic may forget, found in O(log n) however many
     /// subscribers there are.
     acked: BTreeMap<u64, u32>,
+    /// Runs of offsets that hold no message: start → end (exclusive).
+    gaps: BTreeMap<u64, u64>,
 }
 
 impl Topic {
@@ -87,6 +97,7 @@ impl Topic {
             subscribers: KeySet::default(),
             waiting: KeySet::default(),
             acked: BTreeMap::new(),
+            gaps: BTreeMap::new(),
         }
     }
 
@@ -143,16 +154,58 @@ impl Topic {
     }
 
     /// The newest `count` staged messages were lost by the log: they are
-    /// dropped unseen and their offsets given to the next publish (nobody
-    /// saw them, and the log never replays a lost record once it has
-    /// written past it).
-    pub fn drop_staged(&mut self, count: usize) {
-        for _ in 0..count.min(self.staged) {
+    /// dropped unseen and their offsets become a gap, never given to
+    /// another message.
+    pub fn lose_staged(&mut self, count: usize) {
+        let count = count.min(self.staged);
+        for _ in 0..count {
             if let Some(message) = self.messages.pop_back() {
                 self.backlog_bytes -= message.payload.len();
                 self.charged -= message.charge;
                 self.staged -= 1;
             }
+        }
+        // A loss takes every record from some point on, and every record
+        // before it was reported durable first, so no staged message is
+        // left. Were one left, the gap would sit after it: it stays staged
+        // (unseen) rather than shown out of order.
+        let left = self.staged;
+        self.push_gap(count as u64);
+        if left > 0 {
+            self.staged += count;
+        }
+    }
+
+    /// Appends `count` offsets that hold no message.
+    pub fn push_gap(&mut self, count: u64) {
+        if count == 0 {
+            return;
+        }
+        let start = self.end_offset();
+        if self.messages.is_empty() && self.staged == 0 {
+            self.base += count;
+        } else {
+            for _ in 0..count {
+                self.messages.push_back(Stored {
+                    payload: Bytes::new(),
+                    charge: 0,
+                });
+            }
+        }
+        let end = start + count;
+        // Joined to a gap that ends where this one starts.
+        let start = match self.gaps.range(..start).next_back() {
+            Some((&s, &e)) if e == start => s,
+            _ => start,
+        };
+        self.gaps.insert(start, end);
+    }
+
+    /// `offset`, or the end of the gap it falls in.
+    pub fn past_gap(&self, offset: u64) -> u64 {
+        match self.gaps.range(..=offset).next_back() {
+            Some((_, &end)) if offset < end => end,
+            _ => offset,
         }
     }
 
@@ -169,9 +222,11 @@ impl Topic {
         self.backlog_bytes
     }
 
-    /// The message at `offset`, if still retained.
+    /// The message at `offset`, if still retained (none in a gap).
     pub fn get(&self, offset: u64) -> Option<&Bytes> {
-        if offset >= self.next_offset() {
+        if offset >= self.next_offset()
+            || (!self.gaps.is_empty() && self.past_gap(offset) != offset)
+        {
             return None;
         }
         let index = offset.checked_sub(self.base)?;
@@ -260,6 +315,12 @@ impl Topic {
                 }
             }
         }
+        while let Some(entry) = self.gaps.first_entry() {
+            if *entry.get() > self.base {
+                break;
+            }
+            entry.remove();
+        }
         if self.messages.is_empty() && self.messages.capacity() > 1024 {
             // A drained burst should not pin its peak memory.
             self.messages.shrink_to(64);
@@ -337,5 +398,29 @@ mod tests {
         assert!(topic.has_room(1, 5, 2, 10));
         assert!(!topic.has_room(1, 6, 2, 10));
         assert!(!topic.has_room(2, 1, 2, 10));
+    }
+
+    #[test]
+    fn lost_messages_leave_a_gap_that_reads_and_deliveries_pass() {
+        let mut topic = Topic::new("t");
+        topic.add_cursor(0);
+        for i in 0..5u8 {
+            topic.push(Bytes::from(vec![i]), 1);
+        }
+        topic.stage(2);
+        assert_eq!(topic.next_offset(), 3);
+        topic.lose_staged(2);
+        // The lost offsets are seen past, hold nothing, and are not reused.
+        assert_eq!((topic.next_offset(), topic.end_offset()), (5, 5));
+        assert_eq!(topic.backlog_bytes(), 3);
+        assert!(topic.get(3).is_none() && topic.get(4).is_none());
+        assert_eq!(topic.get(2).map(|b| b[0]), Some(2));
+        assert_eq!(
+            (topic.past_gap(3), topic.past_gap(4), topic.past_gap(2)),
+            (5, 5, 2)
+        );
+        assert_eq!(topic.push(Bytes::from_static(b"x"), 1), 5);
+        topic.release_below(5);
+        assert_eq!(topic.past_gap(3), 3, "released gaps are forgotten");
     }
 }

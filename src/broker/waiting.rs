@@ -72,9 +72,39 @@ impl Broker {
         let Some(entry) = self.topics.get_mut(topic) else {
             return;
         };
+        // A reply stops before a gap: the next one starts after it.
+        let delivered = entry.past_gap(delivered);
+        session.pass_gap(topic, delivered);
         if delivered >= entry.next_offset() {
             session.set_caught_up(topic);
             entry.waiting.insert(session_key);
+        }
+    }
+
+    /// The subscribers of `topic` caught up at a gap's start (a lost
+    /// write's) move past it, and stay caught up.
+    pub(super) fn pass_gap_waiting(&mut self, topic: TopicKey) {
+        let Some(entry) = self.topics.get_mut(topic) else {
+            return;
+        };
+        let keys: Vec<SessionKey> = entry.waiting.iter().collect();
+        let mut moved = Vec::new();
+        for key in keys {
+            self.work += 1;
+            let Some(session) = self.sessions.get_mut(key) else {
+                continue;
+            };
+            let Some(delivered) = session.subscription(topic).map(|sub| sub.delivered) else {
+                continue;
+            };
+            let to = entry.past_gap(delivered);
+            if let Some(from) = session.pass_gap(topic, to) {
+                entry.move_cursor(from, to);
+                moved.push(key);
+            }
+        }
+        for key in moved {
+            self.cursor_moved(key, topic);
         }
     }
 

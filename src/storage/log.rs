@@ -294,6 +294,12 @@ impl Log {
         released
     }
 
+    /// The first sequence number of the segment being written: it moves
+    /// each time the log rolls, which is when an owner may checkpoint.
+    pub fn active_segment(&self) -> u64 {
+        self.segments.back().copied().unwrap_or(self.next_seq)
+    }
+
     /// The first sequence numbers of the segments the log holds.
     pub fn segments(&self) -> Vec<u64> {
         self.segments.iter().copied().collect()
