@@ -309,17 +309,25 @@ impl Client {
 
     /// Starts a new subscriber session on this connection; returns its id.
     pub fn register_subscriber(&mut self) -> Result<u64> {
-        self.register(None).map(|session| session.id)
+        self.register(None, None).map(|session| session.id)
+    }
+
+    /// Starts a new subscriber session kept for `timeout` without a
+    /// connection (clamped by the broker to its `max_session_timeout_ms`);
+    /// returns its id. Protocol version 2.
+    pub fn register_subscriber_for(&mut self, timeout: Duration) -> Result<u64> {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.register(None, Some(ms)).map(|session| session.id)
     }
 
     /// Takes over an existing subscriber session: its subscriptions, and
     /// redelivery of everything it had not acknowledged.
     pub fn resume_subscriber(&mut self, id: u64) -> Result<Session> {
-        self.register(Some(id))
+        self.register(Some(id), None)
     }
 
-    fn register(&mut self, resume: Option<u64>) -> Result<Session> {
-        match self.call(&Request::RegisterSubscriber { resume })? {
+    fn register(&mut self, resume: Option<u64>, timeout_ms: Option<u64>) -> Result<Session> {
+        match self.call(&Request::RegisterSubscriber { resume, timeout_ms })? {
             Reply::SubscriberRegistered {
                 subscriber_id,
                 topics,

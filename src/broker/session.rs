@@ -23,6 +23,7 @@ use super::keys::{ConnId, TopicKey};
 use super::keyset::KeySet;
 use crate::timers::TimerKey;
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscription {
@@ -72,6 +73,11 @@ pub struct Session {
     pub parked: Option<Parked>,
     /// Armed while no connection holds the session.
     pub expiry: Option<TimerKey>,
+    /// How long it is kept without a connection, as REGISTER_SUBSCRIBER
+    /// asked (already clamped); `None` follows `--session-timeout`, so a
+    /// session that asked nothing follows the broker's setting across
+    /// restarts.
+    pub timeout: Option<Duration>,
     /// The rank where the next all-topics pull starts: just after the last
     /// topic that delivered to the previous one, so busy topics take turns.
     pub turn: u64,
@@ -89,6 +95,7 @@ impl Session {
             in_flight: KeySet::default(),
             parked: None,
             expiry: None,
+            timeout: None,
             turn: 0,
         }
     }
