@@ -11,7 +11,8 @@
 //! connection.
 //!
 //! Layout: `conn` owns the socket and the frame buffers, `pipeline` the
-//! requests in flight, `error` the error type, `addr` the default port.
+//! requests in flight, `error` the error type, `addr` the default port,
+//! `reconnect` the back-off and resume after a lost connection.
 //! This file holds the operations, which only build requests and unpack
 //! replies.
 
@@ -19,10 +20,12 @@ mod addr;
 mod conn;
 mod error;
 mod pipeline;
+mod reconnect;
 
 pub use self::addr::{DEFAULT_PORT, with_default_port};
 pub use self::error::{Error, Result, io_message};
 pub use self::pipeline::{Completion, Outcome, Pipeline};
+pub use self::reconnect::Reconnect;
 pub use crate::protocol::{ServerInfo, Stats, TopicMessages, TopicPage, TopicSummary};
 
 use self::conn::Conn;
