@@ -21,12 +21,14 @@
 //! - `verify`: setting what subscribers saw against what publishers issued.
 //! - `topics`: the run's topics and the admin connection.
 //! - `stream` (send, fanout, latency), `create_topic`, `idle`, `retained`,
-//!   `fairness`: the scenarios, each ending in a `Report`.
+//!   `fairness`, `recovery`, `disk`: the scenarios, each ending in a
+//!   `Report`.
 //! - `report`, `hgrm`, `progress`: output (JSON through serde_json).
 
 mod args;
 mod broker;
 mod create_topic;
+mod disk;
 mod fairness;
 mod help;
 mod hgrm;
@@ -88,6 +90,7 @@ fn run(options: &Options) -> Result<Report, Failure> {
         Scenario::Fairness => fairness::run(options, &broker),
         // Starts and restarts brokers of its own; the one above idles.
         Scenario::Recovery => recovery::run(options),
+        Scenario::Disk => disk::run(options),
     };
     let stopped = broker.stop();
     let report = report?;
