@@ -33,10 +33,11 @@ pub enum Scenario {
     Retained,
     Fairness,
     Recovery,
+    Disk,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 8] = [
+    const ALL: [Scenario; 9] = [
         Scenario::Send,
         Scenario::Fanout,
         Scenario::Latency,
@@ -45,6 +46,7 @@ impl Scenario {
         Scenario::Retained,
         Scenario::Fairness,
         Scenario::Recovery,
+        Scenario::Disk,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +59,7 @@ impl Scenario {
             Scenario::Retained => "retained",
             Scenario::Fairness => "fairness",
             Scenario::Recovery => "recovery",
+            Scenario::Disk => "disk",
         }
     }
 
@@ -70,6 +73,7 @@ impl Scenario {
             Scenario::Retained => help::RETAINED,
             Scenario::Fairness => help::FAIRNESS,
             Scenario::Recovery => help::RECOVERY,
+            Scenario::Disk => help::DISK,
         }
     }
 
@@ -79,11 +83,12 @@ impl Scenario {
         use Scenario::*;
         let streams = matches!(self, Send | Fanout | Latency);
         match flag {
-            "--broker" => self != Recovery,
+            "--broker" => !matches!(self, Recovery | Disk),
             "--messages" => !matches!(self, Idle | Fairness),
             "--duration" => self != Retained,
             "--warmup" => streams || self == CreateTopic,
-            "--size" | "--batch" => streams || matches!(self, Retained | Recovery),
+            "--size" => streams || matches!(self, Retained | Recovery | Disk),
+            "--batch" => streams || matches!(self, Retained | Recovery),
             "--pipeline" => matches!(self, Send | Fanout | Retained | CreateTopic),
             "--publishers" | "--subscribers" => streams,
             "--topics" => streams || matches!(self, Retained | Fairness),
@@ -92,7 +97,8 @@ impl Scenario {
             "--clients" => matches!(self, CreateTopic | Idle),
             "--connections" => self == Idle,
             "--broker-pid" => matches!(self, Idle | Retained),
-            "--hgrm" | "--fsync" => true,
+            "--hgrm" => true,
+            "--fsync" => self != Disk,
             "--attack" | "--attackers" | "--interval-ms" | "--baseline-secs" | "--sessions" => {
                 self == Fairness
             }
@@ -143,7 +149,11 @@ impl Options {
             messages: None,
             duration: DEFAULT_DURATION,
             warmup: Duration::ZERO,
-            size: 128,
+            size: if scenario == Scenario::Disk {
+                4096
+            } else {
+                128
+            },
             batch: if matches!(scenario, Scenario::Retained | Scenario::Recovery) {
                 100
             } else {

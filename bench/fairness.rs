@@ -446,7 +446,10 @@ fn attacker(
         }
         Attack::Pulls => {
             let mut raw = RawConn::hello(&shared.addr, &name)?;
-            raw.expect_ok(&Request::RegisterSubscriber { resume: None })?;
+            raw.expect_ok(&Request::RegisterSubscriber {
+                resume: None,
+                timeout_ms: None,
+            })?;
             raw.all_ok(targets.iter().map(|topic| Request::Subscribe { topic }))?;
             let timeline = wait_for_attack(shared, gate)?;
             let pull = Request::Pull(Pull {
@@ -563,7 +566,10 @@ fn park_sessions(addr: &str, topic: &str, count: usize) -> Result<(), String> {
     let mut raw = RawConn::hello(addr, "bench-fanout-sessions")?;
     let pairs = (0..count).flat_map(|_| {
         [
-            Request::RegisterSubscriber { resume: None },
+            Request::RegisterSubscriber {
+                resume: None,
+                timeout_ms: None,
+            },
             Request::Subscribe { topic },
         ]
     });

@@ -22,6 +22,8 @@ Scenarios:
   fairness      a probe's round-trip latency alone, then beside attackers
                 abusing the broker (--attack flood|pulls|fanout|churn)
   recovery      fill a log with N messages, then time a broker's start on it
+  disk          the disk's own ceiling: 4 KiB appends each followed by
+                fdatasync (p50 and MB/s), no broker
 
 Common options:
   --broker HOST[:PORT]
@@ -211,6 +213,22 @@ bound N x size per topic (an in-process broker is started without them).
 
 Measure against a freshly started broker: memory freed by an earlier run
 stays with the broker's allocator and would be reused, hiding the cost.
+";
+
+pub const DISK: &str = "\
+bench disk: the disk's own fdatasync'd append latency and bandwidth
+
+usage: bench disk [--messages N] [--size BYTES] [--duration SECS] [common options]
+
+  --messages N      blocks to append, 1 to 10^12 (default 2000)
+  --size BYTES      bytes per block, 20 to 64MiB (default 4096)
+
+Appends blocks to a fresh file in the temporary directory ($TMPDIR, where
+an in-process durable broker keeps its log), each write followed by
+fdatasync, and reports the latency of one append+fdatasync and the
+bandwidth. No broker is involved: this is the disk's ceiling, against which
+the durable figures are judged (one fdatasync per block is the worst case;
+a broker's group commit syncs many records at once).
 ";
 
 pub const RECOVERY: &str = "\

@@ -21,7 +21,8 @@
 //! - `verify`: setting what subscribers saw against what publishers issued.
 //! - `topics`: the run's topics and the admin connection.
 //! - `stream` (send, fanout, latency), `create_topic`, `idle`, `retained`,
-//!   `fairness`: the scenarios, each ending in a `Report`.
+//!   `fairness`, `recovery`, `disk`: the scenarios, each ending in a
+//!   `Report`.
 //! - `relay`: `latency --relay`, the same schedule through a bare TCP relay,
 //!   for the machine's ceiling.
 //! - `report`, `hgrm`, `progress`: output (JSON through serde_json).
@@ -29,6 +30,7 @@
 mod args;
 mod broker;
 mod create_topic;
+mod disk;
 mod fairness;
 mod help;
 mod hgrm;
@@ -94,6 +96,7 @@ fn run(options: &Options) -> Result<Report, Failure> {
         Scenario::Fairness => fairness::run(options, &broker),
         // Starts and restarts brokers of its own; the one above idles.
         Scenario::Recovery => recovery::run(options),
+        Scenario::Disk => disk::run(options),
     };
     let stopped = broker.stop();
     let report = report?;

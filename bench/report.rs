@@ -157,6 +157,17 @@ impl Report {
     pub fn bounds(&mut self, broker: &Broker, o: &Options) {
         self.param("broker", broker.addr());
         self.param("in_process", broker.in_process());
+        if broker.in_process() {
+            use courier::storage::SyncMode;
+            // As `--fsync` spells it, so a report says how to repeat it.
+            let fsync = match o.fsync {
+                None => "memory-only".to_owned(),
+                Some(SyncMode::Always) => "always".to_owned(),
+                Some(SyncMode::Never) => "never".to_owned(),
+                Some(SyncMode::Interval(every)) => format!("interval:{}", every.as_millis()),
+            };
+            self.param("fsync", fsync);
+        }
         if let Some(n) = o.messages {
             self.param("messages", n);
         }

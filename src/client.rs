@@ -12,7 +12,9 @@
 //! flight so that the broker never waits for the next one.
 //!
 //! Layout: `conn` owns the socket and the frame buffers, `pipeline` the
-//! requests in flight, `pulls` the pipelined pulls, `error` the error type, `addr` the default port.
+//! requests in flight, `pulls` the pipelined pulls, `error` the error type,
+//! `addr` the default port, `reconnect` the back-off and resume after a lost
+//! connection.
 //! This file holds the operations, which only build requests and unpack
 //! replies.
 
@@ -21,11 +23,13 @@ mod conn;
 mod error;
 mod pipeline;
 mod pulls;
+mod reconnect;
 
 pub use self::addr::{DEFAULT_PORT, with_default_port};
 pub use self::error::{Error, Result, io_message};
 pub use self::pipeline::{Completion, Outcome, Pipeline};
 pub use self::pulls::{MAX_PULL_DEPTH, Pulls};
+pub use self::reconnect::Reconnect;
 pub use crate::protocol::{ServerInfo, Stats, TopicMessages, TopicPage, TopicSummary};
 
 use self::conn::Conn;
@@ -312,17 +316,25 @@ impl Client {
 
     /// Starts a new subscriber session on this connection; returns its id.
     pub fn register_subscriber(&mut self) -> Result<u64> {
-        self.register(None).map(|session| session.id)
+        self.register(None, None).map(|session| session.id)
+    }
+
+    /// Starts a new subscriber session kept for `timeout` without a
+    /// connection (clamped by the broker to its `max_session_timeout_ms`);
+    /// returns its id. Protocol version 2.
+    pub fn register_subscriber_for(&mut self, timeout: Duration) -> Result<u64> {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.register(None, Some(ms)).map(|session| session.id)
     }
 
     /// Takes over an existing subscriber session: its subscriptions, and
     /// redelivery of everything it had not acknowledged.
     pub fn resume_subscriber(&mut self, id: u64) -> Result<Session> {
-        self.register(Some(id))
+        self.register(Some(id), None)
     }
 
-    fn register(&mut self, resume: Option<u64>) -> Result<Session> {
-        match self.call(&Request::RegisterSubscriber { resume })? {
+    fn register(&mut self, resume: Option<u64>, timeout_ms: Option<u64>) -> Result<Session> {
+        match self.call(&Request::RegisterSubscriber { resume, timeout_ms })? {
             Reply::SubscriberRegistered {
                 subscriber_id,
                 topics,

@@ -250,6 +250,11 @@ pub enum Request<'a> {
     RegisterSubscriber {
         /// `None` registers a new subscriber; `Some(id)` resumes one.
         resume: Option<u64>,
+        /// How long a new session is kept without a connection; `None`: the
+        /// broker's `session_timeout_ms`. Above `max_session_timeout_ms` it
+        /// is clamped. A resumed session keeps the timeout it was created
+        /// with, so this is ignored there. Sent as an optional 4th element.
+        timeout_ms: Option<u64>,
     },
     Subscribe {
         topic: &'a str,
@@ -342,6 +347,11 @@ pub struct ServerInfo {
     /// which keeps one.
     #[serde(default)]
     pub max_waiting_pulls: u64,
+    /// The longest session timeout REGISTER_SUBSCRIBER may ask for
+    /// (`--max-session-timeout`); longer requests are clamped to it. Absent
+    /// (0) from a broker that predates it: ask for no timeout there.
+    #[serde(default)]
+    pub max_session_timeout_ms: u64,
 }
 
 /// Counters reported by STATS.

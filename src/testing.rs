@@ -79,9 +79,17 @@ pub fn every_request(scratch: &mut Vec<u8>) -> Vec<Request<'_>> {
             topic: "t",
             payloads,
         },
-        Request::RegisterSubscriber { resume: None },
+        Request::RegisterSubscriber {
+            resume: None,
+            timeout_ms: None,
+        },
         Request::RegisterSubscriber {
             resume: Some(u64::MAX),
+            timeout_ms: None,
+        },
+        Request::RegisterSubscriber {
+            resume: None,
+            timeout_ms: Some(7 * 24 * 3600 * 1000),
         },
         Request::Subscribe { topic: "t" },
         Request::Unsubscribe { topic: "t" },
@@ -133,6 +141,7 @@ pub fn every_reply() -> Vec<(Op, Reply)> {
         max_output_bytes: 1 << 24,
         publish_hold_ms: 5000,
         max_waiting_pulls: 4,
+        max_session_timeout_ms: 7 * 24 * 3600 * 1000,
     };
     let mut stats = Stats {
         messages_in: 5,

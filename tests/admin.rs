@@ -165,10 +165,16 @@ fn end_session_answers_the_parked_pull_releases_the_backlog_and_frees_the_connec
         ErrorCode::NotRegistered
     );
     assert_eq!(
-        subscriber.error(Request::RegisterSubscriber { resume: Some(id) }),
+        subscriber.error(Request::RegisterSubscriber {
+            resume: Some(id),
+            timeout_ms: None
+        }),
         ErrorCode::UnknownSubscriber
     );
-    subscriber.ok(Request::RegisterSubscriber { resume: None });
+    subscriber.ok(Request::RegisterSubscriber {
+        resume: None,
+        timeout_ms: None,
+    });
     subscriber.ok(Request::Subscribe { topic: "t" });
     assert_eq!(info(&mut publisher, "t").subscribers, 1);
 }

@@ -426,7 +426,10 @@ fn one_connection_cannot_create_a_million_sessions() {
     let mut bystander = Bystander::new(&broker);
     let watch = RssWatch::start(broker.child.id());
     let mut attacker = Raw::hello(broker.addr);
-    let registrations = (0..1_000_000).map(|_| Request::RegisterSubscriber { resume: None });
+    let registrations = (0..1_000_000).map(|_| Request::RegisterSubscriber {
+        resume: None,
+        timeout_ms: None,
+    });
     let (registered, refused) = pipelined(&mut attacker, registrations, 1000);
     let code = refused.expect("a refusal before a million sessions");
     assert!(code.is_retryable(), "{code:?}");
@@ -558,6 +561,7 @@ fn resume_reply_fits_the_frame_limit() {
     let mut second = Raw::hello(broker.addr);
     second.send(Request::RegisterSubscriber {
         resume: Some(session),
+        timeout_ms: None,
     });
     let body = second.recv_frame().expect("a reply to the resume");
     assert!(

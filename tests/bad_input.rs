@@ -281,7 +281,10 @@ fn a_client_that_never_reads_its_replies_is_disconnected_and_its_session_kept() 
     bystander.check();
     // Nothing it had not acknowledged is lost: resume and get all 30.
     let mut resumed = Raw::hello(broker.addr());
-    resumed.ok(Request::RegisterSubscriber { resume: Some(id) });
+    resumed.ok(Request::RegisterSubscriber {
+        resume: Some(id),
+        timeout_ms: None,
+    });
     let mut got = Vec::new();
     while got.len() < 30 {
         got.extend(messages(resumed.call(pull(None, 100, 1000, true))));

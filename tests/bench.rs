@@ -321,6 +321,8 @@ fn help_exists_for_the_tool_and_each_scenario() {
         &["create-topic", "--help"],
         &["idle", "--help"],
         &["retained", "-h"],
+        &["recovery", "--help"],
+        &["disk", "--help"],
     ] {
         let out = bench(args);
         assert_eq!(out.status.code(), Some(0), "bench {args:?}");
@@ -339,4 +341,66 @@ fn an_unreachable_broker_is_a_runtime_failure() {
     let out = bench(&["send", "--broker", &addr, "--messages", "10", "--quiet"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
+
+/// Each durable mode of the in-process broker runs, verifies, and says in
+/// the report which mode it was.
+#[test]
+fn durable_modes_run_and_are_reported() {
+    for mode in ["always", "interval:5", "never", "memory-only"] {
+        let report = json(&[
+            "send",
+            "--messages",
+            "200",
+            "--batch",
+            "10",
+            "--fsync",
+            mode,
+        ]);
+        assert_eq!(report.get("parameters.fsync"), &json!(mode), "{mode}");
+        assert_eq!(report.u64("counts.published"), 200, "{mode}");
+        assert_eq!(report.u64("counts.lost"), 0, "{mode}");
+        assert_latency(&report, "publish", 20);
+    }
+    let report = json(&[
+        "fanout",
+        "--messages",
+        "500",
+        "--batch",
+        "50",
+        "--fsync",
+        "always",
+    ]);
+    assert_eq!(report.get("parameters.fsync"), &json!("always"));
+    assert_eq!(report.u64("counts.published"), 500);
+}
+
+#[test]
+fn recovery_rebuilds_every_message_and_reports_its_speed() {
+    let report = json(&["recovery", "--messages", "2000", "--batch", "100"]);
+    assert_eq!(report.get("scenario"), &json!("recovery"));
+    assert_eq!(report.u64("parameters.messages"), 2000);
+    assert_eq!(report.u64("counts.messages_rebuilt"), 2000);
+    // A topic, a session, a subscription and 20 batches at least.
+    assert!(report.u64("counts.records") >= 23);
+    assert!(report.u64("counts.segments") >= 1);
+    assert_eq!(report.u64("operations.recover.count"), 2000);
+    assert!(report.u64("operations.recover.bytes") > 2000 * 128);
+    assert!(report.num("operations.recover.mb_per_s") > 0.0);
+}
+
+#[test]
+fn disk_times_appends_with_fdatasync() {
+    let report = json(&["disk", "--messages", "20"]);
+    assert_eq!(report.get("scenario"), &json!("disk"));
+    assert_eq!(report.u64("parameters.size"), 4096);
+    assert_eq!(report.u64("counts.synced"), 20);
+    assert_eq!(report.u64("operations.append_fdatasync.bytes"), 20 * 4096);
+    assert!(report.num("operations.append_fdatasync.mb_per_s") > 0.0);
+    assert_latency(&report, "append_fdatasync", 20);
+    // It measures the disk, not a broker.
+    assert_eq!(
+        bench(&["disk", "--broker", "127.0.0.1:1"]).status.code(),
+        Some(2)
+    );
 }

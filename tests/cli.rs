@@ -1003,3 +1003,104 @@ fn courier_errors_are_one_line() {
     drop(closed);
     fails(courier(closed_addr, &["stats"]), 1, "is the broker running");
 }
+
+/// A durable broker on a fixed loopback port (`--addr`), so that it can be
+/// started again where its clients left it.
+fn durable_broker(dir: &std::path::Path, addr: &str) -> common::BrokerProcess {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_broker"));
+    command
+        .args(["--addr", addr, "--log-level", "off", "--data-dir"])
+        .arg(dir);
+    common::BrokerProcess::spawn(command)
+}
+
+/// `t OFFSET PAYLOAD` (a `-v` line) as (offset, payload).
+fn offset_and_payload(line: &str) -> (u64, u64) {
+    let mut parts = line.split(' ');
+    let parsed = match (parts.next(), parts.next(), parts.next()) {
+        (Some("t"), Some(offset), Some(payload)) => offset.parse().ok().zip(payload.parse().ok()),
+        _ => None,
+    };
+    parsed.unwrap_or_else(|| panic!("not a -v line: {line}"))
+}
+
+/// A `subscriber --keep` comes back by itself after the broker is killed
+/// and restarted on the same data dir and port: it prints every message at
+/// least once, in offset order (a redelivery only ever goes back to the
+/// first unacknowledged offset, never skips ahead), and does not exit. A
+/// `publisher` reading standard input when the broker dies says how many
+/// lines were acknowledged and exits 1.
+#[test]
+fn a_kept_subscriber_reconnects_after_the_broker_restarts() {
+    let dir = common::temp_dir("cli-reconnect");
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let mut broker = durable_broker(&dir, &addr);
+    let at = broker.addr;
+    ok(publisher(at, &["--create", "t"]));
+    let subscriber = Subscriber::start(at, &["--subscribe", "t", "--keep", "-v"]);
+    ok(publish_stdin(at, "t", lines(100).as_bytes()));
+    let mut seen = subscriber.take(100);
+
+    // A publisher streaming standard input while the broker dies.
+    let mut streaming = command(env!("CARGO_BIN_EXE_publisher"), at)
+        .args(["--publish", "t"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn publisher");
+    let mut input = streaming.stdin.take().expect("stdin");
+    let more: String = (101..=150).map(|i| format!("{i}\n")).collect();
+    input.write_all(more.as_bytes()).expect("write stdin");
+    input.flush().expect("flush stdin");
+    // Printed means durable (a message is visible only once on disk).
+    seen.extend(subscriber.take(50));
+    broker.child.kill().expect("SIGKILL");
+    broker.child.wait().expect("reaped");
+    // Lines after the kill go to a dead connection.
+    let _ = input.write_all(b"lost\n");
+    drop(input);
+    let output = streaming.wait_with_output().expect("publisher output");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("acknowledged before the connection was lost"),
+        "{}",
+        stderr(&output)
+    );
+
+    let broker = durable_broker(&dir, &addr);
+    assert!(subscriber.next_error().contains("reconnecting"));
+    ok(publish_stdin(
+        broker.addr,
+        "t",
+        (151..=200)
+            .map(|i| format!("{i}\n"))
+            .collect::<String>()
+            .as_bytes(),
+    ));
+    let mut printed: Vec<(u64, u64)> = seen.iter().map(|l| offset_and_payload(l)).collect();
+    while printed.last().map(|p| p.0) != Some(199) {
+        printed.push(offset_and_payload(&subscriber.take(1)[0]));
+        assert!(printed.len() < 10_000, "runaway output");
+    }
+    assert!(
+        printed
+            .iter()
+            .all(|&(offset, payload)| payload == offset + 1)
+    );
+    for pair in printed.windows(2) {
+        assert!(pair[1].0 <= pair[0].0 + 1, "skipped ahead: {pair:?}");
+    }
+    let offsets: BTreeSet<u64> = printed.iter().map(|p| p.0).collect();
+    assert_eq!(offsets, (0..200).collect::<BTreeSet<u64>>());
+    let mut subscriber = subscriber;
+    assert!(
+        subscriber.child.try_wait().expect("try_wait").is_none(),
+        "the subscriber exited"
+    );
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}

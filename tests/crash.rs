@@ -134,7 +134,10 @@ fn kill_9_loses_no_acknowledged_publish() {
         let mut subscriber = Raw::hello(broker.addr);
         match session {
             None => {
-                let reply = subscriber.ok(Request::RegisterSubscriber { resume: None });
+                let reply = subscriber.ok(Request::RegisterSubscriber {
+                    resume: None,
+                    timeout_ms: None,
+                });
                 let Reply::SubscriberRegistered { subscriber_id, .. } = reply else {
                     panic!("{reply:?}")
                 };
@@ -144,7 +147,10 @@ fn kill_9_loses_no_acknowledged_publish() {
                 session = Some(subscriber_id);
             }
             Some(id) => {
-                subscriber.ok(Request::RegisterSubscriber { resume: Some(id) });
+                subscriber.ok(Request::RegisterSubscriber {
+                    resume: Some(id),
+                    timeout_ms: None,
+                });
             }
         }
         let mut next = [None; TOPICS.len()];

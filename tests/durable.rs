@@ -61,7 +61,10 @@ fn topics_messages_sessions_and_cursors_survive_a_kill() {
         .expect("recovery line");
     assert!(summary.contains("recovered 1 topics"), "{summary}");
     let mut subscriber = Raw::hello(broker.addr);
-    let reply = subscriber.ok(Request::RegisterSubscriber { resume: Some(id) });
+    let reply = subscriber.ok(Request::RegisterSubscriber {
+        resume: Some(id),
+        timeout_ms: None,
+    });
     let Reply::SubscriberRegistered { topics, .. } = reply else {
         panic!("{reply:?}")
     };
@@ -200,7 +203,10 @@ fn acknowledged_segments_are_deleted_and_a_restart_starts_at_a_checkpoint() {
 
     let broker = start(&dir, &["--segment-bytes", "64k"]);
     let mut subscriber = Raw::hello(broker.addr);
-    let reply = subscriber.ok(Request::RegisterSubscriber { resume: Some(id) });
+    let reply = subscriber.ok(Request::RegisterSubscriber {
+        resume: Some(id),
+        timeout_ms: None,
+    });
     let Reply::SubscriberRegistered { topics, .. } = reply else {
         panic!("{reply:?}")
     };
@@ -330,4 +336,41 @@ fn a_full_disk_refuses_publishes_and_publishing_resumes_once_space_is_freed() {
     let mut publisher = Raw::publisher(broker.addr);
     assert_eq!(publisher.publish("a", b"after"), offset + 1);
     drop(broker);
+}
+/// A session that asked for a long timeout is kept across a restart on a
+/// broker whose default would end it at once: the timeout is logged with
+/// the session and its clock restarts at recovery.
+#[test]
+fn a_session_keeps_its_asked_timeout_across_a_restart() {
+    let dir = temp_dir("session-timeout");
+    let quick = ["--session-timeout", "0"];
+    let broker = start(&dir, &quick);
+    let mut publisher = Raw::publisher(broker.addr);
+    publisher.ok(Request::CreateTopic { topic: "a" });
+    let mut subscriber = Raw::hello(broker.addr);
+    let reply = subscriber.ok(Request::RegisterSubscriber {
+        resume: None,
+        timeout_ms: Some(3_600_000),
+    });
+    let Reply::SubscriberRegistered { subscriber_id, .. } = reply else {
+        panic!("{reply:?}")
+    };
+    subscriber.ok(Request::Subscribe { topic: "a" });
+    assert_eq!(publisher.publish("a", b"kept"), 0);
+    kill(broker);
+
+    let broker = start(&dir, &quick);
+    let mut subscriber = Raw::hello(broker.addr);
+    let reply = subscriber.ok(Request::RegisterSubscriber {
+        resume: Some(subscriber_id),
+        timeout_ms: None,
+    });
+    assert!(
+        matches!(reply, Reply::SubscriberRegistered { ref topics, .. } if topics == &["a"]),
+        "{reply:?}"
+    );
+    let got = messages(subscriber.call(pull(Some("a"), 10, 0, false)));
+    assert_eq!(got, vec![("a".to_string(), 0, b"kept".to_vec())]);
+    kill(broker);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -143,7 +143,10 @@ fn a_connection_that_publishes_to_and_pulls_from_a_full_topic_makes_progress() {
     let broker = start_broker_with(limits(|l| l.max_backlog_messages = 4));
     let mut both = Raw::publisher(broker.addr());
     both.ok(Request::CreateTopic { topic: "t" });
-    both.ok(Request::RegisterSubscriber { resume: None });
+    both.ok(Request::RegisterSubscriber {
+        resume: None,
+        timeout_ms: None,
+    });
     both.ok(Request::Subscribe { topic: "t" });
     const COUNT: u8 = 40;
     // Everything at once: most publishes are held behind the full topic,

@@ -221,12 +221,18 @@ fn schedule(seed: u64) -> (usize, u64, u64) {
         match truth.session {
             Some(id) => node.send(
                 SUBSCRIBER,
-                &Request::RegisterSubscriber { resume: Some(id) },
+                &Request::RegisterSubscriber {
+                    resume: Some(id),
+                    timeout_ms: None,
+                },
                 None,
             ),
             None => node.send(
                 SUBSCRIBER,
-                &Request::RegisterSubscriber { resume: None },
+                &Request::RegisterSubscriber {
+                    resume: None,
+                    timeout_ms: None,
+                },
                 None,
             ),
         }

@@ -116,7 +116,10 @@ impl Req {
                     payloads: codec::encode_payloads(scratch, &slices),
                 }
             }
-            Req::RegisterSubscriber(resume) => Request::RegisterSubscriber { resume: *resume },
+            Req::RegisterSubscriber(resume) => Request::RegisterSubscriber {
+                resume: *resume,
+                timeout_ms: None,
+            },
             Req::Subscribe(topic) => Request::Subscribe { topic },
             Req::Unsubscribe(topic) => Request::Unsubscribe { topic },
             Req::Pull {
@@ -168,7 +171,7 @@ impl Req {
                 );
                 Req::PublishBatch(topic.to_owned(), list)
             }
-            Request::RegisterSubscriber { resume } => Req::RegisterSubscriber(resume),
+            Request::RegisterSubscriber { resume, .. } => Req::RegisterSubscriber(resume),
             Request::Subscribe { topic } => Req::Subscribe(topic.to_owned()),
             Request::Unsubscribe { topic } => Req::Unsubscribe(topic.to_owned()),
             Request::Pull(pull) => Req::Pull {
@@ -337,7 +340,7 @@ fn request(v: &Vocabulary) -> BoxedStrategy<Req> {
 }
 
 fn server_info() -> impl Strategy<Value = ServerInfo> {
-    (prop::array::uniform11(int()), text()).prop_map(|(n, server)| ServerInfo {
+    (prop::array::uniform12(int()), text()).prop_map(|(n, server)| ServerInfo {
         version: n[0],
         server,
         max_frame_bytes: n[1],
@@ -350,6 +353,7 @@ fn server_info() -> impl Strategy<Value = ServerInfo> {
         max_output_bytes: n[8],
         publish_hold_ms: n[9],
         max_waiting_pulls: n[10],
+        max_session_timeout_ms: n[11],
     })
 }
 

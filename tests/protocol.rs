@@ -355,11 +355,15 @@ fn subscriber_errors_are_typed() {
     assert_eq!(raw.error(pull(None, 1, 0, false)), ErrorCode::NotRegistered);
     assert_eq!(
         raw.error(Request::RegisterSubscriber {
-            resume: Some(12345)
+            resume: Some(12345),
+            timeout_ms: None,
         }),
         ErrorCode::UnknownSubscriber
     );
-    raw.ok(Request::RegisterSubscriber { resume: None });
+    raw.ok(Request::RegisterSubscriber {
+        resume: None,
+        timeout_ms: None,
+    });
     assert_eq!(
         raw.error(Request::Subscribe { topic: "nope" }),
         ErrorCode::UnknownTopic
@@ -496,8 +500,10 @@ fn deleting_a_topic_answers_waiting_pulls_with_topic_deleted() {
         assert_eq!(reply.unwrap_err().code, ErrorCode::TopicDeleted);
     }
     // The all-topics subscriber goes on with the topic that remains.
-    let Reply::SubscriberRegistered { .. } = all.ok(Request::RegisterSubscriber { resume: None })
-    else {
+    let Reply::SubscriberRegistered { .. } = all.ok(Request::RegisterSubscriber {
+        resume: None,
+        timeout_ms: None,
+    }) else {
         panic!()
     };
     assert_eq!(
@@ -525,7 +531,10 @@ fn a_resumed_subscriber_gets_again_what_it_did_not_acknowledge() {
 
     let mut second = Raw::hello(broker.addr());
     assert_eq!(
-        second.ok(Request::RegisterSubscriber { resume: Some(id) }),
+        second.ok(Request::RegisterSubscriber {
+            resume: Some(id),
+            timeout_ms: None
+        }),
         Reply::SubscriberRegistered {
             subscriber_id: id,
             topics: vec!["r".into()],
@@ -549,7 +558,10 @@ fn resuming_a_live_session_takes_it_over() {
     let parked = first.send(pull(None, 1, 30_000, false));
     wait_until("pull parked", || publisher.stats().waiting_pulls == 1);
     let mut second = Raw::hello(broker.addr());
-    second.ok(Request::RegisterSubscriber { resume: Some(id) });
+    second.ok(Request::RegisterSubscriber {
+        resume: Some(id),
+        timeout_ms: None,
+    });
     let (got, reply) = first.recv(Op::Pull);
     assert_eq!(got, parked);
     assert_eq!(reply.unwrap_err().code, ErrorCode::SessionTakenOver);
@@ -576,7 +588,10 @@ fn an_abandoned_session_expires_and_releases_its_backlog() {
     assert_eq!(publisher.stats().backlog_messages, 0);
     let mut late = Raw::hello(broker.addr());
     assert_eq!(
-        late.error(Request::RegisterSubscriber { resume: Some(id) }),
+        late.error(Request::RegisterSubscriber {
+            resume: Some(id),
+            timeout_ms: None
+        }),
         ErrorCode::UnknownSubscriber
     );
 }
@@ -596,7 +611,10 @@ fn topic_and_subscriber_counts_are_bounded() {
     );
     let _first = Raw::subscriber(broker.addr(), &["one"]);
     let mut second = Raw::hello(broker.addr());
-    second.ok(Request::RegisterSubscriber { resume: None });
+    second.ok(Request::RegisterSubscriber {
+        resume: None,
+        timeout_ms: None,
+    });
     assert_eq!(
         second.error(Request::Subscribe { topic: "one" }),
         ErrorCode::TooManySubscribers
@@ -652,7 +670,10 @@ fn registering_again_answers_the_connections_waiting_pull() {
     let (mut subscriber, id) = Raw::subscriber(broker.addr(), &["again"]);
     for resume in [None, Some(id)] {
         let parked = subscriber.send(pull(None, 10, 30_000, false));
-        let register = subscriber.send(Request::RegisterSubscriber { resume });
+        let register = subscriber.send(Request::RegisterSubscriber {
+            resume,
+            timeout_ms: None,
+        });
         let (got, reply) = subscriber.recv(Op::Pull);
         assert_eq!(got, parked);
         assert!(messages(reply).is_empty());
@@ -669,7 +690,10 @@ fn registering_again_answers_the_connections_waiting_pull() {
 fn one_connection_may_be_publisher_and_subscriber() {
     let broker = start_broker();
     let mut both = Raw::hello(broker.addr());
-    both.ok(Request::RegisterSubscriber { resume: None });
+    both.ok(Request::RegisterSubscriber {
+        resume: None,
+        timeout_ms: None,
+    });
     both.ok(Request::RegisterPublisher);
     both.ok(Request::CreateTopic { topic: "self" });
     both.ok(Request::Subscribe { topic: "self" });
@@ -762,6 +786,7 @@ fn a_failed_resume_keeps_the_session_already_held() {
     let parked = subscriber.send(pull(None, 10, 30_000, false));
     let resume = subscriber.send(Request::RegisterSubscriber {
         resume: Some(id ^ 1),
+        timeout_ms: None,
     });
     let (got, reply) = subscriber.recv(Op::Pull);
     assert_eq!(got, parked);
@@ -893,10 +918,19 @@ fn sessions_and_subscriptions_have_their_limits() {
         ErrorCode::TooManySubscriptions
     );
     // Each registration leaves the one before detached, still counted.
-    subscriber.ok(Request::RegisterSubscriber { resume: None });
-    subscriber.ok(Request::RegisterSubscriber { resume: None });
+    subscriber.ok(Request::RegisterSubscriber {
+        resume: None,
+        timeout_ms: None,
+    });
+    subscriber.ok(Request::RegisterSubscriber {
+        resume: None,
+        timeout_ms: None,
+    });
     assert_eq!(
-        subscriber.error(Request::RegisterSubscriber { resume: None }),
+        subscriber.error(Request::RegisterSubscriber {
+            resume: None,
+            timeout_ms: None
+        }),
         ErrorCode::TooManySessions
     );
     assert_eq!(publisher.stats().subscribers, 3);
@@ -923,12 +957,15 @@ fn session_ids_are_not_related_to_each_other() {
     let broker = start_broker();
     let mut raw = Raw::hello(broker.addr());
     let ids: Vec<u64> = (0..50)
-        .map(
-            |_| match raw.ok(Request::RegisterSubscriber { resume: None }) {
+        .map(|_| {
+            match raw.ok(Request::RegisterSubscriber {
+                resume: None,
+                timeout_ms: None,
+            }) {
                 Reply::SubscriberRegistered { subscriber_id, .. } => subscriber_id,
                 other => panic!("{other:?}"),
-            },
-        )
+            }
+        })
         .collect();
     let distinct: std::collections::HashSet<_> = ids.iter().collect();
     assert_eq!(distinct.len(), ids.len());
@@ -938,4 +975,55 @@ fn session_ids_are_not_related_to_each_other() {
     let steps: std::collections::HashSet<u64> =
         ids.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
     assert_eq!(steps.len(), ids.len() - 1);
+}
+
+/// REGISTER_SUBSCRIBER's optional 4th element (protocol version 2): a
+/// timeout or nil is accepted, a 5th element or a timeout that is not an
+/// unsigned integer is MALFORMED_REQUEST, and HELLO tells the maximum.
+#[test]
+fn register_subscriber_takes_an_optional_session_timeout() {
+    let broker = start_broker_with(limits(|l| {
+        l.max_session_timeout = Duration::from_secs(3600)
+    }));
+    let mut raw = Raw::connect(broker.addr());
+    let Ok(Reply::Hello(info)) = raw.call(Request::Hello {
+        version: courier::PROTOCOL_VERSION,
+        client_name: "t",
+    }) else {
+        panic!("no HELLO reply")
+    };
+    assert_eq!(info.max_session_timeout_ms, 3_600_000);
+    // [7, id, nil, 604800000]: above the maximum, clamped, not refused.
+    let cases: [(&[u8], Option<ErrorCode>); 5] = [
+        (
+            &[0x94, 0x07, 0x11, 0xc0, 0xce, 0x24, 0x0c, 0x84, 0x00],
+            None,
+        ),
+        (&[0x94, 0x07, 0x12, 0xc0, 0xc0], None),
+        (&[0x93, 0x07, 0x13, 0xc0], None),
+        (
+            &[0x95, 0x07, 0x14, 0xc0, 0x01, 0x02],
+            Some(ErrorCode::MalformedRequest),
+        ),
+        (
+            &[0x94, 0x07, 0x15, 0xc0, 0xa1, 0x78],
+            Some(ErrorCode::MalformedRequest),
+        ),
+    ];
+    for (body, expected) in cases {
+        raw.send_body(body);
+        let (id, reply) = raw.recv(Op::RegisterSubscriber);
+        assert_eq!(id, u64::from(body[2]));
+        match (reply, expected) {
+            (Ok(Reply::SubscriberRegistered { .. }), None) => {}
+            (Err(e), Some(code)) => assert_eq!(e.code, code, "{body:x?}"),
+            (other, _) => panic!("{body:x?}: {other:?}"),
+        }
+    }
+    // The client library sends the 4-element form.
+    let mut client = courier::client::Client::connect(broker.addr()).expect("connect");
+    let id = client
+        .register_subscriber_for(Duration::from_secs(600))
+        .expect("registered");
+    assert_ne!(id, 0);
 }

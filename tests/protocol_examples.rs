@@ -164,7 +164,7 @@ const PIPELINED: &[Act] = &[
 ];
 
 const HELLO_REPLY: &str = "\
-00 00 00 ff 93 01 00 8c a7 76 65 72 73 69 6f 6e 02 a6 73 65 72 76 65 72 \
+00 00 01 1b 93 01 00 8d a7 76 65 72 73 69 6f 6e 02 a6 73 65 72 76 65 72 \
 ad 63 6f 75 72 69 65 72 20 30 2e 31 2e 30 af 6d 61 78 5f 66 72 61 6d 65 \
 5f 62 79 74 65 73 ce 00 10 00 00 b1 6d 61 78 5f 70 61 79 6c 6f 61 64 5f \
 62 79 74 65 73 ce 00 0f fe 00 b4 6d 61 78 5f 74 6f 70 69 63 5f 6e 61 6d \
@@ -174,7 +174,8 @@ ad 63 6f 75 72 69 65 72 20 30 2e 31 2e 30 af 6d 61 78 5f 66 72 61 6d 65 \
 61 67 65 73 ce 00 0f 42 40 b2 73 65 73 73 69 6f 6e 5f 74 69 6d 65 6f 75 \
 74 5f 6d 73 cd ea 60 b0 6d 61 78 5f 6f 75 74 70 75 74 5f 62 79 74 65 73 \
 ce 01 00 00 00 af 70 75 62 6c 69 73 68 5f 68 6f 6c 64 5f 6d 73 cd 13 88 \
-b1 6d 61 78 5f 77 61 69 74 69 6e 67 5f 70 75 6c 6c 73 04";
+b1 6d 61 78 5f 77 61 69 74 69 6e 67 5f 70 75 6c 6c 73 04 b6 6d 61 78 5f \
+73 65 73 73 69 6f 6e 5f 74 69 6d 65 6f 75 74 5f 6d 73 ce 24 0c 84 00";
 
 const LIST_REPLY: &str = "\
 00 00 00 58 93 06 00 82 a6 74 6f 70 69 63 73 91 85 a4 6e 61 6d 65 a4 6e \
@@ -327,4 +328,31 @@ fn a_held_publish_is_answered_when_an_ack_makes_room() {
     assert_eq!(hex(&got), "00 00 00 06 93 05 00 92 01 01");
     assert!(doc.contains(" 00 00 00 06 93 05 00 92 01 01 "));
     assert_eq!(watcher.stats().publishes_held, 1);
+}
+
+/// 4.7: the example REGISTER_SUBSCRIBER with a session timeout is what the
+/// codec writes, and the broker accepts it.
+#[test]
+fn the_session_timeout_example_is_what_the_codec_writes() {
+    const REGISTER_FOR_A_WEEK: &str = "00 00 00 09 94 07 02 c0 ce 24 0c 84 00";
+    assert!(document().contains(&format!(" {} ", hex(&bytes(REGISTER_FOR_A_WEEK)))));
+    let mut encoded = Vec::new();
+    courier::codec::encode_request(
+        &mut encoded,
+        2,
+        &courier::protocol::Request::RegisterSubscriber {
+            resume: None,
+            timeout_ms: Some(7 * 24 * 3600 * 1000),
+        },
+    );
+    assert_eq!(hex(&encoded), hex(&bytes(REGISTER_FOR_A_WEEK)));
+    let broker = start_broker();
+    let mut s = Raw::hello(broker.addr());
+    s.send_bytes(&bytes(REGISTER_FOR_A_WEEK));
+    let (id, reply) = s.recv(courier::protocol::Op::RegisterSubscriber);
+    assert_eq!(id, 2);
+    assert!(matches!(
+        reply,
+        Ok(courier::protocol::Reply::SubscriberRegistered { .. })
+    ));
 }

@@ -50,7 +50,10 @@ fn past_max_waiting_pulls_the_oldest_is_answered_empty() {
     let mut subscriber = Raw::hello(broker.addr());
     let max = broker_max_waiting_pulls(broker.addr());
     assert_eq!(max, 4);
-    subscriber.ok(Request::RegisterSubscriber { resume: None });
+    subscriber.ok(Request::RegisterSubscriber {
+        resume: None,
+        timeout_ms: None,
+    });
     subscriber.ok(Request::Subscribe { topic: "t" });
     let ids: Vec<u64> = (0..=max)
         .map(|_| subscriber.send(pull(None, 100, 30_000, false)))

@@ -87,7 +87,7 @@ fn sessions(scratch: &mut Vec<u8>) -> Vec<Vec<u8>> {
     pub_sub
         .frame(0, &Request::RegisterPublisher)
         .frame(0, &Request::CreateTopic { topic: "t" })
-        .frame(1, &Request::RegisterSubscriber { resume: None })
+        .frame(1, &Request::RegisterSubscriber { resume: None, timeout_ms: None })
         .frame(1, &Request::Subscribe { topic: "t" })
         .frame(1, &pull(None, 100, false))
         .frame(
@@ -116,14 +116,14 @@ fn sessions(scratch: &mut Vec<u8>) -> Vec<Vec<u8>> {
         .frame(2, &Request::Stats)
         .wait(1, 50)
         .reconnect(1)
-        .frame(1, &Request::RegisterSubscriber { resume: None })
+        .frame(1, &Request::RegisterSubscriber { resume: None, timeout_ms: None })
         .frame(0, &Request::DeleteTopic { topic: "t" });
     let mut waiting = Script::default();
     waiting
         .frame(0, &Request::RegisterPublisher)
         .frame(0, &Request::CreateTopic { topic: "a" })
         .frame(0, &Request::CreateTopic { topic: "b" })
-        .frame(1, &Request::RegisterSubscriber { resume: None })
+        .frame(1, &Request::RegisterSubscriber { resume: None, timeout_ms: None })
         .frame(1, &Request::Subscribe { topic: "a" })
         .frame(1, &Request::Subscribe { topic: "b" })
         .frame(1, &pull(None, 1000, true))

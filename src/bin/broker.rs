@@ -118,6 +118,12 @@ const SESSION_TIMEOUT: Numeric = Numeric {
     min: 0,
     max: 7 * 24 * HOUR_MS,
 };
+const MAX_SESSION_TIMEOUT: Numeric = Numeric {
+    flag: "--max-session-timeout",
+    kind: Kind::Secs,
+    min: 0,
+    max: 365 * 24 * HOUR_MS,
+};
 const PUBLISH_HOLD: Numeric = Numeric {
     flag: "--publish-hold",
     kind: Kind::Secs,
@@ -238,6 +244,9 @@ Options (each numeric flag lists the values it accepts):
                                    [default: {}; {}]
   --session-timeout SECS           a disconnected subscriber session is kept this
                                    long for resuming [default: {}; {}]
+  --max-session-timeout SECS       the longest a subscriber may ask its session be
+                                   kept (REGISTER_SUBSCRIBER's timeout_ms; longer
+                                   asks are clamped) [default: {}; {}]
   --publish-hold SECS              a publish to a full topic (or a full broker)
                                    waits this long for room, in order, before it
                                    gets TOPIC_FULL (BROKER_FULL); 0 refuses at once
@@ -297,6 +306,8 @@ whole frame): when raising --max-frame-bytes, raise them too.",
         OUTPUT_TIMEOUT.range(),
         l.session_timeout.as_secs_f64(),
         SESSION_TIMEOUT.range(),
+        l.max_session_timeout.as_secs_f64(),
+        MAX_SESSION_TIMEOUT.range(),
         l.publish_hold.as_secs_f64(),
         PUBLISH_HOLD.range(),
         d.handshake_timeout.as_secs_f64(),
@@ -469,6 +480,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<(Config, String), UsageError
         &mut l.max_subscriptions_per_session,
     )?;
     set_secs(args, &SESSION_TIMEOUT, &mut l.session_timeout)?;
+    set_secs(args, &MAX_SESSION_TIMEOUT, &mut l.max_session_timeout)?;
     set_secs(args, &PUBLISH_HOLD, &mut l.publish_hold)?;
     set_count(args, &MAX_OUTPUT_BYTES, &mut l.max_output_bytes)?;
     set_count(args, &MAX_WAITING_PULLS, &mut l.max_waiting_pulls)?;

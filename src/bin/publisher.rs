@@ -18,6 +18,11 @@
 //! once the broker's `--publish-hold` has passed without room, and then it
 //! is an error like any other: the lines before the refused batch were
 //! stored, the refused batch and those after it were not.
+//!
+//! A lost connection ends the run with the count of lines acknowledged. The
+//! publisher does not reconnect and resend: a batch in flight when the
+//! connection broke may or may not have been stored, and without idempotent
+//! publishing (a later issue) resending it could store it twice.
 
 mod cli;
 
@@ -68,6 +73,13 @@ stored in input order at the pace the subscribers keep. Only if the topic
 stays full for the broker's --publish-hold (5 s by default) does the
 publisher stop with an error (TOPIC_FULL): everything before the refused
 batch was stored, nothing from it on.
+
+If the connection to the broker is lost while publishing standard input,
+the publisher says how many lines were acknowledged (stored; with a durable
+broker, on disk) and exits with status 1. It does not reconnect and resend
+the rest: a batch in flight may or may not have been stored, so a resend
+could store it twice (exactly-once resending is a later feature). Resume
+from the line after the acknowledged count.
 
 Exit status: 0 on success, 1 if the broker or the connection failed (or a
 --file could not be read), 2 for bad arguments, 3 when standard input held
@@ -447,6 +459,12 @@ impl Batches<'_, '_> {
     }
 
     fn failure(&self, e: &courier::client::Error) -> Failure {
+        if e.is_connection_lost() {
+            return Failure::runtime(format!(
+                "{e}; {} acknowledged before the connection was lost (the rest were not resent)",
+                plural(self.published, "line")
+            ));
+        }
         match cli::topic_failure(e, self.topic) {
             Failure::Runtime(message) if self.published > 0 => Failure::runtime(format!(
                 "{message} (after publishing {} messages)",

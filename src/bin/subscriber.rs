@@ -27,13 +27,21 @@
 //! one is blocked in a pull, which the takeover answers), ends it and exits
 //! with 130. Killed any other way, the session expires after the broker's
 //! session timeout as before.
+//!
+//! A kept session also survives the broker: when the connection is lost
+//! (the broker restarted, or the network failed), the subscriber connects
+//! again with back-off for up to `--reconnect` seconds, resumes its session
+//! and goes on — what was printed but not acknowledged comes again, since
+//! only acknowledged offsets survive. A session that is not kept cannot be
+//! resumed (ending it on exit is its point), so such a subscriber exits on a
+//! lost connection as it always did.
 
 mod cli;
 
 use base64::prelude::{BASE64_STANDARD, Engine as _};
 use cli::{Failure, Program};
 use courier::ErrorCode;
-use courier::client::{Client, Message, PullOptions, Pulls};
+use courier::client::{Client, Message, PullOptions, Pulls, Reconnect};
 use serde::Serialize;
 use std::ffi::OsString;
 use std::io::{self, BufWriter, Write};
@@ -45,11 +53,11 @@ use std::time::{Duration, Instant};
 
 const PROGRAM: Program = Program {
     name: "subscriber",
-    usage: "usage: subscriber [--broker HOST[:PORT]] (--subscribe TOPIC... | --id ID) [--keep] [--count N] [--timeout SECS] [-v | --json | --raw | -0]",
+    usage: "usage: subscriber [--broker HOST[:PORT]] (--subscribe TOPIC... | --id ID) [--keep] [--reconnect SECS] [--count N] [--timeout SECS] [-v | --json | --raw | -0]",
     help: "\
 subscriber: print the messages published to topics on a courier broker
 
-usage: subscriber [--broker HOST[:PORT]] (--subscribe TOPIC... | --id ID) [--keep] [--count N] [--timeout SECS] [-v | --json | --raw | -0]
+usage: subscriber [--broker HOST[:PORT]] (--subscribe TOPIC... | --id ID) [--keep] [--reconnect SECS] [--count N] [--timeout SECS] [-v | --json | --raw | -0]
 
 Prints each message as soon as it arrives, and acknowledges it once printed.
 By default each payload is printed followed by a newline (a payload that
@@ -68,6 +76,14 @@ Options:
   --keep              keep the session on exit, to resume it later with --id
                       (the broker keeps it for its session timeout, 60 s by
                       default)
+  --reconnect SECS    with a kept session (--keep or --id): when the
+                      connection is lost, connect again with back-off (100 ms
+                      doubling to 5 s) for up to SECS seconds, resume the
+                      session and go on; messages printed but not yet
+                      acknowledged are printed again (0 to 31536000,
+                      decimals allowed; 0 exits at once) [default: 60]. A
+                      session that is not kept cannot be resumed: without
+                      --keep a lost connection always exits
   --count N           exit after printing N messages (1 to
                       18446744073709551615)
   --timeout SECS      exit when no message has arrived for SECS seconds
@@ -89,7 +105,8 @@ When a topic is deleted, the subscriber says so on standard error and goes
 on reading the others.
 
 Exit status: 0 after --count messages or --timeout, 1 if the broker or the
-connection failed, 2 for bad arguments, 3 when every subscribed topic was
+connection failed (with a kept session: if it stayed lost past --reconnect,
+or the broker no longer had the session), 2 for bad arguments, 3 when every subscribed topic was
 deleted (nothing left to read), 130 after Ctrl-C (SIGINT).
 ",
 };
@@ -103,6 +120,9 @@ const PULL_DEPTH: usize = 4;
 fn main() -> ExitCode {
     PROGRAM.main(run)
 }
+
+/// How long a kept session tries to come back by default (`--reconnect`).
+const DEFAULT_RECONNECT: Duration = Duration::from_secs(60);
 
 /// Longest `--timeout`: a year.
 const MAX_TIMEOUT_SECS: f64 = 31_536_000.0;
@@ -128,6 +148,9 @@ struct Options {
     keep: bool,
     count: Option<u64>,
     timeout: Option<Duration>,
+    /// How long to try to come back after a lost connection (kept
+    /// sessions only; zero: not at all).
+    reconnect: Duration,
     format: Format,
 }
 
@@ -139,6 +162,8 @@ fn parse(mut args: pico_args::Arguments, literal: Vec<OsString>) -> Result<Optio
     let count = cli::number(&mut args, "--count", 1..=u64::MAX)?;
     let timeout =
         cli::number(&mut args, "--timeout", 0.001..=MAX_TIMEOUT_SECS)?.map(Duration::from_secs_f64);
+    let reconnect = cli::number(&mut args, "--reconnect", 0.0..=MAX_TIMEOUT_SECS)?
+        .map_or(DEFAULT_RECONNECT, Duration::from_secs_f64);
     let formats = [
         (args.contains(["-v", "--verbose"]), Format::Verbose),
         (args.contains("--json"), Format::Json),
@@ -168,6 +193,7 @@ fn parse(mut args: pico_args::Arguments, literal: Vec<OsString>) -> Result<Optio
         keep,
         count,
         timeout,
+        reconnect,
         format,
     })
 }
@@ -209,7 +235,16 @@ fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure
         ));
         end_on_interrupt(&options.broker, id)?
     };
+    let reconnect = (options.keep && !options.reconnect.is_zero()).then(|| Comeback {
+        broker: options.broker.clone(),
+        id,
+        policy: Reconnect {
+            limit: options.reconnect,
+            ..Reconnect::default()
+        },
+    });
     let read = Reader {
+        reconnect,
         out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
         format: options.format,
         topics,
@@ -275,7 +310,29 @@ fn end_on_interrupt(broker: &str, id: u64) -> Result<Arc<AtomicBool>, Failure> {
     Ok(interrupted)
 }
 
+/// What a kept session needs to come back after a lost connection.
+struct Comeback {
+    broker: String,
+    id: u64,
+    policy: Reconnect,
+}
+
+/// Why one connection's reading ended.
+enum Stop {
+    /// The connection was lost: a kept session may come back.
+    Lost(courier::client::Error),
+    Failed(Failure),
+}
+
+impl From<Failure> for Stop {
+    fn from(failure: Failure) -> Self {
+        Stop::Failed(failure)
+    }
+}
+
 struct Reader<W: Write> {
+    /// `None`: a lost connection ends the run.
+    reconnect: Option<Comeback>,
     out: W,
     format: Format,
     /// The topics still subscribed, as far as this run knows.
@@ -293,12 +350,37 @@ impl<W: Write> Reader<W> {
         timeout: Option<Duration>,
     ) -> Result<(), Failure> {
         let mut last_message = Instant::now();
+        loop {
+            match self.read_on(client, count, timeout, &mut last_message) {
+                Ok(()) => return Ok(()),
+                Err(Stop::Lost(e)) if self.reconnect.is_some() => self.come_back(client, &e)?,
+                Err(Stop::Lost(e)) => return Err(pull_failure(e)),
+                Err(Stop::Failed(failure)) => return Err(failure),
+            }
+        }
+    }
+
+    /// Reads on one connection until done, or until it is lost.
+    fn read_on(
+        &mut self,
+        client: &mut Client,
+        count: Option<u64>,
+        timeout: Option<Duration>,
+        last_message: &mut Instant,
+    ) -> Result<(), Stop> {
         let options = PullOptions {
             topic: None,
             max_messages: PULL_MESSAGES as u32,
             max_bytes: 1 << 20,
             wait: MAX_WAIT,
             ack: false,
+        };
+        let lost = |e: courier::client::Error| {
+            if e.is_connection_lost() {
+                Stop::Lost(e)
+            } else {
+                Stop::Failed(pull_failure(e))
+            }
         };
         let mut pulls = client.pulls(options, PULL_DEPTH);
         loop {
@@ -324,7 +406,7 @@ impl<W: Write> Reader<W> {
                     self.forget_deleted(&mut pulls)?;
                     continue;
                 }
-                Err(e) => return Err(pull_failure(e)),
+                Err(e) => return Err(lost(e)),
             };
             if batch.is_empty() {
                 // A topic deleted while no pull waited goes unannounced.
@@ -342,9 +424,47 @@ impl<W: Write> Reader<W> {
             for (topic, next_offset) in printed {
                 pulls.processed(topic, next_offset);
             }
-            last_message = Instant::now();
+            *last_message = Instant::now();
         }
-        pulls.acknowledge().map_err(pull_failure)
+        pulls.acknowledge().map_err(lost)
+    }
+
+    /// Connects again and resumes the session after `lost`, or fails as
+    /// the lost connection would have when that does not work in time.
+    /// What was printed but not acknowledged on the old connection comes
+    /// again: the resume rewinds the session to its acknowledged offsets.
+    fn come_back(
+        &mut self,
+        client: &mut Client,
+        lost: &courier::client::Error,
+    ) -> Result<(), Failure> {
+        let Some(comeback) = &self.reconnect else {
+            return Err(pull_failure(lost.clone()));
+        };
+        cli::note(format_args!(
+            "subscriber: {lost}; reconnecting for up to {} s",
+            comeback.policy.limit.as_secs_f64()
+        ));
+        let options = cli::client_options("subscriber");
+        let (resumed, _) = Client::reconnect_subscriber(
+            &comeback.broker,
+            &options,
+            comeback.id,
+            &comeback.policy,
+        )
+        .map_err(|e| match e.code() {
+            Some(ErrorCode::UnknownSubscriber) => Failure::runtime(format!(
+                "the broker no longer has subscriber {} (it expired, or the broker kept nothing)",
+                comeback.id
+            )),
+            _ => e.into(),
+        })?;
+        cli::note(format_args!(
+            "subscriber: reconnected; resumed subscriber {}",
+            comeback.id
+        ));
+        *client = resumed;
+        Ok(())
     }
 
     /// Drops the topics the broker no longer has us subscribed to, saying

@@ -139,6 +139,7 @@ impl Broker {
             max_output_bytes: self.limits.max_output_bytes as u64,
             publish_hold_ms: self.limits.publish_hold.as_millis() as u64,
             max_waiting_pulls: self.limits.max_waiting_pulls as u64,
+            max_session_timeout_ms: self.limits.max_session_timeout.as_millis() as u64,
         }
     }
 

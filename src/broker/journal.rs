@@ -49,7 +49,7 @@ use crate::protocol::Reply;
 use crate::storage::{AppendError, Event, Log, Record, SessionEnd, TopicId};
 use bytes::Bytes;
 use std::collections::VecDeque;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Where the broker writes its records: the storage [`Log`] in a server, a
 /// log over a simulated disk in tests.
@@ -432,8 +432,11 @@ impl Broker {
             });
         }
         for (_, session) in self.sessions.iter() {
+            // The session's own timeout goes with it, or it would be lost
+            // once the segment that first recorded it is released.
             records.push(Record::SessionCreated {
                 session: session.id,
+                timeout_ms: session.timeout.map(|t| t.as_millis() as u64),
             });
             for sub in session.subscriptions() {
                 let Some(topic) = self.topics.get(sub.topic) else {
@@ -632,9 +635,17 @@ impl Broker {
             } => self
                 .topic_by_id(topic)
                 .is_some_and(|key| self.replay_messages(key, first_offset, payloads)),
-            Record::SessionCreated { session } => {
+            Record::SessionCreated {
+                session,
+                timeout_ms,
+            } => {
                 if !self.session_ids.contains_key(&session) {
-                    let key = self.sessions.insert(Session::detached(session));
+                    // Clamped again: the broker may restart with a lower
+                    // maximum than the one the session was created under.
+                    let mut detached = Session::detached(session);
+                    detached.timeout =
+                        timeout_ms.map(|ms| Duration::from_millis(self.clamp_session_timeout(ms)));
+                    let key = self.sessions.insert(detached);
                     self.session_ids.insert(session, key);
                     self.budget.add(Class::Sessions, cost::SESSION);
                 }
@@ -783,7 +794,7 @@ impl Broker {
             }
         }
         for key in keys {
-            let deadline = now + self.limits.session_timeout;
+            let deadline = now + self.session_timeout(key);
             let timer = self.timers.arm(deadline, BrokerTimer::SessionExpiry(key));
             let session = &mut self.sessions[key];
             session.conn = None;

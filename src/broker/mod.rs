@@ -106,6 +106,9 @@ pub struct Limits {
     pub max_topics: usize,
     pub max_subscribers_per_topic: usize,
     pub session_timeout: Duration,
+    /// The longest session timeout REGISTER_SUBSCRIBER may ask for; longer
+    /// requests are clamped to it.
+    pub max_session_timeout: Duration,
     /// Everything held on clients' behalf, together (see [`crate::budget`]).
     pub max_memory: usize,
     /// Subscriber sessions, attached or detached, together.
@@ -132,6 +135,7 @@ impl Default for Limits {
             max_topics: 100_000,
             max_subscribers_per_topic: 10_000,
             session_timeout: Duration::from_secs(60),
+            max_session_timeout: Duration::from_secs(7 * 24 * 3600),
             max_memory: 1 << 30,
             max_sessions: 100_000,
             // As many as there may be topics: one session may follow all.
@@ -328,8 +332,8 @@ impl Broker {
                 let input = PublishInput::Batch(payloads);
                 self.publish_request(conn, id, topic, input, now, out)
             }
-            Request::RegisterSubscriber { resume } => {
-                let reply = self.register_subscriber(conn, resume, now, out)?;
+            Request::RegisterSubscriber { resume, timeout_ms } => {
+                let reply = self.register_subscriber(conn, resume, timeout_ms, now, out)?;
                 Ok(self.gate_reply(conn, id, reply))
             }
             Request::Subscribe { topic } => {

@@ -24,6 +24,7 @@ use super::keys::{ConnId, TopicKey};
 use super::keyset::KeySet;
 use crate::timers::TimerKey;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscription {
@@ -76,6 +77,11 @@ pub struct Session {
     pub queued: bool,
     /// Armed while no connection holds the session.
     pub expiry: Option<TimerKey>,
+    /// How long it is kept without a connection, as REGISTER_SUBSCRIBER
+    /// asked (already clamped); `None` follows `--session-timeout`, so a
+    /// session that asked nothing follows the broker's setting across
+    /// restarts.
+    pub timeout: Option<Duration>,
     /// The rank where the next all-topics pull starts: just after the last
     /// topic that delivered to the previous one, so busy topics take turns.
     pub turn: u64,
@@ -94,6 +100,7 @@ impl Session {
             parked: VecDeque::new(),
             queued: false,
             expiry: None,
+            timeout: None,
             turn: 0,
         }
     }

@@ -20,14 +20,18 @@ use crate::codec;
 use crate::codec::msgpack;
 use crate::protocol::{ErrorCode, Reply};
 use crate::storage::{Record, SessionEnd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 impl Broker {
     /// A new session (`resume = None`) or an existing one moved to `conn`.
+    /// `timeout_ms` is the new session's (clamped to the maximum); a
+    /// resumed session keeps its own, since changing it would need a record
+    /// of its own for little use.
     pub(super) fn register_subscriber(
         &mut self,
         conn: ConnId,
         resume: Option<u64>,
+        timeout_ms: Option<u64>,
         now: Instant,
         out: &mut dyn Outbox,
     ) -> Result<Reply, Failure> {
@@ -40,9 +44,15 @@ impl Broker {
             None => {
                 self.admit_session()?;
                 let id = self.new_session_id()?;
-                let seq = self.log_record(&Record::SessionCreated { session: id })?;
+                let timeout_ms = timeout_ms.map(|ms| self.clamp_session_timeout(ms));
+                let seq = self.log_record(&Record::SessionCreated {
+                    session: id,
+                    timeout_ms,
+                })?;
                 self.gate_on(seq, Undo::Nothing);
-                let key = self.sessions.insert(Session::new(id, conn));
+                let mut session = Session::new(id, conn);
+                session.timeout = timeout_ms.map(Duration::from_millis);
+                let key = self.sessions.insert(session);
                 self.session_ids.insert(id, key);
                 self.budget.add(Class::Sessions, cost::SESSION);
                 key
@@ -66,6 +76,21 @@ impl Broker {
             }
         }
         Ok(self.registered_reply(key))
+    }
+
+    /// A session timeout asked for, in ms, within `--max-session-timeout`.
+    /// Clamped rather than refused: the client learns the maximum from
+    /// HELLO, and a session kept for less than it asked is still useful.
+    pub(super) fn clamp_session_timeout(&self, ms: u64) -> u64 {
+        let max = u64::try_from(self.limits.max_session_timeout.as_millis()).unwrap_or(u64::MAX);
+        ms.min(max)
+    }
+
+    /// How long session `key` is kept once detached.
+    pub(super) fn session_timeout(&self, key: SessionKey) -> Duration {
+        self.sessions[key]
+            .timeout
+            .unwrap_or(self.limits.session_timeout)
     }
 
     /// A new session needs room under `--max-sessions` and in the budget.
@@ -168,7 +193,7 @@ impl Broker {
     pub(super) fn detach(&mut self, key: SessionKey, now: Instant) {
         // The connection is gone: nobody to answer.
         self.end_all_parked(key, Answer::Silent, &mut NoOutbox);
-        let deadline = now + self.limits.session_timeout;
+        let deadline = now + self.session_timeout(key);
         let timer = self.timers.arm(deadline, BrokerTimer::SessionExpiry(key));
         let session = &mut self.sessions[key];
         session.conn = None;

@@ -114,9 +114,13 @@ fn setup_pub_sub(h: &mut Harness) -> u64 {
     h.connect(1);
     h.call(0, Request::RegisterPublisher).unwrap();
     h.call(0, Request::CreateTopic { topic: "t" }).unwrap();
-    let Ok(Reply::SubscriberRegistered { subscriber_id, .. }) =
-        h.call(1, Request::RegisterSubscriber { resume: None })
-    else {
+    let Ok(Reply::SubscriberRegistered { subscriber_id, .. }) = h.call(
+        1,
+        Request::RegisterSubscriber {
+            resume: None,
+            timeout_ms: None,
+        },
+    ) else {
         panic!("register failed")
     };
     h.call(1, Request::Subscribe { topic: "t" }).unwrap();
@@ -293,7 +297,13 @@ fn resume_redelivers_what_was_not_acknowledged_and_takes_the_session_over() {
     .unwrap();
     let parked = h.send(1, pull(None, 10_000, false));
     h.connect(2);
-    let reply = h.call(2, Request::RegisterSubscriber { resume: Some(id) });
+    let reply = h.call(
+        2,
+        Request::RegisterSubscriber {
+            resume: Some(id),
+            timeout_ms: None,
+        },
+    );
     assert_eq!(
         reply,
         Ok(Reply::SubscriberRegistered {
@@ -314,6 +324,85 @@ fn resume_redelivers_what_was_not_acknowledged_and_takes_the_session_over() {
         vec![(1, b"b".to_vec()), (2, b"c".to_vec())]
     );
     assert_eq!(h.code(1, pull(None, 0, false)), ErrorCode::NotRegistered);
+}
+
+/// Registers a new session on `conn` asking to be kept for `timeout_ms`.
+fn register_for(h: &mut Harness, conn: ConnId, timeout_ms: Option<u64>) -> u64 {
+    let Ok(Reply::SubscriberRegistered { subscriber_id, .. }) = h.call(
+        conn,
+        Request::RegisterSubscriber {
+            resume: None,
+            timeout_ms,
+        },
+    ) else {
+        panic!("register failed")
+    };
+    subscriber_id
+}
+
+#[test]
+fn a_session_keeps_the_timeout_it_asked_for_clamped_to_the_maximum() {
+    let mut h = Harness::new(Limits {
+        session_timeout: Duration::from_millis(10),
+        max_session_timeout: Duration::from_secs(3600),
+        ..Limits::default()
+    });
+    h.connect(1);
+    h.connect(2);
+    h.connect(3);
+    assert_eq!(h.broker.server_info().max_session_timeout_ms, 3_600_000);
+    let short = register_for(&mut h, 1, None);
+    let long = register_for(&mut h, 2, Some(60_000));
+    let clamped = register_for(&mut h, 3, Some(u64::MAX));
+    for conn in 1..=3 {
+        h.broker.disconnect(conn, h.now);
+    }
+    let alive = |h: &Harness, id: u64| h.broker.session_ids.contains_key(&id);
+    h.broker
+        .fire_timers(h.now + Duration::from_secs(59), &mut h.out);
+    assert!(!alive(&h, short), "the default timeout still applies");
+    assert!(alive(&h, long) && alive(&h, clamped));
+    h.broker
+        .fire_timers(h.now + Duration::from_secs(61), &mut h.out);
+    assert!(!alive(&h, long));
+    assert!(alive(&h, clamped));
+    h.broker
+        .fire_timers(h.now + Duration::from_millis(3_600_001), &mut h.out);
+    assert!(!alive(&h, clamped), "u64::MAX ms is clamped to the maximum");
+}
+
+#[test]
+fn a_recovered_session_keeps_its_timeout_and_the_current_maximum_applies() {
+    let limits = Limits {
+        session_timeout: Duration::from_millis(10),
+        max_session_timeout: Duration::from_secs(120),
+        ..Limits::default()
+    };
+    let mut broker = Broker::new(limits, Instant::now());
+    let mut recovered = Recovered::default();
+    for (session, timeout_ms) in [(1, None), (2, Some(60_000)), (3, Some(3_600_000))] {
+        broker.replay(
+            crate::storage::Record::SessionCreated {
+                session,
+                timeout_ms,
+            },
+            &mut recovered,
+        );
+    }
+    let now = Instant::now();
+    broker.finish_recovery(now, &mut recovered);
+    assert_eq!(recovered.sessions, 3);
+    let mut out = TestOutbox::default();
+    broker.fire_timers(now + Duration::from_secs(59), &mut out);
+    let alive: Vec<u64> = [1, 2, 3]
+        .into_iter()
+        .filter(|id| broker.session_ids.contains_key(id))
+        .collect();
+    assert_eq!(alive, vec![2, 3]);
+    broker.fire_timers(now + Duration::from_secs(119), &mut out);
+    assert_eq!(broker.sessions.len(), 1, "session 3 is kept, clamped");
+    broker.fire_timers(now + Duration::from_secs(121), &mut out);
+    assert_eq!(broker.sessions.len(), 0);
 }
 
 #[test]
@@ -338,7 +427,13 @@ fn detached_sessions_expire_and_release_the_topic() {
     assert_eq!(h.broker.stats(h.now).backlog_messages, 0);
     h.connect(3);
     assert_eq!(
-        h.code(3, Request::RegisterSubscriber { resume: Some(id) }),
+        h.code(
+            3,
+            Request::RegisterSubscriber {
+                resume: Some(id),
+                timeout_ms: None
+            }
+        ),
         ErrorCode::UnknownSubscriber
     );
 }
@@ -379,8 +474,14 @@ fn first_topics_of_single_pulls(topics: &[&str], busy: &[&str], pulls: usize) ->
     h.connect(0);
     h.connect(1);
     h.call(0, Request::RegisterPublisher).unwrap();
-    h.call(1, Request::RegisterSubscriber { resume: None })
-        .unwrap();
+    h.call(
+        1,
+        Request::RegisterSubscriber {
+            resume: None,
+            timeout_ms: None,
+        },
+    )
+    .unwrap();
     for &topic in topics {
         h.call(0, Request::CreateTopic { topic }).unwrap();
         h.call(1, Request::Subscribe { topic }).unwrap();
@@ -537,15 +638,25 @@ fn the_budget_matches_a_recount_after_many_operations() {
                 drop(h.call(0, request));
             }
             6 => {
-                if let Ok(Reply::SubscriberRegistered { subscriber_id, .. }) =
-                    h.call(conn, Request::RegisterSubscriber { resume: None })
-                {
+                if let Ok(Reply::SubscriberRegistered { subscriber_id, .. }) = h.call(
+                    conn,
+                    Request::RegisterSubscriber {
+                        resume: None,
+                        timeout_ms: None,
+                    },
+                ) {
                     ids.push(subscriber_id);
                 }
             }
             7 if !ids.is_empty() => {
                 let id = ids[next(ids.len() as u64) as usize];
-                drop(h.call(conn, Request::RegisterSubscriber { resume: Some(id) }));
+                drop(h.call(
+                    conn,
+                    Request::RegisterSubscriber {
+                        resume: Some(id),
+                        timeout_ms: None,
+                    },
+                ));
             }
             8 | 9 => drop(h.call(conn, Request::Subscribe { topic })),
             10 => drop(h.call(conn, Request::Unsubscribe { topic })),
@@ -695,10 +806,22 @@ fn topics_sessions_and_subscriptions_are_refused_at_their_limits() {
     // Subscribing again to what it has is no new subscription.
     h.call(1, Request::Subscribe { topic: "t" }).unwrap();
     h.connect(2);
-    h.call(2, Request::RegisterSubscriber { resume: None })
-        .unwrap();
+    h.call(
+        2,
+        Request::RegisterSubscriber {
+            resume: None,
+            timeout_ms: None,
+        },
+    )
+    .unwrap();
     assert_eq!(
-        h.code(2, Request::RegisterSubscriber { resume: None }),
+        h.code(
+            2,
+            Request::RegisterSubscriber {
+                resume: None,
+                timeout_ms: None
+            }
+        ),
         ErrorCode::TooManySessions
     );
     assert!(ErrorCode::TooManySessions.is_retryable());
@@ -767,7 +890,13 @@ fn the_resume_reply_fits_the_frame_and_says_when_it_is_cut() {
         h.call(1, Request::Subscribe { topic }).unwrap();
     }
     h.connect(2);
-    h.send(2, Request::RegisterSubscriber { resume: Some(id) });
+    h.send(
+        2,
+        Request::RegisterSubscriber {
+            resume: Some(id),
+            timeout_ms: None,
+        },
+    );
     let frame = h.out.buffers.get(&2).cloned().unwrap_or_default();
     assert!(frame.len() <= 1024 + 4, "a reply of {} bytes", frame.len());
     let Ok(Reply::SubscriberRegistered { topics, more, .. }) =

@@ -30,6 +30,8 @@ pub enum RequestField {
     /// One payload of a PUBLISH_BATCH, counted from 0.
     BatchPayload(u32),
     SubscriberId,
+    /// REGISTER_SUBSCRIBER: the session timeout asked for (optional).
+    SessionTimeout,
     MaxMessages,
     MaxBytes,
     WaitMs,
@@ -58,6 +60,7 @@ impl RequestField {
             | RequestField::BatchPayload(_)
             | RequestField::MaxMessages
             | RequestField::Offset
+            | RequestField::SessionTimeout
             | RequestField::Limit => 3,
             RequestField::MaxBytes => 4,
             RequestField::WaitMs => 5,
@@ -75,6 +78,7 @@ impl RequestField {
             RequestField::Payload => "payload",
             RequestField::Payloads | RequestField::BatchPayload(_) => "payloads",
             RequestField::SubscriberId => "subscriber_id",
+            RequestField::SessionTimeout => "timeout_ms",
             RequestField::MaxMessages => "max_messages",
             RequestField::MaxBytes => "max_bytes",
             RequestField::WaitMs => "wait_ms",
@@ -106,7 +110,13 @@ pub enum DecodeErrorKind {
     /// The operation code is not one this server knows.
     UnknownOperation(u64),
     /// The array does not have the operation's number of elements.
-    WrongArity { expected: u32, got: u32 },
+    /// `expected` is the arity with every optional trailing element
+    /// left out; `optional` says how many may follow it.
+    WrongArity {
+        expected: u32,
+        optional: u32,
+        got: u32,
+    },
     /// An element could not be read as what the operation needs there.
     BadField {
         field: RequestField,
@@ -137,9 +147,20 @@ impl fmt::Display for DecodeErrorKind {
                 "a request must be an array [op, id, ...], got {len} elements"
             ),
             DecodeErrorKind::UnknownOperation(op) => write!(f, "unknown operation {op}"),
-            DecodeErrorKind::WrongArity { expected, got } => {
-                write!(f, "expected {expected} elements, got {got}")
-            }
+            DecodeErrorKind::WrongArity {
+                expected,
+                optional: 0,
+                got,
+            } => write!(f, "expected {expected} elements, got {got}"),
+            DecodeErrorKind::WrongArity {
+                expected,
+                optional,
+                got,
+            } => write!(
+                f,
+                "expected {expected} to {} elements, got {got}",
+                expected + optional
+            ),
             DecodeErrorKind::BadField { field, error } => write!(f, "{field}: {error}"),
             DecodeErrorKind::TrailingBytes { count } => {
                 write!(f, "{count} trailing bytes after the request")
@@ -187,7 +208,9 @@ fn signature(op: Op) -> &'static str {
         Op::DeleteTopic => "DELETE_TOPIC [4, id, topic]",
         Op::Publish => "PUBLISH [5, id, topic, payload]",
         Op::PublishBatch => "PUBLISH_BATCH [6, id, topic, [payload, ...]]",
-        Op::RegisterSubscriber => "REGISTER_SUBSCRIBER [7, id, subscriber_id or nil]",
+        Op::RegisterSubscriber => {
+            "REGISTER_SUBSCRIBER [7, id, subscriber_id or nil(, timeout_ms or nil)]"
+        }
         Op::Subscribe => "SUBSCRIBE [8, id, topic]",
         Op::Unsubscribe => "UNSUBSCRIBE [9, id, topic]",
         Op::Pull => "PULL [10, id, topic or nil, max_messages, max_bytes, wait_ms, ack]",
@@ -199,6 +222,8 @@ fn signature(op: Op) -> &'static str {
     }
 }
 
+/// The number of elements of a request of `op` without its optional
+/// trailing ones (see [`optional_args`]).
 fn arity(op: Op) -> u32 {
     match op {
         Op::RegisterPublisher | Op::Stats | Op::EndSession => 2,
@@ -210,6 +235,16 @@ fn arity(op: Op) -> u32 {
         | Op::Unsubscribe => 3,
         Op::Hello | Op::Publish | Op::PublishBatch | Op::Ack | Op::ListTopics => 4,
         Op::Pull => 7,
+    }
+}
+
+/// How many elements may follow [`arity`]'s, each optional (protocol
+/// version 2 added REGISTER_SUBSCRIBER's session timeout this way, so a
+/// request without it keeps its version 1 shape).
+fn optional_args(op: Op) -> u32 {
+    match op {
+        Op::RegisterSubscriber => 1,
+        _ => 0,
     }
 }
 
@@ -238,14 +273,17 @@ pub fn decode_request(body: &[u8]) -> Result<(u64, Request<'_>), DecodeError> {
             DecodeErrorKind::UnknownOperation(op_code),
         ));
     };
-    if len != arity(op) {
+    if len < arity(op) || len > arity(op) + optional_args(op) {
         let kind = DecodeErrorKind::WrongArity {
             expected: arity(op),
+            optional: optional_args(op),
             got: len,
         };
         return Err(error(Some(id), Some(op), kind));
     }
-    let request = decode_args(op, &mut r, body).map_err(|kind| error(Some(id), Some(op), kind))?;
+    let extra = len - arity(op);
+    let request =
+        decode_args(op, extra, &mut r, body).map_err(|kind| error(Some(id), Some(op), kind))?;
     if !r.is_empty() {
         let kind = DecodeErrorKind::TrailingBytes {
             count: r.rest().len(),
@@ -255,9 +293,11 @@ pub fn decode_request(body: &[u8]) -> Result<(u64, Request<'_>), DecodeError> {
     Ok((id, request))
 }
 
-/// Reads the arguments of `op` from `r`, positioned after `[op, id`.
+/// Reads the arguments of `op` from `r`, positioned after `[op, id`;
+/// `extra` optional elements follow the required ones.
 fn decode_args<'a>(
     op: Op,
+    extra: u32,
     r: &mut Reader<'a>,
     body: &'a [u8],
 ) -> Result<Request<'a>, DecodeErrorKind> {
@@ -293,6 +333,12 @@ fn decode_args<'a>(
         }
         Op::RegisterSubscriber => Request::RegisterSubscriber {
             resume: r.read_opt_u64().map_err(bad(RequestField::SubscriberId))?,
+            timeout_ms: match extra {
+                0 => None,
+                _ => r
+                    .read_opt_u64()
+                    .map_err(bad(RequestField::SessionTimeout))?,
+            },
         },
         Op::Subscribe => Request::Subscribe { topic: topic(r)? },
         Op::Unsubscribe => Request::Unsubscribe { topic: topic(r)? },
@@ -323,9 +369,10 @@ pub(crate) fn iter_payloads<'a>(payloads: &Payloads<'a>) -> impl Iterator<Item =
     (0..payloads.count).map_while(move |_| reader.read_payload().ok())
 }
 
-/// Writes `[len, op, id` — the start of every request.
-fn write_request_header(out: &mut Vec<u8>, op: Op, id: u64) {
-    msgpack::write_array_len(out, arity(op));
+/// Writes `[len, op, id` — the start of every request; `extra` optional
+/// elements will follow the required ones.
+fn write_request_header(out: &mut Vec<u8>, op: Op, extra: u32, id: u64) {
+    msgpack::write_array_len(out, arity(op) + extra);
     msgpack::write_u64(out, op as u64);
     msgpack::write_u64(out, id);
 }
@@ -333,7 +380,16 @@ fn write_request_header(out: &mut Vec<u8>, op: Op, id: u64) {
 /// Appends one complete request frame to `out`.
 pub fn encode_request(out: &mut Vec<u8>, id: u64, request: &Request<'_>) {
     let start = begin_frame(out);
-    write_request_header(out, request.op(), id);
+    // An absent optional element is left out, not sent as nil, so a
+    // request that does not use it keeps the shape older brokers read.
+    let extra = match request {
+        Request::RegisterSubscriber {
+            timeout_ms: Some(_),
+            ..
+        } => 1,
+        _ => 0,
+    };
+    write_request_header(out, request.op(), extra, id);
     match request {
         Request::Hello {
             version,
@@ -357,10 +413,12 @@ pub fn encode_request(out: &mut Vec<u8>, id: u64, request: &Request<'_>) {
             msgpack::write_array_len(out, payloads.count);
             out.extend_from_slice(payloads.encoded);
         }
-        Request::RegisterSubscriber { resume } => match resume {
-            Some(id) => msgpack::write_u64(out, *id),
-            None => msgpack::write_nil(out),
-        },
+        Request::RegisterSubscriber { resume, timeout_ms } => {
+            write_opt_u64(out, *resume);
+            if let Some(ms) = timeout_ms {
+                msgpack::write_u64(out, *ms);
+            }
+        }
         Request::Pull(pull) => {
             write_opt_str(out, pull.topic);
             msgpack::write_u64(out, u64::from(pull.max_messages));
@@ -380,6 +438,13 @@ pub fn encode_request(out: &mut Vec<u8>, id: u64, request: &Request<'_>) {
     end_frame(out, start);
 }
 
+fn write_opt_u64(out: &mut Vec<u8>, value: Option<u64>) {
+    match value {
+        Some(value) => msgpack::write_u64(out, value),
+        None => msgpack::write_nil(out),
+    }
+}
+
 fn write_opt_str(out: &mut Vec<u8>, text: Option<&str>) {
     match text {
         Some(text) => msgpack::write_str(out, text),
@@ -392,7 +457,7 @@ fn write_opt_str(out: &mut Vec<u8>, text: Option<&str>) {
 /// without the intermediate copy).
 pub fn encode_publish_batch(out: &mut Vec<u8>, id: u64, topic: &str, payloads: &[&[u8]]) {
     let start = begin_frame(out);
-    write_request_header(out, Op::PublishBatch, id);
+    write_request_header(out, Op::PublishBatch, 0, id);
     msgpack::write_str(out, topic);
     msgpack::write_array_len(out, len_u32(payloads.len()));
     for payload in payloads {
@@ -509,6 +574,7 @@ mod tests {
                 publish,
                 WrongArity {
                     expected: 4,
+                    optional: 0,
                     got: 2,
                 },
                 Malformed,

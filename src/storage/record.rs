@@ -44,6 +44,10 @@ pub enum Record {
     },
     SessionCreated {
         session: SessionId,
+        /// The timeout the session asked for, in ms; `None` follows the
+        /// broker's default. Absent from the body when `None`, so logs
+        /// written before the field existed read the same.
+        timeout_ms: Option<u64>,
     },
     Subscribed {
         session: SessionId,
@@ -130,7 +134,15 @@ impl Record {
                     out.extend_from_slice(p);
                 }
             }
-            Record::SessionCreated { session } => put(out, *session),
+            Record::SessionCreated {
+                session,
+                timeout_ms,
+            } => {
+                put(out, *session);
+                if let Some(ms) = timeout_ms {
+                    put(out, *ms);
+                }
+            }
             Record::Subscribed {
                 session,
                 topic,
@@ -171,7 +183,8 @@ impl Record {
             Record::Messages { payloads, .. } => {
                 28 + payloads.iter().map(|p| 4 + p.len()).sum::<usize>()
             }
-            Record::TopicDeleted { .. } | Record::SessionCreated { .. } => 8,
+            Record::SessionCreated { timeout_ms, .. } => 8 + timeout_ms.map_or(0, |_| 8),
+            Record::TopicDeleted { .. } => 8,
             Record::Unsubscribed { .. } => 16,
             Record::SessionEnded { .. } => 9,
             Record::Subscribed { .. } | Record::Acked { .. } => 24,
@@ -215,7 +228,13 @@ impl Record {
                     payloads,
                 }
             }
-            SESSION_CREATED => Record::SessionCreated { session: r.u64()? },
+            SESSION_CREATED => Record::SessionCreated {
+                session: r.u64()?,
+                timeout_ms: match r.rest.is_empty() {
+                    true => None,
+                    false => Some(r.u64()?),
+                },
+            },
             SUBSCRIBED => Record::Subscribed {
                 session: r.u64()?,
                 topic: r.u64()?,

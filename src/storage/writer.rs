@@ -436,7 +436,14 @@ mod group_commit {
 
     fn batch(roll: bool, seq: u64) -> Command {
         let mut bytes = Vec::new();
-        frame::encode_frame(seq, &Record::SessionCreated { session: seq }, &mut bytes);
+        frame::encode_frame(
+            seq,
+            &Record::SessionCreated {
+                session: seq,
+                timeout_ms: None,
+            },
+            &mut bytes,
+        );
         Command::Batch(Batch {
             roll,
             first_seq: seq,

@@ -155,7 +155,10 @@ impl Raw {
     pub fn subscriber(addr: SocketAddr, topics: &[&str]) -> (Raw, u64) {
         let mut raw = Raw::hello(addr);
         let Reply::SubscriberRegistered { subscriber_id, .. } =
-            raw.ok(Request::RegisterSubscriber { resume: None })
+            raw.ok(Request::RegisterSubscriber {
+                resume: None,
+                timeout_ms: None,
+            })
         else {
             panic!("unexpected reply to REGISTER_SUBSCRIBER")
         };

@@ -68,6 +68,11 @@ pub fn every_kind() -> Vec<Record> {
         },
         Record::SessionCreated {
             session: 0xdead_beef,
+            timeout_ms: None,
+        },
+        Record::SessionCreated {
+            session: 0xfeed,
+            timeout_ms: Some(7 * 24 * 3600 * 1000),
         },
         Record::Subscribed {
             session: 0xdead_beef,

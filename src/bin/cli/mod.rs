@@ -222,14 +222,18 @@ pub fn free_arguments(args: Arguments, literal: Vec<OsString>) -> Result<Vec<OsS
     Ok(free)
 }
 
-/// Connects and does the handshake, as `name`.
-pub fn connect(addr: &str, name: &str) -> Result<Client, Failure> {
-    let options = ClientOptions {
+/// How the commands connect, as `name`.
+pub fn client_options(name: &str) -> ClientOptions {
+    ClientOptions {
         name: name.to_owned(),
         timeout: Some(Duration::from_secs(30)),
         connect_timeout: Some(Duration::from_secs(5)),
-    };
-    Ok(Client::connect_with(addr, options)?)
+    }
+}
+
+/// Connects and does the handshake, as `name`.
+pub fn connect(addr: &str, name: &str) -> Result<Client, Failure> {
+    Ok(Client::connect_with(addr, client_options(name))?)
 }
 
 /// Describes an error of a request about `topic`.

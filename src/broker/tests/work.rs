@@ -45,8 +45,14 @@ fn publish(h: &mut Harness, topic: &str) {
 }
 
 fn register(h: &mut Harness, conn: ConnId) {
-    h.call(conn, Request::RegisterSubscriber { resume: None })
-        .unwrap();
+    h.call(
+        conn,
+        Request::RegisterSubscriber {
+            resume: None,
+            timeout_ms: None,
+        },
+    )
+    .unwrap();
 }
 
 /// A subscriber on connection 1 subscribed to `n` topics `t0..`.
@@ -214,9 +220,13 @@ fn a_resume_redelivers_only_what_was_in_flight() {
     // The resume's reply lists every topic (that is its size); rewinding
     // touches only the topics with messages delivered and not acknowledged.
     let mut h = subscriber_of_many_topics(SMALL);
-    let Ok(Reply::SubscriberRegistered { subscriber_id, .. }) =
-        h.call(1, Request::RegisterSubscriber { resume: None })
-    else {
+    let Ok(Reply::SubscriberRegistered { subscriber_id, .. }) = h.call(
+        1,
+        Request::RegisterSubscriber {
+            resume: None,
+            timeout_ms: None,
+        },
+    ) else {
         panic!("register failed")
     };
     for topic in ["t1", "t2"] {
@@ -231,6 +241,7 @@ fn a_resume_redelivers_only_what_was_in_flight() {
             2,
             Request::RegisterSubscriber {
                 resume: Some(subscriber_id),
+                timeout_ms: None,
             },
         )
         .unwrap();
