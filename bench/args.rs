@@ -89,7 +89,7 @@ impl Scenario {
             "--warmup" => streams || self == CreateTopic,
             "--size" => streams || matches!(self, Retained | Recovery | Disk),
             "--batch" => streams || matches!(self, Retained | Recovery),
-            "--pipeline" => matches!(self, Send | Fanout | Retained | CreateTopic),
+            "--pipeline" => matches!(self, Send | Fanout | Latency | Retained | CreateTopic),
             "--publishers" | "--subscribers" => streams,
             "--topics" => streams || matches!(self, Retained | Fairness),
             "--rate" => self == Latency,
@@ -159,10 +159,11 @@ impl Options {
             } else {
                 1
             },
-            pipeline: if scenario == Scenario::CreateTopic {
-                1
-            } else {
-                16
+            pipeline: match scenario {
+                Scenario::CreateTopic => 1,
+                // A window a schedule never fills: at 20k/s, 3.2 ms.
+                Scenario::Latency => 64,
+                _ => 16,
             },
             clients: if scenario == Scenario::Idle { 1000 } else { 8 },
             publishers: 1,

@@ -1,6 +1,6 @@
 //! A publisher's loop, in its two shapes: pipelined (as fast as the broker
 //! acknowledges, `depth` requests in flight) and paced (a fixed schedule,
-//! one request at a time, latency counted from the intended send time).
+//! up to `depth` in flight, latency counted from the intended send time).
 //!
 //! Both keep the same books ([`Books`]): which sequence numbers were issued
 //! on each topic, which the broker acknowledged, which it refused. A full
@@ -399,8 +399,20 @@ pub fn pipelined(
 }
 
 /// Publishes on a fixed schedule — `rate` messages per second, in frames of
-/// `spec.batch` — one request at a time, timing each from its intended
-/// send time.
+/// `spec.batch` — with up to `spec.depth` requests in flight, timing each
+/// from its intended send time.
+///
+/// Each request is written the moment it is due and its acknowledgement is
+/// not waited for, as a load generator that keeps to its schedule must (a
+/// publisher that waited for each reply would fall behind whenever a round
+/// trip passed the interval, and the corrected latency would measure its
+/// own backlog). The window bounds what is outstanding: only when `depth`
+/// requests are unanswered does a send wait, and that wait shows as send
+/// lag. The client library reads replies only when it needs room, so an
+/// acknowledgement is settled when the window fills (or at the end), not
+/// when it arrived: the publish latency is an upper bound, up to `depth`
+/// intervals late. End-to-end latency, taken at the subscriber from the
+/// intended time in the payload, is not affected.
 pub fn paced(
     client: &mut Client,
     spec: &Spec,
@@ -415,56 +427,89 @@ pub fn paced(
     let publisher = u32::try_from(spec.index).unwrap_or(u32::MAX);
     let offset_ns = interval_ns * spec.phase.fract();
     let clock = shared.clock;
-    for k in 0u64.. {
+    let mut pending: VecDeque<Sent> = VecDeque::with_capacity(spec.depth + 1);
+    let mut in_flight = 0u64;
+    let mut pipeline = client.pipeline(spec.depth);
+    let mut failure = None;
+    let mut k = 0u64;
+    loop {
         let intended = timeline.start_ns + (offset_ns + k as f64 * interval_ns) as u64;
-        let remaining = books.remaining(0);
-        if shared.aborted() || intended >= timeline.stop_ns || remaining == 0 {
+        if shared.aborted() || intended >= timeline.stop_ns || books.out.stopped_full {
             break;
         }
-        while clock.now_ns() < intended {
-            let left = intended.saturating_sub(clock.now_ns());
-            if left > SPIN_NS {
-                std::thread::sleep(Duration::from_nanos(left - SPIN_NS));
+        let step = if books.remaining(in_flight) == 0 {
+            if pending.is_empty() {
+                break;
+            }
+            // The quota is in flight: wait for it (refusals reopen it).
+            let waited = pipeline.wait_all();
+            let settled =
+                books.settle_all(&mut pending, &mut in_flight, pipeline.completions(), shared);
+            settled.and_then(|d| waited.map(|()| d).map_err(|e| books.failed(e)))
+        } else {
+            while clock.now_ns() < intended {
+                let left = intended.saturating_sub(clock.now_ns());
+                if left > SPIN_NS {
+                    std::thread::sleep(Duration::from_nanos(left - SPIN_NS));
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            // A full window holds the send back; that delay is lag, and
+            // the latency still counts from the intended time.
+            if let Err(e) = pipeline.wait_for_room() {
+                failure = Some(books.failed(e));
+                break;
+            }
+            let start = clock.now_ns();
+            if timeline.measured(intended) {
+                lag.saturating_record(start.saturating_sub(intended).max(1));
+            }
+            let n = books.remaining(in_flight).min(spec.batch as u64);
+            let local = (k % spec.topics.len().max(1) as u64) as usize;
+            k += 1;
+            let Some((_, name)) = spec.topics.get(local) else {
+                break;
+            };
+            let first_seq = books.issue(local, n);
+            let queued = if n == 1 {
+                pipeline.send(name, frames.stamp_one(publisher, first_seq, intended))
             } else {
-                std::thread::yield_now();
+                let payloads = frames.stamp(n as usize, publisher, first_seq, intended);
+                pipeline.send_batch(name, &payloads)
+            };
+            let flushed = queued.and_then(|tag| {
+                pending.push_back(Sent {
+                    tag,
+                    local,
+                    first_seq,
+                    count: n,
+                    sent_ns: intended,
+                });
+                in_flight += n;
+                // Due now means sent now, not when the buffer fills.
+                pipeline.flush()
+            });
+            let settled =
+                books.settle_all(&mut pending, &mut in_flight, pipeline.completions(), shared);
+            settled.and_then(|d| flushed.map(|()| d).map_err(|e| books.failed(e)))
+        };
+        match step {
+            Ok(drained) if drained.refused && spec.on_full == OnFull::Stop => {
+                books.out.stopped_full = true;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                failure = Some(e);
+                break;
             }
         }
-        let n = remaining.min(spec.batch as u64);
-        let local = (k % spec.topics.len().max(1) as u64) as usize;
-        let Some((_, name)) = spec.topics.get(local) else {
-            break;
-        };
-        let first_seq = books.issue(local, n);
-        let start = clock.now_ns();
-        if timeline.measured(intended) {
-            lag.saturating_record(start.saturating_sub(intended).max(1));
-        }
-        let result = if n == 1 {
-            let payload = frames.stamp_one(publisher, first_seq, intended);
-            client.send(name, payload).map(|p| PublishedBatch {
-                first_offset: p.offset,
-                count: 1,
-                subscribers: p.subscribers,
-            })
-        } else {
-            client.send_batch(
-                name,
-                &frames.stamp(n as usize, publisher, first_seq, intended),
-            )
-        };
-        let sent = Sent {
-            tag: k,
-            local,
-            first_seq,
-            count: n,
-            sent_ns: intended,
-        };
-        let accepted = books.settle(sent, result, clock.now_ns(), shared)?;
-        if !accepted && spec.on_full == OnFull::Stop {
-            books.out.stopped_full = true;
-            break;
-        }
     }
+    let rest = pipeline.finish();
+    let settled = books.settle_all(&mut pending, &mut in_flight, rest.into_iter(), shared);
     books.out.lag = Some(lag);
-    Ok(books.out)
+    match (failure, settled) {
+        (Some(e), _) | (None, Err(e)) => Err(e),
+        (None, Ok(_)) => Ok(books.out),
+    }
 }

@@ -130,7 +130,7 @@ fn summarize(
         elapsed: Default::default(),
         latency: Some(report::histogram()),
         latency_of: if paced {
-            "per request, to acknowledgement, from the intended send time"
+            "per request, from the intended send time to reading its ack (an upper bound)"
         } else {
             "per request, to acknowledgement"
         },
@@ -258,9 +258,8 @@ fn describe(report: &mut Report, o: &Options, broker: &Broker) {
     report.param("topics", o.topics);
     if o.scenario == Scenario::Latency {
         report.param("rate", o.rate);
-    } else {
-        report.param("pipeline", o.pipeline);
     }
+    report.param("pipeline", o.pipeline);
     report.param("batch", o.batch);
     report.param("size", o.size);
     if o.subscribers > 0 {

@@ -138,6 +138,8 @@ fn fanout_with_more_topics_than_clients() {
 fn latency_runs_at_a_fixed_rate() {
     let report = json(&["latency", "--rate", "4000", "--messages", "200"]);
     assert_eq!(report.num("parameters.rate"), 4000.0);
+    // Sends keep to the schedule with this many acks outstanding.
+    assert_eq!(report.u64("parameters.pipeline"), 64);
     assert_eq!(report.u64("counts.published"), 200);
     assert_eq!(report.u64("counts.delivered"), 200);
     assert_latency(&report, "publish", 200);
@@ -152,6 +154,8 @@ fn latency_runs_at_a_fixed_rate() {
 #[test]
 fn latency_takes_a_pull_depth_and_a_relay_mode() {
     for depth in ["1", "4"] {
+        // A window of one: each send waits for the last ack, and loses
+        // nothing for it.
         let report = json(&[
             "latency",
             "--rate",
@@ -160,9 +164,14 @@ fn latency_takes_a_pull_depth_and_a_relay_mode() {
             "200",
             "--pull-depth",
             depth,
+            "--pipeline",
+            depth,
         ]);
         assert_eq!(report.u64("parameters.pull_depth").to_string(), depth);
+        assert_eq!(report.u64("parameters.pipeline").to_string(), depth);
+        assert_eq!(report.u64("counts.published"), 200);
         assert_eq!(report.u64("counts.delivered"), 200);
+        assert_eq!(report.u64("counts.lost"), 0);
     }
     let relay = json(&["latency", "--rate", "4000", "--messages", "200", "--relay"]);
     assert_eq!(relay.get("parameters.mode"), &json!("relay"));
