@@ -100,7 +100,8 @@ pub const FANOUT: &str = "\
 bench fanout: deliveries per second and end-to-end latency
 
 usage: bench fanout [--publishers P] [--subscribers S] [--topics T]
-                    [--pipeline D] [--batch K] [--size BYTES] [common options]
+                    [--pipeline D] [--batch K] [--size BYTES]
+                    [--pull-depth D] [common options]
 
   --publishers P    publisher connections, 1 to 1024 (default 1)
   --subscribers S   subscriber connections, 1 to 1024 (default 1)
@@ -111,6 +112,9 @@ usage: bench fanout [--publishers P] [--subscribers S] [--topics T]
                     (default 16)
   --batch K         messages per publish frame, 1 to 65536 (default 1)
   --size BYTES      payload size, 20 to 64MiB (default 128)
+  --pull-depth D    pulls each subscriber keeps in flight, 1 to 64 (default
+                    1: its acknowledgement rides on the next pull; more
+                    acknowledge with ACK requests beside the pulls)
 
 --publishers plus --subscribers is at most 1024, and a frame of --batch
 messages of --size bytes must fit the broker's frame limit.
@@ -141,7 +145,8 @@ usage: bench latency [--rate MSGS_PER_S] [--publishers P] [--subscribers S]
                     4096 (default 64); a send waits only while D are
                     unanswered
   --pull-depth D    pulls each subscriber keeps in flight, 1 to 64 (default
-                    4; the broker's max_waiting_pulls bounds it)
+                    4 here, 1 in send and fanout; the broker's
+                    max_waiting_pulls bounds it)
   --relay           no broker: one publisher sends the same schedule through
                     a bare TCP relay in this process to one subscriber,
                     measured the same way (the machine's ceiling)
