@@ -232,6 +232,33 @@ impl<'a> Books<'a> {
     }
 
     /// Settles a drained set of completions against the requests sent.
+    /// Takes one step's outcome: a refusal may stop the run (`OnFull::Stop`);
+    /// a fault ends it.
+    fn apply(&mut self, step: Result<Drained, Fault>, spec: &Spec) -> Result<(), Fault> {
+        let drained = step?;
+        if drained.refused && spec.on_full == OnFull::Stop {
+            self.out.stopped_full = true;
+        }
+        Ok(())
+    }
+
+    /// Settles the pipeline's last completions and ends the run with the
+    /// first fault, if any.
+    fn close(
+        mut self,
+        pending: &mut VecDeque<Sent>,
+        in_flight: &mut u64,
+        rest: Vec<Completion>,
+        shared: &Shared,
+        failure: Option<Fault>,
+    ) -> Result<Outcome, Fault> {
+        let settled = self.settle_all(pending, in_flight, rest.into_iter(), shared);
+        match (failure, settled) {
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(_)) => Ok(self.out),
+        }
+    }
+
     fn settle_all(
         &mut self,
         pending: &mut VecDeque<Sent>,
@@ -379,23 +406,13 @@ pub fn pipelined(
                 .map(|d| d.merge(early))
                 .and_then(|d| flushed.map(|()| d).map_err(|e| books.failed(e)))
         };
-        match step {
-            Ok(drained) if drained.refused && spec.on_full == OnFull::Stop => {
-                books.out.stopped_full = true;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
+        if let Err(e) = books.apply(step, spec) {
+            failure = Some(e);
+            break;
         }
     }
     let rest = pipeline.finish();
-    let settled = books.settle_all(&mut pending, &mut in_flight, rest.into_iter(), shared);
-    match (failure, settled) {
-        (Some(e), _) | (None, Err(e)) => Err(e),
-        (None, Ok(_)) => Ok(books.out),
-    }
+    books.close(&mut pending, &mut in_flight, rest, shared, failure)
 }
 
 /// Publishes on a fixed schedule — `rate` messages per second, in frames of
@@ -494,22 +511,12 @@ pub fn paced(
                 books.settle_all(&mut pending, &mut in_flight, pipeline.completions(), shared);
             settled.and_then(|d| flushed.map(|()| d).map_err(|e| books.failed(e)))
         };
-        match step {
-            Ok(drained) if drained.refused && spec.on_full == OnFull::Stop => {
-                books.out.stopped_full = true;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
+        if let Err(e) = books.apply(step, spec) {
+            failure = Some(e);
+            break;
         }
     }
     let rest = pipeline.finish();
-    let settled = books.settle_all(&mut pending, &mut in_flight, rest.into_iter(), shared);
     books.out.lag = Some(lag);
-    match (failure, settled) {
-        (Some(e), _) | (None, Err(e)) => Err(e),
-        (None, Ok(_)) => Ok(books.out),
-    }
+    books.close(&mut pending, &mut in_flight, rest, shared, failure)
 }
