@@ -951,7 +951,8 @@ orders.eu            1             0              0            0
         1
     );
     let readable = ok(courier(addr, &["stats"]));
-    assert!(readable.contains("\ntopics         2\n"), "{readable}");
+    assert!(readable.contains("\ntopics           2\n"), "{readable}");
+    assert!(readable.contains("\nmemory by class  "), "{readable}");
     let stats = json(&ok(courier(addr, &["stats", "--json"])));
     assert_eq!(
         (&stats["topics"], &stats["subscribers"]),

@@ -217,6 +217,17 @@ fn stats_lines(s: &Stats) -> String {
         let list: Vec<String> = s.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
         list.join(", ")
     };
+    let classes: Vec<String> = s
+        .memory
+        .iter()
+        .filter(|(_, bytes)| **bytes > 0)
+        .map(|(class, bytes)| format!("{class} {bytes}"))
+        .collect();
+    let memory = if classes.is_empty() {
+        "nothing held".to_owned()
+    } else {
+        classes.join(", ")
+    };
     aligned(&[
         ("uptime", format!("{:.1} s", s.uptime_ms as f64 / 1000.0)),
         (
@@ -243,6 +254,23 @@ fn stats_lines(s: &Stats) -> String {
             "backlog",
             format!("{} messages, {} bytes", s.backlog_messages, s.backlog_bytes),
         ),
+        (
+            "held publishes",
+            format!(
+                "{} now, {} since start, {} dropped with their connection",
+                s.held_now, s.publishes_held, s.held_dropped
+            ),
+        ),
+        (
+            "memory",
+            format!(
+                "{} of {} bytes ({:.1} %)",
+                s.memory_total,
+                s.memory_limit,
+                100.0 * s.memory_total as f64 / s.memory_limit.max(1) as f64
+            ),
+        ),
+        ("memory by class", memory),
         ("errors", errors),
     ])
 }
