@@ -95,6 +95,8 @@ pub struct Budget {
     reserve: usize,
     used: [usize; Class::ALL.len()],
     total: usize,
+    /// The largest `total` since [`Budget::take_peak`] last ran.
+    peak: usize,
 }
 
 impl Budget {
@@ -106,6 +108,7 @@ impl Budget {
             reserve: reserve.min(limit / 2),
             used: [0; Class::ALL.len()],
             total: 0,
+            peak: 0,
         }
     }
 
@@ -134,6 +137,16 @@ impl Budget {
     pub fn add(&mut self, class: Class, bytes: usize) {
         self.used[class as usize] += bytes;
         self.total += bytes;
+        self.peak = self.peak.max(self.total);
+    }
+
+    /// How far the total fell from its peak since the last call: what was
+    /// freed, even by a burst that came and went between two looks (the
+    /// server returns memory to the system after enough was freed).
+    pub fn take_peak(&mut self) -> usize {
+        let fallen = self.peak - self.total;
+        self.peak = self.total;
+        fallen
     }
 
     /// Gives back bytes counted by [`Budget::add`]. Giving back more than
@@ -152,6 +165,7 @@ impl Budget {
         let slot = &mut self.used[class as usize];
         self.total = self.total - *slot + bytes;
         *slot = bytes;
+        self.peak = self.peak.max(self.total);
     }
 
     /// Whether state may grow by `bytes`: stays below the limit less the
@@ -215,6 +229,15 @@ mod tests {
         budget.sub(Class::WriteBuffers, 250);
         budget.add(Class::Payloads, 1000);
         assert!(budget.output_full());
+    }
+
+    #[test]
+    fn a_burst_between_two_looks_counts_as_freed() {
+        let mut budget = Budget::new(1000, 100);
+        budget.add(Class::Payloads, 600);
+        budget.sub(Class::Payloads, 500);
+        assert_eq!(budget.take_peak(), 500);
+        assert_eq!(budget.take_peak(), 0);
     }
 
     #[test]

@@ -643,3 +643,28 @@ fn closing_error_reaches_a_late_reader() {
     write.join().expect("writer");
     assert_alive(&mut broker);
 }
+
+#[test]
+fn memory_follows_a_burst_down_even_within_one_housekeeping_interval() {
+    // 64 MiB retained and acknowledged faster than the one-second
+    // housekeeping interval: the broker must still return it to the system.
+    let broker = BrokerProcess::start(&[]);
+    let mut publisher = Raw::publisher(broker.addr);
+    publisher.ok(Request::CreateTopic { topic: "burst" });
+    let (mut subscriber, _) = Raw::subscriber(broker.addr, &["burst"]);
+    let payload = vec![5u8; 64 * 1024];
+    let batch: Vec<&[u8]> = vec![&payload; 15];
+    for _ in 0..68 {
+        publisher.publish_batch("burst", &batch);
+    }
+    let peak = broker.rss_kib();
+    assert!(peak > 64 * 1024, "the burst is resident: {peak} KiB");
+    let mut got = 0;
+    while got < 68 * 15 {
+        got += messages(subscriber.call(pull(Some("burst"), 1000, 0, true))).len();
+    }
+    // Acknowledge the last of them.
+    let rest = messages(subscriber.call(pull(Some("burst"), 1000, 0, true)));
+    assert!(rest.is_empty());
+    wait_until("RSS back below 32 MiB", || broker.rss_kib() < 32 * 1024);
+}

@@ -221,13 +221,15 @@ impl EventLoop {
     }
 
     /// Returns memory to the system after enough was freed — closed
-    /// connections' buffers, many closes, or the backlog shrinking by a
-    /// megabyte — so resident size follows load down, at most once per
-    /// interval.
+    /// connections' buffers, many closes, or the budget falling a megabyte
+    /// from its peak since the last look (a burst retained and acknowledged
+    /// within one interval counts too) — so resident size follows load
+    /// down, at most once per interval.
     fn housekeeping(&mut self) {
         let backlog = self.broker.backlog_bytes();
+        let fallen = self.broker.budget_mut().take_peak() as u64;
         let last = &mut self.housekeeping;
-        let freed = last.freed + last.backlog.saturating_sub(backlog);
+        let freed = (last.freed + last.backlog.saturating_sub(backlog)).max(fallen);
         if freed >= TRIM_AFTER_BYTES || last.closed >= TRIM_AFTER_CLOSES {
             self.pool = BufferPool::default();
             let started = Instant::now();
