@@ -749,6 +749,19 @@ impl Broker {
         false
     }
 
+    /// Whether publish replies of `conn` still wait (held for room, or for
+    /// the disk): a connection whose input ended stays until they are sent.
+    pub fn awaits_replies(&self, conn: ConnId) -> bool {
+        self.pending.conns.get(conn).is_some_and(|state| {
+            state.topics.iter().any(|&topic| {
+                self.pending
+                    .queues
+                    .get(&(conn, topic))
+                    .is_some_and(|queue| !queue.entries.is_empty())
+            })
+        })
+    }
+
     /// Connections that [`Broker::wants_input`] refused and that may be read
     /// again: the server reschedules them.
     pub fn take_resumable(&mut self) -> Vec<ConnId> {

@@ -560,7 +560,13 @@ impl EventLoop {
         let pending = connection.pending_output();
         let closing = connection.is_closing();
         if sent && closing {
-            self.begin_linger(key, now);
+            // After the peer's half-close every request it sent is answered:
+            // publishes still held (or waiting for the disk) keep the
+            // connection until their replies are written and flushed.
+            let input_ended = self.table.get(key).is_some_and(|c| c.input_ended);
+            if !(input_ended && self.broker.awaits_replies(key)) {
+                self.begin_linger(key, now);
+            }
             return;
         }
         if !sent {
