@@ -246,7 +246,8 @@ Options (each numeric flag lists the values it accepts):
                                    long for resuming [default: {}; {}]
   --max-session-timeout SECS       the longest a subscriber may ask its session be
                                    kept (REGISTER_SUBSCRIBER's timeout_ms; longer
-                                   asks are clamped) [default: {}; {}]
+                                   asks are clamped; at least --session-timeout)
+                                   [default: {}; {}]
   --publish-hold SECS              a publish to a full topic (or a full broker)
                                    waits this long for room, in order, before it
                                    gets TOPIC_FULL (BROKER_FULL); 0 refuses at once
@@ -514,6 +515,17 @@ fn parse(args: &mut pico_args::Arguments) -> Result<(Config, String), UsageError
             )));
         }
     }
+    let (default, longest) = (
+        config.limits.session_timeout,
+        config.limits.max_session_timeout,
+    );
+    if default > longest {
+        return Err(UsageError(format!(
+            "--session-timeout {}: must be at most --max-session-timeout, which is {}",
+            default.as_secs_f64(),
+            longest.as_secs_f64()
+        )));
+    }
     let memory_floor = (frame as u64).saturating_mul(MEMORY_FRAMES);
     if (config.limits.max_memory as u64) < memory_floor {
         return Err(UsageError(format!(
@@ -732,6 +744,27 @@ mod tests {
                 assert!(message.starts_with("--max-backlog-bytes 1K: "), "{message}")
             }
             Ok(_) => panic!("accepted a backlog smaller than a frame"),
+        }
+    }
+
+    #[test]
+    fn a_default_session_timeout_past_the_maximum_is_refused_by_name() {
+        let mut args = pico_args::Arguments::from_vec(
+            [
+                "--session-timeout",
+                "7200",
+                "--max-session-timeout",
+                "3600",
+                "--memory-only",
+            ]
+            .map(Into::into)
+            .to_vec(),
+        );
+        match parse(&mut args) {
+            Err(UsageError(message)) => {
+                assert!(message.starts_with("--session-timeout 7200: "), "{message}")
+            }
+            Ok(_) => panic!("accepted a default session timeout past the maximum"),
         }
     }
 }
