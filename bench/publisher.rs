@@ -232,6 +232,19 @@ impl<'a> Books<'a> {
     }
 
     /// Settles a drained set of completions against the requests sent.
+    /// The quota is in flight: waits for every reply (refusals reopen it).
+    fn wait_for_quota(
+        &mut self,
+        pipeline: &mut client::Pipeline<'_>,
+        pending: &mut VecDeque<Sent>,
+        in_flight: &mut u64,
+        shared: &Shared,
+    ) -> Result<Drained, Fault> {
+        let waited = pipeline.wait_all();
+        let settled = self.settle_all(pending, in_flight, pipeline.completions(), shared);
+        settled.and_then(|d| waited.map(|()| d).map_err(|e| self.failed(e)))
+    }
+
     /// Takes one step's outcome: a refusal may stop the run (`OnFull::Stop`);
     /// a fault ends it.
     fn apply(&mut self, step: Result<Drained, Fault>, spec: &Spec) -> Result<(), Fault> {
@@ -343,11 +356,7 @@ pub fn pipelined(
             if pending.is_empty() {
                 break;
             }
-            // The quota is in flight: wait for it (refusals reopen it).
-            let waited = pipeline.wait_all();
-            let settled =
-                books.settle_all(&mut pending, &mut in_flight, pipeline.completions(), shared);
-            settled.and_then(|d| waited.map(|()| d).map_err(|e| books.failed(e)))
+            books.wait_for_quota(&mut pipeline, &mut pending, &mut in_flight, shared)
         } else {
             let n = remaining.min(spec.batch as u64);
             let local = turn;
@@ -458,11 +467,7 @@ pub fn paced(
             if pending.is_empty() {
                 break;
             }
-            // The quota is in flight: wait for it (refusals reopen it).
-            let waited = pipeline.wait_all();
-            let settled =
-                books.settle_all(&mut pending, &mut in_flight, pipeline.completions(), shared);
-            settled.and_then(|d| waited.map(|()| d).map_err(|e| books.failed(e)))
+            books.wait_for_quota(&mut pipeline, &mut pending, &mut in_flight, shared)
         } else {
             while clock.now_ns() < intended {
                 let left = intended.saturating_sub(clock.now_ns());

@@ -104,17 +104,24 @@ fn a_burst_larger_than_one_pull_is_split_over_the_parked_pulls_in_order() {
     );
 }
 
-#[test]
-fn pipelined_acks_with_pulls_in_flight_redeliver_exactly_the_unacknowledged() {
-    let broker = start_broker();
+/// A client subscribed to topic "t" on `broker`, which holds messages
+/// `[0]`, `[1]`, … `[n - 1]` for it; and its session.
+fn subscribed_with_messages(broker: &courier::server::RunningServer, n: u8) -> (Client, u64) {
     let mut publisher = Raw::publisher(broker.addr());
     publisher.ok(Request::CreateTopic { topic: "t" });
     let mut subscriber = Client::connect(broker.addr()).expect("connect");
     let session = subscriber.register_subscriber().expect("register");
     subscriber.subscribe("t").expect("subscribe");
-    for i in 0..40u8 {
+    for i in 0..n {
         publisher.publish("t", &[i]);
     }
+    (subscriber, session)
+}
+
+#[test]
+fn pipelined_acks_with_pulls_in_flight_redeliver_exactly_the_unacknowledged() {
+    let broker = start_broker();
+    let (mut subscriber, session) = subscribed_with_messages(&broker, 40);
     let options = PullOptions {
         max_messages: 5,
         wait: Duration::from_secs(30),
@@ -145,7 +152,7 @@ fn pipelined_acks_with_pulls_in_flight_redeliver_exactly_the_unacknowledged() {
         let _ = pulls.next_batch().expect("batch");
         pulls.acknowledge().expect("acknowledged");
     }
-    assert!(publisher.stats().messages_out > processed_up_to);
+    assert!(Raw::hello(broker.addr()).stats().messages_out > processed_up_to);
     // The connection is lost with pulls in flight.
     drop(subscriber);
     let mut resumed = Client::connect(broker.addr()).expect("connect");
@@ -167,14 +174,7 @@ fn pipelined_acks_with_pulls_in_flight_redeliver_exactly_the_unacknowledged() {
 #[test]
 fn one_pull_in_flight_acknowledges_on_the_pull_only_what_was_processed() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "t" });
-    let mut subscriber = Client::connect(broker.addr()).expect("connect");
-    let session = subscriber.register_subscriber().expect("register");
-    subscriber.subscribe("t").expect("subscribe");
-    for i in 0..10u8 {
-        publisher.publish("t", &[i]);
-    }
+    let (mut subscriber, session) = subscribed_with_messages(&broker, 10);
     let options = PullOptions {
         max_messages: 3,
         wait: Duration::from_secs(30),
