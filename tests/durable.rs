@@ -25,6 +25,19 @@ fn kill(mut broker: BrokerProcess) {
     broker.child.wait().expect("reaped");
 }
 
+/// A new connection that resumes session `id`; and the topics it lists.
+fn resume(addr: std::net::SocketAddr, id: u64) -> (Raw, Vec<String>) {
+    let mut subscriber = Raw::hello(addr);
+    let reply = subscriber.ok(Request::RegisterSubscriber {
+        resume: Some(id),
+        timeout_ms: None,
+    });
+    let Reply::SubscriberRegistered { topics, .. } = reply else {
+        panic!("{reply:?}")
+    };
+    (subscriber, topics)
+}
+
 #[test]
 fn topics_messages_sessions_and_cursors_survive_a_kill() {
     let dir = temp_dir("survive");
@@ -60,14 +73,7 @@ fn topics_messages_sessions_and_cursors_survive_a_kill() {
         .find(|l| l.contains("recovered"))
         .expect("recovery line");
     assert!(summary.contains("recovered 1 topics"), "{summary}");
-    let mut subscriber = Raw::hello(broker.addr);
-    let reply = subscriber.ok(Request::RegisterSubscriber {
-        resume: Some(id),
-        timeout_ms: None,
-    });
-    let Reply::SubscriberRegistered { topics, .. } = reply else {
-        panic!("{reply:?}")
-    };
+    let (mut subscriber, topics) = resume(broker.addr, id);
     assert_eq!(topics, vec!["a".to_string()]);
     // Redelivered from the acknowledged offset: 4 (the one in flight when
     // killed) on.
@@ -202,14 +208,7 @@ fn acknowledged_segments_are_deleted_and_a_restart_starts_at_a_checkpoint() {
     kill(broker);
 
     let broker = start(&dir, &["--segment-bytes", "64k"]);
-    let mut subscriber = Raw::hello(broker.addr);
-    let reply = subscriber.ok(Request::RegisterSubscriber {
-        resume: Some(id),
-        timeout_ms: None,
-    });
-    let Reply::SubscriberRegistered { topics, .. } = reply else {
-        panic!("{reply:?}")
-    };
+    let (mut subscriber, topics) = resume(broker.addr, id);
     assert_eq!(topics, vec!["a".to_string()]);
     let got = messages(subscriber.call(pull(Some("a"), 100, 0, false)));
     let offsets: Vec<u64> = got.iter().map(|m| m.1).collect();
