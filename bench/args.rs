@@ -98,6 +98,9 @@ impl Scenario {
             "--connections" => self == Idle,
             "--broker-pid" => matches!(self, Idle | Retained),
             "--hgrm" => true,
+            "--ca" | "--tls-cert" | "--tls-key" | "--user" | "--token" => {
+                !matches!(self, Recovery | Disk)
+            }
             "--fsync" => self != Disk,
             "--attack" | "--attackers" | "--interval-ms" | "--baseline-secs" | "--sessions" => {
                 self == Fairness
@@ -138,6 +141,21 @@ pub struct Options {
     pub quiet: bool,
     /// Boxed: only one scenario needs it, and every `Options` carries it.
     pub fairness: Box<crate::fairness::Params>,
+    /// Boxed like `fairness`.
+    pub security: Box<Security>,
+}
+
+/// How the clients reach the broker beyond its address.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// `--tls`: the clients speak TLS, trusting `--ca`; an in-process
+    /// broker serves it with `--tls-cert` and `--tls-key`.
+    pub tls: bool,
+    pub ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// `--user` and `--token`, for a broker with `--users`.
+    pub credentials: Option<courier::client::UserToken>,
 }
 
 impl Options {
@@ -184,6 +202,7 @@ impl Options {
             fsync: None,
             quiet: false,
             fairness: Box::default(),
+            security: Box::default(),
         }
     }
 }
@@ -277,6 +296,25 @@ impl Flags {
             o.relay = true;
         }
         o.hgrm = self.value("--hgrm", |t| Some(PathBuf::from(t)))?;
+        let s = &mut o.security;
+        s.tls = self.args.contains("--tls");
+        s.ca = self.value("--ca", |t| Some(PathBuf::from(t)))?;
+        s.tls_cert = self.value("--tls-cert", |t| Some(PathBuf::from(t)))?;
+        s.tls_key = self.value("--tls-key", |t| Some(PathBuf::from(t)))?;
+        let user = self.value("--user", |t| Some(t.to_owned()))?;
+        let token = self.value("--token", |t| Some(t.to_owned()))?;
+        s.credentials = match (user, token) {
+            (Some(user), Some(token)) => Some(courier::client::UserToken { user, token }),
+            (None, None) => None,
+            _ => return Err(usage("--user and --token go together", Some(self.scenario))),
+        };
+        let in_process_tls = s.tls_cert.is_some() || s.tls_key.is_some();
+        if (s.ca.is_some() || in_process_tls) && !s.tls {
+            return Err(usage(
+                "--ca, --tls-cert and --tls-key need --tls",
+                Some(self.scenario),
+            ));
+        }
         o.fsync = self
             .value("--fsync", |t| match t {
                 "memory-only" => Some(None),

@@ -9,6 +9,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 pub struct Broker {
     addr: String,
+    client_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    credentials: Option<courier::client::UserToken>,
     running: Option<RunningServer>,
     /// The in-process broker's data directory, removed at stop.
     data_dir: Option<std::path::PathBuf>,
@@ -16,9 +18,19 @@ pub struct Broker {
 
 impl Broker {
     pub fn start(options: &Options) -> Result<Broker, String> {
+        let security = &options.security;
+        let client_tls = match security.tls {
+            false => None,
+            true => Some(
+                courier::tls::client_config(security.ca.as_deref()).map_err(|e| e.to_string())?,
+            ),
+        };
+        let credentials = security.credentials.clone();
         if let Some(addr) = &options.broker {
             return Ok(Broker {
                 addr: addr.clone(),
+                client_tls,
+                credentials,
                 running: None,
                 data_dir: None,
             });
@@ -27,6 +39,14 @@ impl Broker {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             ..Config::default()
         };
+        if security.tls {
+            let (Some(cert), Some(key)) = (&security.tls_cert, &security.tls_key) else {
+                return Err(
+                    "--tls with the in-process broker needs --tls-cert and --tls-key".into(),
+                );
+            };
+            config.tls = Some(courier::tls::server_config(cert, key).map_err(|e| e.to_string())?);
+        }
         if options.scenario == Scenario::Retained {
             // Retaining is the point: no backlog bound gets in the way.
             config.limits.max_backlog_bytes = usize::MAX / 2;
@@ -49,8 +69,11 @@ impl Broker {
         });
         let running = server::spawn(config)
             .map_err(|e| format!("cannot start the in-process broker: {e}"))?;
+        // With --tls the certificate must name 127.0.0.1 (an IP SAN).
         Ok(Broker {
             addr: running.addr().to_string(),
+            client_tls,
+            credentials,
             running: Some(running),
             data_dir,
         })
@@ -58,6 +81,14 @@ impl Broker {
 
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    pub fn client_tls(&self) -> Option<std::sync::Arc<rustls::ClientConfig>> {
+        self.client_tls.clone()
+    }
+
+    pub fn credentials(&self) -> Option<courier::client::UserToken> {
+        self.credentials.clone()
     }
 
     pub fn in_process(&self) -> bool {

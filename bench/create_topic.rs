@@ -43,7 +43,7 @@ struct Outcome {
 }
 
 pub fn run(o: &Options, broker: &Broker) -> Result<Report, Failure> {
-    let shared = Shared::new(broker.addr().to_owned(), &["create"]);
+    let shared = Shared::new(broker, &["create"]);
     let mut admin = shared.connect("bench-admin".to_owned())?;
     let stats = |admin: &mut courier::Client| {
         admin

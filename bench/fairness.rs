@@ -166,7 +166,7 @@ pub fn run(o: &Options, broker: &Broker) -> Result<Report, Failure> {
         Attack::Pulls => o.topics,
         Attack::Churn => CHURN_TOPICS,
     };
-    let shared = Shared::new(broker.addr().to_owned(), &["probe", "attack"]);
+    let shared = Shared::new(broker, &["probe", "attack"]);
     let mut topics = Topics::create(&shared, 1 + attack_topics)?;
     let probe_topic = topics.names.first().cloned().unwrap_or_default();
     let targets: Arc<[String]> = topics.names.iter().skip(1).cloned().collect();

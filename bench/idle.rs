@@ -24,7 +24,7 @@ struct Outcome {
 
 pub fn run(o: &Options, broker: &Broker) -> Result<Report, Failure> {
     let n = o.messages.unwrap_or(1);
-    let shared = Shared::new(broker.addr().to_owned(), &["connect"]);
+    let shared = Shared::new(broker, &["connect"]);
     let pid = o.broker_pid;
     let rss_before = pid.map(broker::rss_bytes).transpose()?;
     let hold = o.duration;

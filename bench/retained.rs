@@ -29,7 +29,7 @@ pub fn run(o: &Options, broker: &Broker) -> Result<Report, Failure> {
         subscribers: 1,
         topics: o.topics,
     };
-    let shared = Shared::new(broker.addr().to_owned(), &["publish", "deliver"]);
+    let shared = Shared::new(broker, &["publish", "deliver"]);
     let mut topics = Topics::create(&shared, o.topics)?;
     topics.check_fit(o).map_err(Failure::Usage)?;
     let named: Vec<(usize, String)> = topics.names.iter().cloned().enumerate().collect();

@@ -55,16 +55,22 @@ impl Meter {
 pub struct Shared {
     pub clock: Clock,
     pub addr: String,
+    /// How the clients reach the broker beyond its address (`--tls`,
+    /// `--user`).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    pub credentials: Option<courier::client::UserToken>,
     abort: AtomicBool,
     /// What the progress line shows, by name.
     pub meters: Vec<(&'static str, Meter)>,
 }
 
 impl Shared {
-    pub fn new(addr: String, meters: &[&'static str]) -> Arc<Shared> {
+    pub fn new(broker: &crate::broker::Broker, meters: &[&'static str]) -> Arc<Shared> {
         Arc::new(Shared {
             clock: Clock::new(),
-            addr,
+            addr: broker.addr().to_owned(),
+            tls: broker.client_tls(),
+            credentials: broker.credentials(),
             abort: AtomicBool::new(false),
             meters: meters
                 .iter()
@@ -91,6 +97,8 @@ impl Shared {
             name,
             timeout: Some(CLIENT_TIMEOUT),
             connect_timeout: Some(Duration::from_secs(10)),
+            credentials: self.credentials.clone(),
+            tls: self.tls.clone(),
         };
         Client::connect_with(self.addr.as_str(), options).map_err(|e| {
             let hint = match &e {

@@ -38,7 +38,7 @@ pub fn run(o: &Options, broker: &Broker) -> Result<Report, Failure> {
         subscribers: o.subscribers,
         topics: o.topics,
     };
-    let shared = Shared::new(broker.addr().to_owned(), &["publish", "deliver"]);
+    let shared = Shared::new(broker, &["publish", "deliver"]);
     let mut topics = Topics::create(&shared, o.topics)?;
     topics.check_fit(o).map_err(Failure::Usage)?;
     let before = broker.in_process().then(|| topics.stats()).transpose()?;

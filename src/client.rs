@@ -24,6 +24,7 @@ mod error;
 mod pipeline;
 mod pulls;
 mod reconnect;
+mod stream;
 
 pub use self::addr::{DEFAULT_PORT, with_default_port};
 pub use self::error::{Error, Result, io_message};
@@ -35,11 +36,13 @@ pub use crate::protocol::{ServerInfo, Stats, TopicMessages, TopicPage, TopicSumm
 use self::conn::Conn;
 use crate::codec;
 use crate::protocol::{
-    DEFAULT_MAX_FRAME_BYTES, MAX_PULL_WAIT_MS, Op, PROTOCOL_VERSION, Pull, Reply, Request,
+    Credentials, DEFAULT_MAX_FRAME_BYTES, MAX_PULL_WAIT_MS, Op, PROTOCOL_VERSION, Pull, Reply,
+    Request,
 };
 use bytes::Bytes;
 use std::fmt;
 use std::net::ToSocketAddrs;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How a [`Client`] connects and how long it waits.
@@ -53,6 +56,27 @@ pub struct ClientOptions {
     /// How long to wait for the TCP connection to open. `None` leaves it to
     /// the operating system.
     pub connect_timeout: Option<Duration>,
+    /// Sent in HELLO to a broker that requires users (`--users`).
+    pub credentials: Option<UserToken>,
+    /// Speak TLS, verifying the broker with this configuration (see
+    /// [`crate::tls::client_config`]) against the host of the address.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A user name and its token, as `courier user add` printed it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserToken {
+    pub user: String,
+    pub token: String,
+}
+
+/// Never prints the token.
+impl fmt::Debug for UserToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserToken")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ClientOptions {
@@ -61,6 +85,8 @@ impl Default for ClientOptions {
             name: "courier-client".to_owned(),
             timeout: Some(Duration::from_secs(30)),
             connect_timeout: Some(Duration::from_secs(10)),
+            credentials: None,
+            tls: None,
         }
     }
 }
@@ -224,19 +250,29 @@ impl Client {
         addr: impl ToSocketAddrs + fmt::Display,
         options: ClientOptions,
     ) -> Result<Client> {
+        let shown = addr.to_string();
+        let tls = options
+            .tls
+            .clone()
+            .map(|config| (config, stream::host_of(&shown)));
         let mut conn = Conn::open(
             &addr,
             options.connect_timeout,
             options.timeout,
             DEFAULT_MAX_FRAME_BYTES,
+            tls,
         )
         .map_err(|source| Error::Connect {
-            addr: addr.to_string(),
+            addr: shown.clone(),
             source,
         })?;
         let hello = Request::Hello {
             version: PROTOCOL_VERSION,
             client_name: &options.name,
+            credentials: options.credentials.as_ref().map(|c| Credentials {
+                user: &c.user,
+                token: &c.token,
+            }),
         };
         let info = match conn.call(&hello, Duration::ZERO)? {
             Reply::Hello(info) => info,

@@ -22,15 +22,35 @@
 //! (`ReadBuffers`, `WriteBuffers`) through [`Connection::account`]; the
 //! pool's idle buffers are not counted — the pool is small (at most
 //! [`POOL_SIZE`] buffers of each kind) and emptied by housekeeping.
+//!
+//! TLS (a listener with a certificate): the connection holds a rustls
+//! `ServerConnection` beside its socket. Reads go socket → rustls →
+//! the same read buffer, writes the same write buffer → rustls → socket, in
+//! chunks of at most [`TLS_CHUNK`] so rustls never holds more than one
+//! chunk of records; the plaintext path is one `if` away and copies
+//! nothing more than before. rustls's own buffers are not visible, so they
+//! are counted at their bound: [`TLS_READ_STATE`] per connection on the
+//! read side, and [`TLS_CHUNK`] on the write side while records wait. A
+//! peer whose bytes are not TLS (a plaintext client) gets an alert and an
+//! immediate close.
 
 use crate::budget::{Budget, Class};
 use crate::codec::{self, FrameTooLarge};
 use crate::protocol::FRAME_HEADER_LEN;
 use mio::Interest;
 use mio::net::TcpStream;
+use rustls::ServerConnection;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
+
+/// Most plaintext handed to rustls at once, and its buffer limit: one
+/// chunk of encrypted records waits in rustls at most.
+pub const TLS_CHUNK: usize = 64 * 1024;
+/// What rustls holds per connection on the read side, at most: a record
+/// being reassembled (16 KiB plus overhead), the plaintext decrypted and
+/// not yet taken (bounded by rustls at 16 KiB), and its session state.
+pub const TLS_READ_STATE: usize = 40 * 1024;
 
 /// Size of a pooled read buffer; also the most read in one `read` call.
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -153,6 +173,8 @@ pub enum ReadStatus {
 
 pub struct Connection {
     pub socket: TcpStream,
+    /// The TLS session, on a TLS listener.
+    tls: Option<Box<ServerConnection>>,
     /// The peer's address, kept for log lines.
     pub peer: SocketAddr,
     /// Distinguishes this connection from earlier ones with the same key,
@@ -194,6 +216,7 @@ impl Connection {
     pub fn new(socket: TcpStream, peer: SocketAddr, serial: u64) -> Self {
         Connection {
             socket,
+            tls: None,
             peer,
             serial,
             input: Input::default(),
@@ -215,10 +238,45 @@ impl Connection {
         }
     }
 
+    /// A connection that speaks TLS with `config`.
+    pub fn new_tls(
+        socket: TcpStream,
+        peer: SocketAddr,
+        serial: u64,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> Result<Self, rustls::Error> {
+        let mut tls = ServerConnection::new(config)?;
+        tls.set_buffer_limit(Some(TLS_CHUNK));
+        let mut connection = Connection::new(socket, peer, serial);
+        connection.tls = Some(Box::new(tls));
+        Ok(connection)
+    }
+
+    /// TLS records (handshake messages, alerts) wait to be written: the
+    /// loop must flush even with no reply queued.
+    pub fn wants_flush(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.wants_write())
+    }
+
+    /// What rustls holds, as counted (see the module doc): (read, write).
+    fn tls_held(&self) -> (usize, usize) {
+        match &self.tls {
+            None => (0, 0),
+            Some(tls) => (
+                TLS_READ_STATE,
+                if tls.wants_write() { TLS_CHUNK } else { 0 },
+            ),
+        }
+    }
+
     /// Brings the budget's `ReadBuffers` and `WriteBuffers` in line with the
     /// buffers this connection holds now.
     pub fn account(&mut self, budget: &mut Budget) {
-        let now = (self.input.buf.capacity(), self.output.capacity());
+        let tls = self.tls_held();
+        let now = (
+            self.input.buf.capacity() + tls.0,
+            self.output.capacity() + tls.1,
+        );
         recount(budget, Class::ReadBuffers, self.counted.0, now.0);
         recount(budget, Class::WriteBuffers, self.counted.1, now.1);
         self.counted = now;
@@ -229,7 +287,8 @@ impl Connection {
     pub fn unaccount(&mut self, budget: &mut Budget) -> usize {
         budget.sub(Class::ReadBuffers, self.counted.0);
         budget.sub(Class::WriteBuffers, self.counted.1);
-        let held = self.input.buf.capacity() + self.output.capacity();
+        let tls = self.tls_held();
+        let held = self.input.buf.capacity() + self.output.capacity() + tls.0 + tls.1;
         self.counted = (0, 0);
         held
     }
@@ -279,6 +338,9 @@ impl Connection {
         max_body: usize,
         peer_closed: bool,
     ) -> io::Result<(ReadStatus, usize)> {
+        if self.tls.is_some() {
+            return self.fill_tls(pool, max_body);
+        }
         let mut total = 0;
         loop {
             self.input.make_room(pool, max_body);
@@ -306,6 +368,60 @@ impl Connection {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// [`fill`](Self::fill) through TLS: first the plaintext rustls
+    /// already holds, then records from the socket until it would block.
+    /// (No short-read shortcut: rustls may hold plaintext the socket's edge
+    /// will not announce again.) A peer that does not speak TLS is an
+    /// `InvalidData` error, after the alert is sent.
+    fn fill_tls(
+        &mut self,
+        pool: &mut BufferPool,
+        max_body: usize,
+    ) -> io::Result<(ReadStatus, usize)> {
+        let Connection {
+            socket, tls, input, ..
+        } = self;
+        let Some(tls) = tls else {
+            return Ok((ReadStatus::Drained, 0));
+        };
+        let mut total = 0;
+        loop {
+            loop {
+                input.make_room(pool, max_body);
+                let free = &mut input.buf[input.end..];
+                if free.is_empty() {
+                    return Ok((ReadStatus::BufferFull, total));
+                }
+                match tls.reader().read(free) {
+                    Ok(0) => return Ok((ReadStatus::Closed, total)),
+                    Ok(n) => {
+                        input.end += n;
+                        total += n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        return Ok((ReadStatus::Closed, total));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            match tls.read_tls(socket) {
+                Ok(0) => return Ok((ReadStatus::Closed, total)),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok((ReadStatus::Drained, total));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = tls.process_new_packets() {
+                // Best effort: the alert says why, then the loop closes.
+                let _ = tls.write_tls(socket);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
         }
     }
@@ -367,6 +483,9 @@ impl Connection {
     }
 
     fn write_out(&mut self) -> io::Result<bool> {
+        if self.tls.is_some() {
+            return self.write_out_tls();
+        }
         while self.written < self.output.len() {
             match self.socket.write(&self.output[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -380,6 +499,53 @@ impl Connection {
             }
         }
         Ok(true)
+    }
+
+    /// [`write_out`](Self::write_out) through TLS: records rustls holds go
+    /// out first, then the next chunk of the write buffer is encrypted.
+    /// Done only when both are empty.
+    fn write_out_tls(&mut self) -> io::Result<bool> {
+        let Connection {
+            socket,
+            tls,
+            output,
+            written,
+            sent_total,
+            ..
+        } = self;
+        let Some(tls) = tls else {
+            return Ok(true);
+        };
+        loop {
+            while tls.wants_write() {
+                match tls.write_tls(socket) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => *sent_total += n as u64,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let Some(rest) = output.get(*written..).filter(|rest| !rest.is_empty()) else {
+                return Ok(true);
+            };
+            let chunk = rest.get(..TLS_CHUNK).unwrap_or(rest);
+            match tls.writer().write(chunk)? {
+                // Still handshaking: the plaintext waits in our buffer.
+                0 => return Ok(false),
+                n => *written += n,
+            }
+        }
+    }
+
+    /// Shuts the write side for a lingering close; a TLS peer gets its
+    /// close_notify first (best effort: the socket may be full).
+    pub fn shutdown_write(&mut self) {
+        if let Some(tls) = &mut self.tls {
+            tls.send_close_notify();
+            let _ = tls.write_tls(&mut self.socket);
+        }
+        let _ = self.socket.shutdown(std::net::Shutdown::Write);
     }
 
     /// Counts as progress what the peer took out of the kernel's send queue
@@ -404,7 +570,7 @@ impl Connection {
     /// The interest this connection needs now, if different from what is
     /// registered (so the caller reregisters only on change).
     pub fn interest_change(&mut self) -> Option<Interest> {
-        let wanted = if self.pending_output() > 0 {
+        let wanted = if self.pending_output() > 0 || self.wants_flush() {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE

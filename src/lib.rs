@@ -18,6 +18,8 @@
 //!   offset, subscriber sessions and their cursors, waiting pulls. Knows no
 //!   sockets: it reads decoded requests and appends encoded replies to
 //!   per-connection buffers, so it can be tested alone.
+//! - [`auth`]: users, tokens (stored as SHA-256) and per-topic grants,
+//!   the users file, and the one permission table keyed by operation.
 //! - [`budget`]: the one memory budget, counted by class, that the broker's
 //!   state and the connections' buffers share.
 //! - [`connection`]: one client's socket with its own read and write buffers.
@@ -29,6 +31,8 @@
 //!   the drain).
 //! - [`storage`]: the durable log — segments of checksummed records, a
 //!   writer thread with group commit, recovery. STORAGE.md is its prose twin.
+//! - [`tls`]: TLS configuration for the broker and the client (rustls);
+//!   the record layer runs in [`connection`] and the client's socket.
 //! - [`timers`]: deadlines kept in order, for waiting pulls, session expiry
 //!   and connection timeouts.
 //! - [`client`]: a blocking client over `std::net`, used by the commands and
@@ -44,6 +48,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod broker;
 pub mod budget;
 pub mod client;
@@ -58,6 +63,7 @@ pub mod storage;
 #[doc(hidden)]
 pub mod testing;
 pub mod timers;
+pub mod tls;
 
 pub use client::Client;
 pub use protocol::{ErrorCode, PROTOCOL_VERSION};

@@ -83,6 +83,27 @@ impl Op {
             _ => return None,
         })
     }
+
+    /// The operation's name as PROTOCOL.md writes it (for messages).
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Hello => "HELLO",
+            Op::RegisterPublisher => "REGISTER_PUBLISHER",
+            Op::CreateTopic => "CREATE_TOPIC",
+            Op::DeleteTopic => "DELETE_TOPIC",
+            Op::Publish => "PUBLISH",
+            Op::PublishBatch => "PUBLISH_BATCH",
+            Op::RegisterSubscriber => "REGISTER_SUBSCRIBER",
+            Op::Subscribe => "SUBSCRIBE",
+            Op::Unsubscribe => "UNSUBSCRIBE",
+            Op::Pull => "PULL",
+            Op::Ack => "ACK",
+            Op::Stats => "STATS",
+            Op::EndSession => "END_SESSION",
+            Op::ListTopics => "LIST_TOPICS",
+            Op::TopicInfo => "TOPIC_INFO",
+        }
+    }
 }
 
 macro_rules! error_codes {
@@ -179,6 +200,10 @@ error_codes! {
         "The session holds its maximum number of subscriptions (--max-subscriptions-per-session).";
     StorageUnavailable = 27, "STORAGE_UNAVAILABLE", false, true,
         "The broker could not make the request durable (a write or fsync of its log failed); nothing of it was kept. Retry: the log starts a new segment.";
+    AuthFailed = 30, "AUTH_FAILED", true, false,
+        "HELLO carried no credentials, or wrong ones, while the broker requires them (--users); sent after a short fixed delay. Also sent when the user is removed or its token replaced while connected.";
+    Forbidden = 31, "FORBIDDEN", false, false,
+        "The user may not do this operation on this topic; the message names both.";
 }
 
 impl fmt::Display for ErrorCode {
@@ -231,6 +256,9 @@ pub enum Request<'a> {
     Hello {
         version: u64,
         client_name: &'a str,
+        /// The optional 5th element (protocol version 2): who the client
+        /// is, when the broker requires users. `None`: left out or `nil`.
+        credentials: Option<Credentials<'a>>,
     },
     RegisterPublisher,
     CreateTopic {
@@ -282,7 +310,7 @@ pub enum Request<'a> {
     },
 }
 
-impl Request<'_> {
+impl<'a> Request<'a> {
     pub fn op(&self) -> Op {
         match self {
             Request::Hello { .. } => Op::Hello,
@@ -301,6 +329,46 @@ impl Request<'_> {
             Request::ListTopics { .. } => Op::ListTopics,
             Request::TopicInfo { .. } => Op::TopicInfo,
         }
+    }
+
+    /// The topic the request names, if it names one (what permissions are
+    /// checked against, see `auth::rule`).
+    pub fn topic(&self) -> Option<&'a str> {
+        match self {
+            Request::CreateTopic { topic }
+            | Request::DeleteTopic { topic }
+            | Request::Publish { topic, .. }
+            | Request::PublishBatch { topic, .. }
+            | Request::Subscribe { topic }
+            | Request::Unsubscribe { topic }
+            | Request::Ack { topic, .. }
+            | Request::TopicInfo { topic } => Some(topic),
+            Request::Pull(pull) => pull.topic,
+            Request::Hello { .. }
+            | Request::RegisterPublisher
+            | Request::RegisterSubscriber { .. }
+            | Request::Stats
+            | Request::EndSession
+            | Request::ListTopics { .. } => None,
+        }
+    }
+}
+
+/// HELLO's credentials: the map `{"user": str, "token": str}`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Credentials<'a> {
+    pub user: &'a str,
+    pub token: &'a str,
+}
+
+/// Never prints the token, so a credentials value can be logged or
+/// shown in a failed assertion without leaking it.
+impl fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("token", &"<hidden>")
+            .finish()
     }
 }
 

@@ -67,6 +67,7 @@ pub fn every_request(scratch: &mut Vec<u8>) -> Vec<Request<'_>> {
         Request::Hello {
             version: PROTOCOL_VERSION,
             client_name: "test",
+            credentials: None,
         },
         Request::RegisterPublisher,
         Request::CreateTopic { topic: "t" },
@@ -417,6 +418,7 @@ impl Harness {
             let hello = Request::Hello {
                 version: PROTOCOL_VERSION,
                 client_name: "harness",
+                credentials: None,
             };
             self.send(conn, &hello);
         }

@@ -339,9 +339,15 @@ fn names_must_be_utf8_str_and_a_misshapen_hello_after_the_handshake_is_malformed
 
     let mut raw = Raw::publisher(broker.addr());
     let cases: &[(&[u8], u64, ErrorCode)] = &[
-        // HELLO with a bin client name, then with a fifth element.
+        // HELLO with a bin client name, then with credentials that are
+        // not a map, then with a sixth element.
         (b"\x94\x01\x05\x02\xc4\x01x", 5, ErrorCode::MalformedRequest),
-        (b"\x95\x01\x06\x02\xa1x\xc0", 6, ErrorCode::MalformedRequest),
+        (b"\x95\x01\x06\x02\xa1x\x01", 6, ErrorCode::MalformedRequest),
+        (
+            b"\x96\x01\x06\x02\xa1x\xc0\xc0",
+            6,
+            ErrorCode::MalformedRequest,
+        ),
         // A well-formed HELLO, even of another version.
         (b"\x94\x01\x07\x01\xa1x", 7, ErrorCode::HandshakeRepeated),
         // CREATE_TOPIC with a bin name, then a str that is not UTF-8.

@@ -509,6 +509,7 @@ fn quick(name: &str) -> ClientOptions {
         name: name.to_owned(),
         timeout: Some(Duration::from_millis(300)),
         connect_timeout: Some(Duration::from_secs(5)),
+        ..ClientOptions::default()
     }
 }
 

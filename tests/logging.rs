@@ -101,6 +101,7 @@ fn hello_as(addr: SocketAddr, name: &str) -> (Raw, String) {
     let reply = raw.call(Request::Hello {
         version: courier::PROTOCOL_VERSION,
         client_name: name,
+        credentials: None,
     });
     assert!(matches!(reply, Ok(Reply::Hello(_))), "{reply:?}");
     let peer = raw.stream.local_addr().expect("local address").to_string();

@@ -86,6 +86,7 @@ fn open(fs: &SimFs) -> (Node, Recovered) {
             &Request::Hello {
                 version: courier::PROTOCOL_VERSION,
                 client_name: "power",
+                credentials: None,
             },
             None,
         );

@@ -104,6 +104,7 @@ impl Req {
             } => Request::Hello {
                 version: *version,
                 client_name,
+                credentials: None,
             },
             Req::RegisterPublisher => Request::RegisterPublisher,
             Req::CreateTopic(topic) => Request::CreateTopic { topic },
@@ -154,6 +155,7 @@ impl Req {
             Request::Hello {
                 version,
                 client_name,
+                credentials: _,
             } => Req::Hello {
                 version,
                 client_name: client_name.to_owned(),

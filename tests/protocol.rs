@@ -17,6 +17,7 @@ fn hello_announces_the_version_and_limits() {
     let Ok(Reply::Hello(info)) = raw.call(Request::Hello {
         version: courier::PROTOCOL_VERSION,
         client_name: "t",
+        credentials: None,
     }) else {
         panic!("no hello")
     };
@@ -26,7 +27,8 @@ fn hello_announces_the_version_and_limits() {
     assert_eq!(
         raw.error(Request::Hello {
             version: courier::PROTOCOL_VERSION,
-            client_name: "t"
+            client_name: "t",
+            credentials: None,
         }),
         ErrorCode::HandshakeRepeated
     );
@@ -51,7 +53,8 @@ fn an_unsupported_version_is_refused_and_the_connection_closed() {
         assert_eq!(
             raw.error(Request::Hello {
                 version,
-                client_name: "t"
+                client_name: "t",
+                credentials: None,
             }),
             ErrorCode::UnsupportedVersion
         );
@@ -989,6 +992,7 @@ fn register_subscriber_takes_an_optional_session_timeout() {
     let Ok(Reply::Hello(info)) = raw.call(Request::Hello {
         version: courier::PROTOCOL_VERSION,
         client_name: "t",
+        credentials: None,
     }) else {
         panic!("no HELLO reply")
     };

@@ -38,6 +38,7 @@ impl RawConn {
         raw.expect_ok(&Request::Hello {
             version: courier::PROTOCOL_VERSION,
             client_name: name,
+            credentials: None,
         })?;
         Ok(raw)
     }

@@ -205,7 +205,8 @@ fn help() -> String {
 
 Serves the protocol in PROTOCOL.md on one thread. Prints
 \"Server started on HOST:PORT\" once it accepts connections, and
-\"Server stopped\" after a clean shutdown (SIGINT or SIGTERM).
+\"Server stopped\" after a clean shutdown (SIGINT or SIGTERM). SIGHUP
+rereads the --users file.
 
 Options (each numeric flag lists the values it accepts):
   --addr HOST[:PORT]               address to listen on [default: localhost:5555];
@@ -271,6 +272,14 @@ Options (each numeric flag lists the values it accepts):
   --truncate-corrupt               at start, cut the log at a damaged record
                                    (and drop what follows) instead of refusing
                                    to start
+  --users FILE                     require users: HELLO must carry a user's
+                                   credentials, and each request is checked against
+                                   its grants (make the file with `courier user add`;
+                                   SIGHUP rereads it) [default: no users, anyone
+                                   may do anything]
+  --tls-cert PEM                   serve TLS only, with this certificate chain
+                                   (leaf first; needs --tls-key)
+  --tls-key PEM                    the private key of --tls-cert
   --log-level LEVEL                error, warn, info, debug, trace or off; overrides
                                    RUST_LOG [default: RUST_LOG when set (env_logger
                                    syntax, e.g. courier=debug), else info]
@@ -491,7 +500,27 @@ fn parse(args: &mut pico_args::Arguments) -> Result<(Config, String), UsageError
     set_secs(args, &FRAME_TIMEOUT, &mut config.frame_timeout)?;
     set_secs(args, &SHUTDOWN_GRACE, &mut config.shutdown_grace)?;
     config.storage = parse_storage(args)?;
+    let path = |s: &str| Ok(std::path::PathBuf::from(s));
+    config.users = option(args, "--users", path)?;
+    let cert = option(args, "--tls-cert", path)?;
+    let key = option(args, "--tls-key", path)?;
     init_logging(option(args, "--log-level", parse_level)?);
+    config.tls = match (cert, key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            Some(courier::tls::server_config(&cert, &key).map_err(|e| UsageError(e.to_string()))?)
+        }
+        _ => {
+            return Err(UsageError("--tls-cert and --tls-key go together".into()));
+        }
+    };
+    if config.users.is_none() && !config.addr.ip().is_loopback() {
+        log::warn!(
+            "listening on {} without --users: anyone who can reach this address may \
+             publish, read and delete every topic",
+            config.addr
+        );
+    }
     let rest = args.clone().finish();
     if let Some(extra) = rest.first() {
         return Err(UsageError(format!(

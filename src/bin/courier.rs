@@ -1,5 +1,7 @@
 //! `courier`: look at a running broker — its topics, one topic, its
-//! counters — in a table for people or as JSON for scripts.
+//! counters — in a table for people or as JSON for scripts; and manage the
+//! users file of a broker that requires users (`courier user ...`, which
+//! works on the file and needs no broker).
 //!
 //! It only reads: LIST_TOPICS (every page, following `next`), TOPIC_INFO and
 //! STATS, on a connection that takes no role. The readable forms are plain
@@ -8,21 +10,27 @@
 //! a script sees exactly what PROTOCOL.md describes.
 
 mod cli;
+#[path = "cli/user.rs"]
+mod user;
 
 use cli::{Failure, Program};
 use courier::client::{Client, Stats, TopicSummary};
 use courier::protocol::MAX_LIST_TOPICS;
 use serde::Serialize;
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 const PROGRAM: Program = Program {
     name: "courier",
-    usage: "usage: courier [--broker HOST[:PORT]] [--json] (topics | topic NAME | stats)",
+    usage: "usage: courier [--broker HOST[:PORT]] [--json] (topics | topic NAME | stats)\n       \
+            courier user (add NAME [--publish P]... [--subscribe P]... [--admin P]... | list | remove NAME) --users FILE",
     help: "\
-courier: show what a courier broker holds
+courier: show what a courier broker holds, and manage its users
 
 usage: courier [--broker HOST[:PORT]] [--json] (topics | topic NAME | stats)
+       courier user (add NAME [--publish P]... [--subscribe P]... [--admin P]...
+                     | list | remove NAME) --users FILE
 
 Commands:
   topics        every topic, in name order: its next offset, its backlog
@@ -31,6 +39,19 @@ Commands:
   topic NAME    the same for one topic
   stats         the broker's counters: connections, topics, sessions,
                 messages and bytes in and out, backlog, errors by code
+  user add NAME creates or replaces a user in the --users FILE (created if
+                missing) with the grants given, and prints its new token
+                once; only the token's SHA-256 is stored
+  user list     the users and their grants
+  user remove NAME
+                removes a user; send SIGHUP to the broker to apply a change
+
+Grants (user add; each may be repeated; P is a topic name, or a prefix
+ending in '*', '*' alone is every topic):
+  --publish P           PUBLISH and PUBLISH_BATCH on matching topics
+  --subscribe P         SUBSCRIBE, PULL, ACK on matching topics
+  --admin P             CREATE_TOPIC and DELETE_TOPIC; any admin grant
+                        also allows STATS
 
 Options:
   --json                print JSON instead of a table: an array of topics,
@@ -38,6 +59,11 @@ Options:
                         field names of PROTOCOL.md
   --broker HOST[:PORT]  the broker to use (default: $BROKER_ADDR if set, else
                         localhost:5555; the port defaults to 5555)
+  --tls                 speak TLS to the broker (verifying its certificate)
+  --ca PEM              trust these CA certificates (default: the system's)
+  --user NAME           user name, for a broker with --users ($COURIER_USER)
+  --token TOKEN         that user's token ($COURIER_TOKEN)
+  --users FILE          the users file, for 'courier user'
   -h, --help            print this help
   -V, --version         print the version
 
@@ -54,12 +80,21 @@ enum Command {
     Topics,
     Topic(String),
     Stats,
+    User(user::UserCommand, Option<PathBuf>),
 }
 
 fn parse(
     mut args: pico_args::Arguments,
     literal: Vec<OsString>,
 ) -> Result<(String, bool, Command), Failure> {
+    let users: Option<PathBuf> = args.opt_value_from_os_str("--users", |s| {
+        Ok::<_, std::convert::Infallible>(PathBuf::from(s))
+    })?;
+    let grants = user::GrantFlags {
+        publish: args.values_from_str("--publish")?,
+        subscribe: args.values_from_str("--subscribe")?,
+        admin: args.values_from_str("--admin")?,
+    };
     let broker = cli::broker_addr(&mut args)?;
     let json = args.contains("--json");
     let mut free = cli::free_arguments(args, literal)?
@@ -72,13 +107,22 @@ fn parse(
             None => return Err(Failure::usage("topic: give the topic's NAME")),
         },
         Some("stats") => Command::Stats,
+        Some("user") => {
+            let command = user::parse(free, &grants)?;
+            return Ok((broker, json, Command::User(command, users)));
+        }
         Some(other) => return Err(Failure::usage(format!("unknown command '{other}'"))),
         None => {
             return Err(Failure::usage(
-                "give a command: topics, topic NAME or stats",
+                "give a command: topics, topic NAME, stats or user",
             ));
         }
     };
+    if grants.any() || users.is_some() {
+        return Err(Failure::usage(
+            "--users, --publish, --subscribe and --admin go with 'courier user'",
+        ));
+    }
     if let Some(extra) = free.next() {
         return Err(Failure::usage(format!("unexpected argument '{extra}'")));
     }
@@ -87,6 +131,9 @@ fn parse(
 
 fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure> {
     let (broker, json, command) = parse(args, literal)?;
+    if let Command::User(command, users) = command {
+        return user::run(command, users);
+    }
     let mut client = cli::connect(&broker, "courier")?;
     match command {
         Command::Topics => {
@@ -117,6 +164,7 @@ fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure
                 cli::print_line(stats_lines(&stats).trim_end())
             }
         }
+        Command::User(..) => Ok(()),
     }
 }
 

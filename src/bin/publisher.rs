@@ -59,6 +59,10 @@ Exactly one of:
 Options:
   --broker HOST[:PORT]     the broker to use (default: $BROKER_ADDR if set,
                            else localhost:5555; the port defaults to 5555)
+  --tls                    speak TLS (verifying the broker's certificate)
+  --ca PEM                 trust these CA certificates (default: the system's)
+  --user NAME              user, for a broker with --users ($COURIER_USER)
+  --token TOKEN            that user's token ($COURIER_TOKEN)
   -h, --help               print this help
   -V, --version            print the version
 

@@ -22,7 +22,14 @@ use std::ops::Bound;
 
 impl Broker {
     /// One page of topics in name order, starting after `after`.
-    pub(super) fn list_topics(&self, after: Option<&str>, limit: u32) -> TopicPage {
+    /// A page of the topics `visible` admits (every one without `--users`;
+    /// those the user has a grant on with it).
+    pub(super) fn list_topics(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        visible: impl Fn(&str) -> bool,
+    ) -> TopicPage {
         let limit = limit.clamp(1, MAX_LIST_TOPICS) as usize;
         // What the frame holds beside the entries: the reply's header and a
         // `next` of the longest name (see `codec::topic_summary_bound`).
@@ -35,6 +42,9 @@ impl Broker {
         let mut page = TopicPage::default();
         let mut used = 0;
         for (name, &key) in entries.by_ref() {
+            if !visible(name) {
+                continue;
+            }
             used += topic_summary_bound(name);
             // The first entry always goes in: a frame of the smallest
             // allowed size still holds one (1024 - 512 > 354 bytes).

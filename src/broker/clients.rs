@@ -11,11 +11,50 @@
 use super::Broker;
 use super::failure::{Failure, fail};
 use super::keys::{ConnId, SessionKey};
+use super::{BrokerTimer, Outbox};
+use crate::auth::{User, Users};
 use crate::protocol::{
-    ErrorCode, MAX_PULL_MESSAGES, MAX_TOPIC_NAME_BYTES, PROTOCOL_VERSION, Reply, Request,
-    ServerInfo,
+    Credentials, ErrorCode, MAX_PULL_MESSAGES, MAX_TOPIC_NAME_BYTES, PROTOCOL_VERSION, Reply,
+    Request, ServerInfo,
 };
-use std::time::Instant;
+use crate::timers::TimerKey;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a refused HELLO waits for its AUTH_FAILED: long enough to make
+/// guessing slow (one guess per connection per delay), short enough that a
+/// typo is answered at once. Fixed, so the delay tells nothing.
+pub const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(300);
+
+/// A refused authentication, for the server to log with the peer's address
+/// (the broker knows no addresses). Never carries the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthFailure {
+    pub conn: ConnId,
+    /// The user name the client gave (its own text: escape it), if any.
+    pub user: Option<String>,
+    pub reason: AuthFailureReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailureReason {
+    NoCredentials,
+    /// Unknown user or wrong token: one reason, so the log does not become
+    /// a list of which names exist for whoever reads it.
+    BadCredentials,
+    /// A reload removed the user or replaced its token.
+    Revoked,
+}
+
+impl std::fmt::Display for AuthFailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AuthFailureReason::NoCredentials => "no credentials",
+            AuthFailureReason::BadCredentials => "unknown user or wrong token",
+            AuthFailureReason::Revoked => "user removed or token replaced by a reload",
+        })
+    }
+}
 
 /// How much of a HELLO's client name is kept (for log lines): the protocol
 /// allows any string up to the frame limit, and a connection should not pin
@@ -30,6 +69,11 @@ pub(super) struct ClientState {
     name: Option<Box<str>>,
     pub publisher: Option<u64>,
     pub subscriber: Option<SessionKey>,
+    /// Who authenticated on this connection (only with `--users`).
+    pub user: Option<Arc<User>>,
+    /// Its HELLO (with this request id) was refused: AUTH_FAILED goes out
+    /// when this timer fires, and until then nothing it sends is executed.
+    pub auth_failing: Option<(TimerKey, u64)>,
 }
 
 impl ClientState {
@@ -95,15 +139,113 @@ impl Broker {
         self.clients.get_mut(conn).and_then(Option::as_mut)
     }
 
+    /// The user `conn` authenticated as, if the broker requires users.
+    pub fn user_name(&self, conn: ConnId) -> Option<&str> {
+        Some(self.client(conn)?.user.as_deref()?.name.as_str())
+    }
+
+    /// Whether the broker requires users (`--users`).
+    pub fn requires_users(&self) -> bool {
+        self.users.is_some()
+    }
+
+    /// Refused authentications since the last call, for the server's log.
+    pub fn take_auth_failures(&mut self) -> Vec<AuthFailure> {
+        std::mem::take(&mut self.auth_failures)
+    }
+
+    /// Turns user checks on (`Some`) for connections that arrive from now
+    /// on, or swaps the table on a reload: each connected user is looked up
+    /// again, takes its new grants at once, and one that was removed or
+    /// whose token was replaced gets AUTH_FAILED and is closed now.
+    pub fn set_users(&mut self, users: Option<Users>, out: &mut dyn Outbox) {
+        self.users = users;
+        let mut revoked = Vec::new();
+        for (conn, slot) in self.clients.iter_mut().enumerate() {
+            let Some(client) = slot else { continue };
+            let Some(current) = &client.user else {
+                continue;
+            };
+            match self.users.as_ref().map(|users| users.still_valid(current)) {
+                Some(Some(fresh)) => client.user = Some(fresh.clone()),
+                // Users turned off: the connection keeps what it had.
+                None => {}
+                Some(None) => revoked.push((conn, current.name.clone())),
+            }
+        }
+        for (conn, name) in revoked {
+            self.auth_failures.push(AuthFailure {
+                conn,
+                user: Some(name),
+                reason: AuthFailureReason::Revoked,
+            });
+            let message = "the user was removed or its token replaced";
+            self.send_error(conn, 0, ErrorCode::AuthFailed, message, out);
+        }
+    }
+
+    /// Checks HELLO's credentials when users are required. `Ok(None)`:
+    /// refused, AUTH_FAILED follows after [`AUTH_FAILURE_DELAY`].
+    fn authenticate(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        credentials: Option<Credentials<'_>>,
+        now: Instant,
+    ) -> Option<Option<Arc<User>>> {
+        let users = self.users.as_ref()?;
+        let user = credentials.and_then(|c| users.authenticate(c.user, c.token).cloned());
+        if user.is_none() {
+            let reason = match credentials {
+                None => AuthFailureReason::NoCredentials,
+                Some(_) => AuthFailureReason::BadCredentials,
+            };
+            self.auth_failures.push(AuthFailure {
+                conn,
+                user: credentials.map(|c| prefix(c.user, MAX_CLIENT_NAME_BYTES).to_owned()),
+                reason,
+            });
+            let timer = self
+                .timers
+                .arm(now + AUTH_FAILURE_DELAY, BrokerTimer::AuthFailed(conn));
+            if let Some(client) = self.client_mut(conn) {
+                client.auth_failing = Some((timer, id));
+            }
+        }
+        Some(user)
+    }
+
+    /// A refused HELLO's delay is over: AUTH_FAILED, and the connection
+    /// closes. A timer left by an earlier connection on the same key does
+    /// not match the current one's and is ignored.
+    pub(super) fn auth_delay_over(&mut self, conn: ConnId, timer: TimerKey, out: &mut dyn Outbox) {
+        let due = self
+            .client(conn)
+            .and_then(|c| c.auth_failing)
+            .filter(|&(armed, _)| armed == timer);
+        if let Some((_, id)) = due {
+            let message = "authentication failed: unknown user or wrong token, or no credentials";
+            self.send_error(conn, id, ErrorCode::AuthFailed, message, out);
+        }
+    }
+
+    /// Whether `conn`'s HELLO was refused and it awaits its AUTH_FAILED.
+    pub(super) fn auth_failing(&self, conn: ConnId) -> bool {
+        self.client(conn).is_some_and(|c| c.auth_failing.is_some())
+    }
+
     /// The only request a connection may send before the handshake.
     pub(super) fn handshake(
         &mut self,
         conn: ConnId,
+        id: u64,
         request: Request<'_>,
+        now: Instant,
     ) -> Result<Option<Reply>, Failure> {
         let Request::Hello {
             version,
             client_name,
+            credentials,
         } = request
         else {
             return fail(
@@ -119,8 +261,14 @@ impl Broker {
                 ),
             );
         }
+        let user = match self.authenticate(conn, id, credentials, now) {
+            None => None,
+            Some(Some(user)) => Some(user),
+            Some(None) => return Ok(None),
+        };
         if let Some(client) = self.client_mut(conn) {
             client.name = Some(prefix(client_name, MAX_CLIENT_NAME_BYTES).into());
+            client.user = user;
         }
         Ok(Some(Reply::Hello(self.server_info())))
     }

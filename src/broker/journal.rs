@@ -437,6 +437,7 @@ impl Broker {
             records.push(Record::SessionCreated {
                 session: session.id,
                 timeout_ms: session.timeout.map(|t| t.as_millis() as u64),
+                owner: session.owner.as_deref().map(str::to_owned),
             });
             for sub in session.subscriptions() {
                 let Some(topic) = self.topics.get(sub.topic) else {
@@ -638,6 +639,7 @@ impl Broker {
             Record::SessionCreated {
                 session,
                 timeout_ms,
+                owner,
             } => {
                 if !self.session_ids.contains_key(&session) {
                     // Clamped again: the broker may restart with a lower
@@ -645,6 +647,7 @@ impl Broker {
                     let mut detached = Session::detached(session);
                     detached.timeout =
                         timeout_ms.map(|ms| Duration::from_millis(self.clamp_session_timeout(ms)));
+                    detached.owner = owner.map(String::into_boxed_str);
                     let key = self.sessions.insert(detached);
                     self.session_ids.insert(session, key);
                     self.budget.add(Class::Sessions, cost::SESSION);

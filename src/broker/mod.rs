@@ -59,7 +59,7 @@ mod subscribing;
 pub mod topic;
 mod waiting;
 
-pub use clients::MAX_CLIENT_NAME_BYTES;
+pub use clients::{AUTH_FAILURE_DELAY, AuthFailure, AuthFailureReason, MAX_CLIENT_NAME_BYTES};
 pub use journal::{Journal, Recovered};
 pub use keys::ConnId;
 
@@ -176,6 +176,8 @@ enum BrokerTimer {
         topic: TopicKey,
         serial: u64,
     },
+    /// A refused HELLO's AUTH_FAILED is due.
+    AuthFailed(ConnId),
 }
 
 pub struct Broker {
@@ -206,6 +208,10 @@ pub struct Broker {
     /// tests that check each request's work by counting it; one add per
     /// visit is noise beside the visit itself.
     work: u64,
+    /// The users and their grants, when the broker requires them.
+    users: Option<crate::auth::Users>,
+    /// Refused authentications, until the server logs them.
+    auth_failures: Vec<AuthFailure>,
 }
 
 impl Broker {
@@ -228,6 +234,8 @@ impl Broker {
             budget: Budget::new(limits.max_memory, limits.max_memory / RESERVE_FRACTION),
             work: 0,
             pending: Pending::new(limits.max_held_bytes()),
+            users: None,
+            auth_failures: Vec::new(),
             limits,
         }
     }
@@ -269,6 +277,10 @@ impl Broker {
         let Some(handshaken) = self.client(conn).map(ClientState::handshaken) else {
             return;
         };
+        // Refused, waiting out the delay: nothing more is executed.
+        if self.auth_failing(conn) {
+            return;
+        }
         let (id, request) = match codec::decode_request(body) {
             Ok(decoded) => decoded,
             Err(e) => {
@@ -284,7 +296,7 @@ impl Broker {
         let result = if handshaken {
             self.execute(conn, id, request, now, out)
         } else {
-            self.handshake(conn, request)
+            self.handshake(conn, id, request, now)
         };
         match result {
             Ok(Some(reply)) => {
@@ -308,6 +320,14 @@ impl Broker {
         now: Instant,
         out: &mut dyn Outbox,
     ) -> Result<Option<Reply>, Failure> {
+        if let Some(user) = self.client(conn).and_then(|c| c.user.as_deref())
+            && !crate::auth::permits(user, request.op(), request.topic())
+        {
+            return fail(
+                ErrorCode::Forbidden,
+                forbidden_message(&user.name, &request),
+            );
+        }
         match request {
             Request::Hello { .. } => fail(
                 ErrorCode::HandshakeRepeated,
@@ -350,7 +370,9 @@ impl Broker {
             Request::Stats => Ok(Some(Reply::Stats(self.stats(now)))),
             Request::EndSession => self.end_session(conn, out).map(|()| Some(Reply::Done)),
             Request::ListTopics { after, limit } => {
-                Ok(Some(Reply::Topics(self.list_topics(after, limit))))
+                let user = self.client(conn).and_then(|c| c.user.clone());
+                let visible = |name: &str| user.as_deref().is_none_or(|u| u.sees(name));
+                Ok(Some(Reply::Topics(self.list_topics(after, limit, visible))))
             }
             Request::TopicInfo { topic } => {
                 self.topic_info(topic).map(|t| Some(Reply::TopicInfo(t)))
@@ -384,8 +406,19 @@ impl Broker {
                     topic,
                     serial,
                 } => self.hold_expired(conn, topic, serial, out),
+                BrokerTimer::AuthFailed(conn) => self.auth_delay_over(conn, timer, out),
             }
         }
+    }
+}
+
+/// FORBIDDEN's text: who, which operation, which topic (or "any topic"
+/// for an operation checked against every pattern).
+fn forbidden_message(user: &str, request: &Request<'_>) -> String {
+    let op = request.op().name();
+    match request.topic() {
+        Some(topic) => format!("user {user} may not {op} on topic {topic}"),
+        None => format!("user {user} may not {op} (it needs a grant on some topic)"),
     }
 }
 

@@ -85,6 +85,9 @@ pub struct Session {
     /// The rank where the next all-topics pull starts: just after the last
     /// topic that delivered to the previous one, so busy topics take turns.
     pub turn: u64,
+    /// The user who created the session when the broker requires users
+    /// (`None` without `--users`); only that user may resume it.
+    pub owner: Option<Box<str>>,
 }
 
 impl Session {
@@ -101,6 +104,7 @@ impl Session {
             queued: false,
             expiry: None,
             timeout: None,
+            owner: None,
             turn: 0,
         }
     }

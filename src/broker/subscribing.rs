@@ -45,20 +45,30 @@ impl Broker {
                 self.admit_session()?;
                 let id = self.new_session_id()?;
                 let timeout_ms = timeout_ms.map(|ms| self.clamp_session_timeout(ms));
+                let owner = self.user_name(conn).map(str::to_owned);
                 let seq = self.log_record(&Record::SessionCreated {
                     session: id,
                     timeout_ms,
+                    owner: owner.clone(),
                 })?;
                 self.gate_on(seq, Undo::Nothing);
                 let mut session = Session::new(id, conn);
                 session.timeout = timeout_ms.map(Duration::from_millis);
+                session.owner = owner.map(String::into_boxed_str);
                 let key = self.sessions.insert(session);
                 self.session_ids.insert(id, key);
                 self.budget.add(Class::Sessions, cost::SESSION);
                 key
             }
             Some(id) => {
-                let Some(&key) = self.session_ids.get(&id) else {
+                // Another user's session answers as if it did not exist,
+                // so ids cannot be probed for existence.
+                let owned = |key: &SessionKey| {
+                    self.sessions
+                        .get(*key)
+                        .is_some_and(|s| s.owner.as_deref() == self.user_name(conn))
+                };
+                let Some(&key) = self.session_ids.get(&id).filter(|k| owned(k)) else {
                     return fail(
                         ErrorCode::UnknownSubscriber,
                         format!("no subscriber session {id} (it never existed or it expired)"),

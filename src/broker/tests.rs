@@ -52,6 +52,7 @@ impl Harness {
             Request::Hello {
                 version: crate::PROTOCOL_VERSION,
                 client_name: "t",
+                credentials: None,
             },
         );
         assert!(matches!(reply, Ok(Reply::Hello(_))));
@@ -385,6 +386,7 @@ fn a_recovered_session_keeps_its_timeout_and_the_current_maximum_applies() {
             crate::storage::Record::SessionCreated {
                 session,
                 timeout_ms,
+                owner: None,
             },
             &mut recovered,
         );
@@ -558,7 +560,8 @@ fn the_client_name_is_known_once_the_handshake_is_done() {
             0,
             Request::Hello {
                 version: 99,
-                client_name: "x"
+                client_name: "x",
+                credentials: None,
             }
         ),
         ErrorCode::UnsupportedVersion
@@ -581,6 +584,7 @@ fn a_long_client_name_is_kept_cut_on_a_character_boundary() {
         Request::Hello {
             version: crate::PROTOCOL_VERSION,
             client_name: &name,
+            credentials: None,
         },
     );
     assert!(matches!(reply, Ok(Reply::Hello(_))));

@@ -17,18 +17,20 @@
 //! their replies skipped, so they cannot be mistaken for a later answer.
 
 use super::error::{Error, Result};
+use super::stream::Stream;
 use crate::codec;
 use crate::protocol::{ErrorReply, FRAME_HEADER_LEN, Op, Reply, Request};
 use bytes::{Buf, Bytes, BytesMut};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Bytes asked of each `read` when no larger frame is known to be pending.
 const READ_CHUNK: usize = 64 * 1024;
 
 pub(super) struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     /// How long a reply may take (plus a pull's own wait); `None` waits forever.
     timeout: Option<Duration>,
     /// What the socket's read timeout is set to now, to skip needless syscalls.
@@ -47,12 +49,15 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    /// Opens the TCP connection, trying each resolved address in turn.
+    /// Opens the TCP connection, trying each resolved address in turn, and
+    /// with `tls` (a configuration and the host name to verify) speaks TLS
+    /// over it.
     pub(super) fn open(
         addr: impl ToSocketAddrs,
         connect_timeout: Option<Duration>,
         timeout: Option<Duration>,
         max_frame: usize,
+        tls: Option<(Arc<rustls::ClientConfig>, &str)>,
     ) -> io::Result<Conn> {
         let mut last_error = None;
         let mut stream = None;
@@ -83,6 +88,14 @@ impl Conn {
         // delay the last one.
         stream.set_nodelay(true)?;
         stream.set_write_timeout(timeout)?;
+        let stream = match tls {
+            None => Stream::Plain(stream),
+            Some((config, host)) => {
+                // The handshake runs in the first write or read, which the
+                // write timeout (and the reply deadline) bound.
+                Stream::tls(stream, config, host)?
+            }
+        };
         Ok(Conn {
             stream,
             timeout,
@@ -175,7 +188,7 @@ impl Conn {
     /// tells the caller more than "broken pipe". Reads only what has
     /// arrived already.
     fn parting_words(&mut self) -> Option<Error> {
-        self.stream.set_nonblocking(true).ok()?;
+        self.stream.tcp().set_nonblocking(true).ok()?;
         // Ends at WouldBlock, end of stream or an error.
         while self.fill(None).is_ok() {}
         while let Ok(Some((_, frame))) = self.buffered_reply() {
@@ -286,7 +299,7 @@ impl Conn {
             self.closed = true;
             self.out.clear();
             self.input.clear();
-            let _ = self.stream.shutdown(Shutdown::Both);
+            let _ = self.stream.tcp().shutdown(Shutdown::Both);
         }
         e
     }
@@ -307,7 +320,10 @@ impl Conn {
             },
         };
         if timeout != self.read_timeout {
-            self.stream.set_read_timeout(timeout).map_err(Error::Io)?;
+            self.stream
+                .tcp()
+                .set_read_timeout(timeout)
+                .map_err(Error::Io)?;
             self.read_timeout = timeout;
         }
         // A large frame whose header is in is read straight into the input
@@ -350,7 +366,7 @@ impl Conn {
     }
 }
 
-fn read_retrying(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+fn read_retrying(stream: &mut Stream, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match stream.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

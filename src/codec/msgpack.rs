@@ -66,6 +66,8 @@ pub enum Expected {
     /// A payload: `bin`, or `str` holding any bytes.
     Payload,
     Array,
+    /// `nil`, or a map.
+    NilOrMap,
 }
 
 impl fmt::Display for Expected {
@@ -80,6 +82,7 @@ impl fmt::Display for Expected {
             Expected::Bin => "a bin",
             Expected::Payload => "a bin or str",
             Expected::Array => "an array",
+            Expected::NilOrMap => "nil or a map",
         })
     }
 }
@@ -240,6 +243,16 @@ impl<'a> Reader<'a> {
             .map_err(|e| ReadError::from_value(e, Expected::Array))
     }
 
+    /// `nil` as `None`, or a map's entry count (its keys and values follow).
+    pub fn read_opt_map_len(&mut self) -> Result<Option<u32>, ReadError> {
+        if self.skip_nil() {
+            return Ok(None);
+        }
+        self.with(decode::read_map_len)
+            .map(Some)
+            .map_err(|e| ReadError::from_value(e, Expected::NilOrMap))
+    }
+
     /// A `str` that must be text, borrowed.
     pub fn read_str(&mut self) -> Result<&'a str, ReadError> {
         // Not `decode::read_str_from_slice`: its error carries the whole
@@ -311,6 +324,10 @@ pub fn write_u64(out: &mut Vec<u8>, value: u64) {
 
 pub fn write_array_len(out: &mut Vec<u8>, len: u32) {
     written(rmp::encode::write_array_len(out, len));
+}
+
+pub fn write_map_len(out: &mut Vec<u8>, len: u32) {
+    written(rmp::encode::write_map_len(out, len));
 }
 
 pub fn write_str(out: &mut Vec<u8>, value: &str) {

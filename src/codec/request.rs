@@ -12,8 +12,8 @@
 //! or a `str` holding any bytes (see [`Reader::read_payload`]).
 
 use super::frame::{begin_frame, end_frame};
-use super::msgpack::{self, ReadError, Reader, len_u32};
-use crate::protocol::{ErrorCode, Op, Payloads, Pull, Request};
+use super::msgpack::{self, Expected, ReadError, Reader, len_u32};
+use crate::protocol::{Credentials, ErrorCode, Op, Payloads, Pull, Request};
 use std::fmt;
 
 /// Which element of a request an error is about.
@@ -41,6 +41,11 @@ pub enum RequestField {
     After,
     /// LIST_TOPICS: the most topics to return.
     Limit,
+    /// HELLO: the credentials map (optional).
+    Credentials,
+    /// HELLO: a key of the credentials map that is not `user` or `token`,
+    /// or one given twice.
+    CredentialsKey,
 }
 
 impl RequestField {
@@ -62,7 +67,7 @@ impl RequestField {
             | RequestField::Offset
             | RequestField::SessionTimeout
             | RequestField::Limit => 3,
-            RequestField::MaxBytes => 4,
+            RequestField::MaxBytes | RequestField::Credentials | RequestField::CredentialsKey => 4,
             RequestField::WaitMs => 5,
             RequestField::Ack => 6,
         }
@@ -86,6 +91,8 @@ impl RequestField {
             RequestField::Offset => "offset",
             RequestField::After => "after",
             RequestField::Limit => "limit",
+            RequestField::Credentials => "credentials",
+            RequestField::CredentialsKey => "credentials: exactly the keys \"user\" and \"token\"",
         }
     }
 }
@@ -202,7 +209,7 @@ impl std::error::Error for DecodeError {}
 /// Names of the arguments each operation takes after `[op, id`, for errors.
 fn signature(op: Op) -> &'static str {
     match op {
-        Op::Hello => "HELLO [1, id, version, client_name]",
+        Op::Hello => "HELLO [1, id, version, client_name(, credentials or nil)]",
         Op::RegisterPublisher => "REGISTER_PUBLISHER [2, id]",
         Op::CreateTopic => "CREATE_TOPIC [3, id, topic]",
         Op::DeleteTopic => "DELETE_TOPIC [4, id, topic]",
@@ -243,7 +250,7 @@ fn arity(op: Op) -> u32 {
 /// request without it keeps its version 1 shape).
 fn optional_args(op: Op) -> u32 {
     match op {
-        Op::RegisterSubscriber => 1,
+        Op::RegisterSubscriber | Op::Hello => 1,
         _ => 0,
     }
 }
@@ -307,6 +314,10 @@ fn decode_args<'a>(
         Op::Hello => Request::Hello {
             version: r.read_u64().map_err(bad(RequestField::Version))?,
             client_name: r.read_str().map_err(bad(RequestField::ClientName))?,
+            credentials: match extra {
+                0 => None,
+                _ => read_credentials(r)?,
+            },
         },
         Op::RegisterPublisher => Request::RegisterPublisher,
         Op::CreateTopic => Request::CreateTopic { topic: topic(r)? },
@@ -363,6 +374,42 @@ fn decode_args<'a>(
     })
 }
 
+/// HELLO's credentials: `nil`, or a map of exactly the two `str` keys
+/// `"user"` and `"token"` (in either order) with `str` values.
+fn read_credentials<'a>(r: &mut Reader<'a>) -> Result<Option<Credentials<'a>>, DecodeErrorKind> {
+    let bad = |field| move |error| DecodeErrorKind::BadField { field, error };
+    let Some(len) = r
+        .read_opt_map_len()
+        .map_err(bad(RequestField::Credentials))?
+    else {
+        return Ok(None);
+    };
+    let wrong_key = DecodeErrorKind::BadField {
+        field: RequestField::CredentialsKey,
+        error: ReadError::WrongType(Expected::Str),
+    };
+    if len != 2 {
+        return Err(wrong_key);
+    }
+    let (mut user, mut token) = (None, None);
+    for _ in 0..len {
+        let key = r.read_str().map_err(bad(RequestField::CredentialsKey))?;
+        let value = r.read_str().map_err(bad(RequestField::Credentials))?;
+        let slot = match key {
+            "user" => &mut user,
+            "token" => &mut token,
+            _ => return Err(wrong_key),
+        };
+        if slot.replace(value).is_some() {
+            return Err(wrong_key);
+        }
+    }
+    match (user, token) {
+        (Some(user), Some(token)) => Ok(Some(Credentials { user, token })),
+        _ => Err(wrong_key),
+    }
+}
+
 /// The payloads of a batch, read again from their checked encoding.
 pub(crate) fn iter_payloads<'a>(payloads: &Payloads<'a>) -> impl Iterator<Item = &'a [u8]> + 'a {
     let mut reader = Reader::new(payloads.encoded);
@@ -386,6 +433,10 @@ pub fn encode_request(out: &mut Vec<u8>, id: u64, request: &Request<'_>) {
         Request::RegisterSubscriber {
             timeout_ms: Some(_),
             ..
+        }
+        | Request::Hello {
+            credentials: Some(_),
+            ..
         } => 1,
         _ => 0,
     };
@@ -394,9 +445,17 @@ pub fn encode_request(out: &mut Vec<u8>, id: u64, request: &Request<'_>) {
         Request::Hello {
             version,
             client_name,
+            credentials,
         } => {
             msgpack::write_u64(out, *version);
             msgpack::write_str(out, client_name);
+            if let Some(credentials) = credentials {
+                msgpack::write_map_len(out, 2);
+                msgpack::write_str(out, "user");
+                msgpack::write_str(out, credentials.user);
+                msgpack::write_str(out, "token");
+                msgpack::write_str(out, credentials.token);
+            }
         }
         Request::RegisterPublisher | Request::Stats | Request::EndSession => {}
         Request::TopicInfo { topic }

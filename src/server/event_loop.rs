@@ -203,11 +203,67 @@ impl EventLoop {
     }
 
     fn take_signals(&mut self) {
-        if let Some(signals) = &mut self.signals
-            && signals.pending().next().is_some()
-        {
+        let Some(signals) = &mut self.signals else {
+            return;
+        };
+        let (mut stop, mut reload) = (false, false);
+        for signal in signals.pending() {
+            match signal {
+                signal_hook::consts::SIGHUP => reload = true,
+                _ => stop = true,
+            }
+        }
+        if reload {
+            self.reload_users();
+        }
+        if stop {
             log::info!("signal received, shutting down");
             self.shutdown.request();
+        }
+    }
+
+    /// SIGHUP: reads the users file again. A file that does not read or
+    /// parse leaves the table as it was (logged); connections stay.
+    fn reload_users(&mut self) {
+        let Some(path) = self.config.users.clone() else {
+            log::info!("SIGHUP ignored: the broker has no --users file to reload");
+            return;
+        };
+        match crate::auth::load(&path) {
+            Ok(users) => {
+                log::info!(
+                    "users file {} reloaded: {} users",
+                    path.display(),
+                    users.len()
+                );
+                let (mut outbox, broker) = self.outbox();
+                broker.set_users(Some(users), &mut outbox);
+                self.log_auth_failures(Instant::now());
+            }
+            Err(e) => log::error!(
+                "users file {} not reloaded, keeping the users loaded before: {e}",
+                path.display()
+            ),
+        }
+    }
+
+    /// Logs the broker's refused authentications, rate-limited, with the
+    /// peer's address and the user name given (never the token).
+    fn log_auth_failures(&mut self, now: Instant) {
+        for failure in self.broker.take_auth_failures() {
+            let user = failure
+                .user
+                .as_deref()
+                .map(|u| u.escape_debug().to_string());
+            log_limited!(
+                self.bad_input_log,
+                now,
+                Level::Warn,
+                "{}: authentication refused ({}), user {}",
+                self.label(failure.conn),
+                failure.reason,
+                user.as_deref().unwrap_or("<none>")
+            );
         }
     }
 
@@ -312,7 +368,17 @@ impl EventLoop {
         }
         self.next_serial += 1;
         let serial = self.next_serial;
-        self.table.insert(Connection::new(socket, peer, serial));
+        let connection = match &self.config.tls {
+            None => Connection::new(socket, peer, serial),
+            Some(tls) => match Connection::new_tls(socket, peer, serial, tls.clone()) {
+                Ok(connection) => connection,
+                Err(e) => {
+                    log_limited!(self.bad_input_log, now, Level::Error, "TLS for {peer}: {e}");
+                    return;
+                }
+            },
+        };
+        self.table.insert(connection);
         self.broker.connect(key);
         self.arm_handshake_timeout(key, serial, now);
         log::debug!("{}: accepted", self.label(key));
@@ -361,13 +427,19 @@ impl EventLoop {
                 self.reschedule(key);
                 break;
             }
-            match connection.fill(&mut self.pool, max_frame, peer_closed) {
+            let filled = connection.fill(&mut self.pool, max_frame, peer_closed);
+            // TLS handshake records to answer with, though no reply is.
+            let tls_flush = connection.wants_flush();
+            match filled {
                 Ok((status, read)) => {
                     read_budget = read_budget.saturating_sub(read);
                     match status {
                         ReadStatus::Drained => drained = true,
                         ReadStatus::Closed => connection.input_ended = true,
                         ReadStatus::BufferFull => {}
+                    }
+                    if tls_flush {
+                        self.table.mark_dirty(key);
                     }
                 }
                 Err(e) => {
@@ -428,7 +500,6 @@ impl EventLoop {
     }
 
     fn execute_frames(&mut self, key: ConnId, now: Instant, work: &mut Work) -> Stop {
-        let max_frame = self.config.limits.max_frame_bytes;
         let Some(connection) = self.table.get_mut(key) else {
             return Stop::Closing;
         };
@@ -454,6 +525,7 @@ impl EventLoop {
             if work.spent() {
                 break Stop::Budget;
             }
+            let max_frame = self.frame_limit(key);
             match input.next_frame(max_frame) {
                 Ok(Some((body, used))) => {
                     let (mut outbox, broker) = self.outbox();
@@ -500,8 +572,20 @@ impl EventLoop {
         stop
     }
 
+    /// The largest frame `key` may send now: small until a broker that
+    /// requires users has accepted its HELLO.
+    fn frame_limit(&self, key: ConnId) -> usize {
+        let max = self.config.limits.max_frame_bytes;
+        if self.broker.requires_users() && !self.broker.is_handshaken(key) {
+            max.min(super::PRE_AUTH_MAX_FRAME_BYTES)
+        } else {
+            max
+        }
+    }
+
     fn end_of_batch(&mut self, now: Instant) {
         self.fire_timers(now);
+        self.log_auth_failures(now);
         // The log's reports first: messages made durable are visible to
         // the pulls answered next.
         let (mut outbox, broker) = self.outbox();
@@ -594,7 +678,7 @@ impl EventLoop {
         }
         connection.lingering = true;
         connection.last_progress = now;
-        let _ = connection.socket.shutdown(std::net::Shutdown::Write);
+        connection.shutdown_write();
         self.arm_output_timeout(key);
         self.linger(key);
     }

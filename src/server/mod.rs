@@ -78,7 +78,20 @@ pub struct Config {
     pub handle_signals: bool,
     /// Where durable state lives, if anywhere.
     pub storage: Storage,
+    /// The users file (`--users`): when set, HELLO must carry a user's
+    /// credentials and every request is checked against its grants. Read
+    /// at bind (an unreadable or malformed file fails the bind) and again
+    /// on SIGHUP when `handle_signals` is on.
+    pub users: Option<PathBuf>,
+    /// Serve TLS only (`--tls-cert`, `--tls-key`), with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
+
+/// Before its HELLO is accepted, a connection of a broker that requires
+/// users may send no frame larger than this: the only frame it may send is
+/// a HELLO, and a few KiB hold any real one, so an unauthenticated peer
+/// cannot make the broker buffer a megabyte.
+pub const PRE_AUTH_MAX_FRAME_BYTES: usize = 4096;
 
 /// Where the broker keeps its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +127,8 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(5),
             handle_signals: false,
             storage: Storage::MemoryOnly,
+            users: None,
+            tls: None,
         }
     }
 }
@@ -171,6 +186,7 @@ impl Server {
             let mut signals = signal_hook_mio::v1_0::Signals::new([
                 signal_hook::consts::SIGINT,
                 signal_hook::consts::SIGTERM,
+                signal_hook::consts::SIGHUP,
             ])?;
             poll.registry()
                 .register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -179,6 +195,15 @@ impl Server {
             None
         };
         let mut broker = Broker::new(config.limits.clone(), Instant::now());
+        if let Some(path) = &config.users {
+            let users = crate::auth::load(path).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("users file {}: {e}", path.display()),
+                )
+            })?;
+            broker.set_users(Some(users), &mut table::NoConnections);
+        }
         let recovery = match &config.storage {
             Storage::MemoryOnly => None,
             Storage::Dir { path, log } => {

@@ -156,6 +156,17 @@ impl broker::Outbox for Outbox<'_> {
     }
 }
 
+/// An outbox with no connection yet (the broker before the loop runs).
+pub(super) struct NoConnections;
+
+impl broker::Outbox for NoConnections {
+    fn buffer(&mut self, _: ConnId) -> Option<&mut Vec<u8>> {
+        None
+    }
+
+    fn close(&mut self, _: ConnId) {}
+}
+
 /// A connection as log lines name it:
 /// `connection 7 (127.0.0.1:40312, "publisher-1")`. The name appears once
 /// HELLO gave one, quoted and escaped, so no client can forge a log line.

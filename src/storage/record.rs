@@ -48,6 +48,12 @@ pub enum Record {
         /// broker's default. Absent from the body when `None`, so logs
         /// written before the field existed read the same.
         timeout_ms: Option<u64>,
+        /// The user who owns the session (`--users`). Absent from the body
+        /// when `None`; when present the timeout is always written before
+        /// it (`u64::MAX` for "none": timeouts are clamped far below), so
+        /// the body's length tells the three shapes apart and older logs
+        /// read the same.
+        owner: Option<String>,
     },
     Subscribed {
         session: SessionId,
@@ -81,6 +87,10 @@ pub enum BodyError {
     BadName,
     BadReason(u8),
 }
+
+/// SessionCreated's timeout slot when an owner follows and no timeout
+/// was asked for.
+const NO_TIMEOUT: u64 = u64::MAX;
 
 const TOPIC_CREATED: u8 = 1;
 const TOPIC_DELETED: u8 = 2;
@@ -137,10 +147,17 @@ impl Record {
             Record::SessionCreated {
                 session,
                 timeout_ms,
+                owner,
             } => {
                 put(out, *session);
-                if let Some(ms) = timeout_ms {
-                    put(out, *ms);
+                match (timeout_ms, owner) {
+                    (None, None) => {}
+                    (Some(ms), None) => put(out, *ms),
+                    (ms, Some(owner)) => {
+                        put(out, ms.unwrap_or(NO_TIMEOUT));
+                        out.extend_from_slice(&(owner.len() as u32).to_le_bytes());
+                        out.extend_from_slice(owner.as_bytes());
+                    }
                 }
             }
             Record::Subscribed {
@@ -183,7 +200,12 @@ impl Record {
             Record::Messages { payloads, .. } => {
                 28 + payloads.iter().map(|p| 4 + p.len()).sum::<usize>()
             }
-            Record::SessionCreated { timeout_ms, .. } => 8 + timeout_ms.map_or(0, |_| 8),
+            Record::SessionCreated {
+                timeout_ms, owner, ..
+            } => match owner {
+                None => 8 + timeout_ms.map_or(0, |_| 8),
+                Some(owner) => 20 + owner.len(),
+            },
             Record::TopicDeleted { .. } => 8,
             Record::Unsubscribed { .. } => 16,
             Record::SessionEnded { .. } => 9,
@@ -228,13 +250,31 @@ impl Record {
                     payloads,
                 }
             }
-            SESSION_CREATED => Record::SessionCreated {
-                session: r.u64()?,
-                timeout_ms: match r.rest.is_empty() {
+            SESSION_CREATED => {
+                let session = r.u64()?;
+                let timeout_ms = match r.rest.is_empty() {
                     true => None,
                     false => Some(r.u64()?),
-                },
-            },
+                };
+                let owner = match r.rest.is_empty() {
+                    true => None,
+                    false => {
+                        let len = r.u32()? as usize;
+                        let name =
+                            std::str::from_utf8(r.take(len)?).map_err(|_| BodyError::BadName)?;
+                        Some(name.to_owned())
+                    }
+                };
+                let timeout_ms = match (timeout_ms, &owner) {
+                    (Some(NO_TIMEOUT), Some(_)) => None,
+                    (ms, _) => ms,
+                };
+                Record::SessionCreated {
+                    session,
+                    timeout_ms,
+                    owner,
+                }
+            }
             SUBSCRIBED => Record::Subscribed {
                 session: r.u64()?,
                 topic: r.u64()?,

@@ -441,6 +441,7 @@ mod group_commit {
             &Record::SessionCreated {
                 session: seq,
                 timeout_ms: None,
+                owner: None,
             },
             &mut bytes,
         );

@@ -140,6 +140,7 @@ impl Raw {
         let reply = raw.call(Request::Hello {
             version: courier::PROTOCOL_VERSION,
             client_name: "test",
+            credentials: None,
         });
         assert!(matches!(reply, Ok(Reply::Hello(_))), "{reply:?}");
         raw

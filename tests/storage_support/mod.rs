@@ -69,10 +69,22 @@ pub fn every_kind() -> Vec<Record> {
         Record::SessionCreated {
             session: 0xdead_beef,
             timeout_ms: None,
+            owner: None,
         },
         Record::SessionCreated {
             session: 0xfeed,
             timeout_ms: Some(7 * 24 * 3600 * 1000),
+            owner: None,
+        },
+        Record::SessionCreated {
+            session: 0xfeed_0001,
+            timeout_ms: None,
+            owner: Some("alice".into()),
+        },
+        Record::SessionCreated {
+            session: 0xfeed_0002,
+            timeout_ms: Some(60_000),
+            owner: Some("bob".into()),
         },
         Record::Subscribed {
             session: 0xdead_beef,

@@ -11,16 +11,23 @@
 //!
 //! Numeric flags go through [`number`], so that every parse error names its
 //! flag and every range is checked in one place.
+//!
+//! How to reach the broker — `--broker`, and `--tls`, `--ca`, `--user`,
+//! `--token` (or `COURIER_USER`, `COURIER_TOKEN`) — is read once, by
+//! [`broker_addr`], and kept for the process: every connection a command
+//! opens (the subscriber reconnects) goes the same way.
 
 use courier::ErrorCode;
-use courier::client::{self, Client, ClientOptions};
+use courier::client::{self, Client, ClientOptions, UserToken};
 use pico_args::Arguments;
 use std::ffi::OsString;
 use std::fmt::Display;
 use std::io::{self, Write};
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub const DEFAULT_BROKER: &str = "localhost:5555";
@@ -30,6 +37,60 @@ pub const EXIT_NOTHING_LEFT: u8 = 3;
 
 /// The environment variable that names the broker when `--broker` is absent.
 pub const BROKER_ENV: &str = "BROKER_ADDR";
+/// The user and token when `--user` / `--token` are absent.
+pub const USER_ENV: &str = "COURIER_USER";
+pub const TOKEN_ENV: &str = "COURIER_TOKEN";
+
+/// How connections are made, from the flags (see the module doc).
+#[derive(Debug, Default, Clone)]
+struct Security {
+    tls: Option<Arc<rustls::ClientConfig>>,
+    credentials: Option<UserToken>,
+}
+
+static SECURITY: OnceLock<Security> = OnceLock::new();
+
+fn flag_or_env(
+    args: &mut Arguments,
+    flag: &'static str,
+    env: &str,
+) -> Result<Option<String>, Failure> {
+    Ok(match args.opt_value_from_str::<_, String>(flag)? {
+        Some(value) => Some(value),
+        None => std::env::var(env).ok().filter(|v| !v.is_empty()),
+    })
+}
+
+fn security(args: &mut Arguments) -> Result<Security, Failure> {
+    let tls = args.contains("--tls");
+    let ca: Option<PathBuf> = args.opt_value_from_os_str("--ca", |s| {
+        Ok::<_, std::convert::Infallible>(PathBuf::from(s))
+    })?;
+    if ca.is_some() && !tls {
+        return Err(Failure::usage("--ca needs --tls"));
+    }
+    let tls = match tls {
+        false => None,
+        true => Some(courier::tls::client_config(ca.as_deref()).map_err(Failure::usage)?),
+    };
+    let user = flag_or_env(args, "--user", USER_ENV)?;
+    let token = flag_or_env(args, "--token", TOKEN_ENV)?;
+    let credentials = match (user, token) {
+        (None, None) => None,
+        (Some(user), Some(token)) => Some(UserToken { user, token }),
+        (Some(_), None) => {
+            return Err(Failure::usage(format!(
+                "--user needs --token (or ${TOKEN_ENV})"
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(Failure::usage(format!(
+                "--token needs --user (or ${USER_ENV})"
+            )));
+        }
+    };
+    Ok(Security { tls, credentials })
+}
 
 /// Why a command stops early.
 #[derive(Debug)]
@@ -162,8 +223,10 @@ pub fn output_failure(e: io::Error) -> Failure {
 }
 
 /// `--broker`, else `$BROKER_ADDR`, else `localhost:5555`; a host without
-/// a port gets port 5555.
+/// a port gets port 5555. Reads the other connection flags too.
 pub fn broker_addr(args: &mut Arguments) -> Result<String, Failure> {
+    let found = security(args)?;
+    let _ = SECURITY.set(found);
     let addr = match args.opt_value_from_str::<_, String>("--broker")? {
         Some(addr) if addr.trim().is_empty() => {
             return Err(Failure::usage("--broker: expected HOST or HOST:PORT"));
@@ -224,10 +287,13 @@ pub fn free_arguments(args: Arguments, literal: Vec<OsString>) -> Result<Vec<OsS
 
 /// How the commands connect, as `name`.
 pub fn client_options(name: &str) -> ClientOptions {
+    let security = SECURITY.get().cloned().unwrap_or_default();
     ClientOptions {
         name: name.to_owned(),
         timeout: Some(Duration::from_secs(30)),
         connect_timeout: Some(Duration::from_secs(5)),
+        credentials: security.credentials,
+        tls: security.tls,
     }
 }
 
@@ -257,6 +323,7 @@ pub fn topic_failure(e: &client::Error, topic: &str) -> Failure {
         Some(ErrorCode::PayloadTooLarge) => {
             format!("message too large for topic '{topic}': {e}")
         }
+        Some(ErrorCode::Forbidden) => format!("not allowed on topic '{topic}': {e}"),
         _ => e.to_string(),
     })
 }

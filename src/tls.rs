@@ -1,0 +1,86 @@
+//! TLS configuration for both ends, on `rustls` (with the `ring` provider:
+//! it builds with a C compiler alone, where `aws-lc-rs` needs cmake).
+//!
+//! The broker serves TLS only, on its one listener, when given a
+//! certificate chain and its key (`--tls-cert`, `--tls-key`); the record
+//! layer itself runs inside [`connection`](crate::connection), driven by the
+//! poll loop like the plaintext path. Clients verify the broker against the
+//! CA certificates of `--ca`, or the system's bundle when none is given.
+//! PEM files are read with `rustls-pki-types`.
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where the system keeps its CA bundle (Debian and its derivatives), used
+/// by clients given `--tls` without `--ca`.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug)]
+pub enum TlsError {
+    /// A PEM file could not be read or holds no usable item.
+    Pem { path: PathBuf, problem: String },
+    /// rustls refused the certificates or key (a key that does not match
+    /// the certificate, an unsupported algorithm).
+    Config(rustls::Error),
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsError::Pem { path, problem } => write!(f, "{}: {problem}", path.display()),
+            TlsError::Config(e) => write!(f, "TLS configuration refused: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+fn pem_error(path: &Path, problem: impl fmt::Display) -> TlsError {
+    TlsError::Pem {
+        path: path.to_path_buf(),
+        problem: problem.to_string(),
+    }
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, e))?;
+    if certs.is_empty() {
+        return Err(pem_error(path, "no CERTIFICATE in the file"));
+    }
+    Ok(certs)
+}
+
+/// The broker's configuration: the certificate chain (leaf first) and the
+/// private key, both PEM.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = certificates(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e))?;
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(TlsError::Config)?;
+    Ok(Arc::new(config))
+}
+
+/// A client's configuration: trusts the CA certificates in `ca` (PEM), or
+/// the system bundle when `None`.
+pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    let path = ca.unwrap_or(Path::new(SYSTEM_CA_BUNDLE));
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(certificates(path)?);
+    if added == 0 {
+        return Err(pem_error(path, "no usable CA certificate in the file"));
+    }
+    let config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
