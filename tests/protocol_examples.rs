@@ -330,6 +330,59 @@ fn a_held_publish_is_answered_when_an_ack_makes_room() {
     assert_eq!(watcher.stats().publishes_held, 1);
 }
 
+/// 8.14: HELLO with credentials, FORBIDDEN, and AUTH_FAILED for a wrong
+/// token, against a broker with `--users`.
+#[test]
+fn the_credentials_example_is_what_the_broker_sends() {
+    let dir = temp_dir("example-users");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("users");
+    let mut users = courier::auth::Users::default();
+    users.insert(courier::auth::User {
+        name: "alice".into(),
+        token_hash: courier::auth::hash_token("s3cret"),
+        grants: vec![courier::auth::file::parse_grant("publish:news").expect("grant")],
+    });
+    courier::auth::save(&path, &users).expect("save");
+    let broker = start_broker_with(courier::server::Config {
+        users: Some(path),
+        ..courier::server::Config::default()
+    });
+    let doc = document();
+    let exchange = |raw: &mut Raw, request: &str, reply: &str| {
+        for shown in [request, reply] {
+            assert!(
+                doc.contains(&format!(" {} ", hex(&bytes(shown)))),
+                "PROTOCOL.md does not show {shown}"
+            );
+        }
+        raw.send_bytes(&bytes(request));
+        let body = raw.recv_frame().expect("a reply");
+        let mut got = (body.len() as u32).to_be_bytes().to_vec();
+        got.extend_from_slice(&body);
+        assert_eq!(hex(&got), hex(&bytes(reply)), "reply to {request}");
+    };
+    let mut p = Raw::connect(broker.addr());
+    exchange(
+        &mut p,
+        "00 00 00 22 95 01 01 02 a4 64 65 6d 6f 82 a4 75 73 65 72 a5 61 6c 69 63 65 a5 74 6f 6b 65 6e a6 73 33 63 72 65 74",
+        HELLO_REPLY,
+    );
+    exchange(&mut p, "00 00 00 03 92 02 02", "00 00 00 04 93 02 00 01");
+    exchange(
+        &mut p,
+        "00 00 00 0e 94 05 03 a6 73 70 6f 72 74 73 c4 02 48 69",
+        "00 00 00 2f 93 03 1f d9 2a 75 73 65 72 20 61 6c 69 63 65 20 6d 61 79 20 6e 6f 74 20 50 55 42 4c 49 53 48 20 6f 6e 20 74 6f 70 69 63 20 73 70 6f 72 74 73",
+    );
+    let mut q = Raw::connect(broker.addr());
+    exchange(
+        &mut q,
+        "00 00 00 21 95 01 01 02 a4 64 65 6d 6f 82 a4 75 73 65 72 a5 61 6c 69 63 65 a5 74 6f 6b 65 6e a5 67 75 65 73 73",
+        "00 00 00 4a 93 01 1e d9 45 61 75 74 68 65 6e 74 69 63 61 74 69 6f 6e 20 66 61 69 6c 65 64 3a 20 75 6e 6b 6e 6f 77 6e 20 75 73 65 72 20 6f 72 20 77 72 6f 6e 67 20 74 6f 6b 65 6e 2c 20 6f 72 20 6e 6f 20 63 72 65 64 65 6e 74 69 61 6c 73",
+    );
+    q.expect_closed();
+}
+
 /// 4.7: the example REGISTER_SUBSCRIBER with a session timeout is what the
 /// codec writes, and the broker accepts it.
 #[test]
