@@ -460,6 +460,42 @@ fn users_made_with_courier_user_log_in_and_a_removal_applies_on_sighup() {
 }
 
 #[test]
+fn a_lost_subscribe_grant_ends_the_subscription_at_the_reload() {
+    let path = users_file(
+        "lost-grant",
+        &[
+            ("alice", "a", &["admin:*", "publish:*"]),
+            ("bob", "b", &["subscribe:*"]),
+        ],
+    );
+    let broker = BrokerProcess::start(&["--users", path.to_str().expect("path")]);
+    let mut alice = login(broker.addr, "alice", "a").expect("alice");
+    alice.register_publisher().expect("publisher");
+    alice.create_topic("news").expect("topic");
+    let mut bob = login(broker.addr, "bob", "b").expect("bob");
+    bob.register_subscriber().expect("session");
+    bob.subscribe("news").expect("subscribe");
+    // Bob keeps his token but now may read only "other".
+    let mut users = auth::load(&path).expect("load");
+    let mut changed = (**users.get("bob").expect("bob")).clone();
+    changed.grants = vec![parse_grant("subscribe:other").expect("grant")];
+    users.insert(changed);
+    auth::save(&path, &users).expect("save");
+    sighup(&broker);
+    wait_until("the reload", || {
+        code(bob.subscribe("news")) == Some(ErrorCode::Forbidden)
+    });
+    alice.send("news", b"after").expect("publish");
+    let batch = bob
+        .pull(&PullOptions {
+            wait: Duration::from_millis(200),
+            ..PullOptions::default()
+        })
+        .expect("pull of every topic");
+    assert!(batch.is_empty(), "delivered after the grant was lost");
+}
+
+#[test]
 fn the_broker_refuses_to_start_on_a_malformed_users_file() {
     let dir = temp_dir("auth-bad-file");
     std::fs::create_dir_all(&dir).expect("dir");

@@ -173,6 +173,7 @@ impl Broker {
                 Some(None) => revoked.push((conn, current.name.clone())),
             }
         }
+        self.end_unpermitted_subscriptions(out);
         for (conn, name) in revoked {
             self.auth_failures.push(AuthFailure {
                 conn,

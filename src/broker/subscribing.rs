@@ -15,6 +15,7 @@ use super::keys::{ConnId, SessionKey, TopicKey};
 use super::pull::Answer;
 use super::session::{Session, Subscription};
 use super::{Broker, BrokerTimer, NoOutbox, Outbox};
+use crate::auth::GrantKind;
 use crate::budget::Class;
 use crate::codec;
 use crate::codec::msgpack;
@@ -316,8 +317,27 @@ impl Broker {
     ) -> Result<(), Failure> {
         let session_key = self.subscriber(conn)?;
         let topic_key = self.topic_key(name)?;
-        let Some(sub) = self.sessions[session_key].remove_subscription(topic_key) else {
-            return Err(Failure::not_subscribed(name));
+        if self.end_subscription(session_key, topic_key, out) {
+            Ok(())
+        } else {
+            Err(Failure::not_subscribed(name))
+        }
+    }
+
+    /// Ends one subscription (logged), and the pulls that waited on its
+    /// topic alone. `false` if the session had no such subscription.
+    fn end_subscription(
+        &mut self,
+        session_key: SessionKey,
+        topic_key: TopicKey,
+        out: &mut dyn Outbox,
+    ) -> bool {
+        let Some(sub) = self
+            .sessions
+            .get_mut(session_key)
+            .and_then(|s| s.remove_subscription(topic_key))
+        else {
+            return false;
         };
         let record = Record::Unsubscribed {
             session: self.sessions[session_key].id,
@@ -332,7 +352,34 @@ impl Broker {
             Answer::Empty,
             out,
         );
-        Ok(())
+        true
+    }
+
+    /// After a reload of the users file: every subscription whose owner
+    /// no longer has a `subscribe` grant on its topic (or no longer
+    /// exists) ends, as by UNSUBSCRIBE, so a lost grant stops deliveries
+    /// at once, also to pulls of every topic. One pass over the
+    /// subscriptions of owned sessions, once per reload.
+    pub(super) fn end_unpermitted_subscriptions(&mut self, out: &mut dyn Outbox) {
+        let Some(users) = &self.users else { return };
+        let mut ended = Vec::new();
+        for (session_key, session) in self.sessions.iter() {
+            let Some(owner) = session.owner.as_deref() else {
+                continue;
+            };
+            let user = users.get(owner);
+            for sub in session.subscriptions() {
+                let allowed = self.topics.get(sub.topic).is_some_and(|topic| {
+                    user.is_some_and(|u| u.may(GrantKind::Subscribe, Some(&topic.name)))
+                });
+                if !allowed {
+                    ended.push((session_key, sub.topic));
+                }
+            }
+        }
+        for (session_key, topic_key) in ended {
+            self.end_subscription(session_key, topic_key, out);
+        }
     }
 
     pub(super) fn ack(&mut self, conn: ConnId, name: &str, offset: u64) -> Result<(), Failure> {

@@ -823,4 +823,53 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn hello_credentials_are_nil_or_exactly_user_and_token() {
+        let hello = |credentials: &[u8]| request(Op::Hello, &[b"\x02", b"\xa1c", credentials]);
+        let body = hello(b"\x82\xa5token\xa1t\xa4user\xa1u");
+        let ok = decode_request(&body).expect("ok");
+        let Request::Hello { credentials, .. } = ok.1 else {
+            panic!("{ok:?}");
+        };
+        assert_eq!(
+            credentials,
+            Some(Credentials {
+                user: "u",
+                token: "t"
+            })
+        );
+        let body = hello(b"\xc0");
+        let nil = decode_request(&body).expect("nil");
+        assert!(matches!(
+            nil.1,
+            Request::Hello {
+                credentials: None,
+                ..
+            }
+        ));
+        for bad in [
+            &b"\x01"[..],
+            b"\x81\xa4user\xa1u",
+            b"\x83\xa4user\xa1u\xa5token\xa1t\xa1x\xa1y",
+            b"\x82\xa4user\xa1u\xa4user\xa1v",
+            b"\x82\xa4user\xa1u\xa4name\xa1t",
+            b"\x82\xa4user\xc4\x01u\xa5token\xa1t",
+        ] {
+            let e = decode_request(&hello(bad)).expect_err("malformed");
+            assert_eq!(e.code(), ErrorCode::MalformedRequest, "{bad:02x?}");
+        }
+        // Encoding writes what decoding reads.
+        let mut out = Vec::new();
+        let request = Request::Hello {
+            version: 2,
+            client_name: "c",
+            credentials: Some(Credentials {
+                user: "u",
+                token: "t",
+            }),
+        };
+        encode_request(&mut out, 1, &request);
+        assert_eq!(decode_request(&out[4..]), Ok((1, request)));
+    }
 }
