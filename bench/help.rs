@@ -43,6 +43,12 @@ Common options:
   --fsync MODE        the in-process broker's durability: memory-only (the
                       default), or a log in a fresh temporary directory with
                       always, interval:MS or never (as broker --fsync)
+  --tls               the clients speak TLS, trusting --ca PEM (default: the
+                      system's CAs); the in-process broker then serves TLS
+                      with --tls-cert PEM and --tls-key PEM (the certificate
+                      must name 127.0.0.1)
+  --user NAME, --token TOKEN
+                      credentials, for a broker with --users
   --quiet             no progress line on stderr
   -h, --help          this help; bench SCENARIO --help for a scenario's options
   -V, --version       print the version

@@ -58,12 +58,27 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// ring's suites with AES-128-GCM first: as safe as AES-256-GCM for this
+/// use and about a third cheaper per byte, which matters on a broker that
+/// encrypts every delivery on one core. Both ends put it first (a rustls
+/// server follows the client's order).
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    use rustls::crypto::ring::{cipher_suite, default_provider};
+    let mut provider = default_provider();
+    let fast = cipher_suite::TLS13_AES_128_GCM_SHA256;
+    provider.cipher_suites.retain(|s| s.suite() != fast.suite());
+    provider.cipher_suites.insert(0, fast);
+    Arc::new(provider)
+}
+
 /// The broker's configuration: the certificate chain (leaf first) and the
 /// private key, both PEM.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = certificates(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e))?;
-    let config = ServerConfig::builder()
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(TlsError::Config)?;
@@ -79,7 +94,9 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
     if added == 0 {
         return Err(pem_error(path, "no usable CA certificate in the file"));
     }
-    let config = ClientConfig::builder()
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))

@@ -1,6 +1,8 @@
 //! The client's byte stream: a TCP socket, or TLS over one (rustls's
 //! `StreamOwned`, which runs the handshake inside the first read or write).
-//! The plaintext case is the socket itself, so it costs nothing new.
+//! The plaintext case is the socket itself, so it costs nothing new. Under
+//! TLS the socket is read through [`Gulps`]: rustls asks for 4 KiB at a
+//! time, and a pull reply of a megabyte should not cost 256 reads.
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
@@ -10,7 +12,49 @@ use std::sync::Arc;
 
 pub(super) enum Stream {
     Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Tls(Box<StreamOwned<ClientConnection, Gulps>>),
+}
+
+/// Bytes read from the socket in large reads, handed out in small ones.
+/// Writes go straight through.
+pub(super) struct Gulps {
+    tcp: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+const GULP_BYTES: usize = 64 * 1024;
+
+impl Read for Gulps {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.start == self.end {
+            if self.buf.is_empty() {
+                self.buf = vec![0; GULP_BYTES];
+            }
+            self.start = 0;
+            self.end = self.tcp.read(&mut self.buf)?;
+        }
+        let available = self.buf.get(self.start..self.end).unwrap_or_default();
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.start += n;
+        Ok(n)
+    }
+}
+
+impl Write for Gulps {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tcp.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.tcp.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
 }
 
 impl Stream {
@@ -19,14 +63,20 @@ impl Stream {
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let session = ClientConnection::new(config, name).map_err(io::Error::other)?;
-        Ok(Stream::Tls(Box::new(StreamOwned::new(session, tcp))))
+        let gulps = Gulps {
+            tcp,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+        };
+        Ok(Stream::Tls(Box::new(StreamOwned::new(session, gulps))))
     }
 
     /// The socket underneath, for timeouts and shutdown.
     pub(super) fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Plain(tcp) => tcp,
-            Stream::Tls(tls) => tls.get_ref(),
+            Stream::Tls(tls) => &tls.get_ref().tcp,
         }
     }
 }
