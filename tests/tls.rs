@@ -189,3 +189,19 @@ fn the_commands_speak_tls_with_tls_and_ca() {
         .expect("runs");
     assert_eq!(plain.status.code(), Some(1));
 }
+
+#[test]
+fn tls_state_counts_in_the_memory_budget() {
+    let pems = make_pems("budget");
+    let broker = tls_broker(&pems, None);
+    let addr = broker.addr().to_string();
+    let idle: Vec<Client> = (0..10)
+        .map(|_| Client::connect_with(addr.as_str(), tls_options(&pems)).expect("connect"))
+        .collect();
+    let mut probe = Client::connect_with(addr.as_str(), tls_options(&pems)).expect("connect");
+    let read = probe.stats().expect("stats").memory["read_buffers"];
+    // Idle plaintext connections hold no read buffer; TLS ones hold
+    // rustls's state, counted at its bound.
+    let floor = (idle.len() as u64) * courier::connection::TLS_READ_STATE as u64;
+    assert!(read >= floor, "read_buffers {read} < {floor}");
+}
