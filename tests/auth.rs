@@ -496,6 +496,70 @@ fn a_lost_subscribe_grant_ends_the_subscription_at_the_reload() {
 }
 
 #[test]
+fn refusals_are_logged_with_peer_and_user_but_never_the_token() {
+    let path = users_file("log", &[("alice", "a", &["admin:*"])]);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_broker"));
+    command
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--memory-only",
+            "--log-level",
+            "warn",
+        ])
+        .arg("--users")
+        .arg(&path)
+        .stderr(std::process::Stdio::piped());
+    let mut broker = BrokerProcess::spawn(command);
+    let guess = "ctk_not-the-token-but-a-guess";
+    assert_eq!(
+        code(login(broker.addr, "alice", guess)),
+        Some(ErrorCode::AuthFailed)
+    );
+    let _ = broker.child.kill();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(
+        &mut broker.child.stderr.take().expect("stderr"),
+        &mut stderr,
+    )
+    .expect("read");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("authentication refused"))
+        .unwrap_or_else(|| panic!("no refusal logged: {stderr}"));
+    assert!(
+        line.contains("127.0.0.1") && line.contains("alice"),
+        "{line}"
+    );
+    assert!(!stderr.contains(guess), "the token was logged: {stderr}");
+}
+
+#[test]
+fn user_commands_need_a_users_file_and_valid_arguments() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_courier"))
+            .args(args)
+            .output()
+            .expect("courier runs")
+            .status
+            .code()
+    };
+    assert_eq!(run(&["user", "add", "alice"]), Some(2), "no --users");
+    let dir = temp_dir("auth-usage");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("users");
+    let file = file.to_str().expect("path");
+    assert_eq!(run(&["user", "add", "bad/name", "--users", file]), Some(2));
+    assert_eq!(
+        run(&["user", "add", "alice", "--users", file, "--publish", "a*b"]),
+        Some(2),
+        "a pattern with '*' inside"
+    );
+    assert_eq!(run(&["user", "remove", "nobody", "--users", file]), Some(1));
+    assert_eq!(run(&["topics", "--publish", "x"]), Some(2));
+}
+
+#[test]
 fn the_broker_refuses_to_start_on_a_malformed_users_file() {
     let dir = temp_dir("auth-bad-file");
     std::fs::create_dir_all(&dir).expect("dir");
