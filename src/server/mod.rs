@@ -14,7 +14,9 @@
 //! - `guards`: the loop's own timers — handshake, partial-frame and output
 //!   timeouts, accept retries, memory housekeeping;
 //! - `shutdown`: the handle that stops a loop from any thread, and the
-//!   drain that answers everyone before `run` returns.
+//!   drain that answers everyone before `run` returns;
+//! - `users`: the users file reread on SIGHUP, refused logins logged with
+//!   the peer's address.
 //!
 //! Errors on one connection close that connection; nothing a client does
 //! returns from the loop.
@@ -30,6 +32,7 @@ mod event_loop;
 mod guards;
 mod shutdown;
 mod table;
+mod users;
 
 pub use shutdown::ShutdownHandle;
 
