@@ -6,11 +6,17 @@
 //! layer itself runs inside [`connection`](crate::connection), driven by the
 //! poll loop like the plaintext path. Clients verify the broker against the
 //! CA certificates of `--ca`, or the system's bundle when none is given.
-//! PEM files are read with `rustls-pki-types`.
+//! A certificate in the `--ca` file that the broker presents as its own is
+//! accepted as it is (pinned), so a self-signed broker certificate — which
+//! webpki refuses as "a CA used as an end entity" — works by giving the
+//! certificate itself as `--ca`; the handshake still proves the broker holds
+//! its key. PEM files are read with `rustls-pki-types`.
 
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -89,15 +95,84 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
 /// the system bundle when `None`.
 pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
     let path = ca.unwrap_or(Path::new(SYSTEM_CA_BUNDLE));
+    let certs = certificates(path)?;
     let mut roots = RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(certificates(path)?);
+    let (added, _ignored) = roots.add_parsable_certificates(certs.iter().cloned());
     if added == 0 {
         return Err(pem_error(path, "no usable CA certificate in the file"));
     }
-    let config = ClientConfig::builder_with_provider(provider())
+    let provider = provider();
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| pem_error(path, e))?;
+    // The system bundle holds CAs only: nothing there to pin.
+    let pinned = if ca.is_some() { certs } else { Vec::new() };
+    let verifier = PinnedOrWebPki { pinned, webpki };
+    let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Config)?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// webpki's verification, or else an exact match with a certificate of
+/// the `--ca` file (see the module doc). Signatures are always checked.
+#[derive(Debug)]
+struct PinnedOrWebPki {
+    pinned: Vec<CertificateDer<'static>>,
+    webpki: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for PinnedOrWebPki {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        match verdict {
+            Err(_)
+                if self
+                    .pinned
+                    .iter()
+                    .any(|c| c.as_ref() == end_entity.as_ref()) =>
+            {
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }

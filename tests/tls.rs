@@ -205,3 +205,35 @@ fn tls_state_counts_in_the_memory_budget() {
     let floor = (idle.len() as u64) * courier::connection::TLS_READ_STATE as u64;
     assert!(read >= floor, "read_buffers {read} < {floor}");
 }
+
+#[test]
+fn a_self_signed_certificate_given_as_ca_is_pinned() {
+    // Like `openssl req -x509`: self-signed, and marked as a CA, which
+    // webpki alone refuses for a server.
+    let self_signed = |name: &str| {
+        let dir = temp_dir(&format!("tls-pinned-{name}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("cert");
+        let pems = Pems {
+            ca: dir.join("cert.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        std::fs::write(&pems.cert, cert.pem()).expect("write");
+        std::fs::write(&pems.key, key.serialize_pem()).expect("write");
+        pems
+    };
+    let pems = self_signed("one");
+    let broker = tls_broker(&pems, None);
+    let addr = broker.addr().to_string();
+    let mut client = Client::connect_with(addr.as_str(), tls_options(&pems)).expect("pinned");
+    client.register_publisher().expect("works");
+    let other = self_signed("two");
+    let e = Client::connect_with(addr.as_str(), tls_options(&other)).expect_err("not pinned");
+    assert_eq!(e.code(), None, "{e}");
+}

@@ -415,10 +415,17 @@ impl Broker {
 /// FORBIDDEN's text: who, which operation, which topic (or "any topic"
 /// for an operation checked against every pattern).
 fn forbidden_message(user: &str, request: &Request<'_>) -> String {
-    let op = request.op().name();
-    match request.topic() {
-        Some(topic) => format!("user {user} may not {op} on topic {topic}"),
-        None => format!("user {user} may not {op} (it needs a grant on some topic)"),
+    let op = request.op();
+    let name = op.name();
+    match (request.topic(), crate::auth::rule(op)) {
+        (Some(topic), _) => format!("user {user} may not {name} on topic {topic}"),
+        (None, crate::auth::Rule::OnTopic(kind) | crate::auth::Rule::Anywhere(kind)) => {
+            format!(
+                "user {user} may not {name}: it needs a {} grant",
+                kind.name()
+            )
+        }
+        (None, _) => format!("user {user} may not {name}"),
     }
 }
 
