@@ -63,11 +63,14 @@ impl Broker {
             }
             Some(id) => {
                 // Another user's session answers as if it did not exist,
-                // so ids cannot be probed for existence.
+                // so ids cannot be probed for existence. Without users
+                // anyone may do anything, so ownership is not enforced.
                 let owned = |key: &SessionKey| {
-                    self.sessions
-                        .get(*key)
-                        .is_some_and(|s| s.owner.as_deref() == self.user_name(conn))
+                    !self.requires_users()
+                        || self
+                            .sessions
+                            .get(*key)
+                            .is_some_and(|s| s.owner.as_deref() == self.user_name(conn))
                 };
                 let Some(&key) = self.session_ids.get(&id).filter(|k| owned(k)) else {
                     return fail(
