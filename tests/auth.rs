@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{BrokerProcess, DEADLINE, Raw, start_broker_with, temp_dir, wait_until};
-use courier::auth::{self, Grant, User, Users, file::parse_grant};
+use common::{BrokerProcess, DEADLINE, Raw, start_broker_with, temp_dir, users_file, wait_until};
+use courier::auth::{self, file::parse_grant};
 use courier::broker::AUTH_FAILURE_DELAY;
 use courier::client::{Client, ClientOptions, PullOptions, UserToken};
 use courier::protocol::{Credentials, ErrorCode, Reply, Request};
@@ -13,26 +13,6 @@ use courier::server::{Config, RunningServer};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A users file with these users (name, token, grants), in a fresh dir.
-fn users_file(name: &str, users: &[(&str, &str, &[&str])]) -> PathBuf {
-    let dir = temp_dir(&format!("auth-{name}"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("users");
-    let mut table = Users::default();
-    for (user, token, grants) in users {
-        table.insert(User {
-            name: (*user).to_owned(),
-            token_hash: auth::hash_token(token),
-            grants: grants
-                .iter()
-                .map(|g| parse_grant(g).expect("grant"))
-                .collect::<Vec<Grant>>(),
-        });
-    }
-    auth::save(&path, &table).expect("save");
-    path
-}
 
 fn broker(path: PathBuf) -> RunningServer {
     start_broker_with(Config {

@@ -334,16 +334,7 @@ fn a_held_publish_is_answered_when_an_ack_makes_room() {
 /// token, against a broker with `--users`.
 #[test]
 fn the_credentials_example_is_what_the_broker_sends() {
-    let dir = temp_dir("example-users");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("users");
-    let mut users = courier::auth::Users::default();
-    users.insert(courier::auth::User {
-        name: "alice".into(),
-        token_hash: courier::auth::hash_token("s3cret"),
-        grants: vec![courier::auth::file::parse_grant("publish:news").expect("grant")],
-    });
-    courier::auth::save(&path, &users).expect("save");
+    let path = users_file("example", &[("alice", "s3cret", &["publish:news"])]);
     let broker = start_broker_with(courier::server::Config {
         users: Some(path),
         ..courier::server::Config::default()

@@ -103,16 +103,7 @@ fn publish_and_pull_end_to_end_over_tls() {
 #[test]
 fn credentials_travel_inside_tls() {
     let pems = make_pems("creds");
-    let dir = temp_dir("tls-creds-users");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("users");
-    let mut users = courier::auth::Users::default();
-    users.insert(courier::auth::User {
-        name: "alice".into(),
-        token_hash: courier::auth::hash_token("secret"),
-        grants: vec![courier::auth::file::parse_grant("admin:*").expect("grant")],
-    });
-    courier::auth::save(&path, &users).expect("save");
+    let path = common::users_file("tls-creds", &[("alice", "secret", &["admin:*"])]);
     let broker = tls_broker(&pems, Some(path));
     let addr = broker.addr().to_string();
     let options = |token: &str| ClientOptions {

@@ -61,6 +61,26 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// A users file with these users (name, token, grants), in a fresh dir.
+pub fn users_file(name: &str, users: &[(&str, &str, &[&str])]) -> std::path::PathBuf {
+    let dir = temp_dir(&format!("auth-{name}"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("users");
+    let mut table = courier::auth::Users::default();
+    for (user, token, grants) in users {
+        table.insert(courier::auth::User {
+            name: (*user).to_owned(),
+            token_hash: courier::auth::hash_token(token),
+            grants: grants
+                .iter()
+                .map(|g| courier::auth::file::parse_grant(g).expect("grant"))
+                .collect(),
+        });
+    }
+    courier::auth::save(&path, &table).expect("save");
+    path
+}
+
 /// Reads a broker's output up to its "Server started on ADDR" line, which
 /// comes last before it serves; returns the address and the lines before.
 pub fn read_startup(stdout: &mut impl BufRead) -> (SocketAddr, Vec<String>) {
