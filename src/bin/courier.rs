@@ -287,6 +287,9 @@ mod tests {
             backlog_messages: 2,
             backlog_bytes: 10,
             subscribers: 1,
+            retain_ms: None,
+            retain_bytes: None,
+            earliest_offset: None,
         };
         let table = topic_table(&[topic("a", 5), topic("orders.eu", 123456789012345)]);
         assert_eq!(
