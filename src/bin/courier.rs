@@ -201,13 +201,32 @@ fn aligned(pairs: &[(&str, String)]) -> String {
 }
 
 fn topic_lines(t: &TopicSummary) -> String {
-    aligned(&[
+    let mut lines = vec![
         ("topic", t.name.clone()),
         ("next offset", t.next_offset.to_string()),
         ("backlog messages", t.backlog_messages.to_string()),
         ("backlog bytes", t.backlog_bytes.to_string()),
         ("subscribers", t.subscribers.to_string()),
-    ])
+        ("retention", retention_text(t)),
+    ];
+    if let Some(earliest) = t.earliest_offset {
+        lines.push(("earliest offset", earliest.to_string()));
+    }
+    aligned(&lines)
+}
+
+/// `until acknowledged`, or the retained topic's bounds.
+fn retention_text(t: &TopicSummary) -> String {
+    let (Some(ms), Some(bytes)) = (t.retain_ms, t.retain_bytes) else {
+        return "until acknowledged".to_owned();
+    };
+    let age = humantime::format_duration(std::time::Duration::from_millis(ms));
+    match (ms, bytes) {
+        (0, 0) => "kept (no age or size bound)".to_owned(),
+        (_, 0) => format!("kept for {age}"),
+        (0, _) => format!("kept up to {bytes} bytes"),
+        _ => format!("kept for {age}, up to {bytes} bytes"),
+    }
 }
 
 fn stats_lines(s: &Stats) -> String {

@@ -26,8 +26,8 @@
 
 mod cli;
 
-use cli::{Failure, Program};
-use courier::client::{Client, Completion, Pipeline, Published, ServerInfo};
+use cli::{Failure, Program, replay};
+use courier::client::{Client, Completion, Pipeline, Published, Retention, ServerInfo};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read};
@@ -37,14 +37,20 @@ use std::time::Instant;
 
 const PROGRAM: Program = Program {
     name: "publisher",
-    usage: "usage: publisher [--broker HOST[:PORT]] (--create TOPIC | --delete TOPIC | --publish TOPIC [MESSAGE | --file PATH | -])",
+    usage: "usage: publisher [--broker HOST[:PORT]] (--create TOPIC [--retain AGE] [--retain-bytes SIZE] | --delete TOPIC | --publish TOPIC [MESSAGE | --file PATH | -])",
     help: "\
 publisher: create and delete topics and publish messages on a courier broker
 
-usage: publisher [--broker HOST[:PORT]] (--create TOPIC | --delete TOPIC | --publish TOPIC [MESSAGE | --file PATH | -])
+usage: publisher [--broker HOST[:PORT]] (--create TOPIC [--retain AGE] [--retain-bytes SIZE] | --delete TOPIC | --publish TOPIC [MESSAGE | --file PATH | -])
 
 Exactly one of:
   --create TOPIC           create a topic (names: 1 to 255 of A-Z a-z 0-9 . _ -)
+      --retain AGE         keep its messages for AGE (24h, 7d, 30m), whether
+                           or not anyone acknowledged them; a topic without
+                           it keeps a message only until every subscriber
+                           acknowledged it
+      --retain-bytes SIZE  keep at most SIZE of payload (1G, 512M), oldest
+                           dropped first; with --retain, both bounds hold
   --delete TOPIC           delete a topic and every message it still holds
   --publish TOPIC MESSAGE  publish MESSAGE to TOPIC and print its offset
   --publish TOPIC --file PATH
@@ -97,7 +103,7 @@ fn main() -> ExitCode {
 }
 
 enum Action {
-    Create(String),
+    Create(String, Retention),
     Delete(String),
     Publish(String, Source),
 }
@@ -120,6 +126,21 @@ fn parse(
 ) -> Result<(String, Action), Failure> {
     let broker = cli::broker_addr(&mut args)?;
     let create = args.opt_value_from_str("--create")?;
+    let retain_ms = args
+        .opt_value_from_str::<_, String>("--retain")?
+        .map(|text| replay::retain_ms("--retain", &text))
+        .transpose()?;
+    let retain_bytes = args
+        .opt_value_from_str::<_, String>("--retain-bytes")?
+        .map(|text| replay::size("--retain-bytes", &text))
+        .transpose()?;
+    let retention = match (retain_ms, retain_bytes) {
+        (None, None) => Retention::UntilAcked,
+        (ms, bytes) => Retention::Keep {
+            retain_ms: ms.unwrap_or(0),
+            retain_bytes: bytes.unwrap_or(0),
+        },
+    };
     let delete = args.opt_value_from_str("--delete")?;
     let publish = args.opt_value_from_str("--publish")?;
     let file: Option<PathBuf> = args.opt_value_from_os_str("--file", |s| {
@@ -133,8 +154,13 @@ fn parse(
             extra.to_string_lossy()
         )));
     }
+    if retention != Retention::UntilAcked && create.is_none() {
+        return Err(Failure::usage(
+            "--retain and --retain-bytes need --create TOPIC",
+        ));
+    }
     let action = match (create, delete, publish) {
-        (Some(topic), None, None) => Action::Create(topic),
+        (Some(topic), None, None) => Action::Create(topic, retention),
         (None, Some(topic), None) => Action::Delete(topic),
         (None, None, Some(topic)) => {
             let source = match (message, file) {
@@ -189,9 +215,9 @@ fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure
     let mut client = cli::connect(&broker, "publisher")?;
     client.register_publisher()?;
     match action {
-        Action::Create(topic) => {
+        Action::Create(topic, retention) => {
             client
-                .create_topic(&topic)
+                .create_topic_with(&topic, retention)
                 .map_err(|e| cli::topic_failure(&e, &topic))?;
             cli::print_line(format_args!("created topic {topic}"))?;
         }

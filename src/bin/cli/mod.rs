@@ -12,6 +12,8 @@
 //! Numeric flags go through [`number`], so that every parse error names its
 //! flag and every range is checked in one place.
 
+pub mod replay;
+
 use courier::ErrorCode;
 use courier::client::{self, Client, ClientOptions};
 use pico_args::Arguments;
