@@ -371,19 +371,19 @@ impl Broker {
         out: &mut dyn Outbox,
     ) -> Result<Option<Reply>, Failure> {
         let key = self.topic_key(name)?;
-        let size = input.measure();
         // Behind a held publish, a publish waits its turn without being
         // tried, even one that fits, and even one that room will not cure:
         // that one is refused when its turn comes, in its place.
         if !self.pending.holds(conn, key) {
-            let stamp = match self.number_publish(conn, key, seq, &input) {
+            let (input, stamp) = match self.number_publish(conn, key, seq, &input) {
                 Err(refusal) => return self.answer_publish(conn, key, id, Err(refusal), None, out),
                 Ok(Some(Dedup::Duplicate { reply, wait })) => {
                     return self.answer_publish(conn, key, id, Ok(reply), wait, out);
                 }
-                Ok(Some(Dedup::Fresh(stamp))) => Some(stamp),
-                Ok(None) => None,
+                Ok(Some(Dedup::Fresh { stamp, skip })) => (input.skip(skip), Some(stamp)),
+                Ok(None) => (input, None),
             };
+            let size = input.measure();
             self.trim_for_room(key, size.count(), size.bytes());
             let refusal = match self.admit_publish(key, &size) {
                 Ok(()) => {
@@ -578,11 +578,10 @@ impl Broker {
             return Ok(());
         };
         let publish = publish.clone();
-        let size = publish.input().measure();
         let charge = publish.charge();
         // Its seq is decided now, in its turn: a duplicate of one stored
         // ahead of it is answered with that one's reply.
-        let stamp = match self.number_publish(conn, topic, publish.seq, &publish.input()) {
+        let (input, stamp) = match self.number_publish(conn, topic, publish.seq, &publish.input()) {
             Err(refusal) => {
                 self.fail_held_at(conn, topic, index, refusal);
                 return Ok(());
@@ -597,9 +596,10 @@ impl Broker {
                 self.pending.place(conn, topic, index, entry);
                 return Ok(());
             }
-            Ok(Some(Dedup::Fresh(stamp))) => Some(stamp),
-            Ok(None) => None,
+            Ok(Some(Dedup::Fresh { stamp, skip })) => (publish.input().skip(skip), Some(stamp)),
+            Ok(None) => (publish.input(), None),
         };
+        let size = input.measure();
         self.trim_for_room(topic, size.count(), size.bytes());
         // The held copy is given back as the message is stored.
         self.budget.sub(Class::HeldRequests, charge);
@@ -618,7 +618,7 @@ impl Broker {
         let id = self.held_id(conn, topic, index);
         self.unhold_at(conn, topic, index, 0);
         self.pending.unhold(conn, charge);
-        let entry = match self.store_publish(topic, publish.input(), &size, stamp) {
+        let entry = match self.store_publish(topic, input, &size, stamp) {
             Ok((reply, seq)) => Entry::Stored { id, reply, seq },
             Err(failure) => Entry::Failed { id, failure },
         };

@@ -103,10 +103,33 @@ pub(super) struct Producers {
 /// What a numbered publish is, decided at store time.
 #[derive(Debug)]
 pub(super) enum Dedup {
-    /// Store it, stamped.
-    Fresh(ProducerStamp),
+    /// Store it, stamped, without its first `skip` messages (a batch whose
+    /// head repeats seqs already stored).
+    Fresh { stamp: ProducerStamp, skip: u64 },
     /// Already stored: answer `reply`, after log seq `wait` if set.
     Duplicate { reply: Reply, wait: Option<u64> },
+}
+
+/// The original reply's numbers for seqs `seq..=end`, if the window
+/// remembers both ends and they were stored at consecutive offsets (one
+/// publish, or several with nothing else published between them).
+fn remembered(window: &VecDeque<Remembered>, seq: u64, end: u64) -> Option<Remembered> {
+    let offset_of = |s: u64| {
+        window
+            .iter()
+            .find(|r| r.first_seq <= s && s < r.first_seq + r.count)
+            .map(|r| (r.first_offset + (s - r.first_seq), r))
+    };
+    let (first, entry) = offset_of(seq)?;
+    let (last, newest) = offset_of(end)?;
+    (last - first == end - seq).then_some(Remembered {
+        first_seq: seq,
+        count: end - seq + 1,
+        first_offset: first,
+        subscribers: entry.subscribers,
+        // The newest record of the range: the reply waits for it.
+        log_seq: newest.log_seq.max(entry.log_seq),
+    })
 }
 
 impl Broker {
@@ -141,12 +164,12 @@ impl Broker {
             .get(&key)
             .and_then(|pairs| pairs.get(&*producer))
         else {
-            return Ok(Dedup::Fresh(stamp));
+            return Ok(Dedup::Fresh { stamp, skip: 0 });
         };
         let last = pair.last_seq;
         let end = seq.saturating_add(count.max(1) - 1);
         if seq == last.saturating_add(1) {
-            return Ok(Dedup::Fresh(stamp));
+            return Ok(Dedup::Fresh { stamp, skip: 0 });
         }
         if seq > last {
             return fail(
@@ -158,20 +181,16 @@ impl Broker {
             );
         }
         if end > last {
-            return fail(
-                ErrorCode::SequenceGap,
-                format!(
-                    "seqs {seq}..={end} of producer '{producer}' straddle the last stored ({last}): resend the stored part as it was sent, then the rest from {}",
-                    last + 1
-                ),
-            );
+            // A batch whose head was stored (its boundaries differ from the
+            // publishes that stored it): only the tail is new.
+            let skip = last + 1 - seq;
+            let stamp = ProducerStamp {
+                first_seq: last + 1,
+                ..stamp
+            };
+            return Ok(Dedup::Fresh { stamp, skip });
         }
-        let Some(hit) = pair
-            .window
-            .iter()
-            .find(|r| r.first_seq == seq && r.count == count)
-            .copied()
-        else {
+        let Some(hit) = remembered(&pair.window, seq, end) else {
             return fail(
                 ErrorCode::DuplicateSequence,
                 format!(
@@ -223,7 +242,7 @@ impl Broker {
             return Ok(None);
         }
         let dedup = self.check_seq(conn, key, seq, count, batch)?;
-        if matches!(dedup, Dedup::Fresh(_)) {
+        if matches!(dedup, Dedup::Fresh { .. }) {
             self.admits_pair(conn, key)?;
         }
         Ok(Some(dedup))

@@ -344,6 +344,18 @@ impl PublishInput<'_> {
         }
     }
 
+    /// The same publish without its first `skip` messages (a producer's
+    /// batch whose head was stored before, see `super::producers`).
+    pub(super) fn skip(self, skip: u64) -> Self {
+        match self {
+            PublishInput::Batch(payloads) if skip > 0 => {
+                let skip = u32::try_from(skip).unwrap_or(u32::MAX);
+                PublishInput::Batch(crate::codec::skip_payloads(&payloads, skip))
+            }
+            other => other,
+        }
+    }
+
     /// Copies the payloads out of the read buffer, once: a batch is copied
     /// as one block and each message is a slice of it. The block is charged
     /// to the last message, which is released last. Each comes with its

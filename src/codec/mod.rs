@@ -35,8 +35,8 @@ pub use reply::{
     DecodedReply, FETCHED_OVERHEAD, ReplyDecodeError, ReplyField, decode_reply, decode_reply_id,
     encode_error, encode_reply, fetched_message_bound, topic_summary_bound,
 };
-pub(crate) use request::iter_payloads;
 pub use request::{
     DecodeError, DecodeErrorKind, RequestField, decode_request, encode_payloads,
     encode_publish_batch, encode_publish_batch_seq, encode_request,
 };
+pub(crate) use request::{iter_payloads, skip_payloads};

@@ -556,6 +556,23 @@ pub(crate) fn iter_payloads<'a>(payloads: &Payloads<'a>) -> impl Iterator<Item =
     (0..payloads.count).map_while(move |_| reader.read_payload().ok())
 }
 
+/// The payloads of a batch after its first `skip` (an idempotent
+/// producer's batch that repeats some already stored), borrowing the same
+/// checked encoding.
+pub(crate) fn skip_payloads<'a>(payloads: &Payloads<'a>, skip: u32) -> Payloads<'a> {
+    let skip = skip.min(payloads.count);
+    let mut reader = Reader::new(payloads.encoded);
+    for _ in 0..skip {
+        if reader.read_payload().is_err() {
+            break;
+        }
+    }
+    Payloads {
+        encoded: reader.rest(),
+        count: payloads.count - skip,
+    }
+}
+
 /// Writes `[len, op, id` — the start of every request; `extra` optional
 /// elements will follow the required ones.
 fn write_request_header(out: &mut Vec<u8>, op: Op, extra: u32, id: u64) {
