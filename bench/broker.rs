@@ -27,7 +27,7 @@ impl Broker {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             ..Config::default()
         };
-        if options.scenario == Scenario::Retained {
+        if matches!(options.scenario, Scenario::Retained | Scenario::Replay) {
             // Retaining is the point: no backlog bound gets in the way.
             config.limits.max_backlog_bytes = usize::MAX / 2;
             config.limits.max_backlog_messages = usize::MAX / 2;
