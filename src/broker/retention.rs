@@ -238,7 +238,8 @@ impl Broker {
             Position::Offset(offset) => offset,
             Position::TimeMs(ms) => topic.times.first_at_or_after(ms).unwrap_or(end),
         };
-        wanted.clamp(earliest, end)
+        // A start inside a gap (offsets that hold no message) is its end.
+        topic.past_gap(wanted.clamp(earliest, end)).min(end)
     }
 
     /// A subscription's delivered offset was set from outside delivery
