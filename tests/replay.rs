@@ -489,6 +489,21 @@ fn the_commands_create_retained_topics_show_them_and_fetch() {
         run(subscriber, &["--fetch", "c", "--from", "1", "--count", "1"]),
         "two\n"
     );
+    let courier = env!("CARGO_BIN_EXE_courier");
+    let listed = run(courier, &["fetch", "c", "--from", "1"]);
+    let rows: Vec<Vec<&str>> = listed.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(rows.len(), 2, "{listed}");
+    for (row, (offset, payload)) in rows.iter().zip([("1", "two"), ("2", "three")]) {
+        assert_eq!((row[0], row[2]), (offset, payload), "{listed}");
+        assert!(
+            row[1].starts_with("20") && row[1].ends_with('Z'),
+            "{listed}"
+        );
+    }
+    let json = run(courier, &["--json", "fetch", "c", "--count", "1"]);
+    let value: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(value[0]["offset"], 0);
+    assert_eq!(value[0]["payload"], "one");
     let usage = Command::new(publisher)
         .args(["--publish", "c", "x", "--retain", "1h"])
         .output()

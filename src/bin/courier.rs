@@ -1,15 +1,16 @@
 //! `courier`: look at a running broker — its topics, one topic, its
 //! counters — in a table for people or as JSON for scripts.
 //!
-//! It only reads: LIST_TOPICS (every page, following `next`), TOPIC_INFO and
-//! STATS, on a connection that takes no role. The readable forms are plain
+//! It only reads: LIST_TOPICS (every page, following `next`), TOPIC_INFO,
+//! STATS and FETCH, on a connection that takes no role (FETCH holds nothing
+//! back on the topic it reads). The readable forms are plain
 //! aligned columns; `--json` prints one JSON document (an array of topics,
 //! one topic object, or the stats object) with the broker's field names, so
 //! a script sees exactly what PROTOCOL.md describes.
 
 mod cli;
 
-use cli::{Failure, Program};
+use cli::{Failure, Program, replay};
 use courier::client::{Client, Stats, TopicSummary};
 use courier::protocol::MAX_LIST_TOPICS;
 use serde::Serialize;
@@ -18,11 +19,11 @@ use std::process::ExitCode;
 
 const PROGRAM: Program = Program {
     name: "courier",
-    usage: "usage: courier [--broker HOST[:PORT]] [--json] (topics | topic NAME | stats)",
+    usage: "usage: courier [--broker HOST[:PORT]] [--json] (topics | topic NAME | stats | fetch TOPIC [--from POSITION] [--count N])",
     help: "\
 courier: show what a courier broker holds
 
-usage: courier [--broker HOST[:PORT]] [--json] (topics | topic NAME | stats)
+usage: courier [--broker HOST[:PORT]] [--json] (topics | topic NAME | stats | fetch TOPIC [--from POSITION] [--count N])
 
 Commands:
   topics        every topic, in name order: its next offset, its backlog
@@ -31,6 +32,11 @@ Commands:
   topic NAME    the same for one topic
   stats         the broker's counters: connections, topics, sessions,
                 messages and bytes in and out, backlog, errors by code
+  fetch TOPIC   the messages TOPIC holds, one per line: offset, append time
+                (RFC 3339) and payload (text, or base64 when not UTF-8);
+                from --from (earliest, an OFFSET, an RFC 3339 time or -5m;
+                default earliest), at most --count N; no session is made
+                and nothing is held back
 
 Options:
   --json                print JSON instead of a table: an array of topics,
@@ -54,6 +60,11 @@ enum Command {
     Topics,
     Topic(String),
     Stats,
+    Fetch {
+        topic: String,
+        from: courier::client::Position,
+        count: Option<u64>,
+    },
 }
 
 fn parse(
@@ -62,6 +73,11 @@ fn parse(
 ) -> Result<(String, bool, Command), Failure> {
     let broker = cli::broker_addr(&mut args)?;
     let json = args.contains("--json");
+    let from = args
+        .opt_value_from_str::<_, String>("--from")?
+        .map(|text| replay::position("--from", &text, std::time::SystemTime::now()))
+        .transpose()?;
+    let count = cli::number(&mut args, "--count", 1..=u64::MAX)?;
     let mut free = cli::free_arguments(args, literal)?
         .into_iter()
         .map(|a| a.to_string_lossy().into_owned());
@@ -72,6 +88,14 @@ fn parse(
             None => return Err(Failure::usage("topic: give the topic's NAME")),
         },
         Some("stats") => Command::Stats,
+        Some("fetch") => match free.next() {
+            Some(topic) => Command::Fetch {
+                topic,
+                from: from.unwrap_or(courier::client::Position::Earliest),
+                count,
+            },
+            None => return Err(Failure::usage("fetch: give the TOPIC")),
+        },
         Some(other) => return Err(Failure::usage(format!("unknown command '{other}'"))),
         None => {
             return Err(Failure::usage(
@@ -81,6 +105,9 @@ fn parse(
     };
     if let Some(extra) = free.next() {
         return Err(Failure::usage(format!("unexpected argument '{extra}'")));
+    }
+    if (from.is_some() || count.is_some()) && !matches!(command, Command::Fetch { .. }) {
+        return Err(Failure::usage("--from and --count go with fetch TOPIC"));
     }
     Ok((broker, json, command))
 }
@@ -109,6 +136,27 @@ fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure
                 cli::print_line(topic_lines(&topic).trim_end())
             }
         }
+        Command::Fetch { topic, from, count } => {
+            let mut listed = Vec::new();
+            replay::fetch_each(&mut client, &topic, from, count, |message| {
+                let line = FetchedLine::new(message);
+                if json {
+                    listed.push(line);
+                    Ok(())
+                } else {
+                    let payload = line.payload.or(line.payload_base64).unwrap_or_default();
+                    cli::print_line(format_args!(
+                        "{} {} {payload}",
+                        line.offset,
+                        replay::time(line.time_ms)
+                    ))
+                }
+            })?;
+            if json {
+                print_json(&listed)?;
+            }
+            Ok(())
+        }
         Command::Stats => {
             let stats = client.stats()?;
             if json {
@@ -116,6 +164,33 @@ fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure
             } else {
                 cli::print_line(stats_lines(&stats).trim_end())
             }
+        }
+    }
+}
+
+/// One fetched message as `fetch` shows it: the payload as text when it is
+/// UTF-8, else base64 (as `subscriber --json`).
+#[derive(Serialize)]
+struct FetchedLine {
+    offset: u64,
+    time_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_base64: Option<String>,
+}
+
+impl FetchedLine {
+    fn new(message: &courier::client::FetchedMessage) -> FetchedLine {
+        use base64::prelude::{BASE64_STANDARD, Engine as _};
+        let text = std::str::from_utf8(&message.payload).ok();
+        FetchedLine {
+            offset: message.offset,
+            time_ms: message.time_ms,
+            payload: text.map(str::to_owned),
+            payload_base64: text
+                .is_none()
+                .then(|| BASE64_STANDARD.encode(&message.payload)),
         }
     }
 }

@@ -318,16 +318,8 @@ fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure
 
 /// `--fetch TOPIC`: prints what the topic holds from `--from` (default:
 /// the oldest retained) up to its end when the run started, at most
-/// `--count` messages, with FETCH requests; no session, nothing held back.
-/// FETCH takes offsets, so a time position reads from the oldest message
-/// and skips those appended before it.
+/// `--count` messages; no session, nothing held back.
 fn fetch(client: &mut Client, topic: &str, options: &Options) -> Result<(), Failure> {
-    let (mut offset, after_ms) = match options.from.unwrap_or(Position::Earliest) {
-        Position::Earliest => (0, 0),
-        Position::Offset(offset) => (offset, 0),
-        Position::New => (u64::MAX, 0),
-        Position::TimeMs(ms) => (0, ms),
-    };
     let mut reader = Reader {
         reconnect: None,
         out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
@@ -336,37 +328,15 @@ fn fetch(client: &mut Client, topic: &str, options: &Options) -> Result<(), Fail
         printed: 0,
         json: Vec::new(),
     };
-    let mut end = None;
-    loop {
-        let left = options.count.map(|n| n.saturating_sub(reader.printed));
-        if left == Some(0) {
-            break;
-        }
-        let max = left.unwrap_or(PULL_MESSAGES).min(PULL_MESSAGES) as u32;
-        let fetched = client
-            .fetch(topic, offset, max, 1 << 20)
-            .map_err(|e| cli::topic_failure(&e, topic))?;
-        let end = *end.get_or_insert(fetched.end_offset);
-        for message in fetched.messages.iter().filter(|m| m.time_ms >= after_ms) {
-            if message.offset >= end {
-                break;
-            }
-            let shown = Message {
-                topic,
-                offset: message.offset,
-                payload: &message.payload,
-            };
-            reader.print(&shown).map_err(cli::output_failure)?;
-            reader.printed += 1;
-            if Some(reader.printed) == options.count {
-                break;
-            }
-        }
-        if fetched.next_offset >= end || fetched.messages.is_empty() {
-            break;
-        }
-        offset = fetched.next_offset;
-    }
+    let from = options.from.unwrap_or(Position::Earliest);
+    replay::fetch_each(client, topic, from, options.count, |message| {
+        let shown = Message {
+            topic,
+            offset: message.offset,
+            payload: &message.payload,
+        };
+        reader.print(&shown).map_err(cli::output_failure)
+    })?;
     reader.out.flush().map_err(cli::output_failure)
 }
 

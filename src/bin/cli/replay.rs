@@ -8,7 +8,7 @@
 #![allow(dead_code)] // Each command uses the parsers for its own flags.
 
 use super::Failure;
-use courier::client::Position;
+use courier::client::{Client, FetchedMessage, Position};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `--from`: `earliest`, `new`, a bare offset, an RFC 3339 time
@@ -82,6 +82,52 @@ pub fn size(flag: &str, text: &str) -> Result<u64, Failure> {
         Some(0) | None => Err(bad()),
         Some(bytes) => Ok(bytes),
     }
+}
+
+/// The most one FETCH asks for.
+const FETCH_MESSAGES: u64 = 1000;
+
+/// Reads `topic` with FETCH from `from` up to where the topic ended when the
+/// read began, at most `count` messages, handing each to `each`; returns
+/// how many. FETCH takes offsets, so a time position reads from the oldest
+/// message and skips those appended before it.
+pub fn fetch_each(
+    client: &mut Client,
+    topic: &str,
+    from: Position,
+    count: Option<u64>,
+    mut each: impl FnMut(&FetchedMessage) -> Result<(), Failure>,
+) -> Result<u64, Failure> {
+    let (mut offset, after_ms) = match from {
+        Position::Earliest => (0, 0),
+        Position::Offset(offset) => (offset, 0),
+        Position::New => (u64::MAX, 0),
+        Position::TimeMs(ms) => (0, ms),
+    };
+    let (mut read, mut end) = (0, None);
+    while count.is_none_or(|n| read < n) {
+        let left = count
+            .map_or(FETCH_MESSAGES, |n| n - read)
+            .min(FETCH_MESSAGES);
+        let fetched = client
+            .fetch(topic, offset, left as u32, 1 << 20)
+            .map_err(|e| super::topic_failure(&e, topic))?;
+        let end = *end.get_or_insert(fetched.end_offset);
+        for message in &fetched.messages {
+            if message.offset >= end || count.is_some_and(|n| read >= n) {
+                return Ok(read);
+            }
+            if message.time_ms >= after_ms {
+                each(message)?;
+                read += 1;
+            }
+        }
+        if fetched.next_offset >= end || fetched.messages.is_empty() {
+            break;
+        }
+        offset = fetched.next_offset;
+    }
+    Ok(read)
 }
 
 /// An append time in ms, as RFC 3339 (for listings).
