@@ -34,10 +34,11 @@ pub enum Scenario {
     Fairness,
     Recovery,
     Disk,
+    Replay,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 9] = [
+    const ALL: [Scenario; 10] = [
         Scenario::Send,
         Scenario::Fanout,
         Scenario::Latency,
@@ -47,6 +48,7 @@ impl Scenario {
         Scenario::Fairness,
         Scenario::Recovery,
         Scenario::Disk,
+        Scenario::Replay,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +62,7 @@ impl Scenario {
             Scenario::Fairness => "fairness",
             Scenario::Recovery => "recovery",
             Scenario::Disk => "disk",
+            Scenario::Replay => "replay",
         }
     }
 
@@ -74,6 +77,7 @@ impl Scenario {
             Scenario::Fairness => help::FAIRNESS,
             Scenario::Recovery => help::RECOVERY,
             Scenario::Disk => help::DISK,
+            Scenario::Replay => help::REPLAY,
         }
     }
 
@@ -85,15 +89,20 @@ impl Scenario {
         match flag {
             "--broker" => !matches!(self, Recovery | Disk),
             "--messages" => !matches!(self, Idle | Fairness),
-            "--duration" => self != Retained,
+            "--duration" => !matches!(self, Retained | Replay),
             "--warmup" => streams || self == CreateTopic,
-            "--size" => streams || matches!(self, Retained | Recovery | Disk),
-            "--batch" => streams || matches!(self, Retained | Recovery),
-            "--pipeline" => matches!(self, Send | Fanout | Latency | Retained | CreateTopic),
+            "--size" => streams || matches!(self, Retained | Recovery | Disk | Replay),
+            "--batch" => streams || matches!(self, Retained | Recovery | Replay),
+            "--pipeline" => {
+                matches!(
+                    self,
+                    Send | Fanout | Latency | Retained | CreateTopic | Replay
+                )
+            }
             "--publishers" | "--subscribers" => streams,
             "--topics" => streams || matches!(self, Retained | Fairness),
             "--rate" => self == Latency,
-            "--pull-depth" => streams,
+            "--pull-depth" => streams || self == Replay,
             "--clients" => matches!(self, CreateTopic | Idle),
             "--connections" => self == Idle,
             "--broker-pid" => matches!(self, Idle | Retained),
@@ -167,12 +176,15 @@ impl Options {
             messages: None,
             duration: DEFAULT_DURATION,
             warmup: Duration::ZERO,
-            size: if scenario == Scenario::Disk {
-                4096
-            } else {
-                128
+            size: match scenario {
+                Scenario::Disk => 4096,
+                Scenario::Replay => 1024,
+                _ => 128,
             },
-            batch: if matches!(scenario, Scenario::Retained | Scenario::Recovery) {
+            batch: if matches!(
+                scenario,
+                Scenario::Retained | Scenario::Recovery | Scenario::Replay
+            ) {
                 100
             } else {
                 1
@@ -360,7 +372,7 @@ impl Flags {
                 Some(self.scenario),
             ));
         }
-        if self.scenario == Scenario::Retained && o.messages.is_none() {
+        if matches!(self.scenario, Scenario::Retained | Scenario::Replay) && o.messages.is_none() {
             o.messages = Some(100_000);
         }
         if self.scenario == Scenario::Idle && o.messages.is_none() {

@@ -47,7 +47,7 @@ impl Broker {
             };
             config.tls = Some(courier::tls::server_config(cert, key).map_err(|e| e.to_string())?);
         }
-        if options.scenario == Scenario::Retained {
+        if matches!(options.scenario, Scenario::Retained | Scenario::Replay) {
             // Retaining is the point: no backlog bound gets in the way.
             config.limits.max_backlog_bytes = usize::MAX / 2;
             config.limits.max_backlog_messages = usize::MAX / 2;

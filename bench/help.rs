@@ -24,6 +24,8 @@ Scenarios:
   recovery      fill a log with N messages, then time a broker's start on it
   disk          the disk's own ceiling: 4 KiB appends each followed by
                 fdatasync (p50 and MB/s), no broker
+  replay        fill a retained topic with N messages, then read it from the
+                start by subscription and by FETCH: msgs/s and MB/s
 
 Common options:
   --broker HOST[:PORT]
@@ -231,6 +233,27 @@ bound N x size per topic (an in-process broker is started without them).
 
 Measure against a freshly started broker: memory freed by an earlier run
 stays with the broker's allocator and would be reused, hiding the cost.
+";
+
+pub const REPLAY: &str = "\
+bench replay: reading a retained topic from the start
+
+usage: bench replay [--messages N] [--size BYTES] [--batch K] [--pipeline D]
+                    [--pull-depth D] [--broker HOST:PORT] [common options]
+
+  --messages N      messages to publish, then read back, 1 to 10^12
+                    (default 100000)
+  --size BYTES      payload size, 20 to 64MiB (default 1024)
+  --batch K         messages per publish frame, 1 to 65536 (default 100)
+  --pipeline D      publish requests in flight, 1 to 4096 (default 16)
+  --pull-depth D    pulls in flight while replaying, 1 to 64 (default 1)
+
+Creates a retained topic (kept without bounds, no subscriber), publishes N
+messages, then times two reads of it from offset 0: a subscriber subscribed
+from 'earliest' pulling frame-sized batches (operation 'replay'), and FETCH
+without a session (operation 'fetch'). Every message read is checked: its
+offset and the index it carries. The broker's backlog limits bound N x size
+(an in-process broker is started without them).
 ";
 
 pub const DISK: &str = "\

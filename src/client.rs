@@ -31,7 +31,10 @@ pub use self::error::{Error, Result, io_message};
 pub use self::pipeline::{Completion, Outcome, Pipeline};
 pub use self::pulls::{MAX_PULL_DEPTH, Pulls};
 pub use self::reconnect::Reconnect;
-pub use crate::protocol::{ServerInfo, Stats, TopicMessages, TopicPage, TopicSummary};
+pub use crate::protocol::{
+    Fetched, FetchedMessage, Position, Retention, ServerInfo, Stats, TopicMessages, TopicPage,
+    TopicSummary,
+};
 
 use self::conn::Conn;
 use crate::codec;
@@ -194,6 +197,17 @@ impl Batch {
     pub fn into_groups(self) -> Vec<TopicMessages> {
         self.groups
     }
+
+    /// The topics on which retention overtook the subscriber's cursor, with
+    /// how many messages it dropped unread just before the group's first
+    /// offset (protocol version 2). A batch may report a loss and carry no
+    /// message.
+    pub fn losses(&self) -> impl Iterator<Item = (&str, u64, u64)> {
+        self.groups
+            .iter()
+            .filter(|g| g.lost > 0)
+            .map(|g| (g.topic.as_str(), g.first_offset, g.lost))
+    }
 }
 
 /// A connection to the broker, with the handshake done.
@@ -306,6 +320,70 @@ impl Client {
         self.call_done(&Request::CreateTopic { topic })
     }
 
+    /// Creates a topic with `retention` (protocol version 2; `UntilAcked`
+    /// sends the version 1 request).
+    pub fn create_topic_with(&mut self, topic: &str, retention: Retention) -> Result<()> {
+        match retention {
+            Retention::UntilAcked => self.create_topic(topic),
+            retention => self.call_done(&Request::CreateTopicWith { topic, retention }),
+        }
+    }
+
+    /// Makes this connection a publisher identified durably as
+    /// `producer_id` (1 to 255 bytes), whose numbered publishes
+    /// ([`Client::send_seq`], [`Pipeline::send_batch_seq`]) the broker
+    /// stores at most once. Protocol version 2.
+    pub fn register_producer(&mut self, producer_id: &str) -> Result<u64> {
+        match self.call(&Request::RegisterProducer { producer_id })? {
+            Reply::PublisherRegistered { publisher_id } => Ok(publisher_id),
+            other => Err(self.conn.unexpected(Op::RegisterPublisher, &other)),
+        }
+    }
+
+    /// Publishes one message numbered `seq` by this connection's producer.
+    /// A resend of a stored seq is answered with the original offset
+    /// (or DUPLICATE_SEQUENCE once too old to remember), never stored again.
+    pub fn send_seq(&mut self, topic: &str, payload: &[u8], seq: u64) -> Result<Published> {
+        let hold = self.publish_hold();
+        let request = Request::PublishSeq {
+            topic,
+            payload,
+            seq,
+        };
+        match self.conn.call(&request, hold)? {
+            Reply::Published {
+                offset,
+                subscribers,
+            } => Ok(Published {
+                offset,
+                subscribers,
+            }),
+            other => Err(self.conn.unexpected(Op::Publish, &other)),
+        }
+    }
+
+    /// Reads `topic` from `offset` without a session: nothing is held back
+    /// for it (protocol version 2). Pass the reply's `next_offset` to read
+    /// on.
+    pub fn fetch(
+        &mut self,
+        topic: &str,
+        offset: u64,
+        max_messages: u32,
+        max_bytes: u32,
+    ) -> Result<Fetched> {
+        let request = Request::Fetch {
+            topic,
+            offset,
+            max_messages,
+            max_bytes,
+        };
+        match self.call(&request)? {
+            Reply::Fetched(fetched) => Ok(fetched),
+            other => Err(self.conn.unexpected(Op::Fetch, &other)),
+        }
+    }
+
     pub fn delete_topic(&mut self, topic: &str) -> Result<()> {
         self.call_done(&Request::DeleteTopic { topic })
     }
@@ -389,6 +467,28 @@ impl Client {
         match self.call(&Request::Subscribe { topic })? {
             Reply::Subscribed { next_offset } => Ok(next_offset),
             other => Err(self.conn.unexpected(Op::Subscribe, &other)),
+        }
+    }
+
+    /// Subscribes from `position` (protocol version 2); returns where the
+    /// subscription starts, after the broker's clamp to what it retains.
+    pub fn subscribe_from(&mut self, topic: &str, position: Position) -> Result<u64> {
+        let request = match position {
+            Position::New => Request::Subscribe { topic },
+            position => Request::SubscribeFrom { topic, position },
+        };
+        match self.call(&request)? {
+            Reply::Subscribed { next_offset } => Ok(next_offset),
+            other => Err(self.conn.unexpected(Op::Subscribe, &other)),
+        }
+    }
+
+    /// Moves this session's cursor on `topic` to `position`; returns where
+    /// it landed. What was in flight is forgotten.
+    pub fn seek(&mut self, topic: &str, position: Position) -> Result<u64> {
+        match self.call(&Request::Seek { topic, position })? {
+            Reply::Subscribed { next_offset } => Ok(next_offset),
+            other => Err(self.conn.unexpected(Op::Seek, &other)),
         }
     }
 

@@ -60,6 +60,8 @@ pub enum Op {
     EndSession = 13,
     ListTopics = 14,
     TopicInfo = 15,
+    Seek = 16,
+    Fetch = 17,
 }
 
 impl Op {
@@ -80,6 +82,8 @@ impl Op {
             13 => Op::EndSession,
             14 => Op::ListTopics,
             15 => Op::TopicInfo,
+            16 => Op::Seek,
+            17 => Op::Fetch,
             _ => return None,
         })
     }
@@ -102,6 +106,8 @@ impl Op {
             Op::EndSession => "END_SESSION",
             Op::ListTopics => "LIST_TOPICS",
             Op::TopicInfo => "TOPIC_INFO",
+            Op::Seek => "SEEK",
+            Op::Fetch => "FETCH",
         }
     }
 }
@@ -200,6 +206,10 @@ error_codes! {
         "The session holds its maximum number of subscriptions (--max-subscriptions-per-session).";
     StorageUnavailable = 27, "STORAGE_UNAVAILABLE", false, true,
         "The broker could not make the request durable (a write or fsync of its log failed); nothing of it was kept. Retry: the log starts a new segment.";
+    SequenceGap = 28, "SEQUENCE_GAP", false, false,
+        "A producer's publish numbered beyond its last stored sequence + 1; nothing was stored.";
+    DuplicateSequence = 29, "DUPLICATE_SEQUENCE", false, false,
+        "The publish's sequence was stored long ago (its offset is no longer remembered); it IS stored, once: treat it as done.";
     AuthFailed = 30, "AUTH_FAILED", true, false,
         "HELLO carried no credentials, or wrong ones, while the broker requires them (--users); sent after a short fixed delay. Also sent when the user is removed or its token replaced while connected.";
     Forbidden = 31, "FORBIDDEN", false, false,
@@ -308,6 +318,96 @@ pub enum Request<'a> {
     TopicInfo {
         topic: &'a str,
     },
+    // The variants below carry protocol version 2's optional trailing
+    // elements (ROUND4): a request that leaves them out decodes to the
+    // plain variant above, so the version 1 shapes keep their variants.
+    /// CREATE_TOPIC with a non-empty options map.
+    CreateTopicWith {
+        topic: &'a str,
+        retention: Retention,
+    },
+    /// SUBSCRIBE with a start position.
+    SubscribeFrom {
+        topic: &'a str,
+        position: Position,
+    },
+    /// REGISTER_PUBLISHER with a durable producer id (1..=255 bytes).
+    RegisterProducer {
+        producer_id: &'a str,
+    },
+    /// PUBLISH numbered by the connection's producer.
+    PublishSeq {
+        topic: &'a str,
+        payload: &'a [u8],
+        seq: u64,
+    },
+    /// PUBLISH_BATCH numbered `first_seq..first_seq + count`.
+    PublishBatchSeq {
+        topic: &'a str,
+        payloads: Payloads<'a>,
+        first_seq: u64,
+    },
+    /// Moves the subscription's cursor (op 16).
+    Seek {
+        topic: &'a str,
+        position: Position,
+    },
+    /// Reads messages without a session (op 17).
+    Fetch {
+        topic: &'a str,
+        offset: u64,
+        max_messages: u32,
+        max_bytes: u32,
+    },
+}
+
+/// A topic's retention, from CREATE_TOPIC's options map. `UntilAcked`
+/// (no map, or an empty one) is the version 1 behaviour: a message goes
+/// once every subscriber acknowledged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Retention {
+    #[default]
+    UntilAcked,
+    /// Messages are kept whoever acknowledged them, and go oldest first
+    /// once older than `retain_ms` or beyond `retain_bytes` of payload
+    /// (0 = no bound of that kind).
+    Keep { retain_ms: u64, retain_bytes: u64 },
+}
+
+/// Where a subscription starts, or where SEEK moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// The next message published (`"new"`).
+    New,
+    /// The oldest message retained (`"earliest"`).
+    Earliest,
+    /// An exact offset, clamped to what is retained.
+    Offset(u64),
+    /// The first message appended at or after this Unix time, in ms
+    /// (`{"time_ms": n}`).
+    TimeMs(u64),
+}
+
+/// The longest producer id REGISTER_PUBLISHER accepts, in bytes.
+pub const MAX_PRODUCER_ID_BYTES: usize = 255;
+
+/// One message of a FETCH reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedMessage {
+    pub offset: u64,
+    /// The broker's append time, Unix ms.
+    pub time_ms: u64,
+    pub payload: Bytes,
+}
+
+/// The FETCH reply: messages from the asked offset (clamped to
+/// `earliest_offset`), where to fetch next, and the topic's bounds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fetched {
+    pub messages: Vec<FetchedMessage>,
+    pub next_offset: u64,
+    pub earliest_offset: u64,
+    pub end_offset: u64,
 }
 
 impl<'a> Request<'a> {
@@ -328,6 +428,13 @@ impl<'a> Request<'a> {
             Request::EndSession => Op::EndSession,
             Request::ListTopics { .. } => Op::ListTopics,
             Request::TopicInfo { .. } => Op::TopicInfo,
+            Request::CreateTopicWith { .. } => Op::CreateTopic,
+            Request::SubscribeFrom { .. } => Op::Subscribe,
+            Request::RegisterProducer { .. } => Op::RegisterPublisher,
+            Request::PublishSeq { .. } => Op::Publish,
+            Request::PublishBatchSeq { .. } => Op::PublishBatch,
+            Request::Seek { .. } => Op::Seek,
+            Request::Fetch { .. } => Op::Fetch,
         }
     }
 
@@ -342,10 +449,17 @@ impl<'a> Request<'a> {
             | Request::Subscribe { topic }
             | Request::Unsubscribe { topic }
             | Request::Ack { topic, .. }
-            | Request::TopicInfo { topic } => Some(topic),
+            | Request::TopicInfo { topic }
+            | Request::CreateTopicWith { topic, .. }
+            | Request::SubscribeFrom { topic, .. }
+            | Request::PublishSeq { topic, .. }
+            | Request::PublishBatchSeq { topic, .. }
+            | Request::Seek { topic, .. }
+            | Request::Fetch { topic, .. } => Some(topic),
             Request::Pull(pull) => pull.topic,
             Request::Hello { .. }
             | Request::RegisterPublisher
+            | Request::RegisterProducer { .. }
             | Request::RegisterSubscriber { .. }
             | Request::Stats
             | Request::EndSession
@@ -474,6 +588,16 @@ pub struct TopicSummary {
     pub backlog_bytes: u64,
     /// Sessions subscribed to the topic.
     pub subscribers: u64,
+    /// A retained topic's age bound in ms (0 = none); absent for an
+    /// until-acked topic, as are the two below.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_ms: Option<u64>,
+    /// A retained topic's size bound in payload bytes (0 = none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_bytes: Option<u64>,
+    /// A retained topic's oldest retained offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earliest_offset: Option<u64>,
 }
 
 /// One page of LIST_TOPICS: topics in name order, and the `after` that asks
@@ -490,6 +614,9 @@ pub struct TopicMessages {
     pub topic: String,
     pub first_offset: u64,
     pub payloads: Vec<Bytes>,
+    /// Messages retention dropped unread between the subscriber's cursor
+    /// and `first_offset` (the group's optional 4th element; 0 when absent).
+    pub lost: u64,
 }
 
 /// The body of a successful reply, as a client sees it.
@@ -526,6 +653,7 @@ pub enum Reply {
     Stats(Stats),
     Topics(TopicPage),
     TopicInfo(TopicSummary),
+    Fetched(Fetched),
 }
 
 /// An error reply: a stable code and a message for people.
@@ -563,9 +691,9 @@ mod tests {
 
     #[test]
     fn op_codes_round_trip() {
-        for code in 1..=15 {
+        for code in 1..=17 {
             assert_eq!(Op::from_code(code).map(|op| op as u64), Some(code));
         }
-        assert_eq!(Op::from_code(16), None);
+        assert_eq!(Op::from_code(18), None);
     }
 }

@@ -14,8 +14,9 @@
 use crate::broker::{Broker, ConnId, Limits, Outbox};
 use crate::codec::{self, FrameTooLarge};
 use crate::protocol::{
-    ErrorCode, ErrorReply, FRAME_HEADER_LEN, MAX_PULL_WAIT_MS, Op, PROTOCOL_VERSION, Pull, Reply,
-    Request, ServerInfo, Stats, TopicMessages, TopicPage, TopicSummary,
+    ErrorCode, ErrorReply, FRAME_HEADER_LEN, Fetched, FetchedMessage, MAX_PULL_WAIT_MS, Op,
+    PROTOCOL_VERSION, Position, Pull, Reply, Request, Retention, ServerInfo, Stats, TopicMessages,
+    TopicPage, TopicSummary,
 };
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -123,6 +124,64 @@ pub fn every_request(scratch: &mut Vec<u8>) -> Vec<Request<'_>> {
             limit: u32::MAX,
         },
         Request::TopicInfo { topic: "t" },
+        // Protocol version 2's trailing elements and operations.
+        Request::CreateTopicWith {
+            topic: "t",
+            retention: Retention::Keep {
+                retain_ms: 86_400_000,
+                retain_bytes: 1 << 30,
+            },
+        },
+        Request::CreateTopicWith {
+            topic: "t",
+            retention: Retention::Keep {
+                retain_ms: 0,
+                retain_bytes: 0,
+            },
+        },
+        Request::SubscribeFrom {
+            topic: "t",
+            position: Position::New,
+        },
+        Request::SubscribeFrom {
+            topic: "t",
+            position: Position::Earliest,
+        },
+        Request::SubscribeFrom {
+            topic: "t",
+            position: Position::Offset(u64::MAX),
+        },
+        Request::SubscribeFrom {
+            topic: "t",
+            position: Position::TimeMs(1_764_576_000_000),
+        },
+        Request::RegisterProducer {
+            producer_id: "orders-feed",
+        },
+        Request::PublishSeq {
+            topic: "t",
+            payload: b"numbered",
+            seq: 1,
+        },
+        Request::PublishBatchSeq {
+            topic: "t",
+            payloads,
+            first_seq: u64::MAX - 2,
+        },
+        Request::Seek {
+            topic: "t",
+            position: Position::Offset(0),
+        },
+        Request::Seek {
+            topic: "t",
+            position: Position::TimeMs(0),
+        },
+        Request::Fetch {
+            topic: "t",
+            offset: 1 << 40,
+            max_messages: u32::MAX,
+            max_bytes: 0,
+        },
     ]
 }
 
@@ -155,6 +214,15 @@ pub fn every_reply() -> Vec<(Op, Reply)> {
         backlog_messages: 2,
         backlog_bytes: 1 << 33,
         subscribers: 1,
+        retain_ms: None,
+        retain_bytes: None,
+        earliest_offset: None,
+    };
+    let retained = TopicSummary {
+        retain_ms: Some(86_400_000),
+        retain_bytes: Some(0),
+        earliest_offset: Some(3),
+        ..topic.clone()
     };
     vec![
         (Op::Hello, Reply::Hello(info)),
@@ -194,8 +262,49 @@ pub fn every_reply() -> Vec<(Op, Reply)> {
                 topic: "t".into(),
                 first_offset: 10,
                 payloads: vec![Bytes::from_static(b"x"), Bytes::from_static(&[0, 1])],
+                lost: 0,
             }]),
         ),
+        (
+            Op::Pull,
+            Reply::Messages(vec![
+                TopicMessages {
+                    topic: "t".into(),
+                    first_offset: 10,
+                    payloads: Vec::new(),
+                    lost: 7,
+                },
+                TopicMessages {
+                    topic: "u".into(),
+                    first_offset: 1 << 40,
+                    payloads: vec![Bytes::from_static(b"y")],
+                    lost: u64::MAX,
+                },
+            ]),
+        ),
+        (Op::Seek, Reply::Subscribed { next_offset: 9 }),
+        (
+            Op::Fetch,
+            Reply::Fetched(Fetched {
+                messages: vec![
+                    FetchedMessage {
+                        offset: 3,
+                        time_ms: 1_764_576_000_000,
+                        payload: Bytes::from_static(b"a"),
+                    },
+                    FetchedMessage {
+                        offset: 4,
+                        time_ms: u64::MAX,
+                        payload: Bytes::new(),
+                    },
+                ],
+                next_offset: 5,
+                earliest_offset: 3,
+                end_offset: 9,
+            }),
+        ),
+        (Op::Fetch, Reply::Fetched(Fetched::default())),
+        (Op::TopicInfo, Reply::TopicInfo(retained)),
         (
             Op::ListTopics,
             Reply::Topics(TopicPage {

@@ -110,6 +110,9 @@ fn topic_info_reports_offsets_backlog_and_subscribers() {
         backlog_messages: 2,
         backlog_bytes: 8,
         subscribers: 1,
+        retain_ms: None,
+        retain_bytes: None,
+        earliest_offset: None,
     };
     assert_eq!(info(&mut subscriber, "t"), expected);
     assert_eq!(page(&mut publisher, None, 10).topics, vec![expected]);

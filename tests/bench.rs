@@ -237,6 +237,25 @@ fn retained_messages_are_counted_by_the_broker_then_drained() {
 }
 
 #[test]
+fn replay_reads_a_retained_topic_from_the_start() {
+    let report = json(&[
+        "replay",
+        "--messages",
+        "700",
+        "--size",
+        "100",
+        "--batch",
+        "64",
+    ]);
+    assert_eq!(report.u64("counts.replayed"), 700);
+    assert_eq!(report.u64("counts.fetched"), 700);
+    for operation in ["replay", "fetch"] {
+        assert_eq!(report.u64(&format!("operations.{operation}.count")), 700);
+        assert_eq!(report.u64(&format!("operations.{operation}.bytes")), 70_000);
+    }
+}
+
+#[test]
 fn human_report_has_rates_and_percentiles() {
     let out = bench(&["fanout", "--messages", "200", "--quiet"]);
     assert_eq!(out.status.code(), Some(0));
@@ -332,6 +351,7 @@ fn help_exists_for_the_tool_and_each_scenario() {
         &["retained", "-h"],
         &["recovery", "--help"],
         &["disk", "--help"],
+        &["replay", "--help"],
     ] {
         let out = bench(args);
         assert_eq!(out.status.code(), Some(0), "bench {args:?}");

@@ -1045,9 +1045,10 @@ fn a_kept_subscriber_reconnects_after_the_broker_restarts() {
     ok(publish_stdin(at, "t", lines(100).as_bytes()));
     let mut seen = subscriber.take(100);
 
-    // A publisher streaming standard input while the broker dies.
+    // A publisher streaming standard input while the broker dies (told not
+    // to reconnect: this test is about the subscriber's).
     let mut streaming = command(env!("CARGO_BIN_EXE_publisher"), at)
-        .args(["--publish", "t"])
+        .args(["--publish", "t", "--reconnect", "0"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -28,8 +28,8 @@ use bytes::Bytes;
 use courier::broker::{ConnId, Limits};
 use courier::codec;
 use courier::protocol::{
-    ErrorCode, ErrorReply, FRAME_HEADER_LEN, Op, Pull, Reply, Request, ServerInfo, Stats,
-    TopicMessages,
+    ErrorCode, ErrorReply, FRAME_HEADER_LEN, Op, Position, Pull, Reply, Request, Retention,
+    ServerInfo, Stats, TopicMessages,
 };
 use courier::testing::{
     ALL_OPS, Harness, INT_WIDTH_EDGES, Track, check_reply_body, check_request_body, check_split,
@@ -85,6 +85,15 @@ enum Req {
     EndSession,
     ListTopics(Option<String>, u32),
     TopicInfo(String),
+    // Protocol version 2's shapes (their round trips are the codec's unit
+    // tests; here they only need to convert).
+    CreateTopicWith(String, Retention),
+    SubscribeFrom(String, Position),
+    RegisterProducer(String),
+    PublishSeq(String, Vec<u8>, u64),
+    PublishBatchSeq(String, Vec<Vec<u8>>, u64),
+    Seek(String, Position),
+    Fetch(String, u64, u32, u32),
 }
 
 impl Req {
@@ -147,6 +156,38 @@ impl Req {
                 limit: *limit,
             },
             Req::TopicInfo(topic) => Request::TopicInfo { topic },
+            Req::CreateTopicWith(topic, retention) => Request::CreateTopicWith {
+                topic,
+                retention: *retention,
+            },
+            Req::SubscribeFrom(topic, position) => Request::SubscribeFrom {
+                topic,
+                position: *position,
+            },
+            Req::RegisterProducer(producer_id) => Request::RegisterProducer { producer_id },
+            Req::PublishSeq(topic, payload, seq) => Request::PublishSeq {
+                topic,
+                payload,
+                seq: *seq,
+            },
+            Req::PublishBatchSeq(topic, payloads, first_seq) => {
+                let slices: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+                Request::PublishBatchSeq {
+                    topic,
+                    payloads: codec::encode_payloads(scratch, &slices),
+                    first_seq: *first_seq,
+                }
+            }
+            Req::Seek(topic, position) => Request::Seek {
+                topic,
+                position: *position,
+            },
+            Req::Fetch(topic, offset, max_messages, max_bytes) => Request::Fetch {
+                topic,
+                offset: *offset,
+                max_messages: *max_messages,
+                max_bytes: *max_bytes,
+            },
         }
     }
 
@@ -190,6 +231,36 @@ impl Req {
                 Req::ListTopics(after.map(str::to_owned), limit)
             }
             Request::TopicInfo { topic } => Req::TopicInfo(topic.to_owned()),
+            Request::CreateTopicWith { topic, retention } => {
+                Req::CreateTopicWith(topic.to_owned(), retention)
+            }
+            Request::SubscribeFrom { topic, position } => {
+                Req::SubscribeFrom(topic.to_owned(), position)
+            }
+            Request::RegisterProducer { producer_id } => {
+                Req::RegisterProducer(producer_id.to_owned())
+            }
+            Request::PublishSeq {
+                topic,
+                payload,
+                seq,
+            } => Req::PublishSeq(topic.to_owned(), payload.to_vec(), seq),
+            Request::PublishBatchSeq {
+                topic,
+                payloads,
+                first_seq,
+            } => Req::PublishBatchSeq(
+                topic.to_owned(),
+                payloads.iter().map(<[u8]>::to_vec).collect(),
+                first_seq,
+            ),
+            Request::Seek { topic, position } => Req::Seek(topic.to_owned(), position),
+            Request::Fetch {
+                topic,
+                offset,
+                max_messages,
+                max_bytes,
+            } => Req::Fetch(topic.to_owned(), offset, max_messages, max_bytes),
         }
     }
 }
@@ -401,6 +472,7 @@ fn group() -> impl Strategy<Value = TopicMessages> {
             topic,
             first_offset,
             payloads,
+            lost: 0,
         },
     )
 }
@@ -717,14 +789,24 @@ fn role_of(request: &Req, any: ConnId) -> ConnId {
         | Req::CreateTopic(_)
         | Req::DeleteTopic(_)
         | Req::Publish(..)
-        | Req::PublishBatch(..) => 0,
+        | Req::PublishBatch(..)
+        | Req::CreateTopicWith(..)
+        | Req::RegisterProducer(_)
+        | Req::PublishSeq(..)
+        | Req::PublishBatchSeq(..) => 0,
         Req::RegisterSubscriber(_)
         | Req::Subscribe(_)
+        | Req::SubscribeFrom(..)
+        | Req::Seek(..)
         | Req::Unsubscribe(_)
         | Req::Pull { .. }
         | Req::Ack(..)
         | Req::EndSession => 1 + any % 2,
-        Req::Hello { .. } | Req::Stats | Req::ListTopics(..) | Req::TopicInfo(_) => any,
+        Req::Hello { .. }
+        | Req::Stats
+        | Req::ListTopics(..)
+        | Req::TopicInfo(_)
+        | Req::Fetch(..) => any,
     }
 }
 

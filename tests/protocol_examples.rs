@@ -330,7 +330,7 @@ fn a_held_publish_is_answered_when_an_ack_makes_room() {
     assert_eq!(watcher.stats().publishes_held, 1);
 }
 
-/// 8.14: HELLO with credentials, FORBIDDEN, and AUTH_FAILED for a wrong
+/// 8.15: HELLO with credentials, FORBIDDEN, and AUTH_FAILED for a wrong
 /// token, against a broker with `--users`.
 #[test]
 fn the_credentials_example_is_what_the_broker_sends() {
@@ -399,4 +399,103 @@ fn the_session_timeout_example_is_what_the_codec_writes() {
         reply,
         Ok(courier::protocol::Reply::SubscriberRegistered { .. })
     ));
+}
+
+/// 8.14, protocol version 2's replay requests on a fresh broker: a
+/// producer id, a retained topic, numbered publishes (a resend answered
+/// with the original reply, a gap refused), a subscription from the
+/// earliest message, SEEK by time, and FETCH, whose reply carries the
+/// broker's append time (the only bytes compared loosely: the 8 bytes of
+/// that time).
+const REPLAY: &[Step] = &[
+    (Conn::P, "00 00 00 09 94 01 01 02 a4 64 65 6d 6f", None),
+    (
+        Conn::P,
+        "00 00 00 06 93 02 02 a2 70 31",
+        Some("00 00 00 04 93 02 00 01"),
+    ),
+    (
+        Conn::P,
+        "00 00 00 17 94 03 03 a3 6c 6f 67 81 a9 72 65 74 61 69 6e 5f 6d 73 ce 05 26 5c 00",
+        Some("00 00 00 04 93 03 00 c0"),
+    ),
+    (
+        Conn::P,
+        "00 00 00 0b 95 05 04 a3 6c 6f 67 c4 01 41 01",
+        Some("00 00 00 06 93 04 00 92 00 00"),
+    ),
+    (
+        Conn::P,
+        "00 00 00 0b 95 05 05 a3 6c 6f 67 c4 01 41 01",
+        Some("00 00 00 06 93 05 00 92 00 00"),
+    ),
+    (
+        Conn::P,
+        "00 00 00 0b 95 05 06 a3 6c 6f 67 c4 01 43 03",
+        Some(GAP_REPLY),
+    ),
+    (Conn::S, "00 00 00 09 94 01 01 02 a4 64 65 6d 6f", None),
+    (Conn::S, "00 00 00 04 93 07 02 c0", None),
+    (
+        Conn::S,
+        "00 00 00 10 94 08 03 a3 6c 6f 67 a8 65 61 72 6c 69 65 73 74",
+        Some("00 00 00 04 93 03 00 00"),
+    ),
+    (
+        Conn::S,
+        "00 00 00 11 94 10 04 a3 6c 6f 67 81 a7 74 69 6d 65 5f 6d 73 00",
+        Some("00 00 00 04 93 04 00 00"),
+    ),
+    (
+        Conn::S,
+        "00 00 00 0e 96 11 05 a3 6c 6f 67 00 0a ce 00 01 00 00",
+        Some(FETCH_REPLY),
+    ),
+];
+
+const GAP_REPLY: &str = "\
+00 00 00 54 93 06 1c d9 4f 73 65 71 20 33 20 6f 66 20 70 72 6f 64 75 63 \
+65 72 20 27 70 31 27 20 73 6b 69 70 73 20 61 68 65 61 64 3a 20 74 68 65 \
+20 6c 61 73 74 20 73 74 6f 72 65 64 20 69 73 20 31 2c 20 73 6f 20 74 68 \
+65 20 6e 65 78 74 20 6d 75 73 74 20 62 65 20 32";
+
+/// With the append time 2026-12-01T08:00:00Z (bytes 21..29 vary).
+const FETCH_REPLY: &str = "\
+00 00 00 46 93 05 00 84 a8 6d 65 73 73 61 67 65 73 91 93 00 cf 00 00 01 \
+a2 30 9e 24 00 c4 01 41 ab 6e 65 78 74 5f 6f 66 66 73 65 74 01 af 65 61 \
+72 6c 69 65 73 74 5f 6f 66 66 73 65 74 00 aa 65 6e 64 5f 6f 66 66 73 65 \
+74 01";
+
+/// Where FETCH_REPLY holds the message's append time.
+const FETCH_TIME: std::ops::Range<usize> = 21..29;
+
+#[test]
+fn the_replay_examples_are_what_the_broker_sends() {
+    let broker = start_broker();
+    let mut p = Raw::connect(broker.addr());
+    let mut s = Raw::connect(broker.addr());
+    let doc = document();
+    for &(conn, request, reply) in REPLAY {
+        for shown in std::iter::once(request).chain(reply) {
+            assert!(
+                doc.contains(&format!(" {} ", hex(&bytes(shown)))),
+                "PROTOCOL.md does not show {shown}"
+            );
+        }
+        let raw = match conn {
+            Conn::P => &mut p,
+            Conn::S => &mut s,
+        };
+        raw.send_bytes(&bytes(request));
+        let body = raw.recv_frame().expect("a reply");
+        let mut got = (body.len() as u32).to_be_bytes().to_vec();
+        got.extend_from_slice(&body);
+        let Some(reply) = reply else { continue };
+        let mut expected = bytes(reply);
+        if reply == FETCH_REPLY {
+            let time = got.get(FETCH_TIME).expect("a fetched message");
+            expected[FETCH_TIME].copy_from_slice(time);
+        }
+        assert_eq!(hex(&got), hex(&expected), "reply to {request}");
+    }
 }

@@ -263,7 +263,9 @@ pub fn rule(op: Op) -> Rule {
         | Op::ListTopics => Rule::Open,
         Op::CreateTopic | Op::DeleteTopic => Rule::OnTopic(GrantKind::Admin),
         Op::Publish | Op::PublishBatch => Rule::OnTopic(GrantKind::Publish),
-        Op::Subscribe | Op::Pull | Op::Ack => Rule::OnTopic(GrantKind::Subscribe),
+        Op::Subscribe | Op::Pull | Op::Ack | Op::Seek | Op::Fetch => {
+            Rule::OnTopic(GrantKind::Subscribe)
+        }
         Op::Stats => Rule::Anywhere(GrantKind::Admin),
         Op::TopicInfo => Rule::Sees,
     }

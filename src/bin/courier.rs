@@ -3,8 +3,9 @@
 //! users file of a broker that requires users (`courier user ...`, which
 //! works on the file and needs no broker).
 //!
-//! It only reads: LIST_TOPICS (every page, following `next`), TOPIC_INFO and
-//! STATS, on a connection that takes no role. The readable forms are plain
+//! It only reads: LIST_TOPICS (every page, following `next`), TOPIC_INFO,
+//! STATS and FETCH, on a connection that takes no role (FETCH holds nothing
+//! back on the topic it reads). The readable forms are plain
 //! aligned columns; `--json` prints one JSON document (an array of topics,
 //! one topic object, or the stats object) with the broker's field names, so
 //! a script sees exactly what PROTOCOL.md describes.
@@ -13,7 +14,7 @@ mod cli;
 #[path = "cli/user.rs"]
 mod user;
 
-use cli::{Failure, Program};
+use cli::{Failure, Program, replay};
 use courier::client::{Client, Stats, TopicSummary};
 use courier::protocol::MAX_LIST_TOPICS;
 use serde::Serialize;
@@ -23,12 +24,13 @@ use std::process::ExitCode;
 
 const PROGRAM: Program = Program {
     name: "courier",
-    usage: "usage: courier [--broker HOST[:PORT]] [--json] (topics | topic NAME | stats)\n       \
+    usage: "usage: courier [--broker HOST[:PORT]] [--json] (topics | topic NAME | stats | fetch TOPIC [--from POSITION] [--count N])\n       \
             courier user (add NAME [--publish P]... [--subscribe P]... [--admin P]... | list | remove NAME) --users FILE",
     help: "\
 courier: show what a courier broker holds, and manage its users
 
-usage: courier [--broker HOST[:PORT]] [--json] (topics | topic NAME | stats)
+usage: courier [--broker HOST[:PORT]] [--json] (topics | topic NAME | stats
+                                                | fetch TOPIC [--from POSITION] [--count N])
        courier user (add NAME [--publish P]... [--subscribe P]... [--admin P]...
                      | list | remove NAME) --users FILE
 
@@ -39,6 +41,11 @@ Commands:
   topic NAME    the same for one topic
   stats         the broker's counters: connections, topics, sessions,
                 messages and bytes in and out, backlog, errors by code
+  fetch TOPIC   the messages TOPIC holds, one per line: offset, append time
+                (RFC 3339) and payload (text, or base64 when not UTF-8);
+                from --from (earliest, an OFFSET, an RFC 3339 time or -5m;
+                default earliest), at most --count N; no session is made
+                and nothing is held back
   user add NAME creates or replaces a user in the --users FILE (created if
                 missing) with the grants given, and prints its new token
                 once; only the token's SHA-256 is stored
@@ -81,6 +88,11 @@ enum Command {
     Topic(String),
     Stats,
     User(user::UserCommand, Option<PathBuf>),
+    Fetch {
+        topic: String,
+        from: courier::client::Position,
+        count: Option<u64>,
+    },
 }
 
 fn parse(
@@ -97,6 +109,11 @@ fn parse(
     };
     let broker = cli::broker_addr(&mut args)?;
     let json = args.contains("--json");
+    let from = args
+        .opt_value_from_str::<_, String>("--from")?
+        .map(|text| replay::position("--from", &text, std::time::SystemTime::now()))
+        .transpose()?;
+    let count = cli::number(&mut args, "--count", 1..=u64::MAX)?;
     let mut free = cli::free_arguments(args, literal)?
         .into_iter()
         .map(|a| a.to_string_lossy().into_owned());
@@ -111,6 +128,14 @@ fn parse(
             let command = user::parse(free, &grants)?;
             return Ok((broker, json, Command::User(command, users)));
         }
+        Some("fetch") => match free.next() {
+            Some(topic) => Command::Fetch {
+                topic,
+                from: from.unwrap_or(courier::client::Position::Earliest),
+                count,
+            },
+            None => return Err(Failure::usage("fetch: give the TOPIC")),
+        },
         Some(other) => return Err(Failure::usage(format!("unknown command '{other}'"))),
         None => {
             return Err(Failure::usage(
@@ -125,6 +150,9 @@ fn parse(
     }
     if let Some(extra) = free.next() {
         return Err(Failure::usage(format!("unexpected argument '{extra}'")));
+    }
+    if (from.is_some() || count.is_some()) && !matches!(command, Command::Fetch { .. }) {
+        return Err(Failure::usage("--from and --count go with fetch TOPIC"));
     }
     Ok((broker, json, command))
 }
@@ -156,6 +184,27 @@ fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure
                 cli::print_line(topic_lines(&topic).trim_end())
             }
         }
+        Command::Fetch { topic, from, count } => {
+            let mut listed = Vec::new();
+            replay::fetch_each(&mut client, &topic, from, count, |message| {
+                let line = FetchedLine::new(message);
+                if json {
+                    listed.push(line);
+                    Ok(())
+                } else {
+                    let payload = line.payload.or(line.payload_base64).unwrap_or_default();
+                    cli::print_line(format_args!(
+                        "{} {} {payload}",
+                        line.offset,
+                        replay::time(line.time_ms)
+                    ))
+                }
+            })?;
+            if json {
+                print_json(&listed)?;
+            }
+            Ok(())
+        }
         Command::Stats => {
             let stats = client.stats()?;
             if json {
@@ -165,6 +214,33 @@ fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure
             }
         }
         Command::User(..) => Ok(()),
+    }
+}
+
+/// One fetched message as `fetch` shows it: the payload as text when it is
+/// UTF-8, else base64 (as `subscriber --json`).
+#[derive(Serialize)]
+struct FetchedLine {
+    offset: u64,
+    time_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_base64: Option<String>,
+}
+
+impl FetchedLine {
+    fn new(message: &courier::client::FetchedMessage) -> FetchedLine {
+        use base64::prelude::{BASE64_STANDARD, Engine as _};
+        let text = std::str::from_utf8(&message.payload).ok();
+        FetchedLine {
+            offset: message.offset,
+            time_ms: message.time_ms,
+            payload: text.map(str::to_owned),
+            payload_base64: text
+                .is_none()
+                .then(|| BASE64_STANDARD.encode(&message.payload)),
+        }
     }
 }
 
@@ -249,13 +325,32 @@ fn aligned(pairs: &[(&str, String)]) -> String {
 }
 
 fn topic_lines(t: &TopicSummary) -> String {
-    aligned(&[
+    let mut lines = vec![
         ("topic", t.name.clone()),
         ("next offset", t.next_offset.to_string()),
         ("backlog messages", t.backlog_messages.to_string()),
         ("backlog bytes", t.backlog_bytes.to_string()),
         ("subscribers", t.subscribers.to_string()),
-    ])
+        ("retention", retention_text(t)),
+    ];
+    if let Some(earliest) = t.earliest_offset {
+        lines.push(("earliest offset", earliest.to_string()));
+    }
+    aligned(&lines)
+}
+
+/// `until acknowledged`, or the retained topic's bounds.
+fn retention_text(t: &TopicSummary) -> String {
+    let (Some(ms), Some(bytes)) = (t.retain_ms, t.retain_bytes) else {
+        return "until acknowledged".to_owned();
+    };
+    let age = humantime::format_duration(std::time::Duration::from_millis(ms));
+    match (ms, bytes) {
+        (0, 0) => "kept (no age or size bound)".to_owned(),
+        (_, 0) => format!("kept for {age}"),
+        (0, _) => format!("kept up to {bytes} bytes"),
+        _ => format!("kept for {age}, up to {bytes} bytes"),
+    }
 }
 
 fn stats_lines(s: &Stats) -> String {
@@ -335,6 +430,9 @@ mod tests {
             backlog_messages: 2,
             backlog_bytes: 10,
             subscribers: 1,
+            retain_ms: None,
+            retain_bytes: None,
+            earliest_offset: None,
         };
         let table = topic_table(&[topic("a", 5), topic("orders.eu", 123456789012345)]);
         assert_eq!(

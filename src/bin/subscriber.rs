@@ -35,13 +35,20 @@
 //! only acknowledged offsets survive. A session that is not kept cannot be
 //! resumed (ending it on exit is its point), so such a subscriber exits on a
 //! lost connection as it always did.
+//!
+//! `--from` starts new subscriptions elsewhere than at the next message
+//! (the oldest retained, an offset, a time); a subscriber that retention
+//! overtook is told on stderr how many messages it lost and goes on.
+//! `--fetch TOPIC` reads a topic without a session (FETCH): it prints what
+//! the topic holds from `--from` (default: the oldest) and exits, holding
+//! nothing back.
 
 mod cli;
 
 use base64::prelude::{BASE64_STANDARD, Engine as _};
-use cli::{Failure, Program};
+use cli::{Failure, Program, replay};
 use courier::ErrorCode;
-use courier::client::{Client, Message, PullOptions, Pulls, Reconnect};
+use courier::client::{Client, Message, Position, PullOptions, Pulls, Reconnect};
 use serde::Serialize;
 use std::ffi::OsString;
 use std::io::{self, BufWriter, Write};
@@ -49,15 +56,15 @@ use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 const PROGRAM: Program = Program {
     name: "subscriber",
-    usage: "usage: subscriber [--broker HOST[:PORT]] (--subscribe TOPIC... | --id ID) [--keep] [--reconnect SECS] [--count N] [--timeout SECS] [-v | --json | --raw | -0]",
+    usage: "usage: subscriber [--broker HOST[:PORT]] (--subscribe TOPIC... [--from POSITION] | --id ID | --fetch TOPIC [--from POSITION]) [--keep] [--reconnect SECS] [--count N] [--timeout SECS] [-v | --json | --raw | -0]",
     help: "\
 subscriber: print the messages published to topics on a courier broker
 
-usage: subscriber [--broker HOST[:PORT]] (--subscribe TOPIC... | --id ID) [--keep] [--reconnect SECS] [--count N] [--timeout SECS] [-v | --json | --raw | -0]
+usage: subscriber [--broker HOST[:PORT]] (--subscribe TOPIC... [--from POSITION] | --id ID | --fetch TOPIC [--from POSITION]) [--keep] [--reconnect SECS] [--count N] [--timeout SECS] [-v | --json | --raw | -0]
 
 Prints each message as soon as it arrives, and acknowledges it once printed.
 By default each payload is printed followed by a newline (a payload that
@@ -69,6 +76,17 @@ given or the session was resumed with --id.
 
 Options:
   --subscribe TOPIC   subscribe to TOPIC (repeat for several topics)
+  --from POSITION     where new subscriptions (or --fetch) start: 'new' (the
+                      next message published; the default for --subscribe),
+                      'earliest' (the oldest the topic retains; the default
+                      for --fetch), an OFFSET, an RFC 3339 time
+                      (2026-12-01T08:00:00Z) or a time relative to now (-5m,
+                      -2h): the first message appended at or after it.
+                      Positions outside what is retained are clamped to it.
+                      An existing subscription (--id) is not moved
+  --fetch TOPIC       print what TOPIC holds from --from on, without a
+                      session (nothing is acknowledged or held back), then
+                      exit; --count bounds it
   --id ID             resume subscriber ID (0 to 18446744073709551615, as
                       printed at start): its subscriptions, and every message
                       it had not acknowledged (a stopped subscriber resumed
@@ -106,7 +124,9 @@ Options:
   -V, --version       print the version
 
 When a topic is deleted, the subscriber says so on standard error and goes
-on reading the others.
+on reading the others. When a retained topic dropped messages before the
+subscriber read them (its retention overtook the subscriber), it says on
+standard error how many it lost and from which offset it goes on.
 
 Exit status: 0 after --count messages or --timeout, 1 if the broker or the
 connection failed (with a kept session: if it stayed lost past --reconnect,
@@ -156,11 +176,20 @@ struct Options {
     /// sessions only; zero: not at all).
     reconnect: Duration,
     format: Format,
+    /// Where new subscriptions start (`--from`).
+    from: Option<Position>,
+    /// `--fetch TOPIC`: read without a session.
+    fetch: Option<String>,
 }
 
 fn parse(mut args: pico_args::Arguments, literal: Vec<OsString>) -> Result<Options, Failure> {
     let broker = cli::broker_addr(&mut args)?;
     let topics: Vec<String> = args.values_from_str("--subscribe")?;
+    let fetch: Option<String> = args.opt_value_from_str("--fetch")?;
+    let from = args
+        .opt_value_from_str::<_, String>("--from")?
+        .map(|text| replay::position("--from", &text, SystemTime::now()))
+        .transpose()?;
     let id = cli::number(&mut args, "--id", 0..=u64::MAX)?;
     let keep = args.contains("--keep") || id.is_some();
     let count = cli::number(&mut args, "--count", 1..=u64::MAX)?;
@@ -180,9 +209,19 @@ fn parse(mut args: pico_args::Arguments, literal: Vec<OsString>) -> Result<Optio
             extra.to_string_lossy()
         )));
     }
-    if topics.is_empty() && id.is_none() {
+    if fetch.is_some() && (!topics.is_empty() || id.is_some()) {
         return Err(Failure::usage(
-            "nothing to read: give --subscribe TOPIC or --id ID",
+            "--fetch reads without a session: not with --subscribe or --id",
+        ));
+    }
+    if topics.is_empty() && id.is_none() && fetch.is_none() {
+        return Err(Failure::usage(
+            "nothing to read: give --subscribe TOPIC, --id ID or --fetch TOPIC",
+        ));
+    }
+    if from.is_some() && topics.is_empty() && fetch.is_none() {
+        return Err(Failure::usage(
+            "--from needs --subscribe TOPIC or --fetch TOPIC",
         ));
     }
     let mut chosen = formats.iter().filter(|(given, _)| *given).map(|(_, f)| *f);
@@ -199,12 +238,17 @@ fn parse(mut args: pico_args::Arguments, literal: Vec<OsString>) -> Result<Optio
         timeout,
         reconnect,
         format,
+        from,
+        fetch,
     })
 }
 
 fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure> {
     let options = parse(args, literal)?;
     let mut client = cli::connect(&options.broker, "subscriber")?;
+    if let Some(topic) = &options.fetch {
+        return fetch(&mut client, topic, &options);
+    }
     let (id, mut topics) = match options.id {
         Some(id) => {
             let session = client.resume_subscriber(id).map_err(|e| match e.code() {
@@ -219,7 +263,7 @@ fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure
     };
     for topic in &options.topics {
         client
-            .subscribe(topic)
+            .subscribe_from(topic, options.from.unwrap_or(Position::New))
             .map_err(|e| cli::topic_failure(&e, topic))?;
         if !topics.contains(topic) {
             topics.push(topic.clone());
@@ -274,6 +318,30 @@ fn run(args: pico_args::Arguments, literal: Vec<OsString>) -> Result<(), Failure
         }
     }
     read
+}
+
+/// `--fetch TOPIC`: prints what the topic holds from `--from` (default:
+/// the oldest retained) up to its end when the run started, at most
+/// `--count` messages; no session, nothing held back.
+fn fetch(client: &mut Client, topic: &str, options: &Options) -> Result<(), Failure> {
+    let mut reader = Reader {
+        reconnect: None,
+        out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
+        format: options.format,
+        topics: Vec::new(),
+        printed: 0,
+        json: Vec::new(),
+    };
+    let from = options.from.unwrap_or(Position::Earliest);
+    replay::fetch_each(client, topic, from, options.count, |message| {
+        let shown = Message {
+            topic,
+            offset: message.offset,
+            payload: &message.payload,
+        };
+        reader.print(&shown).map_err(cli::output_failure)
+    })?;
+    reader.out.flush().map_err(cli::output_failure)
 }
 
 /// Exit status after Ctrl-C, as a shell reports a process killed by SIGINT.
@@ -412,6 +480,13 @@ impl<W: Write> Reader<W> {
                 }
                 Err(e) => return Err(lost(e)),
             };
+            for (topic, first_offset, lost) in batch.losses() {
+                cli::note(format_args!(
+                    "subscriber: lost {lost} message(s) of '{topic}' to retention before reading them (offsets {}..{first_offset}); going on from offset {first_offset}",
+                    first_offset - lost
+                ));
+                pulls.processed(topic, first_offset);
+            }
             if batch.is_empty() {
                 // A topic deleted while no pull waited goes unannounced.
                 self.forget_deleted(&mut pulls)?;

@@ -17,7 +17,9 @@ use super::failure::Failure;
 use super::keys::{ConnId, TopicKey};
 use super::{Outbox, topic::Topic};
 use crate::codec::topic_summary_bound;
-use crate::protocol::{MAX_LIST_TOPICS, PAYLOAD_OVERHEAD_BYTES, TopicPage, TopicSummary};
+use crate::protocol::{
+    MAX_LIST_TOPICS, PAYLOAD_OVERHEAD_BYTES, Retention, TopicPage, TopicSummary,
+};
 use std::ops::Bound;
 
 impl Broker {
@@ -92,11 +94,21 @@ impl Broker {
 }
 
 fn summarize(topic: &Topic) -> TopicSummary {
+    let retained = match topic.retention {
+        Retention::UntilAcked => None,
+        Retention::Keep {
+            retain_ms,
+            retain_bytes,
+        } => Some((retain_ms, retain_bytes)),
+    };
     TopicSummary {
         name: topic.name.to_string(),
         next_offset: topic.next_offset(),
         backlog_messages: topic.backlog_messages() as u64,
         backlog_bytes: topic.backlog_bytes() as u64,
         subscribers: topic.subscribers.len() as u64,
+        retain_ms: retained.map(|(ms, _)| ms),
+        retain_bytes: retained.map(|(_, bytes)| bytes),
+        earliest_offset: retained.map(|_| topic.base_offset().min(topic.next_offset())),
     }
 }

@@ -74,6 +74,9 @@ pub(super) struct ClientState {
     /// Its HELLO (with this request id) was refused: AUTH_FAILED goes out
     /// when this timer fires, and until then nothing it sends is executed.
     pub auth_failing: Option<(TimerKey, u64)>,
+    /// The durable producer id REGISTER_PUBLISHER named, if any: what
+    /// numbered publishes are deduplicated by (`super::producers`).
+    pub producer: Option<Box<str>>,
 }
 
 impl ClientState {
@@ -292,12 +295,22 @@ impl Broker {
         }
     }
 
-    /// Idempotent: registering again answers the id already given.
-    pub(super) fn register_publisher(&mut self, conn: ConnId) -> Result<Reply, Failure> {
+    /// Idempotent: registering again answers the id already given. A
+    /// `producer_id` names the connection's producer from then on
+    /// (registering again with another one renames it; without one keeps
+    /// it).
+    pub(super) fn register_publisher(
+        &mut self,
+        conn: ConnId,
+        producer_id: Option<&str>,
+    ) -> Result<Reply, Failure> {
         let next = self.next_publisher_id;
         let Some(client) = self.client_mut(conn) else {
             return fail(ErrorCode::NotRegistered, "connection is closing");
         };
+        if let Some(producer) = producer_id {
+            client.producer = Some(producer.into());
+        }
         let publisher_id = *client.publisher.get_or_insert(next);
         // Ids only grow, so a connection that had one got it before `next`.
         if publisher_id == next {

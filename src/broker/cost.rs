@@ -148,6 +148,7 @@ impl super::Broker {
             slots += footprint.slots;
             topics += topic(t.name.len());
         }
+        topics += self.producers_footprint();
         let subscriptions: usize = self
             .sessions
             .iter()

@@ -46,10 +46,11 @@ use crate::budget::Class;
 use crate::codec;
 use crate::protocol::ErrorCode;
 use crate::protocol::Reply;
-use crate::storage::{AppendError, Event, Log, Record, SessionEnd, TopicId};
+use crate::protocol::Retention;
+use crate::storage::{AppendError, Event, Log, ProducerStamp, Record, SessionEnd, TopicId};
 use bytes::Bytes;
 use std::collections::VecDeque;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Where the broker writes its records: the storage [`Log`] in a server, a
 /// log over a simulated disk in tests.
@@ -185,11 +186,7 @@ pub struct Recovered {
     pub orphans: u64,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use super::retention::now_ms;
 
 impl Broker {
     /// From now on every change of durable state goes to `journal`.
@@ -280,13 +277,16 @@ impl Broker {
     }
 
     /// Logs the messages `payloads` published to `key` from offset
-    /// `first_offset`; `staged` of them are kept in the topic, invisible
-    /// until durable. Returns the record's sequence number.
+    /// `first_offset` at `timestamp_ms`, numbered by `producer` if set;
+    /// `staged` of them are kept in the topic, invisible until durable.
+    /// Returns the record's sequence number.
     pub(super) fn log_messages(
         &mut self,
         key: TopicKey,
         first_offset: u64,
         payloads: Vec<Bytes>,
+        timestamp_ms: u64,
+        producer: Option<ProducerStamp>,
     ) -> Result<Option<u64>, Failure> {
         if self.journal.journal.is_none() {
             return Ok(None);
@@ -295,8 +295,9 @@ impl Broker {
         let record = Record::Messages {
             topic: topic_id,
             first_offset,
-            timestamp_ms: now_ms(),
+            timestamp_ms,
             payloads,
+            producer,
         };
         self.log_record(&record)
     }
@@ -365,6 +366,7 @@ impl Broker {
             match event {
                 Event::Durable { through } => {
                     self.made_durable(*through);
+                    self.producers_durable(*through);
                     self.release_segments(*through);
                     self.durable_through(through.saturating_sub(1), out);
                     self.release_gated(*through, out);
@@ -377,6 +379,7 @@ impl Broker {
                         loss.error
                     );
                     self.messages_lost_from(loss.seqs.start, loss.seqs.end);
+                    self.producers_lost_from(loss.seqs.start);
                     self.checkpoints_lost_from(loss.seqs.start);
                     self.replies_lost_from(loss.seqs.start, out);
                     self.gated_lost_from(loss.seqs.start, out);
@@ -424,13 +427,16 @@ impl Broker {
                 topic: topic.id,
                 name: topic.name.to_string(),
             });
+            records.extend(retention_record(topic.id, topic.retention));
             records.push(Record::Messages {
                 topic: topic.id,
                 first_offset: topic.base_offset(),
                 timestamp_ms: now_ms(),
                 payloads: Vec::new(),
+                producer: None,
             });
         }
+        self.producer_checkpoint(&mut records);
         for (_, session) in self.sessions.iter() {
             // The session's own timeout goes with it, or it would be lost
             // once the segment that first recorded it is released.
@@ -562,7 +568,12 @@ impl Broker {
                 continue;
             }
             topic.make_visible(entry.staged);
+            let retained = topic.retention != Retention::UntilAcked;
             self.wake_subscribers(entry.topic);
+            if retained {
+                // Visible now, so counted against its size bound.
+                self.release(entry.topic);
+            }
         }
     }
 
@@ -612,6 +623,7 @@ impl Broker {
                 first_offset: topic.end_offset(),
                 timestamp_ms: now_ms(),
                 payloads: Vec::new(),
+                producer: None,
             };
             self.log_fact(record);
         }
@@ -631,11 +643,50 @@ impl Broker {
             Record::Messages {
                 topic,
                 first_offset,
+                timestamp_ms,
                 payloads,
-                ..
-            } => self
-                .topic_by_id(topic)
-                .is_some_and(|key| self.replay_messages(key, first_offset, payloads)),
+                producer,
+            } => self.topic_by_id(topic).is_some_and(|key| {
+                let count = payloads.len() as u64;
+                let applied = self.replay_messages(key, first_offset, payloads, timestamp_ms);
+                if let Some(stamp) = producer {
+                    self.replay_produced(key, first_offset, count, stamp);
+                }
+                applied
+            }),
+            Record::TopicRetention {
+                topic,
+                retain_ms,
+                retain_bytes,
+            } => self.topic_by_id(topic).is_some_and(|key| {
+                self.topics[key].retention = Retention::Keep {
+                    retain_ms,
+                    retain_bytes,
+                };
+                true
+            }),
+            Record::Seeked {
+                session,
+                topic,
+                offset,
+            } => match (self.session_ids.get(&session), self.topic_by_id(topic)) {
+                (Some(&s), Some(t)) => {
+                    let topic = &self.topics[t];
+                    let offset = offset.clamp(topic.base_offset(), topic.next_offset());
+                    self.place_cursor(s, t, offset);
+                    self.release(t);
+                    true
+                }
+                _ => false,
+            },
+            Record::ProducerState {
+                topic,
+                producer,
+                last_seq,
+            } => self.topic_by_id(topic).is_some_and(|key| {
+                self.recover_producer(key, &producer, last_seq);
+                true
+            }),
             Record::SessionCreated {
                 session,
                 timeout_ms,
@@ -722,7 +773,13 @@ impl Broker {
         true
     }
 
-    fn replay_messages(&mut self, key: TopicKey, first_offset: u64, payloads: Vec<Bytes>) -> bool {
+    fn replay_messages(
+        &mut self,
+        key: TopicKey,
+        first_offset: u64,
+        payloads: Vec<Bytes>,
+        timestamp_ms: u64,
+    ) -> bool {
         let topic = &mut self.topics[key];
         let end = topic.end_offset();
         let count = payloads.len();
@@ -739,9 +796,16 @@ impl Broker {
         }
         let skip = (topic.end_offset() - first_offset) as usize;
         let fresh = payloads.into_iter().skip(skip);
-        if topic.subscribers.is_empty() && topic.backlog_messages() == 0 {
+        if topic.subscribers.is_empty()
+            && topic.backlog_messages() == 0
+            && topic.retention == Retention::UntilAcked
+        {
             topic.skip(fresh.len() as u64);
         } else {
+            if fresh.len() > 0 {
+                let at = topic.end_offset();
+                topic.times.record(at, timestamp_ms);
+            }
             topic.make_room(fresh.len());
             for payload in fresh {
                 let charge = cost::single_payload(payload.len());
@@ -805,9 +869,25 @@ impl Broker {
                 self.timers.cancel(old);
             }
         }
+        self.arm_all_retention();
         recovered.topics = self.topics.len() as u64;
         recovered.sessions = self.sessions.len() as u64;
         recovered.subscriptions = self.counters.subscriptions;
         recovered.messages = self.counters.backlog_messages;
+    }
+}
+
+/// The record that gives a retained topic its policy (none for until-acked).
+pub(super) fn retention_record(topic: TopicId, retention: Retention) -> Option<Record> {
+    match retention {
+        Retention::UntilAcked => None,
+        Retention::Keep {
+            retain_ms,
+            retain_bytes,
+        } => Some(Record::TopicRetention {
+            topic,
+            retain_ms,
+            retain_bytes,
+        }),
     }
 }

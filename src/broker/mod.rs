@@ -42,17 +42,24 @@
 //! - `topic`: one topic's retained messages and acknowledgement floor.
 //! - `session`: one session's subscriptions and its waiting pulls.
 //! - `keyset`: the set that topics keep their subscribers in.
+//! - `retention`: how far a topic may forget (until acked, or by age and
+//!   size), append times, start positions.
+//! - `fetch`: FETCH, reading a topic without a session.
+//! - `producers`: idempotent producers' last seqs and recent replies.
 
 mod admin;
 mod clients;
 mod cost;
 mod failure;
+mod fetch;
 mod journal;
 pub mod keys;
 mod keyset;
 mod pending;
+mod producers;
 mod publishing;
 mod pull;
+mod retention;
 pub mod session;
 mod stats;
 mod subscribing;
@@ -65,7 +72,7 @@ pub use keys::ConnId;
 
 use crate::budget::Budget;
 use crate::codec;
-use crate::protocol::{ErrorCode, PAYLOAD_OVERHEAD_BYTES, Reply, Request};
+use crate::protocol::{ErrorCode, PAYLOAD_OVERHEAD_BYTES, Position, Reply, Request, Retention};
 use crate::timers::Timers;
 use clients::ClientState;
 use failure::{Failure, fail};
@@ -178,6 +185,8 @@ enum BrokerTimer {
     },
     /// A refused HELLO's AUTH_FAILED is due.
     AuthFailed(ConnId),
+    /// A retained topic's oldest message leaves by age.
+    Retention(TopicKey),
 }
 
 pub struct Broker {
@@ -204,6 +213,8 @@ pub struct Broker {
     budget: Budget,
     /// Publish replies that wait (held for room, or for the disk).
     pending: Pending,
+    /// Idempotent producers' last seqs and recent replies.
+    producers: producers::Producers,
     /// Table entries visited (subscriptions, subscribers, sessions), for
     /// tests that check each request's work by counting it; one add per
     /// visit is noise beside the visit itself.
@@ -236,6 +247,7 @@ impl Broker {
             pending: Pending::new(limits.max_held_bytes()),
             users: None,
             auth_failures: Vec::new(),
+            producers: producers::Producers::default(),
             limits,
         }
     }
@@ -333,10 +345,19 @@ impl Broker {
                 ErrorCode::HandshakeRepeated,
                 "HELLO was already done on this connection",
             ),
-            Request::RegisterPublisher => self.register_publisher(conn).map(Some),
+            Request::RegisterPublisher => self.register_publisher(conn, None).map(Some),
+            Request::RegisterProducer { producer_id } => {
+                self.register_publisher(conn, Some(producer_id)).map(Some)
+            }
             Request::CreateTopic { topic } => {
                 self.publisher(conn)?;
-                self.create_topic(topic).map(|()| Some(Reply::Done))
+                self.create_topic(topic, Retention::UntilAcked)
+                    .map(|()| Some(Reply::Done))
+            }
+            Request::CreateTopicWith { topic, retention } => {
+                self.publisher(conn)?;
+                self.create_topic(topic, retention)
+                    .map(|()| Some(Reply::Done))
             }
             Request::DeleteTopic { topic } => {
                 self.publisher(conn)?;
@@ -345,21 +366,52 @@ impl Broker {
             Request::Publish { topic, payload } => {
                 self.publisher(conn)?;
                 let input = PublishInput::One(payload);
-                self.publish_request(conn, id, topic, input, now, out)
+                self.publish_request(conn, id, topic, input, None, now, out)
             }
             Request::PublishBatch { topic, payloads } => {
                 self.publisher(conn)?;
                 let input = PublishInput::Batch(payloads);
-                self.publish_request(conn, id, topic, input, now, out)
+                self.publish_request(conn, id, topic, input, None, now, out)
+            }
+            Request::PublishSeq {
+                topic,
+                payload,
+                seq,
+            } => {
+                self.publisher(conn)?;
+                let input = PublishInput::One(payload);
+                self.publish_request(conn, id, topic, input, Some(seq), now, out)
+            }
+            Request::PublishBatchSeq {
+                topic,
+                payloads,
+                first_seq,
+            } => {
+                self.publisher(conn)?;
+                let input = PublishInput::Batch(payloads);
+                self.publish_request(conn, id, topic, input, Some(first_seq), now, out)
             }
             Request::RegisterSubscriber { resume, timeout_ms } => {
                 let reply = self.register_subscriber(conn, resume, timeout_ms, now, out)?;
                 Ok(self.gate_reply(conn, id, reply))
             }
             Request::Subscribe { topic } => {
-                let reply = self.subscribe(conn, topic)?;
+                let reply = self.subscribe(conn, topic, Position::New)?;
                 Ok(self.gate_reply(conn, id, reply))
             }
+            Request::SubscribeFrom { topic, position } => {
+                let reply = self.subscribe(conn, topic, position)?;
+                Ok(self.gate_reply(conn, id, reply))
+            }
+            Request::Seek { topic, position } => self.seek(conn, topic, position).map(Some),
+            Request::Fetch {
+                topic,
+                offset,
+                max_messages,
+                max_bytes,
+            } => self
+                .fetch(topic, offset, max_messages, max_bytes)
+                .map(|f| Some(Reply::Fetched(f))),
             Request::Unsubscribe { topic } => self
                 .unsubscribe(conn, topic, out)
                 .map(|()| Some(Reply::Done)),
@@ -407,6 +459,7 @@ impl Broker {
                     serial,
                 } => self.hold_expired(conn, topic, serial, out),
                 BrokerTimer::AuthFailed(conn) => self.auth_delay_over(conn, timer, out),
+                BrokerTimer::Retention(topic) => self.retention_due(topic, timer),
             }
         }
     }

@@ -71,6 +71,7 @@
 
 use super::failure::Failure;
 use super::keys::{ConnId, TopicKey};
+use super::producers::Dedup;
 use super::publishing::PublishInput;
 use super::{Broker, BrokerTimer, Outbox};
 use crate::budget::Class;
@@ -87,23 +88,28 @@ const ENTRY_BYTES: usize = 128;
 
 /// A publish waiting to be stored: a copy of its payload block, because the
 /// read buffer it came from moves on.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct HeldPublish {
     block: Bytes,
     /// `Some(count)` for a PUBLISH_BATCH: `block` is its encoded payloads.
     batch: Option<u32>,
+    /// A producer's seq: decided when the publish is admitted, not before
+    /// (see `super::producers`).
+    seq: Option<u64>,
 }
 
 impl HeldPublish {
-    fn copy(input: &PublishInput<'_>) -> Self {
+    fn copy(input: &PublishInput<'_>, seq: Option<u64>) -> Self {
         match input {
             PublishInput::One(payload) => HeldPublish {
                 block: Bytes::copy_from_slice(payload),
                 batch: None,
+                seq,
             },
             PublishInput::Batch(payloads) => HeldPublish {
                 block: Bytes::copy_from_slice(payloads.encoded),
                 batch: Some(payloads.count),
+                seq,
             },
         }
     }
@@ -350,25 +356,38 @@ fn forget_topic(conns: &mut [ConnPending], conn: ConnId, topic: TopicKey) {
 impl Broker {
     /// Executes a PUBLISH or PUBLISH_BATCH: stores it and answers, holds it
     /// while its topic or the budget has no room, or refuses it. `Ok(None)`:
-    /// the reply waits in the connection's queue for the topic.
+    /// the reply waits in the connection's queue for the topic. A `seq`
+    /// (an idempotent producer's) is decided right before storing: a
+    /// duplicate is answered with the original reply, never stored.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn publish_request(
         &mut self,
         conn: ConnId,
         id: u64,
         name: &str,
         input: PublishInput<'_>,
+        seq: Option<u64>,
         now: Instant,
         out: &mut dyn Outbox,
     ) -> Result<Option<Reply>, Failure> {
         let key = self.topic_key(name)?;
-        let size = input.measure();
         // Behind a held publish, a publish waits its turn without being
         // tried, even one that fits, and even one that room will not cure:
         // that one is refused when its turn comes, in its place.
         if !self.pending.holds(conn, key) {
+            let (input, stamp) = match self.number_publish(conn, key, seq, &input) {
+                Err(refusal) => return self.answer_publish(conn, key, id, Err(refusal), None, out),
+                Ok(Some(Dedup::Duplicate { reply, wait })) => {
+                    return self.answer_publish(conn, key, id, Ok(reply), wait, out);
+                }
+                Ok(Some(Dedup::Fresh { stamp, skip })) => (input.skip(skip), Some(stamp)),
+                Ok(None) => (input, None),
+            };
+            let size = input.measure();
+            self.trim_for_room(key, size.count(), size.bytes());
             let refusal = match self.admit_publish(key, &size) {
                 Ok(()) => {
-                    let (result, seq) = match self.store_publish(key, input, &size) {
+                    let (result, seq) = match self.store_publish(key, input, &size, stamp) {
                         Ok((reply, seq)) => (Ok(reply), seq),
                         Err(failure) => (Err(failure), None),
                     };
@@ -383,7 +402,7 @@ impl Broker {
                 self.wait_for_memory(key);
             }
         }
-        let publish = HeldPublish::copy(&input);
+        let publish = HeldPublish::copy(&input, seq);
         let charge = publish.charge();
         if !self.budget.admits_output(charge) {
             let refusal = Failure::broker_full(&self.budget);
@@ -558,8 +577,30 @@ impl Broker {
         else {
             return Ok(());
         };
-        let size = publish.input().measure();
+        let publish = publish.clone();
         let charge = publish.charge();
+        // Its seq is decided now, in its turn: a duplicate of one stored
+        // ahead of it is answered with that one's reply.
+        let (input, stamp) = match self.number_publish(conn, topic, publish.seq, &publish.input()) {
+            Err(refusal) => {
+                self.fail_held_at(conn, topic, index, refusal);
+                return Ok(());
+            }
+            Ok(Some(Dedup::Duplicate { reply, wait })) => {
+                self.unhold_at(conn, topic, index, charge);
+                let entry = Entry::Stored {
+                    id: self.held_id(conn, topic, index),
+                    reply,
+                    seq: wait,
+                };
+                self.pending.place(conn, topic, index, entry);
+                return Ok(());
+            }
+            Ok(Some(Dedup::Fresh { stamp, skip })) => (publish.input().skip(skip), Some(stamp)),
+            Ok(None) => (publish.input(), None),
+        };
+        let size = input.measure();
+        self.trim_for_room(topic, size.count(), size.bytes());
         // The held copy is given back as the message is stored.
         self.budget.sub(Class::HeldRequests, charge);
         let refusal = self.admit_publish(topic, &size).err();
@@ -574,29 +615,47 @@ impl Broker {
             self.fail_held_at(conn, topic, index, refusal);
             return Ok(());
         }
-        let Some(queue) = self.pending.queues.get_mut(&(conn, topic)) else {
-            return Ok(());
-        };
-        let Some(Entry::Held {
-            id, publish, timer, ..
-        }) = queue.entries.get(index)
-        else {
-            return Ok(());
-        };
-        let (id, timer) = (*id, *timer);
-        let publish = HeldPublish {
-            block: publish.block.clone(),
-            batch: publish.batch,
-        };
-        queue.held -= 1;
-        self.timers.cancel(timer);
+        let id = self.held_id(conn, topic, index);
+        self.unhold_at(conn, topic, index, 0);
         self.pending.unhold(conn, charge);
-        let entry = match self.store_publish(topic, publish.input(), &size) {
+        let entry = match self.store_publish(topic, input, &size, stamp) {
             Ok((reply, seq)) => Entry::Stored { id, reply, seq },
             Err(failure) => Entry::Failed { id, failure },
         };
         self.pending.place(conn, topic, index, entry);
         Ok(())
+    }
+
+    /// The request id of the held entry at `index` of (conn, topic).
+    fn held_id(&self, conn: ConnId, topic: TopicKey, index: usize) -> u64 {
+        match self
+            .pending
+            .queues
+            .get(&(conn, topic))
+            .and_then(|q| q.entries.get(index))
+        {
+            Some(Entry::Held { id, .. }) => *id,
+            _ => 0,
+        }
+    }
+
+    /// The held entry at `index` of (conn, topic) is no longer held (its
+    /// reply is placed next): its timer goes, and `budget_charge` of held
+    /// bytes is given back to the budget (0 when the caller already did).
+    fn unhold_at(&mut self, conn: ConnId, topic: TopicKey, index: usize, budget_charge: usize) {
+        let Some(queue) = self.pending.queues.get_mut(&(conn, topic)) else {
+            return;
+        };
+        let Some(Entry::Held { timer, publish, .. }) = queue.entries.get(index) else {
+            return;
+        };
+        let (timer, charge) = (*timer, publish.charge());
+        queue.held -= 1;
+        self.timers.cancel(timer);
+        if budget_charge > 0 {
+            self.budget.sub(Class::HeldRequests, budget_charge);
+            self.pending.unhold(conn, charge);
+        }
     }
 
     /// A held publish's deadline: if it still does not fit, it and every

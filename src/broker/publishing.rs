@@ -5,9 +5,10 @@
 //! ([`Broker::wake_subscribers`], which looks only at the subscribers that
 //! were caught up); the pulls themselves are answered at the end of the
 //! server's batch ([`Broker::answer_ready`]), so a burst of publishes wakes
-//! each subscriber once. A topic without subscribers keeps nothing: its
-//! offsets advance and the payloads are dropped, since no cursor could ever
-//! reach them.
+//! each subscriber once. An until-acked topic without subscribers keeps
+//! nothing: its offsets advance and the payloads are dropped, since no
+//! cursor could ever reach them. A retained topic keeps them (see
+//! `super::retention`); each message gets the broker's append time.
 //!
 //! Everything a topic holds is counted in the memory budget (`super::cost`
 //! says how much each piece is): a topic when it is created, its messages as
@@ -18,13 +19,15 @@
 
 use super::cost;
 use super::failure::{Failure, fail};
+use super::journal::retention_record;
 use super::keys::TopicKey;
 use super::pull::Answer;
+use super::retention::now_ms;
 use super::topic::{Footprint, Topic};
 use super::{Broker, Outbox};
 use crate::budget::Class;
-use crate::protocol::{ErrorCode, Payloads, Reply, validate_topic_name};
-use crate::storage::{Record, TopicId};
+use crate::protocol::{ErrorCode, Payloads, Reply, Retention, validate_topic_name};
+use crate::storage::{ProducerStamp, Record, TopicId};
 use bytes::Bytes;
 
 impl Broker {
@@ -38,7 +41,10 @@ impl Broker {
             .ok_or_else(|| Failure::unknown_topic(name))
     }
 
-    pub(super) fn create_topic(&mut self, name: &str) -> Result<(), Failure> {
+    /// Creates topic `name` with `retention`; its TopicRetention record
+    /// follows TopicCreated, in the same round, so recovery never sees the
+    /// topic without its policy.
+    pub(super) fn create_topic(&mut self, name: &str, retention: Retention) -> Result<(), Failure> {
         check_topic_name(name)?;
         if self.topic_names.contains_key(name) {
             return fail(
@@ -64,7 +70,11 @@ impl Broker {
             topic: id,
             name: name.to_owned(),
         })?;
-        self.insert_topic(name, id);
+        if let Some(record) = retention_record(id, retention) {
+            self.log_fact(record);
+        }
+        let key = self.insert_topic(name, id);
+        self.topics[key].retention = retention;
         Ok(())
     }
 
@@ -100,6 +110,10 @@ impl Broker {
         mut out: Option<&mut dyn Outbox>,
     ) {
         let topic = self.topics.remove(key);
+        self.forget_producers(key);
+        if let Some(timer) = topic.retention_timer {
+            self.timers.cancel(timer);
+        }
         self.topic_names.remove(name);
         self.topic_ids.remove(&topic.id);
         self.counters.backlog_messages -= topic.backlog_messages() as u64;
@@ -130,19 +144,27 @@ impl Broker {
     /// Stores a publish that [`Broker::admit_publish`] admitted, and builds
     /// its reply; with the log's sequence number of its record, which the
     /// reply must wait for (`None` when the broker keeps no log). Refused
-    /// only when the record is too large for the log.
+    /// only when the record is too large for the log. A publish numbered
+    /// by a producer carries its `stamp` (see `super::producers`).
     pub(super) fn store_publish(
         &mut self,
         key: TopicKey,
         input: PublishInput<'_>,
         size: &Size,
+        mut stamp: Option<ProducerStamp>,
     ) -> Result<(Reply, Option<u64>), Failure> {
         let Size { count, bytes, .. } = *size;
         let subscribers = self.topics[key].subscribers.len() as u64;
-        // Kept only for someone who may read it: a topic without
-        // subscribers (and nothing staged before) just moves its offsets.
-        let keep = subscribers > 0 || self.topics[key].backlog_messages() > 0;
+        let retained = self.topics[key].retention != Retention::UntilAcked;
+        // Kept only for someone who may read it: an until-acked topic
+        // without subscribers (and nothing staged before) just moves its
+        // offsets.
+        let keep = subscribers > 0 || self.topics[key].backlog_messages() > 0 || retained;
         let first_offset = self.topics[key].end_offset();
+        let time_ms = self.topics[key].times.stamp(now_ms());
+        if let Some(stamp) = &mut stamp {
+            stamp.subscribers = subscribers;
+        }
         let payloads = if keep || self.is_durable() {
             input.payloads()
         } else {
@@ -152,11 +174,14 @@ impl Broker {
             None
         } else {
             let logged = payloads.iter().map(|(p, _)| p.clone()).collect();
-            self.log_messages(key, first_offset, logged)?
+            self.log_messages(key, first_offset, logged, time_ms, stamp.clone())?
         };
         if keep {
             let topic = &mut self.topics[key];
             let before = topic.footprint();
+            if count > 0 {
+                topic.times.record(first_offset, time_ms);
+            }
             topic.make_room(count);
             for (payload, charge) in payloads {
                 topic.push(payload, charge);
@@ -174,6 +199,15 @@ impl Broker {
         }
         self.counters.messages_in += count as u64;
         self.counters.bytes_in += bytes as u64;
+        if let Some(stamp) = &stamp
+            && count > 0
+        {
+            self.note_stored(key, stamp, count as u64, first_offset, seq);
+        }
+        if retained {
+            self.release(key);
+            self.arm_retention(key);
+        }
         let reply = match input {
             PublishInput::One(_) => Reply::Published {
                 offset: first_offset,
@@ -192,8 +226,10 @@ impl Broker {
     /// point where a publish is refused. The refusals that room will cure
     /// (TOPIC_FULL, BROKER_FULL) are turned into a hold by the caller
     /// (`super::pending`), which asks again here when room may have
-    /// appeared; the others are final. A topic without subscribers keeps
-    /// nothing, so only the payload bound applies to it.
+    /// appeared; the others are final. An until-acked topic without
+    /// subscribers keeps nothing, so only the payload bound applies to it.
+    /// A retained topic is first trimmed for room by the caller
+    /// ([`Broker::trim_for_room`]).
     pub(super) fn admit_publish(&self, key: TopicKey, size: &Size) -> Result<(), Failure> {
         let limits = &self.limits;
         let max_payload = limits.max_payload_bytes();
@@ -207,7 +243,7 @@ impl Broker {
             );
         }
         let topic = &self.topics[key];
-        if topic.subscribers.is_empty() {
+        if topic.subscribers.is_empty() && topic.retention == Retention::UntilAcked {
             return Ok(());
         }
         let name = &topic.name;
@@ -269,6 +305,16 @@ pub(super) struct Size {
     charge: usize,
 }
 
+impl Size {
+    pub(super) fn count(&self) -> usize {
+        self.count
+    }
+
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 impl PublishInput<'_> {
     pub(super) fn measure(&self) -> Size {
         match self {
@@ -295,6 +341,18 @@ impl PublishInput<'_> {
                     charge,
                 }
             }
+        }
+    }
+
+    /// The same publish without its first `skip` messages (a producer's
+    /// batch whose head was stored before, see `super::producers`).
+    pub(super) fn skip(self, skip: u64) -> Self {
+        match self {
+            PublishInput::Batch(payloads) if skip > 0 => {
+                let skip = u32::try_from(skip).unwrap_or(u32::MAX);
+                PublishInput::Batch(crate::codec::skip_payloads(&payloads, skip))
+            }
+            other => other,
         }
     }
 

@@ -27,6 +27,11 @@
 //! every reply within `max_frame_bytes`. Each payload is copied once, from
 //! where the topic keeps it into the connection's write buffer.
 //!
+//! A subscriber whose cursor retention overtook (`super::retention`) gets
+//! its group from the oldest retained offset, with the count it lost as
+//! the group's 4th element — even with no message to go with it — so that
+//! nothing is dropped silently.
+//!
 //! An all-topics pull walks the session's ready topics (those with something
 //! to deliver, see [`super::waiting`]) once in subscription order, starting
 //! at its turn, and the next one starts after the last topic that delivered:
@@ -245,6 +250,8 @@ pub(super) struct Group {
     rank: u64,
     from: u64,
     count: u32,
+    /// Messages retention dropped between the cursor and `from`.
+    lost: u64,
 }
 
 impl Broker {
@@ -257,7 +264,12 @@ impl Broker {
         out: &mut dyn Outbox,
     ) -> u32 {
         let frame_bytes = self.plan_pull(key, parked);
-        let delivered: u32 = self.plan.iter().map(|g| g.count).sum();
+        // A group that only reports a loss counts as something to answer.
+        let delivered: u32 = self
+            .plan
+            .iter()
+            .map(|g| g.count + u32::from(g.lost > 0))
+            .sum();
         if delivered > 0 {
             self.write_pull_reply(key, parked, frame_bytes, out);
         }
@@ -316,19 +328,26 @@ impl Broker {
             let Some(topic) = self.topics.get(group.topic) else {
                 continue;
             };
-            codec::write_group_header(buf, &topic.name, group.from, group.count);
+            if group.lost > 0 {
+                codec::write_lost_group_header(buf, &topic.name, group.from, group.count);
+            } else {
+                codec::write_group_header(buf, &topic.name, group.from, group.count);
+            }
             for offset in group.from..group.from + u64::from(group.count) {
                 if let Some(message) = topic.get(offset) {
                     msgpack::write_bin(buf, message);
                     self.counters.bytes_out += message.len() as u64;
                 }
             }
+            if group.lost > 0 {
+                codec::write_lost(buf, group.lost);
+            }
             self.counters.messages_out += u64::from(group.count);
         }
         codec::end_frame(buf, start);
         let plan = std::mem::take(&mut self.plan);
         for group in &plan {
-            self.record_delivery(key, group.topic, group.count);
+            self.record_delivery(key, group.topic, u64::from(group.count) + group.lost);
         }
         // Topics take turns at being first in an all-topics pull: the next
         // one starts after the last topic that delivered, so the turn of an
@@ -365,9 +384,15 @@ impl Planner<'_> {
         let Some(topic) = self.topics.get(sub.topic) else {
             return true;
         };
-        let mut used = codec::group_header_len(&topic.name, sub.delivered);
+        // Retention may have dropped what the cursor points at: delivery
+        // resumes at the oldest retained offset, and says what was lost.
+        let from = sub
+            .delivered
+            .max(topic.base_offset().min(topic.next_offset()));
+        let lost = from - sub.delivered;
+        let mut used = codec::group_header_len(&topic.name, from) + msgpack::u64_len(lost);
         let mut count = 0;
-        let mut offset = sub.delivered;
+        let mut offset = from;
         let mut full = false;
         while self.messages_left > 0 {
             let Some(message) = topic.get(offset) else {
@@ -385,12 +410,13 @@ impl Planner<'_> {
             offset += 1;
             self.first = false;
         }
-        if count > 0 {
+        if count > 0 || (lost > 0 && used <= self.room) {
             self.groups.push(Group {
                 topic: sub.topic,
                 rank: sub.rank,
-                from: sub.delivered,
+                from,
                 count,
+                lost,
             });
             self.room -= used;
         }

@@ -256,6 +256,17 @@ impl Session {
         moved.then(|| std::mem::replace(&mut sub.acked, to))
     }
 
+    /// SEEK: the cursor of `topic` stands at `offset`, acknowledged and
+    /// delivered, nothing in flight. Returns where the acknowledged offset
+    /// was.
+    pub fn set_cursor(&mut self, topic: TopicKey, offset: u64) -> Option<u64> {
+        let sub = self.subscription_mut(topic)?;
+        sub.delivered = offset;
+        let from = std::mem::replace(&mut sub.acked, offset);
+        self.in_flight.remove(topic);
+        Some(from)
+    }
+
     pub fn rewind(&mut self, topic: TopicKey) {
         if let Some(sub) = self.subscription_mut(topic) {
             sub.delivered = sub.acked;

@@ -19,7 +19,7 @@ use crate::auth::GrantKind;
 use crate::budget::Class;
 use crate::codec;
 use crate::codec::msgpack;
-use crate::protocol::{ErrorCode, Reply};
+use crate::protocol::{ErrorCode, Position, Reply};
 use crate::storage::{Record, SessionEnd};
 use std::time::{Duration, Instant};
 
@@ -246,9 +246,15 @@ impl Broker {
         self.release(sub.topic);
     }
 
-    /// Subscribes from the topic's next offset; subscribing again answers
+    /// Subscribes from `position` (the topic's next offset for "new", the
+    /// version 1 behaviour); subscribing again changes nothing and answers
     /// where the subscription stands.
-    pub(super) fn subscribe(&mut self, conn: ConnId, name: &str) -> Result<Reply, Failure> {
+    pub(super) fn subscribe(
+        &mut self,
+        conn: ConnId,
+        name: &str,
+        position: Position,
+    ) -> Result<Reply, Failure> {
         let session_key = self.subscriber(conn)?;
         let topic_key = self.topic_key(name)?;
         let session = &mut self.sessions[session_key];
@@ -277,9 +283,12 @@ impl Broker {
         if !self.budget.admits(cost::SUBSCRIPTION) {
             return Err(Failure::broker_full(&self.budget));
         }
-        // From the end of what is stored: staged messages are delivered to
-        // it once durable, as they were published after it subscribed.
-        let next_offset = topic.next_offset();
+        // "new" is the end of what is stored: staged messages are
+        // delivered to it once durable, as they were published after it
+        // subscribed.
+        let next_offset = self.start_offset(topic_key, position);
+        let session = &self.sessions[session_key];
+        let topic = &self.topics[topic_key];
         let record = Record::Subscribed {
             session: session.id,
             topic: topic.id,
@@ -288,7 +297,59 @@ impl Broker {
         let seq = self.log_record(&record)?;
         self.gate_on(seq, Undo::Subscription(session_key, topic_key));
         self.join_topic(session_key, topic_key, next_offset);
+        self.cursor_placed(session_key, topic_key);
         Ok(Reply::Subscribed { next_offset })
+    }
+
+    /// SEEK: moves the subscription's cursor to `position` (clamped as a
+    /// SUBSCRIBE's start is): acknowledged and delivered both, so what was
+    /// in flight is forgotten and delivery goes on from there. Moving
+    /// forward on an until-acked topic lets it forget what it passed; it
+    /// cannot move back below what the topic still retains. Logged as a
+    /// fact, not waited for: a crash before it is durable leaves the cursor
+    /// where it was (at-least-once, as acknowledgements).
+    pub(super) fn seek(
+        &mut self,
+        conn: ConnId,
+        name: &str,
+        position: Position,
+    ) -> Result<Reply, Failure> {
+        let session_key = self.subscriber(conn)?;
+        let topic_key = self.topic_key(name)?;
+        if self.sessions[session_key].subscription(topic_key).is_none() {
+            return Err(Failure::not_subscribed(name));
+        }
+        let offset = self.start_offset(topic_key, position);
+        self.place_cursor(session_key, topic_key, offset);
+        let record = Record::Seeked {
+            session: self.sessions[session_key].id,
+            topic: self.topics[topic_key].id,
+            offset,
+        };
+        self.log_fact(record);
+        self.release(topic_key);
+        Ok(Reply::Subscribed {
+            next_offset: offset,
+        })
+    }
+
+    /// Sets the cursor of (session, topic) to `offset`, acknowledged and
+    /// delivered, keeping the topic's cursor counts and the indexes right
+    /// (SEEK, and its replay).
+    pub(super) fn place_cursor(
+        &mut self,
+        session_key: SessionKey,
+        topic_key: TopicKey,
+        offset: u64,
+    ) {
+        self.work += 1;
+        let Some(from) = self.sessions[session_key].set_cursor(topic_key, offset) else {
+            return;
+        };
+        if let Some(topic) = self.topics.get_mut(topic_key) {
+            topic.move_cursor(from, offset);
+        }
+        self.cursor_placed(session_key, topic_key);
     }
 
     /// Subscribes the session to the topic from `offset` on, caught up:
@@ -448,12 +509,21 @@ impl Broker {
         self.release(topic);
     }
 
-    /// Drops what every subscriber of `topic` has acknowledged.
+    /// Drops what `topic` no longer keeps: what every subscriber has
+    /// acknowledged, or, on a retained topic, what fell outside its
+    /// policy (see `super::retention`).
     pub(super) fn release(&mut self, topic_key: TopicKey) {
+        if let Some(floor) = self.release_floor(topic_key) {
+            self.forget_below(topic_key, floor);
+        }
+    }
+
+    /// Drops every message of `topic` below `floor`, giving back what they
+    /// held; held publishes may fit now.
+    pub(super) fn forget_below(&mut self, topic_key: TopicKey, floor: u64) {
         let Some(topic) = self.topics.get_mut(topic_key) else {
             return;
         };
-        let floor = topic.floor();
         if floor > topic.base_offset() {
             let (messages, bytes) = (topic.backlog_messages(), topic.backlog_bytes());
             let before = topic.footprint();

@@ -34,10 +34,17 @@
 //! addressing stays `o - base`; `gaps` lists the runs, [`Topic::get`]
 //! returns nothing for them, and a subscriber's delivery passes over them
 //! ([`Topic::past_gap`]).
+//!
+//! A topic's [`Retention`] decides how far it may forget (see
+//! `super::retention`, which computes that floor and keeps `times`, the
+//! broker's append time of each batch); this file only stores messages.
 
 use super::cost::MESSAGE_SLOT;
 use super::keys::SessionKey;
 use super::keyset::KeySet;
+use super::retention::Times;
+use crate::protocol::Retention;
+use crate::timers::TimerKey;
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -82,6 +89,12 @@ pub struct Topic {
     acked: BTreeMap<u64, u32>,
     /// Runs of offsets that hold no message: start → end (exclusive).
     gaps: BTreeMap<u64, u64>,
+    /// Until-acked, or kept by age and size whoever acknowledged.
+    pub retention: Retention,
+    /// The append time of each batch still retained.
+    pub times: Times,
+    /// The deadline at which the oldest message leaves by age, if armed.
+    pub retention_timer: Option<TimerKey>,
 }
 
 impl Topic {
@@ -98,6 +111,9 @@ impl Topic {
             waiting: KeySet::default(),
             acked: BTreeMap::new(),
             gaps: BTreeMap::new(),
+            retention: Retention::UntilAcked,
+            times: Times::default(),
+            retention_timer: None,
         }
     }
 
@@ -122,7 +138,9 @@ impl Topic {
         self.add_cursor(to);
     }
 
-    /// Below this offset every subscriber has acknowledged everything.
+    /// Below this offset every subscriber has acknowledged everything (an
+    /// until-acked topic forgets below it; a retained one uses
+    /// `super::retention`'s floor instead).
     pub fn floor(&self) -> u64 {
         self.acked
             .keys()
@@ -235,11 +253,12 @@ impl Topic {
             .map(|stored| &stored.payload)
     }
 
-    /// What the retained messages hold now.
+    /// What the retained messages hold now (their append times with the
+    /// slots).
     pub fn footprint(&self) -> Footprint {
         Footprint {
             payloads: self.charged,
-            slots: self.messages.capacity() * MESSAGE_SLOT,
+            slots: self.messages.capacity() * MESSAGE_SLOT + self.times.footprint(),
         }
     }
 
@@ -321,6 +340,7 @@ impl Topic {
             }
             entry.remove();
         }
+        self.times.forget_below(self.base);
         if self.messages.is_empty() && self.messages.capacity() > 1024 {
             // A drained burst should not pin its peak memory.
             self.messages.shrink_to(64);

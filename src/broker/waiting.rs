@@ -59,14 +59,15 @@ impl Broker {
         }
     }
 
-    /// `count` messages of `topic` went out to the session; if that was all
+    /// `count` offsets of `topic` went out to the session (messages, and
+    /// those reported lost to retention); if that was all
     /// of them, the session waits on the topic again.
-    pub(super) fn record_delivery(&mut self, session_key: SessionKey, topic: TopicKey, count: u32) {
+    pub(super) fn record_delivery(&mut self, session_key: SessionKey, topic: TopicKey, count: u64) {
         self.work += 1;
         let Some(session) = self.sessions.get_mut(session_key) else {
             return;
         };
-        let Some(delivered) = session.record_delivery(topic, u64::from(count)) else {
+        let Some(delivered) = session.record_delivery(topic, count) else {
             return;
         };
         let Some(entry) = self.topics.get_mut(topic) else {

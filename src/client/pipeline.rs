@@ -176,6 +176,24 @@ impl<'c> Pipeline<'c> {
         Ok(self.track(id, Op::PublishBatch, messages))
     }
 
+    /// Queues one PUBLISH_BATCH numbered from `first_seq` by the
+    /// connection's producer ([`Client::register_producer`]); returns its
+    /// tag. A resent batch the broker already stored completes with its
+    /// original offsets.
+    pub fn send_batch_seq(
+        &mut self,
+        topic: &str,
+        payloads: &[&[u8]],
+        first_seq: u64,
+    ) -> Result<u64> {
+        self.make_room()?;
+        let id = self.client.conn.queue_with(|out, id| {
+            codec::encode_publish_batch_seq(out, id, topic, payloads, first_seq);
+        })?;
+        let messages = u32::try_from(payloads.len()).unwrap_or(u32::MAX);
+        Ok(self.track(id, Op::PublishBatch, messages))
+    }
+
     /// Queues one CREATE_TOPIC; returns its tag, whose outcome is
     /// [`Outcome::Created`] or the refusal (`TOPIC_EXISTS`…). Blocks while
     /// `depth` requests are outstanding.

@@ -148,7 +148,9 @@ impl<'c> Pulls<'c> {
     pub fn processed_batch(&mut self, batch: &Batch) {
         for group in batch.groups() {
             let count = group.payloads.len() as u64;
-            if count > 0 {
+            // A loss report alone moves the cursor too: acknowledging up
+            // to its first offset lets the loss be forgotten.
+            if count > 0 || group.lost > 0 {
                 self.processed(&group.topic, group.first_offset + count);
             }
         }

@@ -1,13 +1,14 @@
 //! Coming back after the broker went away: a new connection, found with
 //! exponential back-off, and the subscriber session resumed on it.
 //!
-//! Only a subscriber session is carried over. The broker keeps it while no
+//! A subscriber session is carried over: the broker keeps it while no
 //! connection holds it (and a durable broker keeps it across its own
 //! restart), and a resume redelivers everything not yet acknowledged, so a
 //! reader that reconnects loses nothing and may see a message twice
-//! (at-least-once, PROTOCOL.md section 7). Publishes are not resent here:
-//! without idempotent publishing a resend could store a message twice, and
-//! that is a later issue.
+//! (at-least-once, PROTOCOL.md section 7). A producer comes back under its
+//! producer id ([`Client::reconnect_producer`]); resending what was not
+//! answered is the caller's, and the broker stores each seq once
+//! (PROTOCOL.md 4.21).
 //!
 //! The back-off doubles from [`Reconnect::first_delay`] to
 //! [`Reconnect::max_delay`] so that a broker restarting at once is found in
@@ -66,24 +67,49 @@ impl Client {
         id: u64,
         policy: &Reconnect,
     ) -> Result<(Client, Session)> {
-        let deadline = Instant::now() + policy.limit;
-        let mut delay = policy.first_delay;
-        loop {
-            let attempt = Client::connect_with(addr, options.clone()).and_then(|mut client| {
-                let session = client.resume_subscriber(id)?;
-                Ok((client, session))
-            });
-            match attempt {
-                Err(e) if e.is_connection_lost() => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(e);
-                    }
-                    std::thread::sleep(delay.min(left));
-                    delay = delay.saturating_mul(2).min(policy.max_delay);
+        retry(addr, options, policy, |client| client.resume_subscriber(id))
+    }
+
+    /// Connects to `addr` again and registers as producer `producer_id`
+    /// there, retrying as [`Client::reconnect_subscriber`] does.
+    pub fn reconnect_producer(
+        addr: &str,
+        options: &ClientOptions,
+        producer_id: &str,
+        policy: &Reconnect,
+    ) -> Result<Client> {
+        retry(addr, options, policy, |client| {
+            client.register_producer(producer_id)
+        })
+        .map(|(client, _)| client)
+    }
+}
+
+/// Connects and runs `then` on the new connection until both succeed, with
+/// back-off while the connection is what failed, for up to `policy.limit`.
+fn retry<T>(
+    addr: &str,
+    options: &ClientOptions,
+    policy: &Reconnect,
+    then: impl Fn(&mut Client) -> Result<T>,
+) -> Result<(Client, T)> {
+    let deadline = Instant::now() + policy.limit;
+    let mut delay = policy.first_delay;
+    loop {
+        let attempt = Client::connect_with(addr, options.clone()).and_then(|mut client| {
+            let value = then(&mut client)?;
+            Ok((client, value))
+        });
+        match attempt {
+            Err(e) if e.is_connection_lost() => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(e);
                 }
-                done => return done,
+                std::thread::sleep(delay.min(left));
+                delay = delay.saturating_mul(2).min(policy.max_delay);
             }
+            done => return done,
         }
     }
 }

@@ -28,15 +28,15 @@ mod request;
 pub use frame::{FrameTooLarge, begin_frame, end_frame, split_frame};
 pub use msgpack::{Expected, ReadError};
 pub use pull_reply::{
-    group_header_len, messages_header_len, payload_len, write_group_header, write_messages_header,
-    write_payload,
+    group_header_len, messages_header_len, payload_len, write_group_header, write_lost,
+    write_lost_group_header, write_messages_header, write_payload,
 };
 pub use reply::{
-    DecodedReply, ReplyDecodeError, ReplyField, decode_reply, decode_reply_id, encode_error,
-    encode_reply, topic_summary_bound,
+    DecodedReply, FETCHED_OVERHEAD, ReplyDecodeError, ReplyField, decode_reply, decode_reply_id,
+    encode_error, encode_reply, fetched_message_bound, topic_summary_bound,
 };
-pub(crate) use request::iter_payloads;
 pub use request::{
     DecodeError, DecodeErrorKind, RequestField, decode_request, encode_payloads,
-    encode_publish_batch, encode_request,
+    encode_publish_batch, encode_publish_batch_seq, encode_request,
 };
+pub(crate) use request::{iter_payloads, skip_payloads};

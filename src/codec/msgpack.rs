@@ -66,8 +66,13 @@ pub enum Expected {
     /// A payload: `bin`, or `str` holding any bytes.
     Payload,
     Array,
+    /// A map (protocol version 2's options and positions).
+    Map,
     /// `nil`, or a map.
     NilOrMap,
+    /// A start position: `"new"`, `"earliest"`, an offset or
+    /// `{"time_ms": n}`.
+    Position,
 }
 
 impl fmt::Display for Expected {
@@ -82,7 +87,9 @@ impl fmt::Display for Expected {
             Expected::Bin => "a bin",
             Expected::Payload => "a bin or str",
             Expected::Array => "an array",
+            Expected::Map => "a map",
             Expected::NilOrMap => "nil or a map",
+            Expected::Position => "\"new\", \"earliest\", an offset or {\"time_ms\": n}",
         })
     }
 }
@@ -243,16 +250,6 @@ impl<'a> Reader<'a> {
             .map_err(|e| ReadError::from_value(e, Expected::Array))
     }
 
-    /// `nil` as `None`, or a map's entry count (its keys and values follow).
-    pub fn read_opt_map_len(&mut self) -> Result<Option<u32>, ReadError> {
-        if self.skip_nil() {
-            return Ok(None);
-        }
-        self.with(decode::read_map_len)
-            .map(Some)
-            .map_err(|e| ReadError::from_value(e, Expected::NilOrMap))
-    }
-
     /// A `str` that must be text, borrowed.
     pub fn read_str(&mut self) -> Result<&'a str, ReadError> {
         // Not `decode::read_str_from_slice`: its error carries the whole
@@ -274,6 +271,38 @@ impl<'a> Reader<'a> {
             ReadError::WrongType(_) => ReadError::WrongType(Expected::NilOrStr),
             other => other,
         })
+    }
+
+    pub fn read_map_len(&mut self) -> Result<u32, ReadError> {
+        self.with(decode::read_map_len)
+            .map_err(|e| ReadError::from_value(e, Expected::Map))
+    }
+
+    /// `nil` as `None`, or a map's length.
+    pub fn read_opt_map_len(&mut self) -> Result<Option<u32>, ReadError> {
+        if self.skip_nil() {
+            return Ok(None);
+        }
+        self.read_map_len().map(Some).map_err(|e| match e {
+            ReadError::WrongType(_) => ReadError::WrongType(Expected::NilOrMap),
+            other => other,
+        })
+    }
+
+    /// Whether the next value is a `str`, a map, or neither: for values
+    /// that may take several types (a start position).
+    pub fn next_is_str(&self) -> bool {
+        matches!(
+            self.peek(),
+            Some(Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32)
+        )
+    }
+
+    pub fn next_is_map(&self) -> bool {
+        matches!(
+            self.peek(),
+            Some(Marker::FixMap(_) | Marker::Map16 | Marker::Map32)
+        )
     }
 
     /// A `bin` value, borrowed.

@@ -1,6 +1,7 @@
 //! The pull reply, written piece by piece, and bounds on its size.
 //!
-//! A pull reply is `[id, 0, [[topic, first_offset, [payload, ...]], ...]]`.
+//! A pull reply is `[id, 0, [[topic, first_offset, [payload, ...]], ...]]`
+//! (a group may end with a 4th element, `lost`, see PROTOCOL.md).
 //! The broker does not build a `Reply::Messages` for it: it plans the reply
 //! against exact encoded sizes (so that it stays within `max_frame_bytes`),
 //! then writes the headers here and each payload with [`write_payload`],
@@ -29,6 +30,23 @@ pub fn write_group_header(out: &mut Vec<u8>, topic: &str, first_offset: u64, cou
     msgpack::write_str(out, topic);
     msgpack::write_u64(out, first_offset);
     msgpack::write_array_len(out, count);
+}
+
+/// Starts a group that ends with `lost` (version 2, only when retention
+/// overtook the subscriber's cursor): `[topic, first_offset, [` with
+/// `count` payloads to follow, then [`write_lost`]. Same size as
+/// [`write_group_header`] (a 4-element array header is one byte too).
+pub fn write_lost_group_header(out: &mut Vec<u8>, topic: &str, first_offset: u64, count: u32) {
+    msgpack::write_array_len(out, 4);
+    msgpack::write_str(out, topic);
+    msgpack::write_u64(out, first_offset);
+    msgpack::write_array_len(out, count);
+}
+
+/// Ends a group started by [`write_lost_group_header`]; its size is
+/// `msgpack::u64_len(lost)`.
+pub fn write_lost(out: &mut Vec<u8>, lost: u64) {
+    msgpack::write_u64(out, lost);
 }
 
 /// Writes one payload of a group (as `bin`).

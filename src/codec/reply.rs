@@ -12,10 +12,11 @@
 //! that unknown keys from a newer broker are skipped.
 
 use super::msgpack::{self, ReadError, Reader, len_u32};
-use super::pull_reply::write_group_header;
+use super::pull_reply::{write_group_header, write_lost, write_lost_group_header};
 use super::{begin_frame, end_frame};
 use crate::protocol::{
-    ErrorCode, ErrorReply, Op, Reply, Stats, TopicMessages, TopicPage, TopicSummary,
+    ErrorCode, ErrorReply, Fetched, FetchedMessage, Op, Reply, Stats, TopicMessages, TopicPage,
+    TopicSummary,
 };
 use bytes::Bytes;
 use std::fmt;
@@ -85,28 +86,79 @@ pub fn encode_reply(out: &mut Vec<u8>, id: u64, reply: &Reply) {
         Reply::Messages(groups) => {
             msgpack::write_array_len(out, len_u32(groups.len()));
             for group in groups {
-                write_group_header(
-                    out,
-                    &group.topic,
-                    group.first_offset,
-                    len_u32(group.payloads.len()),
-                );
+                let count = len_u32(group.payloads.len());
+                if group.lost > 0 {
+                    write_lost_group_header(out, &group.topic, group.first_offset, count);
+                } else {
+                    write_group_header(out, &group.topic, group.first_offset, count);
+                }
                 for payload in &group.payloads {
                     msgpack::write_bin(out, payload);
                 }
+                if group.lost > 0 {
+                    write_lost(out, group.lost);
+                }
             }
         }
+        Reply::Fetched(fetched) => write_fetched(out, fetched),
     }
     end_frame(out, start);
+}
+
+/// The FETCH body: `{"messages": [[offset, time_ms, payload], ...],
+/// "next_offset": n, "earliest_offset": n, "end_offset": n}`.
+fn write_fetched(out: &mut Vec<u8>, fetched: &Fetched) {
+    write_fetched_header(out, len_u32(fetched.messages.len()));
+    for message in &fetched.messages {
+        write_fetched_message(out, message.offset, message.time_ms, &message.payload);
+    }
+    write_fetched_tail(out, fetched);
+}
+
+/// `{"messages": [` with `count` messages to follow; the broker writes a
+/// FETCH reply piecewise with these three, like a pull reply.
+pub fn write_fetched_header(out: &mut Vec<u8>, count: u32) {
+    msgpack::write_map_len(out, 4);
+    msgpack::write_str(out, "messages");
+    msgpack::write_array_len(out, count);
+}
+
+/// One `[offset, time_ms, payload]`.
+pub fn write_fetched_message(out: &mut Vec<u8>, offset: u64, time_ms: u64, payload: &[u8]) {
+    msgpack::write_array_len(out, 3);
+    msgpack::write_u64(out, offset);
+    msgpack::write_u64(out, time_ms);
+    msgpack::write_bin(out, payload);
+}
+
+/// The encoded size of [`write_fetched_message`] at its widest integers.
+pub fn fetched_message_bound(len: usize) -> usize {
+    1 + 9 + 9 + msgpack::bin_len(len)
+}
+
+/// The most a FETCH reply takes beside its messages: the frame and reply
+/// headers, the map and its keys, an array32 header, three integers.
+pub const FETCHED_OVERHEAD: usize = 4 + 1 + 9 + 1 + 1 + 9 + 5 + 3 * (16 + 9);
+
+/// The keys after the messages (the `messages` array is complete).
+pub fn write_fetched_tail(out: &mut Vec<u8>, fetched: &Fetched) {
+    msgpack::write_str(out, "next_offset");
+    msgpack::write_u64(out, fetched.next_offset);
+    msgpack::write_str(out, "earliest_offset");
+    msgpack::write_u64(out, fetched.earliest_offset);
+    msgpack::write_str(out, "end_offset");
+    msgpack::write_u64(out, fetched.end_offset);
 }
 
 /// The most bytes one topic's entry takes in a LIST_TOPICS reply: a map of
 /// five fixstr keys (60 bytes with their headers), four integers of at most
 /// 9 bytes, and the name with a header of at most 2 (names are at most 255
-/// bytes). The broker cuts a page by this bound, so the reply fits a frame
-/// whatever the counters hold.
+/// bytes), plus a retained topic's three keys (`retain_ms`, `retain_bytes`,
+/// `earliest_offset`: 39 bytes with their headers, three integers). The
+/// broker cuts a page by this bound, so the reply fits a frame whatever the
+/// counters hold.
 pub fn topic_summary_bound(name: &str) -> usize {
-    1 + 60 + 4 * 9 + 2 + name.len()
+    1 + 60 + 4 * 9 + 2 + name.len() + 39 + 3 * 9
 }
 
 fn write_named<T: serde::Serialize>(out: &mut Vec<u8>, value: &T) {
@@ -151,6 +203,12 @@ pub enum ReplyField {
     Topic,
     Payloads,
     Payload,
+    /// A pull group's count of messages lost to retention.
+    Lost,
+    /// The FETCH reply's map.
+    Fetched,
+    /// A fetched message's append time.
+    TimeMs,
 }
 
 impl fmt::Display for ReplyField {
@@ -182,6 +240,9 @@ impl fmt::Display for ReplyField {
             ReplyField::Topic => "topic",
             ReplyField::Payloads => "payloads",
             ReplyField::Payload => "payload",
+            ReplyField::Lost => "lost",
+            ReplyField::Fetched => "fetch result",
+            ReplyField::TimeMs => "time_ms",
         })
     }
 }
@@ -311,7 +372,8 @@ pub fn decode_reply(op: Op, frame: &Bytes) -> Result<DecodedReply, ReplyDecodeEr
                 more,
             }
         }
-        Op::Subscribe => Reply::Subscribed {
+        Op::Fetch => Reply::Fetched(read_fetched(&mut r, frame)?),
+        Op::Subscribe | Op::Seek => Reply::Subscribed {
             next_offset: u64_at(&mut r, ReplyField::NextOffset)?,
         },
         Op::Pull => Reply::Messages(read_groups(&mut r, frame)?),
@@ -324,7 +386,14 @@ fn read_groups(r: &mut Reader<'_>, frame: &Bytes) -> Result<Vec<TopicMessages>, 
     let groups = r.read_array_len().map_err(bad(ReplyField::Groups))?;
     let mut out = Vec::with_capacity(groups.min(1024) as usize);
     for _ in 0..groups {
-        expect_array(r, 3, ReplyField::Group)?;
+        let len = r.read_array_len().map_err(bad(ReplyField::Group))?;
+        if !(3..=4).contains(&len) {
+            return Err(ReplyDecodeError::WrongLength {
+                field: ReplyField::Group,
+                expected: 3,
+                got: len,
+            });
+        }
         let topic = r.read_str().map_err(bad(ReplyField::Topic))?.to_owned();
         let first_offset = r.read_u64().map_err(bad(ReplyField::FirstOffset))?;
         let count = r.read_array_len().map_err(bad(ReplyField::Payloads))?;
@@ -333,13 +402,71 @@ fn read_groups(r: &mut Reader<'_>, frame: &Bytes) -> Result<Vec<TopicMessages>, 
             let payload = r.read_bin().map_err(bad(ReplyField::Payload))?;
             payloads.push(frame.slice_ref(payload));
         }
+        let lost = match len {
+            4 => r.read_u64().map_err(bad(ReplyField::Lost))?,
+            _ => 0,
+        };
         out.push(TopicMessages {
             topic,
             first_offset,
             payloads,
+            lost,
         });
     }
     Ok(out)
+}
+
+/// A FETCH body (see [`write_fetched`]); keys in any order, unknown ones
+/// (a newer broker's) skipped, each known one required.
+fn read_fetched(r: &mut Reader<'_>, frame: &Bytes) -> Result<Fetched, ReplyDecodeError> {
+    let field = ReplyField::Fetched;
+    let len = r.read_map_len().map_err(bad(field))?;
+    let mut fetched = Fetched::default();
+    let (mut messages, mut next, mut earliest, mut end) = (false, false, false, false);
+    for _ in 0..len {
+        let key = r.read_str().map_err(bad(field))?;
+        match key {
+            "messages" => {
+                let count = r.read_array_len().map_err(bad(ReplyField::Payloads))?;
+                fetched.messages.reserve(count.min(65_536) as usize);
+                for _ in 0..count {
+                    expect_array(r, 3, ReplyField::Payloads)?;
+                    let offset = r.read_u64().map_err(bad(ReplyField::Offset))?;
+                    let time_ms = r.read_u64().map_err(bad(ReplyField::TimeMs))?;
+                    let payload = r.read_bin().map_err(bad(ReplyField::Payload))?;
+                    fetched.messages.push(FetchedMessage {
+                        offset,
+                        time_ms,
+                        payload: frame.slice_ref(payload),
+                    });
+                }
+                messages = true;
+            }
+            "next_offset" => {
+                fetched.next_offset = r.read_u64().map_err(bad(ReplyField::NextOffset))?;
+                next = true;
+            }
+            "earliest_offset" => {
+                fetched.earliest_offset = r.read_u64().map_err(bad(ReplyField::Offset))?;
+                earliest = true;
+            }
+            "end_offset" => {
+                fetched.end_offset = r.read_u64().map_err(bad(ReplyField::Offset))?;
+                end = true;
+            }
+            _ => {
+                let _: serde::de::IgnoredAny = read_named(r, field)?;
+            }
+        }
+    }
+    if !(messages && next && earliest && end) {
+        return Err(ReplyDecodeError::BadMap {
+            field,
+            detail: "a key of messages, next_offset, earliest_offset, end_offset is missing"
+                .to_owned(),
+        });
+    }
+    Ok(fetched)
 }
 
 fn expect_array(r: &mut Reader<'_>, len: u32, field: ReplyField) -> Result<(), ReplyDecodeError> {
@@ -413,6 +540,9 @@ mod tests {
             backlog_messages: u64::MAX,
             backlog_bytes: u64::MAX,
             subscribers: u64::MAX,
+            retain_ms: Some(u64::MAX),
+            retain_bytes: Some(u64::MAX),
+            earliest_offset: Some(u64::MAX),
         };
         let mut one = Vec::new();
         write_named(&mut one, &topic);

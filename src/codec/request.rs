@@ -13,7 +13,9 @@
 
 use super::frame::{begin_frame, end_frame};
 use super::msgpack::{self, Expected, ReadError, Reader, len_u32};
-use crate::protocol::{Credentials, ErrorCode, Op, Payloads, Pull, Request};
+use crate::protocol::{
+    Credentials, ErrorCode, MAX_PRODUCER_ID_BYTES, Op, Payloads, Position, Pull, Request, Retention,
+};
 use std::fmt;
 
 /// Which element of a request an error is about.
@@ -46,6 +48,17 @@ pub enum RequestField {
     /// HELLO: a key of the credentials map that is not `user` or `token`,
     /// or one given twice.
     CredentialsKey,
+    /// CREATE_TOPIC: the options map (optional, version 2).
+    Options,
+    /// SUBSCRIBE and SEEK: the start position (optional for SUBSCRIBE).
+    Position,
+    /// REGISTER_PUBLISHER: the producer id (optional, version 2).
+    ProducerId,
+    /// PUBLISH's seq, PUBLISH_BATCH's first_seq (optional, version 2).
+    Seq,
+    /// FETCH's max_messages and max_bytes (one place later than PULL's).
+    FetchMaxMessages,
+    FetchMaxBytes,
 }
 
 impl RequestField {
@@ -58,6 +71,7 @@ impl RequestField {
             RequestField::Version
             | RequestField::Topic
             | RequestField::SubscriberId
+            | RequestField::ProducerId
             | RequestField::After => 2,
             RequestField::ClientName
             | RequestField::Payload
@@ -66,9 +80,15 @@ impl RequestField {
             | RequestField::MaxMessages
             | RequestField::Offset
             | RequestField::SessionTimeout
+            | RequestField::Options
+            | RequestField::Position
             | RequestField::Limit => 3,
-            RequestField::MaxBytes | RequestField::Credentials | RequestField::CredentialsKey => 4,
-            RequestField::WaitMs => 5,
+            RequestField::MaxBytes
+            | RequestField::Credentials
+            | RequestField::CredentialsKey
+            | RequestField::Seq
+            | RequestField::FetchMaxMessages => 4,
+            RequestField::WaitMs | RequestField::FetchMaxBytes => 5,
             RequestField::Ack => 6,
         }
     }
@@ -93,6 +113,12 @@ impl RequestField {
             RequestField::Limit => "limit",
             RequestField::Credentials => "credentials",
             RequestField::CredentialsKey => "credentials: exactly the keys \"user\" and \"token\"",
+            RequestField::Options => "options",
+            RequestField::Position => "position",
+            RequestField::ProducerId => "producer_id",
+            RequestField::Seq => "seq",
+            RequestField::FetchMaxMessages => "max_messages",
+            RequestField::FetchMaxBytes => "max_bytes",
         }
     }
 }
@@ -131,6 +157,13 @@ pub enum DecodeErrorKind {
     },
     /// Bytes follow the request's array.
     TrailingBytes { count: usize },
+    /// A map (CREATE_TOPIC's options, a `{"time_ms": n}` position) has a
+    /// key the protocol does not define there, or one twice.
+    BadKey { field: RequestField },
+    /// A string-valued element holds a value the protocol does not define
+    /// (a position other than "new"/"earliest", an empty or too long
+    /// producer id, a seq of 0).
+    BadValue { field: RequestField },
 }
 
 impl DecodeErrorKind {
@@ -172,6 +205,12 @@ impl fmt::Display for DecodeErrorKind {
             DecodeErrorKind::TrailingBytes { count } => {
                 write!(f, "{count} trailing bytes after the request")
             }
+            DecodeErrorKind::BadKey { field } => {
+                write!(f, "{field}: an unknown or repeated key")
+            }
+            DecodeErrorKind::BadValue { field } => {
+                write!(f, "{field}: a value the protocol does not define")
+            }
         }
     }
 }
@@ -210,15 +249,15 @@ impl std::error::Error for DecodeError {}
 fn signature(op: Op) -> &'static str {
     match op {
         Op::Hello => "HELLO [1, id, version, client_name(, credentials or nil)]",
-        Op::RegisterPublisher => "REGISTER_PUBLISHER [2, id]",
-        Op::CreateTopic => "CREATE_TOPIC [3, id, topic]",
+        Op::RegisterPublisher => "REGISTER_PUBLISHER [2, id(, producer_id)]",
+        Op::CreateTopic => "CREATE_TOPIC [3, id, topic(, options or nil)]",
         Op::DeleteTopic => "DELETE_TOPIC [4, id, topic]",
-        Op::Publish => "PUBLISH [5, id, topic, payload]",
-        Op::PublishBatch => "PUBLISH_BATCH [6, id, topic, [payload, ...]]",
+        Op::Publish => "PUBLISH [5, id, topic, payload(, seq)]",
+        Op::PublishBatch => "PUBLISH_BATCH [6, id, topic, [payload, ...](, first_seq)]",
         Op::RegisterSubscriber => {
             "REGISTER_SUBSCRIBER [7, id, subscriber_id or nil(, timeout_ms or nil)]"
         }
-        Op::Subscribe => "SUBSCRIBE [8, id, topic]",
+        Op::Subscribe => "SUBSCRIBE [8, id, topic(, position)]",
         Op::Unsubscribe => "UNSUBSCRIBE [9, id, topic]",
         Op::Pull => "PULL [10, id, topic or nil, max_messages, max_bytes, wait_ms, ack]",
         Op::Ack => "ACK [11, id, topic, offset]",
@@ -226,6 +265,8 @@ fn signature(op: Op) -> &'static str {
         Op::EndSession => "END_SESSION [13, id]",
         Op::ListTopics => "LIST_TOPICS [14, id, after or nil, limit]",
         Op::TopicInfo => "TOPIC_INFO [15, id, topic]",
+        Op::Seek => "SEEK [16, id, topic, position]",
+        Op::Fetch => "FETCH [17, id, topic, offset, max_messages, max_bytes]",
     }
 }
 
@@ -240,7 +281,8 @@ fn arity(op: Op) -> u32 {
         | Op::RegisterSubscriber
         | Op::Subscribe
         | Op::Unsubscribe => 3,
-        Op::Hello | Op::Publish | Op::PublishBatch | Op::Ack | Op::ListTopics => 4,
+        Op::Hello | Op::Publish | Op::PublishBatch | Op::Ack | Op::ListTopics | Op::Seek => 4,
+        Op::Fetch => 6,
         Op::Pull => 7,
     }
 }
@@ -250,7 +292,13 @@ fn arity(op: Op) -> u32 {
 /// request without it keeps its version 1 shape).
 fn optional_args(op: Op) -> u32 {
     match op {
-        Op::RegisterSubscriber | Op::Hello => 1,
+        Op::RegisterSubscriber
+        | Op::Hello
+        | Op::CreateTopic
+        | Op::Subscribe
+        | Op::RegisterPublisher
+        | Op::Publish
+        | Op::PublishBatch => 1,
         _ => 0,
     }
 }
@@ -319,13 +367,36 @@ fn decode_args<'a>(
                 _ => read_credentials(r)?,
             },
         },
-        Op::RegisterPublisher => Request::RegisterPublisher,
-        Op::CreateTopic => Request::CreateTopic { topic: topic(r)? },
-        Op::DeleteTopic => Request::DeleteTopic { topic: topic(r)? },
-        Op::Publish => Request::Publish {
-            topic: topic(r)?,
-            payload: r.read_payload().map_err(bad(RequestField::Payload))?,
+        Op::RegisterPublisher => match extra {
+            0 => Request::RegisterPublisher,
+            _ => match read_producer_id(r)? {
+                None => Request::RegisterPublisher,
+                Some(producer_id) => Request::RegisterProducer { producer_id },
+            },
         },
+        Op::CreateTopic => {
+            let topic = topic(r)?;
+            match extra {
+                0 => Request::CreateTopic { topic },
+                _ => match read_options(r)? {
+                    Retention::UntilAcked => Request::CreateTopic { topic },
+                    retention => Request::CreateTopicWith { topic, retention },
+                },
+            }
+        }
+        Op::DeleteTopic => Request::DeleteTopic { topic: topic(r)? },
+        Op::Publish => {
+            let topic = topic(r)?;
+            let payload = r.read_payload().map_err(bad(RequestField::Payload))?;
+            match read_seq(r, extra)? {
+                None => Request::Publish { topic, payload },
+                Some(seq) => Request::PublishSeq {
+                    topic,
+                    payload,
+                    seq,
+                },
+            }
+        }
         Op::PublishBatch => {
             let topic = topic(r)?;
             let count = r.read_array_len().map_err(bad(RequestField::Payloads))?;
@@ -334,11 +405,16 @@ fn decode_args<'a>(
                 r.read_payload()
                     .map_err(bad(RequestField::BatchPayload(i)))?;
             }
-            Request::PublishBatch {
-                topic,
-                payloads: Payloads {
-                    encoded: body.get(start..r.position()).unwrap_or_default(),
-                    count,
+            let payloads = Payloads {
+                encoded: body.get(start..r.position()).unwrap_or_default(),
+                count,
+            };
+            match read_seq(r, extra)? {
+                None => Request::PublishBatch { topic, payloads },
+                Some(first_seq) => Request::PublishBatchSeq {
+                    topic,
+                    payloads,
+                    first_seq,
                 },
             }
         }
@@ -351,7 +427,16 @@ fn decode_args<'a>(
                     .map_err(bad(RequestField::SessionTimeout))?,
             },
         },
-        Op::Subscribe => Request::Subscribe { topic: topic(r)? },
+        Op::Subscribe => {
+            let topic = topic(r)?;
+            match extra {
+                0 => Request::Subscribe { topic },
+                _ => match read_opt_position(r)? {
+                    None => Request::Subscribe { topic },
+                    Some(position) => Request::SubscribeFrom { topic, position },
+                },
+            }
+        }
         Op::Unsubscribe => Request::Unsubscribe { topic: topic(r)? },
         Op::Pull => Request::Pull(Pull {
             topic: r.read_opt_str().map_err(bad(RequestField::Topic))?,
@@ -371,6 +456,22 @@ fn decode_args<'a>(
             limit: r.read_u32().map_err(bad(RequestField::Limit))?,
         },
         Op::TopicInfo => Request::TopicInfo { topic: topic(r)? },
+        Op::Seek => {
+            let topic = topic(r)?;
+            match read_opt_position(r)? {
+                Some(position) => Request::Seek { topic, position },
+                None => {
+                    let error = msgpack::ReadError::WrongType(msgpack::Expected::Position);
+                    return Err(bad(RequestField::Position)(error));
+                }
+            }
+        }
+        Op::Fetch => Request::Fetch {
+            topic: topic(r)?,
+            offset: r.read_u64().map_err(bad(RequestField::Offset))?,
+            max_messages: r.read_u32().map_err(bad(RequestField::FetchMaxMessages))?,
+            max_bytes: r.read_u32().map_err(bad(RequestField::FetchMaxBytes))?,
+        },
     })
 }
 
@@ -410,10 +511,118 @@ fn read_credentials<'a>(r: &mut Reader<'a>) -> Result<Option<Credentials<'a>>, D
     }
 }
 
+fn bad_at(field: RequestField) -> impl Fn(ReadError) -> DecodeErrorKind {
+    move |error| DecodeErrorKind::BadField { field, error }
+}
+
+/// REGISTER_PUBLISHER's producer id: `nil` (left out) or a str of
+/// 1..=[`MAX_PRODUCER_ID_BYTES`] bytes.
+fn read_producer_id<'a>(r: &mut Reader<'a>) -> Result<Option<&'a str>, DecodeErrorKind> {
+    let id = r.read_opt_str().map_err(bad_at(RequestField::ProducerId))?;
+    match id {
+        Some(id) if id.is_empty() || id.len() > MAX_PRODUCER_ID_BYTES => {
+            Err(DecodeErrorKind::BadValue {
+                field: RequestField::ProducerId,
+            })
+        }
+        other => Ok(other),
+    }
+}
+
+/// PUBLISH's seq or PUBLISH_BATCH's first_seq when present: `nil` (left
+/// out) or an integer >= 1.
+fn read_seq(r: &mut Reader<'_>, extra: u32) -> Result<Option<u64>, DecodeErrorKind> {
+    if extra == 0 {
+        return Ok(None);
+    }
+    match r.read_opt_u64().map_err(bad_at(RequestField::Seq))? {
+        Some(0) => Err(DecodeErrorKind::BadValue {
+            field: RequestField::Seq,
+        }),
+        other => Ok(other),
+    }
+}
+
+/// CREATE_TOPIC's options: `nil` or a map with `str` keys, each known key
+/// once, each value an unsigned integer. No known key means until-acked.
+fn read_options(r: &mut Reader<'_>) -> Result<Retention, DecodeErrorKind> {
+    let field = RequestField::Options;
+    let Some(len) = r.read_opt_map_len().map_err(bad_at(field))? else {
+        return Ok(Retention::UntilAcked);
+    };
+    if len == 0 {
+        return Ok(Retention::UntilAcked);
+    }
+    let (mut retain_ms, mut retain_bytes) = (None, None);
+    for _ in 0..len {
+        let key = r.read_str().map_err(bad_at(field))?;
+        let slot = match key {
+            "retain_ms" => &mut retain_ms,
+            "retain_bytes" => &mut retain_bytes,
+            _ => return Err(DecodeErrorKind::BadKey { field }),
+        };
+        if slot.is_some() {
+            return Err(DecodeErrorKind::BadKey { field });
+        }
+        *slot = Some(r.read_u64().map_err(bad_at(field))?);
+    }
+    Ok(Retention::Keep {
+        retain_ms: retain_ms.unwrap_or(0),
+        retain_bytes: retain_bytes.unwrap_or(0),
+    })
+}
+
+/// A start position, or `nil` (left out): `"new"`, `"earliest"`, an
+/// unsigned offset, or the map `{"time_ms": uint}`.
+fn read_opt_position(r: &mut Reader<'_>) -> Result<Option<Position>, DecodeErrorKind> {
+    let field = RequestField::Position;
+    let wrong = || DecodeErrorKind::BadField {
+        field,
+        error: ReadError::WrongType(msgpack::Expected::Position),
+    };
+    if r.next_is_str() {
+        return match r.read_str().map_err(bad_at(field))? {
+            "new" => Ok(Some(Position::New)),
+            "earliest" => Ok(Some(Position::Earliest)),
+            _ => Err(DecodeErrorKind::BadValue { field }),
+        };
+    }
+    if r.next_is_map() {
+        if r.read_map_len().map_err(bad_at(field))? != 1
+            || r.read_str().map_err(bad_at(field))? != "time_ms"
+        {
+            return Err(DecodeErrorKind::BadKey { field });
+        }
+        return Ok(Some(Position::TimeMs(r.read_u64().map_err(bad_at(field))?)));
+    }
+    match r.read_opt_u64() {
+        Ok(offset) => Ok(offset.map(Position::Offset)),
+        Err(ReadError::WrongType(_)) => Err(wrong()),
+        Err(error) => Err(DecodeErrorKind::BadField { field, error }),
+    }
+}
+
 /// The payloads of a batch, read again from their checked encoding.
 pub(crate) fn iter_payloads<'a>(payloads: &Payloads<'a>) -> impl Iterator<Item = &'a [u8]> + 'a {
     let mut reader = Reader::new(payloads.encoded);
     (0..payloads.count).map_while(move |_| reader.read_payload().ok())
+}
+
+/// The payloads of a batch after its first `skip` (an idempotent
+/// producer's batch that repeats some already stored), borrowing the same
+/// checked encoding.
+pub(crate) fn skip_payloads<'a>(payloads: &Payloads<'a>, skip: u32) -> Payloads<'a> {
+    let skip = skip.min(payloads.count);
+    let mut reader = Reader::new(payloads.encoded);
+    for _ in 0..skip {
+        if reader.read_payload().is_err() {
+            break;
+        }
+    }
+    Payloads {
+        encoded: reader.rest(),
+        count: payloads.count - skip,
+    }
 }
 
 /// Writes `[len, op, id` — the start of every request; `extra` optional
@@ -437,7 +646,12 @@ pub fn encode_request(out: &mut Vec<u8>, id: u64, request: &Request<'_>) {
         | Request::Hello {
             credentials: Some(_),
             ..
-        } => 1,
+        }
+        | Request::CreateTopicWith { .. }
+        | Request::SubscribeFrom { .. }
+        | Request::RegisterProducer { .. }
+        | Request::PublishSeq { .. }
+        | Request::PublishBatchSeq { .. } => 1,
         _ => 0,
     };
     write_request_header(out, request.op(), extra, id);
@@ -493,7 +707,96 @@ pub fn encode_request(out: &mut Vec<u8>, id: u64, request: &Request<'_>) {
             write_opt_str(out, *after);
             msgpack::write_u64(out, u64::from(*limit));
         }
+        Request::CreateTopicWith { topic, retention } => {
+            msgpack::write_str(out, topic);
+            write_options(out, *retention);
+        }
+        Request::SubscribeFrom { topic, position } | Request::Seek { topic, position } => {
+            msgpack::write_str(out, topic);
+            write_position(out, *position);
+        }
+        Request::RegisterProducer { producer_id } => msgpack::write_str(out, producer_id),
+        Request::PublishSeq {
+            topic,
+            payload,
+            seq,
+        } => {
+            msgpack::write_str(out, topic);
+            msgpack::write_bin(out, payload);
+            msgpack::write_u64(out, *seq);
+        }
+        Request::PublishBatchSeq {
+            topic,
+            payloads,
+            first_seq,
+        } => {
+            msgpack::write_str(out, topic);
+            msgpack::write_array_len(out, payloads.count);
+            out.extend_from_slice(payloads.encoded);
+            msgpack::write_u64(out, *first_seq);
+        }
+        Request::Fetch {
+            topic,
+            offset,
+            max_messages,
+            max_bytes,
+        } => {
+            msgpack::write_str(out, topic);
+            msgpack::write_u64(out, *offset);
+            msgpack::write_u64(out, u64::from(*max_messages));
+            msgpack::write_u64(out, u64::from(*max_bytes));
+        }
     }
+    end_frame(out, start);
+}
+
+/// CREATE_TOPIC's options map: both keys, so that it decodes to the same
+/// retention (an until-acked topic sends no map at all).
+fn write_options(out: &mut Vec<u8>, retention: Retention) {
+    let (retain_ms, retain_bytes) = match retention {
+        Retention::UntilAcked => (0, 0),
+        Retention::Keep {
+            retain_ms,
+            retain_bytes,
+        } => (retain_ms, retain_bytes),
+    };
+    msgpack::write_map_len(out, 2);
+    msgpack::write_str(out, "retain_ms");
+    msgpack::write_u64(out, retain_ms);
+    msgpack::write_str(out, "retain_bytes");
+    msgpack::write_u64(out, retain_bytes);
+}
+
+pub(crate) fn write_position(out: &mut Vec<u8>, position: Position) {
+    match position {
+        Position::New => msgpack::write_str(out, "new"),
+        Position::Earliest => msgpack::write_str(out, "earliest"),
+        Position::Offset(offset) => msgpack::write_u64(out, offset),
+        Position::TimeMs(ms) => {
+            msgpack::write_map_len(out, 1);
+            msgpack::write_str(out, "time_ms");
+            msgpack::write_u64(out, ms);
+        }
+    }
+}
+
+/// PUBLISH_BATCH with a first_seq, payloads written straight into `out`
+/// (as [`encode_publish_batch`]).
+pub fn encode_publish_batch_seq(
+    out: &mut Vec<u8>,
+    id: u64,
+    topic: &str,
+    payloads: &[&[u8]],
+    first_seq: u64,
+) {
+    let start = begin_frame(out);
+    write_request_header(out, Op::PublishBatch, 1, id);
+    msgpack::write_str(out, topic);
+    msgpack::write_array_len(out, len_u32(payloads.len()));
+    for payload in payloads {
+        msgpack::write_bin(out, payload);
+    }
+    msgpack::write_u64(out, first_seq);
     end_frame(out, start);
 }
 
@@ -633,7 +936,7 @@ mod tests {
                 publish,
                 WrongArity {
                     expected: 4,
-                    optional: 0,
+                    optional: 1,
                     got: 2,
                 },
                 Malformed,
@@ -707,6 +1010,199 @@ mod tests {
             body.extend_from_slice(arg);
         }
         body
+    }
+
+    #[test]
+    fn version_2_trailing_elements_decode_exactly() {
+        fn ok(body: &[u8]) -> Result<Request<'_>, DecodeErrorKind> {
+            decode_request(body).map(|(_, r)| r).map_err(|e| e.kind)
+        }
+        // nil or an empty options map is the version 1 CREATE_TOPIC.
+        for options in [&b"\xc0"[..], b"\x80"] {
+            assert_eq!(
+                ok(&request(Op::CreateTopic, &[b"\xa1t", options])),
+                Ok(Request::CreateTopic { topic: "t" })
+            );
+        }
+        assert_eq!(
+            ok(&request(
+                Op::CreateTopic,
+                &[b"\xa1t", b"\x81\xa9retain_ms\xcd\x03\xe8"]
+            )),
+            Ok(Request::CreateTopicWith {
+                topic: "t",
+                retention: Retention::Keep {
+                    retain_ms: 1000,
+                    retain_bytes: 0
+                }
+            })
+        );
+        let positions: [(&[u8], Position); 4] = [
+            (b"\xa3new", Position::New),
+            (b"\xa8earliest", Position::Earliest),
+            (b"\x07", Position::Offset(7)),
+            (b"\x81\xa7time_ms\x09", Position::TimeMs(9)),
+        ];
+        for (bytes, position) in positions {
+            assert_eq!(
+                ok(&request(Op::Subscribe, &[b"\xa1t", bytes])),
+                Ok(Request::SubscribeFrom {
+                    topic: "t",
+                    position
+                })
+            );
+            assert_eq!(
+                ok(&request(Op::Seek, &[b"\xa1t", bytes])),
+                Ok(Request::Seek {
+                    topic: "t",
+                    position
+                })
+            );
+        }
+        assert_eq!(
+            ok(&request(Op::Subscribe, &[b"\xa1t", b"\xc0"])),
+            Ok(Request::Subscribe { topic: "t" })
+        );
+        assert_eq!(
+            ok(&request(Op::RegisterPublisher, &[b"\xa1p"])),
+            Ok(Request::RegisterProducer { producer_id: "p" })
+        );
+        assert_eq!(
+            ok(&request(Op::Publish, &[b"\xa1t", b"\xc4\x01x", b"\x05"])),
+            Ok(Request::PublishSeq {
+                topic: "t",
+                payload: b"x",
+                seq: 5
+            })
+        );
+        assert_eq!(
+            ok(&request(
+                Op::Fetch,
+                &[b"\xa1t", b"\x00", b"\x0a", b"\xcd\x04\x00"]
+            )),
+            Ok(Request::Fetch {
+                topic: "t",
+                offset: 0,
+                max_messages: 10,
+                max_bytes: 1024
+            })
+        );
+    }
+
+    #[test]
+    fn version_2_elements_of_the_wrong_shape_are_malformed() {
+        use ReadError::WrongType;
+        let field = |f| move |e| bad(f, e);
+        let options = field(RequestField::Options);
+        let position = field(RequestField::Position);
+        let cases: Vec<(Vec<u8>, DecodeErrorKind)> = vec![
+            // Options: not a map, an unknown key, a repeated key, a
+            // non-integer value, a non-str key.
+            (
+                request(Op::CreateTopic, &[b"\xa1t", b"\x01"]),
+                options(WrongType(Expected::NilOrMap)),
+            ),
+            (
+                request(Op::CreateTopic, &[b"\xa1t", b"\x81\xa3ttl\x01"]),
+                DecodeErrorKind::BadKey {
+                    field: RequestField::Options,
+                },
+            ),
+            (
+                request(
+                    Op::CreateTopic,
+                    &[b"\xa1t", b"\x82\xa9retain_ms\x01\xa9retain_ms\x02"],
+                ),
+                DecodeErrorKind::BadKey {
+                    field: RequestField::Options,
+                },
+            ),
+            (
+                request(Op::CreateTopic, &[b"\xa1t", b"\x81\xa9retain_ms\xa11"]),
+                options(WrongType(Expected::UInt)),
+            ),
+            (
+                request(Op::CreateTopic, &[b"\xa1t", b"\x81\x01\x01"]),
+                options(WrongType(Expected::Str)),
+            ),
+            // Positions: another string, a negative offset, a bool, a map
+            // with another key.
+            (
+                request(Op::Subscribe, &[b"\xa1t", b"\xa6latest"]),
+                DecodeErrorKind::BadValue {
+                    field: RequestField::Position,
+                },
+            ),
+            (
+                request(Op::Seek, &[b"\xa1t", b"\xff"]),
+                position(ReadError::OutOfRange),
+            ),
+            (
+                request(Op::Seek, &[b"\xa1t", b"\xc3"]),
+                position(WrongType(Expected::Position)),
+            ),
+            (
+                request(Op::Seek, &[b"\xa1t", b"\xc0"]),
+                position(WrongType(Expected::Position)),
+            ),
+            (
+                request(Op::Subscribe, &[b"\xa1t", b"\x81\xa4time\x01"]),
+                DecodeErrorKind::BadKey {
+                    field: RequestField::Position,
+                },
+            ),
+            // A producer id that is empty or not a str; a seq of 0 or a str.
+            (
+                request(Op::RegisterPublisher, &[b"\xa0"]),
+                DecodeErrorKind::BadValue {
+                    field: RequestField::ProducerId,
+                },
+            ),
+            (
+                request(Op::RegisterPublisher, &[b"\x01"]),
+                field(RequestField::ProducerId)(WrongType(Expected::NilOrStr)),
+            ),
+            (
+                request(Op::Publish, &[b"\xa1t", b"\xc4\x00", b"\x00"]),
+                DecodeErrorKind::BadValue {
+                    field: RequestField::Seq,
+                },
+            ),
+            (
+                request(Op::PublishBatch, &[b"\xa1t", b"\x90", b"\xa11"]),
+                field(RequestField::Seq)(WrongType(Expected::NilOrUInt)),
+            ),
+            // FETCH with a negative max_bytes.
+            (
+                request(Op::Fetch, &[b"\xa1t", b"\x00", b"\x01", b"\xff"]),
+                field(RequestField::FetchMaxBytes)(ReadError::OutOfRange),
+            ),
+        ];
+        for (body, expected) in cases {
+            let e = decode_request(&body).expect_err("a malformed version 2 element");
+            assert_eq!(
+                (e.kind, e.code()),
+                (expected, ErrorCode::MalformedRequest),
+                "{body:02x?}"
+            );
+        }
+        // One element too many, for every operation with a new element.
+        let too_many: [(Op, &[&[u8]]); 6] = [
+            (Op::CreateTopic, &[b"\xa1t", b"\xc0", b"\xc0"]),
+            (Op::Subscribe, &[b"\xa1t", b"\x00", b"\xc0"]),
+            (Op::RegisterPublisher, &[b"\xa1p", b"\xc0"]),
+            (Op::Publish, &[b"\xa1t", b"\xc4\x00", b"\x01", b"\xc0"]),
+            (Op::Seek, &[b"\xa1t", b"\x00", b"\xc0"]),
+            (Op::Fetch, &[b"\xa1t", b"\x00", b"\x01", b"\x01", b"\xc0"]),
+        ];
+        for (op, args) in too_many {
+            let e = decode_request(&request(op, args)).expect_err("one element too many");
+            assert!(
+                matches!(e.kind, DecodeErrorKind::WrongArity { .. }),
+                "{op:?}: {e:?}"
+            );
+            assert_eq!(e.code(), ErrorCode::MalformedRequest);
+        }
     }
 
     #[test]

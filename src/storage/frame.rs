@@ -9,8 +9,13 @@ use super::record::Record;
 
 /// The first bytes of every segment file.
 pub const MAGIC: [u8; 8] = *b"CRLOG\r\n\x1a";
-/// The version of the on-disk format this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version of the on-disk format this code writes. Version 2 added
+/// record kinds 9..=11 and the producer trailer of `Messages`; a version 1
+/// segment is a valid version 2 one (every v1 body reads the same), so
+/// both are read ([`OLDEST_READABLE_VERSION`]).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest segment version this code reads.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// magic (8) + version (4) + first seq (8) + valid below (8) + crc (4).
 pub const SEGMENT_HEADER_LEN: usize = 32;
 /// length (4) + crc (4) + seq (8) + kind (1).
@@ -99,7 +104,7 @@ pub fn decode_header(b: &[u8]) -> Result<SegmentHeader, HeaderError> {
         return Err(HeaderError::BadChecksum);
     }
     let version = le_u32(b, 8);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(HeaderError::UnsupportedVersion(version));
     }
     Ok(SegmentHeader {
@@ -193,6 +198,7 @@ mod tests {
             first_offset: 10,
             timestamp_ms: 1_700_000_000_000,
             payloads: vec![Bytes::from_static(b"hello"), Bytes::new()],
+            producer: None,
         }
     }
 

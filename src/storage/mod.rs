@@ -43,7 +43,7 @@ pub use frame::{
 pub use fs::{DirLock, Fs, FsFile, LOCK_FILE, LockError, StdFs};
 pub use index::Location;
 pub use read::{ReadError, Reader};
-pub use record::{BodyError, Record, SessionEnd, SessionId, TopicId};
+pub use record::{BodyError, ProducerStamp, Record, SessionEnd, SessionId, TopicId};
 pub use recovery::{Cut, RecoveryMode, RecoveryReport};
 #[cfg(any(test, feature = "testing"))]
 pub use sim::SimFs;

@@ -41,6 +41,11 @@ pub enum Record {
         first_offset: u64,
         timestamp_ms: u64,
         payloads: Vec<Bytes>,
+        /// Set when an idempotent producer numbered the publish: in the
+        /// same record as the messages, so a crash can never keep one
+        /// without the other. Absent from the body when `None` (format 1
+        /// bodies read the same).
+        producer: Option<ProducerStamp>,
     },
     SessionCreated {
         session: SessionId,
@@ -74,6 +79,36 @@ pub enum Record {
         topic: TopicId,
         offset: u64,
     },
+    /// The topic keeps its messages by this policy (0 = no bound of that
+    /// kind) instead of until acknowledged. Follows its TopicCreated.
+    TopicRetention {
+        topic: TopicId,
+        retain_ms: u64,
+        retain_bytes: u64,
+    },
+    /// SEEK: the cursor stands at `offset`, acknowledged and delivered,
+    /// whichever way it moved.
+    Seeked {
+        session: SessionId,
+        topic: TopicId,
+        offset: u64,
+    },
+    /// A checkpoint's copy of a producer's last stored seq on a topic.
+    ProducerState {
+        topic: TopicId,
+        producer: String,
+        last_seq: u64,
+    },
+}
+
+/// Who numbered a `Messages` record's publish: the producer id, the seq of
+/// its first message, and the reply's subscriber count, so that recovery
+/// can answer a resend with the original reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerStamp {
+    pub producer: String,
+    pub first_seq: u64,
+    pub subscribers: u64,
 }
 
 /// Why a body with a valid checksum does not decode: a bug or a newer
@@ -100,6 +135,9 @@ const SUBSCRIBED: u8 = 5;
 const UNSUBSCRIBED: u8 = 6;
 const SESSION_ENDED: u8 = 7;
 const ACKED: u8 = 8;
+const TOPIC_RETENTION: u8 = 9;
+const SEEKED: u8 = 10;
+const PRODUCER_STATE: u8 = 11;
 
 impl Record {
     /// The kind byte of the frame.
@@ -113,6 +151,9 @@ impl Record {
             Record::Unsubscribed { .. } => UNSUBSCRIBED,
             Record::SessionEnded { .. } => SESSION_ENDED,
             Record::Acked { .. } => ACKED,
+            Record::TopicRetention { .. } => TOPIC_RETENTION,
+            Record::Seeked { .. } => SEEKED,
+            Record::ProducerState { .. } => PRODUCER_STATE,
         }
     }
 
@@ -134,6 +175,7 @@ impl Record {
                 first_offset,
                 timestamp_ms,
                 payloads,
+                producer,
             } => {
                 put(out, *topic);
                 put(out, *first_offset);
@@ -142,6 +184,11 @@ impl Record {
                 for p in payloads {
                     out.extend_from_slice(&(p.len() as u32).to_le_bytes());
                     out.extend_from_slice(p);
+                }
+                if let Some(stamp) = producer {
+                    put_name(out, &stamp.producer);
+                    put(out, stamp.first_seq);
+                    put(out, stamp.subscribers);
                 }
             }
             Record::SessionCreated {
@@ -184,10 +231,33 @@ impl Record {
                 session,
                 topic,
                 offset,
+            }
+            | Record::Seeked {
+                session,
+                topic,
+                offset,
             } => {
                 put(out, *session);
                 put(out, *topic);
                 put(out, *offset);
+            }
+            Record::TopicRetention {
+                topic,
+                retain_ms,
+                retain_bytes,
+            } => {
+                put(out, *topic);
+                put(out, *retain_ms);
+                put(out, *retain_bytes);
+            }
+            Record::ProducerState {
+                topic,
+                producer,
+                last_seq,
+            } => {
+                put(out, *topic);
+                put_name(out, producer);
+                put(out, *last_seq);
             }
         }
     }
@@ -197,8 +267,11 @@ impl Record {
     pub fn body_len(&self) -> usize {
         match self {
             Record::TopicCreated { name, .. } => 12 + name.len(),
-            Record::Messages { payloads, .. } => {
+            Record::Messages {
+                payloads, producer, ..
+            } => {
                 28 + payloads.iter().map(|p| 4 + p.len()).sum::<usize>()
+                    + producer.as_ref().map_or(0, |s| 4 + s.producer.len() + 16)
             }
             Record::SessionCreated {
                 timeout_ms, owner, ..
@@ -206,10 +279,14 @@ impl Record {
                 None => 8 + timeout_ms.map_or(0, |_| 8),
                 Some(owner) => 20 + owner.len(),
             },
+            Record::ProducerState { producer, .. } => 20 + producer.len(),
             Record::TopicDeleted { .. } => 8,
             Record::Unsubscribed { .. } => 16,
             Record::SessionEnded { .. } => 9,
-            Record::Subscribed { .. } | Record::Acked { .. } => 24,
+            Record::Subscribed { .. }
+            | Record::Acked { .. }
+            | Record::Seeked { .. }
+            | Record::TopicRetention { .. } => 24,
         }
     }
 
@@ -243,11 +320,20 @@ impl Record {
                     let len = r.u32()? as usize;
                     payloads.push(Bytes::copy_from_slice(r.take(len)?));
                 }
+                let producer = match r.rest.is_empty() {
+                    true => None,
+                    false => Some(ProducerStamp {
+                        producer: r.name()?,
+                        first_seq: r.u64()?,
+                        subscribers: r.u64()?,
+                    }),
+                };
                 Record::Messages {
                     topic,
                     first_offset,
                     timestamp_ms,
                     payloads,
+                    producer,
                 }
             }
             SESSION_CREATED => {
@@ -299,6 +385,21 @@ impl Record {
                 topic: r.u64()?,
                 offset: r.u64()?,
             },
+            TOPIC_RETENTION => Record::TopicRetention {
+                topic: r.u64()?,
+                retain_ms: r.u64()?,
+                retain_bytes: r.u64()?,
+            },
+            SEEKED => Record::Seeked {
+                session: r.u64()?,
+                topic: r.u64()?,
+                offset: r.u64()?,
+            },
+            PRODUCER_STATE => Record::ProducerState {
+                topic: r.u64()?,
+                producer: r.name()?,
+                last_seq: r.u64()?,
+            },
             other => return Err(BodyError::UnknownKind(other)),
         };
         if r.rest.is_empty() {
@@ -307,6 +408,12 @@ impl Record {
             Err(BodyError::BadLength)
         }
     }
+}
+
+/// A length-prefixed UTF-8 string (a producer id).
+fn put_name(out: &mut Vec<u8>, name: &str) {
+    out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    out.extend_from_slice(name.as_bytes());
 }
 
 struct Reader<'a> {
@@ -326,6 +433,14 @@ impl<'a> Reader<'a> {
     fn u32(&mut self) -> Result<u32, BodyError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn name(&mut self) -> Result<String, BodyError> {
+        let len = self.u32()? as usize;
+        let bytes = self.take(len)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| BodyError::BadName)
     }
 
     fn u64(&mut self) -> Result<u64, BodyError> {

@@ -5,8 +5,8 @@
 
 use bytes::Bytes;
 use courier::storage::{
-    Config, Event, Log, Loss, OpenError, Record, RecoveryMode, RecoveryReport, SessionEnd, SimFs,
-    SyncMode, WriterKind,
+    Config, Event, Log, Loss, OpenError, ProducerStamp, Record, RecoveryMode, RecoveryReport,
+    SessionEnd, SimFs, SyncMode, WriterKind,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -56,6 +56,7 @@ pub fn message(topic: u64, offset: u64, text: &str) -> Record {
         first_offset: offset,
         timestamp_ms: 1_700_000_000_000 + offset,
         payloads: vec![Bytes::copy_from_slice(text.as_bytes())],
+        producer: None,
     }
 }
 
@@ -100,6 +101,33 @@ pub fn every_kind() -> Vec<Record> {
                 Bytes::new(),
                 Bytes::from(vec![0xff; 300]),
             ],
+            producer: None,
+        },
+        Record::Messages {
+            topic: 1,
+            first_offset: 3,
+            timestamp_ms: 1_700_000_000_124,
+            payloads: vec![Bytes::from_static(b"numbered")],
+            producer: Some(ProducerStamp {
+                producer: "orders-feed-ü".into(),
+                first_seq: 41,
+                subscribers: 2,
+            }),
+        },
+        Record::TopicRetention {
+            topic: 1,
+            retain_ms: 86_400_000,
+            retain_bytes: 0,
+        },
+        Record::Seeked {
+            session: 0xdead_beef,
+            topic: 1,
+            offset: 1,
+        },
+        Record::ProducerState {
+            topic: 1,
+            producer: "orders-feed-ü".into(),
+            last_seq: 41,
         },
         Record::Acked {
             session: 0xdead_beef,

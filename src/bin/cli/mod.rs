@@ -17,6 +17,8 @@
 //! [`broker_addr`], and kept for the process: every connection a command
 //! opens (the subscriber reconnects) goes the same way.
 
+pub mod replay;
+
 use courier::ErrorCode;
 use courier::client::{self, Client, ClientOptions, UserToken};
 use pico_args::Arguments;
