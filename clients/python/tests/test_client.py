@@ -481,3 +481,26 @@ def test_every_code_has_its_class():
     assert courier.UnknownTopic.code == 9 and courier.TopicFull.retryable
     unknown = courier.errors.from_reply(999, "from a newer broker")
     assert type(unknown) is courier.CourierError and unknown.code == 999
+
+
+def test_a_held_publish_times_out_on_the_client(start_broker, topic):
+    b = start_broker("--max-backlog-messages", "1", "--publish-hold", "30")
+    pub, sub = pub_sub(b.addr, topic)
+    pub.publish(topic, "fills the topic")
+    pub.timeout = 0.3
+    start = time.monotonic()
+    with pytest.raises(courier.ClientTimeout):
+        pub.publish(topic, "held")
+    assert 0.25 < time.monotonic() - start < 5
+    assert pub.closed  # a late reply could not be matched: the client closed
+
+
+def test_a_waiting_pull_times_out_only_after_its_wait(broker, topic):
+    pub, sub = pub_sub(broker.addr, topic)
+    sub.timeout = 0.2
+    start = time.monotonic()
+    assert sub.pull(topic, wait=0.5) == []  # the broker answers at 0.5 s
+    assert time.monotonic() - start >= 0.45
+    parked = sub.pull_nowait(topic, wait=30)
+    with pytest.raises(courier.ClientTimeout):
+        parked.result(timeout=0.2)
