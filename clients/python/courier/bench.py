@@ -24,7 +24,7 @@ import os
 import time
 from typing import Dict, List
 
-from .client import Client
+from .client import Client, Completion
 
 
 def percentile(sorted_values: List[float], q: float) -> float:
@@ -36,7 +36,7 @@ def percentile(sorted_values: List[float], q: float) -> float:
 
 def batched(client: Client, topic: str, duration: float, size: int, batch: int, depth: int) -> Dict[str, float]:
     payloads = [os.urandom(size) for _ in range(batch)]
-    in_flight = []
+    in_flight: List[Completion] = []
     sent = acked = 0
     start = time.perf_counter()
     end = start + duration

@@ -137,7 +137,8 @@ class Client:
         addr: ``"host:port"`` (port defaults to 5555).
         client_name: sent in HELLO, shown in the broker's logs.
         timeout: seconds every blocking call waits for its reply
-            (default 10; ``None`` waits forever).
+            (default 10; ``None`` waits forever). Each method also takes
+            ``timeout=`` for that call alone.
         connect_timeout: seconds to open the connection (default: timeout).
         user, token: credentials sent in HELLO; default to the environment's
             ``COURIER_USER`` and ``COURIER_TOKEN``. Left out when not set.
@@ -257,10 +258,10 @@ class Client:
         self._kernel_timeouts[option] = tenths
 
     def _call(self, op: int, args: Sequence[Any], topic: Optional[str] = None,
-              extra_wait: float = 0.0) -> Any:
-        completion = self._submit(op, args, topic)
-        timeout = None if self.timeout is None else self.timeout + extra_wait
-        return completion.result(timeout)
+              timeout: Optional[float] = None) -> Any:
+        """Sends one request and waits ``timeout`` seconds (default: the
+        client's) for its reply."""
+        return self._submit(op, args, topic).result(timeout)
 
     def _deadline(self, timeout: Optional[float]) -> Optional[float]:
         timeout = self.timeout if timeout is None else timeout
@@ -400,43 +401,55 @@ class Client:
         completion = self._submit(op, list(args))
         return completion.result(timeout)
 
-    def hello(self, client_name: str = "courier-python") -> Dict[str, Any]:
+    def hello(self, client_name: str = "courier-python", *, timeout: Optional[float] = None) -> Dict[str, Any]:
         """HELLO again. The handshake is done when the client connects, so
         the broker answers :class:`~courier.HandshakeRepeated`; here so that
         every operation has its method."""
-        return self._call(p.HELLO, p.hello_args(client_name))
+        return self._call(p.HELLO, p.hello_args(client_name), timeout=timeout)
 
     # ------------------------------------------------------------ publishing
 
-    def register_publisher(self, producer_id: Optional[str] = None) -> int:
+    def register_publisher(self, producer_id: Optional[str] = None, *, timeout: Optional[float] = None) -> int:
         """REGISTER_PUBLISHER: makes this connection a publisher; returns the
         publisher id. ``producer_id`` (a durable identity, 1 to 255 bytes)
         turns on deduplication by ``seq`` (ROUND4)."""
-        return self._call(p.REGISTER_PUBLISHER, p.register_publisher_args(producer_id))
+        return self._call(p.REGISTER_PUBLISHER, p.register_publisher_args(producer_id), timeout=timeout)
 
     def create_topic(
-        self, topic: str, *, retain_ms: Optional[int] = None, retain_bytes: Optional[int] = None
+        self,
+        topic: str,
+        *,
+        retain_ms: Optional[int] = None,
+        retain_bytes: Optional[int] = None,
+        timeout: Optional[float] = None,
     ) -> None:
         """CREATE_TOPIC. ``retain_ms`` / ``retain_bytes`` (ROUND4) keep
         messages by age / size instead of until acknowledged (0: no bound)."""
-        self._call(p.CREATE_TOPIC, p.create_topic_args(topic, retain_ms, retain_bytes))
+        self._call(p.CREATE_TOPIC, p.create_topic_args(topic, retain_ms, retain_bytes), timeout=timeout)
 
-    def delete_topic(self, topic: str) -> None:
+    def delete_topic(self, topic: str, *, timeout: Optional[float] = None) -> None:
         """DELETE_TOPIC: drops the topic, its messages and subscriptions."""
-        self._call(p.DELETE_TOPIC, p.topic_args(topic))
+        self._call(p.DELETE_TOPIC, p.topic_args(topic), timeout=timeout)
 
-    def publish(self, topic: str, payload: Payload, *, seq: Optional[int] = None) -> PublishResult:
+    def publish(
+        self, topic: str, payload: Payload, *, seq: Optional[int] = None, timeout: Optional[float] = None
+    ) -> PublishResult:
         """PUBLISH one message (``str`` is sent as UTF-8) and waits until it
         is stored; returns ``(offset, subscribers)``. ``seq`` (ROUND4, needs
         a ``producer_id``) makes a resend of the same message harmless."""
-        return self._call(p.PUBLISH, p.publish_args(topic, payload, seq))
+        return self._call(p.PUBLISH, p.publish_args(topic, payload, seq), timeout=timeout)
 
     def publish_batch(
-        self, topic: str, payloads: Sequence[Payload], *, first_seq: Optional[int] = None
+        self,
+        topic: str,
+        payloads: Sequence[Payload],
+        *,
+        first_seq: Optional[int] = None,
+        timeout: Optional[float] = None,
     ) -> BatchResult:
         """PUBLISH_BATCH: all or nothing; returns ``(first_offset, count,
         subscribers)``."""
-        return self._call(p.PUBLISH_BATCH, p.publish_batch_args(topic, payloads, first_seq))
+        return self._call(p.PUBLISH_BATCH, p.publish_batch_args(topic, payloads, first_seq), timeout=timeout)
 
     def publish_nowait(self, topic: str, payload: Payload, *, seq: Optional[int] = None) -> Completion:
         """Queues a PUBLISH without waiting; its :class:`Completion` gives the
@@ -456,32 +469,38 @@ class Client:
     # ------------------------------------------------------------ subscribing
 
     def register_subscriber(
-        self, subscriber_id: Optional[int] = None, *, timeout_ms: Optional[int] = None
+        self,
+        subscriber_id: Optional[int] = None,
+        *,
+        timeout_ms: Optional[int] = None,
+        timeout: Optional[float] = None,
     ) -> Registration:
         """REGISTER_SUBSCRIBER: a new session (``subscriber_id=None``) or the
         resume of one; returns ``(subscriber_id, topics, more)``.
         ``timeout_ms`` asks how long a new session outlives its connection.
         On resume, what was delivered but not acknowledged comes again."""
-        return self._call(p.REGISTER_SUBSCRIBER, p.register_subscriber_args(subscriber_id, timeout_ms))
+        return self._call(p.REGISTER_SUBSCRIBER, p.register_subscriber_args(subscriber_id, timeout_ms), timeout=timeout)
 
-    def resume(self, subscriber_id: int) -> Registration:
+    def resume(self, subscriber_id: int, *, timeout: Optional[float] = None) -> Registration:
         """Resumes session ``subscriber_id`` (REGISTER_SUBSCRIBER with it)."""
-        return self.register_subscriber(subscriber_id)
+        return self.register_subscriber(subscriber_id, timeout=timeout)
 
-    def subscribe(self, topic: str, position: Optional[Position] = None) -> int:
+    def subscribe(
+        self, topic: str, position: Optional[Position] = None, *, timeout: Optional[float] = None
+    ) -> int:
         """SUBSCRIBE; returns the offset of the first message this subscriber
         will get. ``position`` (ROUND4): ``"new"``, ``"earliest"``, an offset
         or ``{"time_ms": unix_ms}``; default: from now on."""
-        return self._call(p.SUBSCRIBE, p.subscribe_args(topic, position))
+        return self._call(p.SUBSCRIBE, p.subscribe_args(topic, position), timeout=timeout)
 
-    def unsubscribe(self, topic: str) -> None:
+    def unsubscribe(self, topic: str, *, timeout: Optional[float] = None) -> None:
         """UNSUBSCRIBE: ends the subscription."""
-        self._call(p.UNSUBSCRIBE, p.topic_args(topic))
+        self._call(p.UNSUBSCRIBE, p.topic_args(topic), timeout=timeout)
 
-    def seek(self, topic: str, position: Position) -> int:
+    def seek(self, topic: str, position: Position, *, timeout: Optional[float] = None) -> int:
         """SEEK (ROUND4): moves this subscription to ``position``; returns
         where it landed (out-of-range positions are clamped)."""
-        return self._call(p.SEEK, p.seek_args(topic, position))
+        return self._call(p.SEEK, p.seek_args(topic, position), timeout=timeout)
 
     def pull_groups(
         self,
@@ -491,13 +510,14 @@ class Client:
         max_bytes: Optional[int] = None,
         wait: float = DEFAULT_PULL_WAIT,
         ack: bool = True,
+        timeout: Optional[float] = None,
     ) -> List[Group]:
         """PULL, returning the reply's groups as they are (see :meth:`pull`)."""
         completion = self.pull_nowait(
             topic, max_messages=max_messages, max_bytes=max_bytes, wait=wait, ack=ack
         )
-        timeout = None if self.timeout is None else self.timeout + max(wait, 0.0)
-        return completion.result(timeout)
+        timeout = self.timeout if timeout is None else timeout
+        return completion.result(None if timeout is None else timeout + max(wait, 0.0))
 
     def pull(
         self,
@@ -507,6 +527,7 @@ class Client:
         max_bytes: Optional[int] = None,
         wait: float = DEFAULT_PULL_WAIT,
         ack: bool = True,
+        timeout: Optional[float] = None,
     ) -> Messages:
         """PULL: the new messages of ``topic`` (``None``: every subscribed
         topic), each with ``.payload`` (bytes), ``.topic`` and ``.offset``.
@@ -517,10 +538,12 @@ class Client:
         acknowledges everything already delivered on the pulled topics — the
         messages earlier pulls returned — so a loop of pulls consumes
         at-least-once; pass ``ack=False`` and call :meth:`ack` to decide
-        yourself. ``max_bytes`` defaults to one frame's worth.
+        yourself. ``max_bytes`` defaults to one frame's worth. ``timeout``
+        (default: the client's) bounds the wait for the reply beyond ``wait``.
         """
         groups = self.pull_groups(
-            topic, max_messages=max_messages, max_bytes=max_bytes, wait=wait, ack=ack
+            topic, max_messages=max_messages, max_bytes=max_bytes, wait=wait, ack=ack,
+            timeout=timeout,
         )
         out = Messages()
         for g in groups:
@@ -546,9 +569,9 @@ class Client:
             max_bytes = min(self._max_frame, p.MAX_U32)
         return self._submit(p.PULL, p.pull_args(topic, max_messages, max_bytes, wait_ms, ack), topic)
 
-    def ack(self, topic: str, offset: int) -> None:
+    def ack(self, topic: str, offset: int, *, timeout: Optional[float] = None) -> None:
         """ACK: acknowledges every message of ``topic`` below ``offset``."""
-        self._call(p.ACK, p.ack_args(topic, offset))
+        self._call(p.ACK, p.ack_args(topic, offset), timeout=timeout)
 
     def messages(
         self,
@@ -589,28 +612,36 @@ class Client:
                     pass
 
     def fetch(
-        self, topic: str, offset: int, *, max_messages: int = 1000, max_bytes: Optional[int] = None
+        self,
+        topic: str,
+        offset: int,
+        *,
+        max_messages: int = 1000,
+        max_bytes: Optional[int] = None,
+        timeout: Optional[float] = None,
     ) -> FetchResult:
         """FETCH (ROUND4): reads retained messages from ``offset`` without a
         subscription; each message carries ``time_ms``."""
         if max_bytes is None:
             max_bytes = min(self._max_frame, p.MAX_U32)
-        return self._call(p.FETCH, p.fetch_args(topic, offset, max_messages, max_bytes), topic)
+        return self._call(p.FETCH, p.fetch_args(topic, offset, max_messages, max_bytes), topic, timeout=timeout)
 
-    def end_session(self) -> None:
+    def end_session(self, *, timeout: Optional[float] = None) -> None:
         """END_SESSION: ends this connection's subscriber session now."""
-        self._call(p.END_SESSION, [])
+        self._call(p.END_SESSION, [], timeout=timeout)
 
     # ------------------------------------------------------------ anyone
 
-    def stats(self) -> Dict[str, Any]:
+    def stats(self, *, timeout: Optional[float] = None) -> Dict[str, Any]:
         """STATS: the broker's counters (PROTOCOL.md 4.12)."""
-        return self._call(p.STATS, [])
+        return self._call(p.STATS, [], timeout=timeout)
 
-    def list_topics(self, after: Optional[str] = None, limit: int = 1000) -> TopicPage:
+    def list_topics(
+        self, after: Optional[str] = None, limit: int = 1000, *, timeout: Optional[float] = None
+    ) -> TopicPage:
         """LIST_TOPICS: one page ``(topics, next)``; pass ``next`` as
         ``after`` for the next page."""
-        return self._call(p.LIST_TOPICS, p.list_topics_args(after, limit))
+        return self._call(p.LIST_TOPICS, p.list_topics_args(after, limit), timeout=timeout)
 
     def iter_topics(self) -> Iterator[Dict[str, Any]]:
         """Every topic's map, following LIST_TOPICS pages to the end."""
@@ -622,9 +653,9 @@ class Client:
                 return
             after = page.next
 
-    def topic_info(self, topic: str) -> Dict[str, Any]:
+    def topic_info(self, topic: str, *, timeout: Optional[float] = None) -> Dict[str, Any]:
         """TOPIC_INFO: the topic's map (name, next_offset, backlog, ...)."""
-        return self._call(p.TOPIC_INFO, p.topic_args(topic))
+        return self._call(p.TOPIC_INFO, p.topic_args(topic), timeout=timeout)
 
     # ------------------------------------------------------------ the original tool's names
 
@@ -762,11 +793,15 @@ class Subscriber(Client):
                 raise
 
     def register_subscriber(
-        self, subscriber_id: Optional[int] = None, *, timeout_ms: Optional[int] = None
+        self,
+        subscriber_id: Optional[int] = None,
+        *,
+        timeout_ms: Optional[int] = None,
+        timeout: Optional[float] = None,
     ) -> Registration:
         if timeout_ms is None:
             timeout_ms = self._session_timeout_ms
-        reg = super().register_subscriber(subscriber_id, timeout_ms=timeout_ms)
+        reg = super().register_subscriber(subscriber_id, timeout_ms=timeout_ms, timeout=timeout)
         self.registration = reg
         self.session_id = reg.subscriber_id
         return reg
@@ -775,15 +810,17 @@ class Subscriber(Client):
         if self.session_id is None:
             self.register_subscriber()
 
-    def subscribe(self, topic: str, position: Optional[Position] = None) -> int:
+    def subscribe(
+        self, topic: str, position: Optional[Position] = None, *, timeout: Optional[float] = None
+    ) -> int:
         self._ensure()
-        return super().subscribe(topic, position)
+        return super().subscribe(topic, position, timeout=timeout)
 
     def pull_nowait(self, topic: Optional[str] = None, **kwargs: Any) -> Completion:
         self._ensure()
         return super().pull_nowait(topic, **kwargs)
 
-    def end_session(self) -> None:
-        super().end_session()
+    def end_session(self, *, timeout: Optional[float] = None) -> None:
+        super().end_session(timeout=timeout)
         self.session_id = None
         self.registration = None

@@ -129,7 +129,7 @@ class PublishResult(NamedTuple):
 
 class BatchResult(NamedTuple):
     first_offset: int
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count, as the protocol names it
     subscribers: int
 
 
@@ -245,7 +245,7 @@ def topic_args(topic: str) -> List[Any]:
 
 
 def publish_args(topic: str, payload: Payload, seq: Optional[int] = None) -> List[Any]:
-    args = [_topic(topic), payload_bytes(payload)]
+    args: List[Any] = [_topic(topic), payload_bytes(payload)]
     if seq is not None:
         args.append(_uint(seq, "seq"))
     return args

@@ -487,10 +487,9 @@ def test_a_held_publish_times_out_on_the_client(start_broker, topic):
     b = start_broker("--max-backlog-messages", "1", "--publish-hold", "30")
     pub, sub = pub_sub(b.addr, topic)
     pub.publish(topic, "fills the topic")
-    pub.timeout = 0.3
     start = time.monotonic()
     with pytest.raises(courier.ClientTimeout):
-        pub.publish(topic, "held")
+        pub.publish(topic, "held", timeout=0.3)  # this call only
     assert 0.25 < time.monotonic() - start < 5
     assert pub.closed  # a late reply could not be matched: the client closed
 
