@@ -192,13 +192,17 @@ class Client:
             sock = socket.create_connection(
                 (host, port), timeout=connect_timeout if connect_timeout is not None else timeout
             )
+        except OSError as e:
+            raise ConnectionFailed(f"cannot connect to {addr}: {e}") from e
+        try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if tls or ssl_context is not None or ca is not None:
                 context = ssl_context or ssl.create_default_context(cafile=ca)
                 sock = context.wrap_socket(sock, server_hostname=server_hostname or host)
             sock.settimeout(None)  # blocking; see _kernel_timeout
-        except (OSError, ssl.SSLError) as e:
-            raise ConnectionFailed(f"cannot connect to {addr}: {e}") from e
+        except OSError as e:  # ssl.SSLError included
+            sock.close()
+            raise ConnectionFailed(f"cannot set up the connection to {addr}: {e}") from e
         self._sock = sock
         try:
             info = self._call(p.HELLO, p.hello_args(client_name, credentials))
