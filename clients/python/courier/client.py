@@ -137,8 +137,9 @@ class Client:
         addr: ``"host:port"`` (port defaults to 5555).
         client_name: sent in HELLO, shown in the broker's logs.
         timeout: seconds every blocking call waits for its reply
-            (default 10; ``None`` waits forever). Each method also takes
-            ``timeout=`` for that call alone.
+            (default 10; ``None`` waits forever); a publish waits the
+            broker's ``publish_hold_ms`` more, a pull its ``wait`` more. Each
+            method also takes ``timeout=`` for that call alone.
         connect_timeout: seconds to open the connection (default: timeout).
         user, token: credentials sent in HELLO; default to the environment's
             ``COURIER_USER`` and ``COURIER_TOKEN``. Left out when not set.
@@ -182,6 +183,7 @@ class Client:
         self._closed_by: Optional[CourierError] = None
         self._kernel_timeouts: Dict[int, int] = {}
         self._max_frame = 16 * 1024 * 1024  # until HELLO says
+        self._publish_hold = 0.0
         host, port = parse_addr(addr)
         user = user if user is not None else os.environ.get("COURIER_USER")
         token = token if token is not None else os.environ.get("COURIER_TOKEN")
@@ -212,6 +214,7 @@ class Client:
         #: The HELLO reply: the broker's version and limits (PROTOCOL.md 4.1).
         self.server_info: Dict[str, Any] = info
         self._max_frame = int(info.get("max_frame_bytes", p.DEFAULT_MAX_FRAME_BYTES))
+        self._publish_hold = int(info.get("publish_hold_ms", 0)) / 1000
         #: Largest payload the broker takes.
         self.max_payload_bytes: int = int(info.get("max_payload_bytes", self._max_frame - 512))
 
@@ -272,6 +275,11 @@ class Client:
         return None if timeout is None else time.monotonic() + timeout
 
     def _wait_for(self, completion: Completion, timeout: Optional[float]) -> None:
+        if timeout is None and completion.op in (p.PUBLISH, p.PUBLISH_BATCH) and self.timeout is not None:
+            # A publish to a full topic is held up to publish_hold_ms before
+            # the broker answers (PROTOCOL.md 4.5): the default wait covers
+            # it, so that TopicFull arrives rather than a client timeout.
+            timeout = self.timeout + self._publish_hold
         deadline = self._deadline(timeout)
         self.flush()
         while not completion._done:

@@ -503,3 +503,13 @@ def test_a_waiting_pull_times_out_only_after_its_wait(broker, topic):
     parked = sub.pull_nowait(topic, wait=30)
     with pytest.raises(courier.ClientTimeout):
         parked.result(timeout=0.2)
+
+
+def test_the_default_timeout_covers_the_publish_hold(start_broker, topic):
+    b = start_broker("--max-backlog-messages", "1", "--publish-hold", "0.6")
+    pub, sub = pub_sub(b.addr, topic)
+    pub.publish(topic, "fills the topic")
+    pub.timeout = 0.3  # shorter than the hold: the hold is added to it
+    with pytest.raises(courier.TopicFull):
+        pub.publish(topic, "refused after the hold")
+    assert not pub.closed
