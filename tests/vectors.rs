@@ -455,3 +455,55 @@ fn every_operation_and_error_code_has_vectors() {
         assert!(has, "no reply vector for {code}");
     }
 }
+
+/// Whether `line` is nothing but space-separated pairs of hex digits.
+fn is_hex_line(line: &str) -> bool {
+    let line = line.trim();
+    !line.is_empty()
+        && line
+            .split(' ')
+            .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Every whole frame PROTOCOL.md shows: hex code blocks (split at their
+/// length prefixes) and inline hex that is exactly one frame.
+fn frames_in_protocol_md() -> Vec<String> {
+    let mut frames = Vec::new();
+    let mut split = |bytes: &[u8], whole_only: bool| {
+        let mut rest = bytes;
+        while let Ok(Some((_, used))) = split_frame(rest, usize::MAX) {
+            if whole_only && used != rest.len() {
+                return;
+            }
+            let hex: Vec<String> = rest[..used].iter().map(|b| format!("{b:02x}")).collect();
+            frames.push(hex.join(" "));
+            rest = &rest[used..];
+        }
+    };
+    for block in PROTOCOL.split("```").skip(1).step_by(2) {
+        let lines: Vec<&str> = block.lines().filter(|l| !l.trim().is_empty()).collect();
+        if !lines.is_empty() && lines.iter().all(|l| is_hex_line(l)) {
+            split(&unhex(&lines.join(" ")), false);
+        }
+    }
+    for inline in PROTOCOL.split('`').skip(1).step_by(2) {
+        if is_hex_line(inline) && inline.len() >= 14 {
+            split(&unhex(inline), true);
+        }
+    }
+    frames
+}
+
+#[test]
+fn every_frame_protocol_md_shows_is_a_vector() {
+    let hexes: Vec<String> = vectors().into_iter().map(|v| v.hex).collect();
+    let frames = frames_in_protocol_md();
+    assert!(frames.len() >= 40, "{} frames found", frames.len());
+    for frame in frames {
+        assert!(
+            hexes.contains(&frame),
+            "PROTOCOL.md shows {frame}, which tests/vectors.json lacks \
+             (run python3 clients/python/tools/gen_vectors.py after adding it there)"
+        );
+    }
+}

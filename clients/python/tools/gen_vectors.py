@@ -11,6 +11,8 @@ checks that its writer produces exactly those bytes and that the hex occurs
 in PROTOCOL.md, so document, generator and file agree.
 
 Run from the repository root: python3 clients/python/tools/gen_vectors.py
+Run it again whenever PROTOCOL.md's examples change (8.1's HELLO reply
+changes with every key ServerInfo gains; its value is read from the hex).
 """
 
 import json
@@ -142,24 +144,45 @@ def rep(name, op, value, **kw):
 
 
 NEWS = "news"
-HELLO_MAP = Map(
-    ("version", 2),
-    ("server", "courier 0.1.0"),
-    ("max_frame_bytes", 1048576),
-    ("max_payload_bytes", 1048064),
-    ("max_topic_name_bytes", 255),
-    ("max_pull_messages", 65536),
-    ("max_backlog_bytes", 67108864),
-    ("max_backlog_messages", 1000000),
-    ("session_timeout_ms", 60000),
-    ("max_output_bytes", 16777216),
-    ("publish_hold_ms", 5000),
-    ("max_waiting_pulls", 4),
-    ("max_session_timeout_ms", 604800000),
-)
 HELLO_HEX = re.search(r"Reply `\[1, 0, \{\.\.\.\}\]` \(\d+ bytes on the wire\): ``` ([0-9a-f ]+?) ```", DOC)
 if HELLO_HEX is None:
     sys.exit("PROTOCOL.md 8.1: HELLO reply hex not found")
+
+
+def read_hello_map(hex_text: str) -> Map:
+    """The HELLO reply's map, read from the document's bytes, so that a key
+    added to ServerInfo (and to 8.1's hex) needs no edit here. Only what
+    that map holds is read: fixmap / map 16 of str keys, uint and str values."""
+    data = bytes.fromhex(hex_text.replace(" ", ""))[4:]
+    assert data[:3] == b"\x93\x01\x00", "8.1 reply starts [1, 0, "
+    pos = 3
+
+    def take(n):
+        nonlocal pos
+        pos += n
+        return data[pos - n : pos]
+
+    def read():
+        b = take(1)[0]
+        if b < 0x80:
+            return b
+        if 0xA0 <= b <= 0xBF:
+            return take(b & 0x1F).decode()
+        if b == 0xD9:
+            return take(take(1)[0]).decode()
+        sizes = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+        if b in sizes:
+            return int.from_bytes(take(sizes[b]), "big")
+        sys.exit(f"8.1: unexpected byte {b:#x} in the HELLO map")
+
+    head = take(1)[0]
+    count = head & 0x0F if 0x80 <= head <= 0x8F else int.from_bytes(take(2), "big")
+    pairs = [(read(), read()) for _ in range(count)]
+    assert pos == len(data), "one map, nothing after it"
+    return Map(*pairs)
+
+
+HELLO_MAP = read_hello_map(HELLO_HEX.group(1))
 
 S = "PROTOCOL.md 8.%s"
 req("HELLO request", [1, 1, 2, "demo"], doc_hex="00 00 00 09 94 01 01 02 a4 64 65 6d 6f", source=S % 1)
