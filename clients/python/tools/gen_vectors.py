@@ -111,7 +111,8 @@ VECTORS = []
 DOC = re.sub(r"\s+", " ", (ROOT / "PROTOCOL.md").read_text())
 
 
-def add(name, kind, op, value, doc_hex=None, source=None, pending=None, raw=None, canonical=True):
+def add(name, kind, op, value, doc_hex=None, source=None, pending=None, raw=None, canonical=True,
+        branch_hex=None):
     """One vector. ``doc_hex``: the bytes as PROTOCOL.md shows them (checked
     against the writer and the document). ``raw``: bytes given by hand for a
     decode-only (non-shortest) form. ``canonical=False``: a form encoders do
@@ -125,6 +126,9 @@ def add(name, kind, op, value, doc_hex=None, source=None, pending=None, raw=None
             sys.exit(f"{name}: the writer gives\n  {spaced(data)}\nPROTOCOL.md shows\n  {doc_hex}")
         if doc_hex not in DOC:
             sys.exit(f"{name}: hex not found in PROTOCOL.md")
+    if branch_hex is not None and spaced(data) != branch_hex:
+        # The hex of another branch's PROTOCOL.md, not merged here yet.
+        sys.exit(f"{name}: the writer gives\n  {spaced(data)}\n{source} shows\n  {branch_hex}")
     v = {"name": name, "kind": kind, "op": op, "value": to_json(value), "hex": spaced(data)}
     if not canonical:
         v["canonical"] = False
@@ -500,6 +504,63 @@ for code, name, op, text in (
 ):
     rid = 1 if name == "AUTH_FAILED" else 40 + code
     rep(f"{name} ({code}) reply", op, [rid, code, text], pending=R4)
+
+# The examples the issue 12 and issue 13 branches add to PROTOCOL.md (both
+# as 8.14), with their hex as those branches show it today: pending until
+# merged, when every_frame_protocol_md_shows_is_a_vector finds them there.
+R12 = "PROTOCOL.md 8.14 of the issue 12 branch (replay)"
+R13 = "PROTOCOL.md 8.14 of the issue 13 branch (credentials)"
+PM = "example of a branch not merged here yet; check against the broker after the merge"
+LOG = "log"
+for name, kind, op, value, hex_text, src in (
+    ("replay: REGISTER_PUBLISHER request with producer_id", "request", 2, [2, 2, "p1"],
+     "00 00 00 06 93 02 02 a2 70 31", R12),
+    ("replay: CREATE_TOPIC request kept a day", "request", 3, [3, 3, LOG, Map(("retain_ms", 86400000))],
+     "00 00 00 17 94 03 03 a3 6c 6f 67 81 a9 72 65 74 61 69 6e 5f 6d 73 ce 05 26 5c 00", R12),
+    ("replay: PUBLISH request seq 1", "request", 5, [5, 4, LOG, Bin(b"A"), 1],
+     "00 00 00 0b 95 05 04 a3 6c 6f 67 c4 01 41 01", R12),
+    ("replay: PUBLISH reply, no subscriber", "reply", 5, [4, 0, [0, 0]],
+     "00 00 00 06 93 04 00 92 00 00", R12),
+    ("replay: PUBLISH request seq 1 again", "request", 5, [5, 5, LOG, Bin(b"A"), 1],
+     "00 00 00 0b 95 05 05 a3 6c 6f 67 c4 01 41 01", R12),
+    ("replay: PUBLISH reply, the original one", "reply", 5, [5, 0, [0, 0]],
+     "00 00 00 06 93 05 00 92 00 00", R12),
+    ("replay: PUBLISH request seq 3", "request", 5, [5, 6, LOG, Bin(b"C"), 3],
+     "00 00 00 0b 95 05 06 a3 6c 6f 67 c4 01 43 03", R12),
+    ("replay: SEQUENCE_GAP reply", "reply", 5,
+     [6, 28, "seq 3 of producer 'p1' skips ahead: the last stored is 1, so the next must be 2"],
+     "00 00 00 54 93 06 1c d9 4f 73 65 71 20 33 20 6f 66 20 70 72 6f 64 75 63 65 72 20 27 70 31 27 20 "
+     "73 6b 69 70 73 20 61 68 65 61 64 3a 20 74 68 65 20 6c 61 73 74 20 73 74 6f 72 65 64 20 69 73 20 "
+     "31 2c 20 73 6f 20 74 68 65 20 6e 65 78 74 20 6d 75 73 74 20 62 65 20 32", R12),
+    ("replay: SUBSCRIBE request from the earliest", "request", 8, [8, 3, LOG, "earliest"],
+     "00 00 00 10 94 08 03 a3 6c 6f 67 a8 65 61 72 6c 69 65 73 74", R12),
+    ("replay: SEEK request by time", "request", 16, [16, 4, LOG, Map(("time_ms", 0))],
+     "00 00 00 11 94 10 04 a3 6c 6f 67 81 a7 74 69 6d 65 5f 6d 73 00", R12),
+    ("replay: SEEK reply", "reply", 16, [4, 0, 0], "00 00 00 04 93 04 00 00", R12),
+    ("replay: FETCH request", "request", 17, [17, 5, LOG, 0, 10, 65536],
+     "00 00 00 0e 96 11 05 a3 6c 6f 67 00 0a ce 00 01 00 00", R12),
+    ("replay: FETCH reply", "reply", 17,
+     [5, 0, Map(("messages", [[0, 1796112000000, Bin(b"A")]]), ("next_offset", 1),
+                ("earliest_offset", 0), ("end_offset", 1))],
+     "00 00 00 46 93 05 00 84 a8 6d 65 73 73 61 67 65 73 91 93 00 cf 00 00 01 a2 30 9e 24 00 c4 01 41 "
+     "ab 6e 65 78 74 5f 6f 66 66 73 65 74 01 af 65 61 72 6c 69 65 73 74 5f 6f 66 66 73 65 74 00 aa 65 "
+     "6e 64 5f 6f 66 66 73 65 74 01", R12),
+    ("credentials: PUBLISH request to a topic not granted", "request", 5, [5, 3, "sports", Bin(b"Hi")],
+     "00 00 00 0e 94 05 03 a6 73 70 6f 72 74 73 c4 02 48 69", R13),
+    ("credentials: FORBIDDEN reply", "reply", 5, [3, 31, "user alice may not PUBLISH on topic sports"],
+     "00 00 00 2f 93 03 1f d9 2a 75 73 65 72 20 61 6c 69 63 65 20 6d 61 79 20 6e 6f 74 20 50 55 42 4c "
+     "49 53 48 20 6f 6e 20 74 6f 70 69 63 20 73 70 6f 72 74 73", R13),
+    ("credentials: HELLO request with a wrong token", "request", 1,
+     [1, 1, 2, "demo", Map(("user", "alice"), ("token", "guess"))],
+     "00 00 00 21 95 01 01 02 a4 64 65 6d 6f 82 a4 75 73 65 72 a5 61 6c 69 63 65 a5 74 6f 6b 65 6e a5 "
+     "67 75 65 73 73", R13),
+    ("credentials: AUTH_FAILED reply", "reply", 1,
+     [1, 30, "authentication failed: unknown user or wrong token, or no credentials"],
+     "00 00 00 4a 93 01 1e d9 45 61 75 74 68 65 6e 74 69 63 61 74 69 6f 6e 20 66 61 69 6c 65 64 3a 20 "
+     "75 6e 6b 6e 6f 77 6e 20 75 73 65 72 20 6f 72 20 77 72 6f 6e 67 20 74 6f 6b 65 6e 2c 20 6f 72 20 "
+     "6e 6f 20 63 72 65 64 65 6e 74 69 61 6c 73", R13),
+):
+    add(name, kind, op, value, source=src, pending=PM, branch_hex=hex_text)
 
 SCHEMA = {
     "about": (
