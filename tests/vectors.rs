@@ -215,7 +215,7 @@ fn request<'a>(v: &'a V, scratch: &'a mut Vec<u8>) -> (u64, Request<'a>) {
 }
 
 /// The reply a vector's value means, to a request of `op`.
-fn reply(op: Op, v: &V) -> (u64, Result<Reply, ErrorReply>) {
+fn reply(op: Op, v: &V) -> (u64, Expected) {
     let [id, status, body] = items(v) else {
         panic!("a reply is [id, status, body]: {v:?}")
     };
@@ -223,7 +223,7 @@ fn reply(op: Op, v: &V) -> (u64, Result<Reply, ErrorReply>) {
     if int(status) != 0 {
         let code = ErrorCode::from_code(int(status)).expect("a known code");
         let message = text(body).to_owned();
-        return (id, Err(ErrorReply { code, message }));
+        return (id, Expected::Exact(Err(ErrorReply { code, message })));
     }
     let ints = |v: &V| items(v).iter().map(int).collect::<Vec<_>>();
     let reply = match op {
@@ -264,24 +264,52 @@ fn reply(op: Op, v: &V) -> (u64, Result<Reply, ErrorReply>) {
         Op::Subscribe => Reply::Subscribed {
             next_offset: int(body),
         },
-        Op::Pull => Reply::Messages(
-            items(body)
-                .iter()
-                .map(|group| match items(group) {
-                    [topic, first, payloads] => TopicMessages {
-                        topic: text(topic).to_owned(),
-                        first_offset: int(first),
-                        payloads: items(payloads)
-                            .iter()
-                            .map(|p| Bytes::copy_from_slice(bytes_of(p)))
-                            .collect(),
-                    },
-                    _ => panic!("{group:?}"),
-                })
-                .collect(),
-        ),
+        Op::Pull => return (id, Expected::Groups(groups(body))),
+        // Operations a later change adds (SEEK, FETCH) are checked as
+        // pending vectors until this test learns them; unreachable here.
+        #[allow(unreachable_patterns)]
+        op => panic!("no reply shape for {op:?} in this test"),
     };
-    (id, Ok(reply))
+    (id, Expected::Exact(Ok(reply)))
+}
+
+/// A pull reply's groups as `(topic, first_offset, payloads)`: compared
+/// field by field, so that the test does not depend on every field of
+/// `TopicMessages` (a later version adds some).
+type Groups = Vec<(String, u64, Vec<Vec<u8>>)>;
+
+fn groups(body: &V) -> Groups {
+    items(body)
+        .iter()
+        .map(|group| match items(group) {
+            [topic, first, payloads] => (
+                text(topic).to_owned(),
+                int(first),
+                items(payloads)
+                    .iter()
+                    .map(|p| bytes_of(p).to_vec())
+                    .collect(),
+            ),
+            _ => panic!("{group:?}"),
+        })
+        .collect()
+}
+
+fn decoded_groups(groups: &[TopicMessages]) -> Groups {
+    groups
+        .iter()
+        .map(|g| {
+            let payloads = g.payloads.iter().map(|p| p.to_vec()).collect();
+            (g.topic.clone(), g.first_offset, payloads)
+        })
+        .collect()
+}
+
+/// What a reply vector must decode to.
+#[derive(Debug)]
+enum Expected {
+    Exact(Result<Reply, ErrorReply>),
+    Groups(Groups),
 }
 
 struct Vector {
@@ -358,12 +386,22 @@ fn encode_decoded(id: u64, decoded: &Result<Reply, ErrorReply>) -> Vec<u8> {
 
 fn check_reply(v: &Vector) {
     let op = Op::from_code(v.op).expect("a known op");
-    let expected = reply(op, &v.value);
+    let (id, expected) = reply(op, &v.value);
     let frame = Bytes::copy_from_slice(body(v));
-    assert_eq!(decode_reply(op, &frame), Ok(expected.clone()), "{}", v.name);
+    let (decoded_id, decoded) = decode_reply(op, &frame).expect("the codec reads it");
+    assert_eq!(decoded_id, id, "{}", v.name);
+    match (&expected, &decoded) {
+        (Expected::Exact(expected), decoded) => assert_eq!(decoded, expected, "{}", v.name),
+        (Expected::Groups(expected), Ok(Reply::Messages(groups))) => {
+            assert_eq!(&decoded_groups(groups), expected, "{}", v.name)
+        }
+        (Expected::Groups(_), other) => panic!("{}: decoded as {other:?}", v.name),
+    }
     if v.canonical {
+        // The decoded value equals the vector's, so encoding it is encoding
+        // the vector's value.
         assert_eq!(
-            encode_decoded(expected.0, &expected.1),
+            encode_decoded(id, &decoded),
             v.bytes,
             "{}: encoding",
             v.name
