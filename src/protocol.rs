@@ -179,6 +179,8 @@ error_codes! {
         "The session holds its maximum number of subscriptions (--max-subscriptions-per-session).";
     StorageUnavailable = 27, "STORAGE_UNAVAILABLE", false, true,
         "The broker could not make the request durable (a write or fsync of its log failed); nothing of it was kept. Retry: the log starts a new segment.";
+    DiskFull = 32, "DISK_FULL", false, true,
+        "The broker's log is at its bound on disk (--max-disk); nothing was stored. Retry after subscribers acknowledge and old segments are deleted.";
 }
 
 impl fmt::Display for ErrorCode {
@@ -390,6 +392,17 @@ pub struct Stats {
     /// Times a connection stopped being read because its held publishes
     /// passed the bound.
     pub held_input_pauses: u64,
+    /// Messages moved out of the memory cache to be read back from the log
+    /// (durable brokers; `--cache-bytes`).
+    pub messages_evicted: u64,
+    /// Range reads of the log done for subscribers behind the cache, and
+    /// the messages they returned.
+    pub disk_reads: u64,
+    pub disk_messages_read: u64,
+    /// Reads in flight or queued now.
+    pub disk_reads_outstanding: u64,
+    /// The log's bytes on disk (0 without a log).
+    pub disk_bytes: u64,
 }
 
 /// One topic as LIST_TOPICS and TOPIC_INFO describe it. On the wire a map

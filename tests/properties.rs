@@ -389,6 +389,7 @@ fn stats() -> impl Strategy<Value = Stats> {
                 held_now: h[1],
                 held_dropped: h[2],
                 held_input_pauses: h[3],
+                ..Stats::default()
             },
         )
 }

@@ -32,6 +32,10 @@
 //!   waiting for the disk — released per connection and topic in order.
 //! - `subscribing`: sessions and their lifecycle, subscriptions, acks.
 //! - `pull`: pulls answered, parked, woken, and their replies built.
+//! - `cache`: the memory cache of a durable broker — which topic evicts
+//!   when `--cache-bytes` is full.
+//! - `disk`: reading evicted messages back off the loop thread, for
+//!   subscribers behind the cache ([`Broker::read_range`]).
 //! - `stats`: counters and the STATS reply.
 //! - `waiting`: which subscriptions have something to deliver — a topic's
 //!   caught-up subscribers, a session's ready topics — and the cost argument
@@ -44,8 +48,10 @@
 //! - `keyset`: the set that topics keep their subscribers in.
 
 mod admin;
+mod cache;
 mod clients;
 mod cost;
+mod disk;
 mod failure;
 mod journal;
 pub mod keys;
@@ -60,6 +66,7 @@ pub mod topic;
 mod waiting;
 
 pub use clients::MAX_CLIENT_NAME_BYTES;
+pub use disk::{MAX_READS_IN_FLIGHT, READER_THREADS};
 pub use journal::{Journal, Recovered};
 pub use keys::ConnId;
 
@@ -124,7 +131,21 @@ pub struct Limits {
     pub publish_hold: Duration,
     /// Pulls one subscriber may have waiting at once (told in HELLO).
     pub max_waiting_pulls: usize,
+    /// A durable broker's memory cache: payload bytes kept in memory, all
+    /// topics together; older visible messages are evicted and read back
+    /// from the log (see `cache`). Ignored without a log.
+    pub cache_bytes: usize,
+    /// The log's bytes on disk at most (`None`: no bound). Past it,
+    /// publishes are held, then refused DISK_FULL.
+    pub max_disk_bytes: Option<u64>,
 }
+
+/// `--max-backlog-bytes` of a durable broker, whose backlog is on disk.
+pub const DURABLE_MAX_BACKLOG_BYTES: usize = 1 << 30;
+/// `--max-backlog-messages` of a durable broker.
+pub const DURABLE_MAX_BACKLOG_MESSAGES: usize = 16_000_000;
+/// `--cache-bytes`: a quarter of the default `--max-memory`.
+pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -143,6 +164,8 @@ impl Default for Limits {
             max_output_bytes: 16 * 1024 * 1024,
             publish_hold: Duration::from_secs(5),
             max_waiting_pulls: 4,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            max_disk_bytes: None,
         }
     }
 }
@@ -202,6 +225,10 @@ pub struct Broker {
     budget: Budget,
     /// Publish replies that wait (held for room, or for the disk).
     pending: Pending,
+    /// Reads of the log for subscribers behind the cache.
+    disk: disk::DiskReads,
+    /// Which topics hold the cached messages.
+    cache: cache::Cache,
     /// Table entries visited (subscriptions, subscribers, sessions), for
     /// tests that check each request's work by counting it; one add per
     /// visit is noise beside the visit itself.
@@ -228,6 +255,8 @@ impl Broker {
             budget: Budget::new(limits.max_memory, limits.max_memory / RESERVE_FRACTION),
             work: 0,
             pending: Pending::new(limits.max_held_bytes()),
+            disk: disk::DiskReads::default(),
+            cache: cache::Cache::default(),
             limits,
         }
     }

@@ -501,6 +501,13 @@ impl Broker {
         }
     }
 
+    /// Room may have appeared everywhere (log segments were deleted, under
+    /// `--max-disk`): every topic's held publishes are tried next round.
+    pub(super) fn room_everywhere(&mut self) {
+        let topics: Vec<TopicKey> = self.pending.turns.keys().copied().collect();
+        self.pending.retry.extend(topics);
+    }
+
     fn wait_for_memory(&mut self, topic: TopicKey) {
         if self.pending.memory.is_empty() || self.budget.total() < self.pending.memory_mark {
             self.pending.memory_mark = self.budget.total();
@@ -771,5 +778,8 @@ impl Broker {
 
 /// The refusals a publish is held for instead: those that room will cure.
 fn holdable(code: ErrorCode) -> bool {
-    matches!(code, ErrorCode::TopicFull | ErrorCode::BrokerFull)
+    matches!(
+        code,
+        ErrorCode::TopicFull | ErrorCode::BrokerFull | ErrorCode::DiskFull
+    )
 }

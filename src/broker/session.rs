@@ -45,7 +45,10 @@ pub struct Parked {
     pub topic: Option<TopicKey>,
     pub max_messages: u32,
     pub max_bytes: u32,
-    /// The wait deadline; `None` until the pull is actually parked.
+    /// How long it may wait once nothing is ready for it (clamped).
+    pub wait_ms: u32,
+    /// The wait deadline; `None` until the pull is actually parked, and
+    /// while its session waits for a disk read (see `super::disk`).
     pub timer: Option<TimerKey>,
 }
 
@@ -85,6 +88,9 @@ pub struct Session {
     /// The rank where the next all-topics pull starts: just after the last
     /// topic that delivered to the previous one, so busy topics take turns.
     pub turn: u64,
+    /// Messages read back from the log for one topic, and the read in
+    /// flight (see `super::disk`).
+    pub disk: Option<Box<super::disk::DiskCursor>>,
 }
 
 impl Session {
@@ -102,6 +108,7 @@ impl Session {
             expiry: None,
             timeout: None,
             turn: 0,
+            disk: None,
         }
     }
 
