@@ -34,10 +34,11 @@ pub enum Scenario {
     Fairness,
     Recovery,
     Disk,
+    Backlog,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 9] = [
+    const ALL: [Scenario; 10] = [
         Scenario::Send,
         Scenario::Fanout,
         Scenario::Latency,
@@ -47,6 +48,7 @@ impl Scenario {
         Scenario::Fairness,
         Scenario::Recovery,
         Scenario::Disk,
+        Scenario::Backlog,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +62,7 @@ impl Scenario {
             Scenario::Fairness => "fairness",
             Scenario::Recovery => "recovery",
             Scenario::Disk => "disk",
+            Scenario::Backlog => "backlog",
         }
     }
 
@@ -74,6 +77,7 @@ impl Scenario {
             Scenario::Fairness => help::FAIRNESS,
             Scenario::Recovery => help::RECOVERY,
             Scenario::Disk => help::DISK,
+            Scenario::Backlog => help::BACKLOG,
         }
     }
 
@@ -83,12 +87,13 @@ impl Scenario {
         use Scenario::*;
         let streams = matches!(self, Send | Fanout | Latency);
         match flag {
-            "--broker" => !matches!(self, Recovery | Disk),
+            "--broker" => !matches!(self, Recovery | Disk | Backlog),
             "--messages" => !matches!(self, Idle | Fairness),
             "--duration" => self != Retained,
             "--warmup" => streams || self == CreateTopic,
-            "--size" => streams || matches!(self, Retained | Recovery | Disk),
-            "--batch" => streams || matches!(self, Retained | Recovery),
+            "--size" => streams || matches!(self, Retained | Recovery | Disk | Backlog),
+            "--batch" => streams || matches!(self, Retained | Recovery | Backlog),
+            "--cache-bytes" => self == Backlog,
             "--pipeline" => matches!(self, Send | Fanout | Latency | Retained | CreateTopic),
             "--publishers" | "--subscribers" => streams,
             "--topics" => streams || matches!(self, Retained | Fairness),
@@ -138,6 +143,8 @@ pub struct Options {
     pub quiet: bool,
     /// Boxed: only one scenario needs it, and every `Options` carries it.
     pub fairness: Box<crate::fairness::Params>,
+    /// `backlog`: the in-process broker's `--cache-bytes`.
+    pub cache_bytes: usize,
 }
 
 impl Options {
@@ -149,12 +156,15 @@ impl Options {
             messages: None,
             duration: DEFAULT_DURATION,
             warmup: Duration::ZERO,
-            size: if scenario == Scenario::Disk {
-                4096
-            } else {
-                128
+            size: match scenario {
+                Scenario::Disk => 4096,
+                Scenario::Backlog => 1024,
+                _ => 128,
             },
-            batch: if matches!(scenario, Scenario::Retained | Scenario::Recovery) {
+            batch: if matches!(
+                scenario,
+                Scenario::Retained | Scenario::Recovery | Scenario::Backlog
+            ) {
                 100
             } else {
                 1
@@ -184,6 +194,7 @@ impl Options {
             fsync: None,
             quiet: false,
             fairness: Box::default(),
+            cache_bytes: 16 << 20,
         }
     }
 }
@@ -307,6 +318,8 @@ impl Flags {
         }
         o.duration = match (duration, o.messages, self.scenario) {
             (Some(d), _, _) => d,
+            // The probe's time alone: the catch-up lasts what it lasts.
+            (None, _, Scenario::Backlog) => Duration::from_secs(3),
             // Idle holds its connections for --duration: none by default.
             (None, _, Scenario::Idle) => Duration::ZERO,
             (None, Some(_), _) => MAX_DURATION,
@@ -330,6 +343,9 @@ impl Flags {
         }
         o.warmup = self.value("--warmup", seconds)?.unwrap_or(o.warmup);
         o.size = self.value("--size", count)?.map_or(o.size, to_usize);
+        o.cache_bytes = self
+            .value("--cache-bytes", count)?
+            .map_or(o.cache_bytes, to_usize);
         o.batch = self.value("--batch", count)?.map_or(o.batch, to_usize);
         o.pipeline = self
             .value("--pipeline", count)?
@@ -459,6 +475,7 @@ fn validate(o: &Options) -> Result<(), String> {
     }
     within("--size", o.size, HEADER_LEN, MAX_SIZE)?;
     within("--batch", o.batch, 1, 65_536)?;
+    within("--cache-bytes", o.cache_bytes, 64 << 10, 1 << 40)?;
     within("--pipeline", o.pipeline, 1, 4096)?;
     within(
         "--pull-depth",

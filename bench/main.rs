@@ -21,13 +21,14 @@
 //! - `verify`: setting what subscribers saw against what publishers issued.
 //! - `topics`: the run's topics and the admin connection.
 //! - `stream` (send, fanout, latency), `create_topic`, `idle`, `retained`,
-//!   `fairness`, `recovery`, `disk`: the scenarios, each ending in a
+//!   `fairness`, `recovery`, `disk`, `backlog`: the scenarios, each ending in a
 //!   `Report`.
 //! - `relay`: `latency --relay`, the same schedule through a bare TCP relay,
 //!   for the machine's ceiling.
 //! - `report`, `hgrm`, `progress`: output (JSON through serde_json).
 
 mod args;
+mod backlog;
 mod broker;
 mod create_topic;
 mod disk;
@@ -97,6 +98,7 @@ fn run(options: &Options) -> Result<Report, Failure> {
         // Starts and restarts brokers of its own; the one above idles.
         Scenario::Recovery => recovery::run(options),
         Scenario::Disk => disk::run(options),
+        Scenario::Backlog => backlog::run(options),
     };
     let stopped = broker.stop();
     let report = report?;

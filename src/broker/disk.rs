@@ -16,9 +16,12 @@
 //! messages from memory (`super::pull`), and its one read in flight. Rules:
 //! - one read in flight per session; a pull whose first message is on disk
 //!   and not in the cursor starts it (or waits for the one in flight), and
-//!   the session's pulls behind it wait too, so that they keep their order
-//!   (PROTOCOL.md 4.10); a waiting pull has no deadline until the read is
-//!   back — it has messages coming;
+//!   the session's pulls behind it that cover that topic wait too, so that
+//!   they keep their order (PROTOCOL.md 4.10; pulls of other topics go on);
+//!   a waiting pull has no deadline until the read is back — it has
+//!   messages coming;
+//! - a reply takes at most [`DISK_REPLY_BYTES`] from the cursor, so that a
+//!   catch-up goes out in slices between which the loop serves others;
 //! - readahead: once a pull has taken from the cursor and less than half a
 //!   read is left in it, the next read starts while the reply goes out;
 //! - at most [`MAX_READS_IN_FLIGHT`] reads broker-wide are at the reader
@@ -52,10 +55,15 @@ use std::time::{Duration, Instant};
 /// Reads at the reader threads at once, broker-wide.
 pub const MAX_READS_IN_FLIGHT: usize = 8;
 /// Reader threads a durable broker starts.
-pub const READER_THREADS: usize = 2;
+pub const READER_THREADS: usize = 1;
 /// Payload bytes one read of a session asks for (at least a frame's worth:
 /// see [`Broker::session_read_bytes`]).
 const READ_BYTES: usize = 1 << 20;
+
+/// Most payload bytes one pull reply takes from a cursor (one message at
+/// least): a catching-up subscriber's replies come in slices this size, so
+/// that the loop turns to other clients between them.
+pub const DISK_REPLY_BYTES: usize = 256 << 10;
 
 /// What one payload held in a cursor costs besides its allocation.
 const CURSOR_SLOT: usize = size_of::<(u64, Bytes)>();
@@ -479,21 +487,19 @@ impl Broker {
 
     /// Gives a deadline to each of the session's waiting pulls that has
     /// none (they came while it waited for a disk read, or just now), or
-    /// answers it `[]` at once if it may not wait; nothing while the
-    /// session still waits for a read.
+    /// answers it `[]` at once if it may not wait; not to those behind a
+    /// read still in flight (they cover its topic).
     pub(super) fn arm_unarmed(&mut self, key: SessionKey, now: Instant, out: &mut dyn Outbox) {
         let mut index = 0;
         loop {
             let Some(session) = self.sessions.get_mut(key) else {
                 return;
             };
-            if session.disk.as_ref().is_some_and(|c| c.stalled) {
-                return;
-            }
+            let stalled = session.disk.as_ref().filter(|c| c.stalled).map(|c| c.topic);
             let Some(parked) = session.parked.get(index).copied() else {
                 return;
             };
-            if parked.timer.is_some() {
+            if parked.timer.is_some() || stalled.is_some_and(|t| parked.covers(t)) {
                 index += 1;
                 continue;
             }
@@ -535,6 +541,12 @@ impl Broker {
             );
         }
         Ok(())
+    }
+
+    /// The topic whose read the session's pulls that cover it wait for.
+    pub(super) fn stalled_topic(&self, key: SessionKey) -> Option<TopicKey> {
+        let cursor = self.sessions.get(key)?.disk.as_ref()?;
+        cursor.stalled.then_some(cursor.topic)
     }
 
     /// The reads in flight and queued, for STATS.

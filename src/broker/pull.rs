@@ -119,22 +119,26 @@ impl Broker {
                 return;
             };
             let parked = *parked;
-            if self.deliver(key, &parked, out) == 0 {
-                let stalled = self.sessions.get(key).and_then(|s| s.disk.as_ref());
-                if stalled.is_some_and(|c| c.stalled) {
-                    // It waits for the disk, and the pulls behind it wait
-                    // with it; it has messages coming, so no deadline.
-                    if let Some(timer) = self
-                        .sessions
-                        .get_mut(key)
-                        .and_then(|s| s.parked.get_mut(index))
-                        .and_then(|p| p.timer.take())
-                    {
-                        self.timers.cancel(timer);
-                    }
-                    return;
+            if self.stalled_topic(key).is_some_and(|t| parked.covers(t)) {
+                // Behind a disk read of a topic it covers: it keeps its
+                // place, and has no deadline until the read is back (see
+                // `super::disk`).
+                if let Some(timer) = self
+                    .sessions
+                    .get_mut(key)
+                    .and_then(|s| s.parked.get_mut(index))
+                    .and_then(|p| p.timer.take())
+                {
+                    self.timers.cancel(timer);
                 }
                 index += 1;
+                continue;
+            }
+            if self.deliver(key, &parked, out) == 0 {
+                // If it now waits for a read, the first branch takes it.
+                if !self.stalled_topic(key).is_some_and(|t| parked.covers(t)) {
+                    index += 1;
+                }
                 continue;
             }
             if let Some(session) = self.sessions.get_mut(key) {
@@ -281,6 +285,7 @@ impl Broker {
             topics: &self.topics,
             cursor: session.disk.as_deref(),
             wants_disk: None,
+            disk_room: super::disk::DISK_REPLY_BYTES,
             groups: &mut self.plan,
             room: self.limits.max_frame_bytes.saturating_sub(header),
             messages_left: parked.max_messages,
@@ -362,6 +367,8 @@ struct Planner<'a> {
     cursor: Option<&'a DiskCursor>,
     /// The first topic passed over for a disk read, and from where.
     wants_disk: Option<(TopicKey, u64)>,
+    /// Payload bytes the reply may still take from the cursor.
+    disk_room: usize,
     groups: &'a mut Vec<Group>,
     room: usize,
     messages_left: u32,
@@ -392,9 +399,16 @@ impl Planner<'_> {
                 break;
             };
             let cost = msgpack::bin_len(message.len());
-            if used + cost > self.room || (!self.first && message.len() > self.bytes_left) {
+            let from_disk = offset < topic.window();
+            if used + cost > self.room
+                || (!self.first && message.len() > self.bytes_left)
+                || (!self.first && from_disk && message.len() > self.disk_room)
+            {
                 full = true;
                 break;
+            }
+            if from_disk {
+                self.disk_room = self.disk_room.saturating_sub(message.len());
             }
             used += cost;
             self.bytes_left = self.bytes_left.saturating_sub(message.len());

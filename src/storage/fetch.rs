@@ -92,6 +92,8 @@ impl ReadService {
             let handle = std::thread::Builder::new()
                 .name(format!("courier-reader-{n}"))
                 .spawn(move || {
+                    // A catch-up takes the CPU others leave (see `crate::os`).
+                    crate::os::lower_thread_priority();
                     loop {
                         // A poisoned lock means another reader panicked:
                         // this one stops too, and the owner's reads stay
