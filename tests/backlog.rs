@@ -245,6 +245,42 @@ fn deleting_the_topic_or_taking_the_session_over_during_reads_frees_them() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[test]
+fn past_max_disk_publishes_are_held_then_refused_disk_full() {
+    let dir = temp_dir("backlog-max-disk");
+    let mut config = durable(&dir);
+    config.limits.max_disk_bytes = Some(2 << 20);
+    config.limits.publish_hold = std::time::Duration::ZERO;
+    let broker = start_broker_with(config);
+    let addr = broker.addr();
+    let mut publisher = Raw::publisher(addr);
+    publisher.ok(Request::CreateTopic { topic: "full" });
+    let (_sub, _) = Raw::subscriber(addr, &["full"]);
+    let big = vec![7u8; 256 << 10];
+    let mut stored = 0;
+    let code = loop {
+        match publisher.call(Request::Publish {
+            topic: "full",
+            payload: &big,
+        }) {
+            Ok(_) => stored += 1,
+            Err(e) => break e.code,
+        }
+        assert!(stored < 100, "--max-disk never refused");
+    };
+    assert_eq!(code, ErrorCode::DiskFull);
+    assert!(code.is_retryable());
+    let s = stats(addr);
+    assert!(
+        s.disk_bytes <= (2 << 20) + (256 << 10) + 4096,
+        "{}",
+        s.disk_bytes
+    );
+    assert_eq!(s.errors.get("DISK_FULL"), Some(&1));
+    broker.stop().expect("stops");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 // ---- the state machine, step by step ----
 
 struct Out(Vec<Vec<u8>>);

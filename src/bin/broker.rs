@@ -771,6 +771,41 @@ mod tests {
     }
 
     #[test]
+    fn a_durable_backlog_is_bounded_by_disk_and_the_cache_by_its_flag() {
+        let parsed = |v: &[&str]| {
+            let mut args = pico_args::Arguments::from_vec(v.iter().map(|s| s.into()).collect());
+            parse(&mut args).map(|(config, _)| config.limits)
+        };
+        let Ok(durable) = parsed(&["--data-dir", "x", "--cache-bytes", "16M"]) else {
+            panic!("refused")
+        };
+        assert_eq!(durable.max_backlog_bytes, DURABLE_MAX_BACKLOG_BYTES);
+        assert_eq!(durable.cache_bytes, 16 << 20);
+        assert_eq!(durable.max_disk_bytes, None);
+        let Ok(memory) = parsed(&["--memory-only", "--max-disk", "1G"]) else {
+            panic!("refused")
+        };
+        assert_eq!(
+            memory.max_backlog_bytes,
+            Limits::default().max_backlog_bytes
+        );
+        assert_eq!(memory.max_disk_bytes, Some(1 << 30));
+        let Ok(given) = parsed(&["--max-backlog-bytes", "2G"]) else {
+            panic!("refused")
+        };
+        assert_eq!(given.max_backlog_bytes, 2 << 30);
+        match parsed(&["--cache-bytes", "1K"]) {
+            Err(UsageError(message)) => {
+                assert!(
+                    message.starts_with("--cache-bytes: 1K is out of range"),
+                    "{message}"
+                )
+            }
+            Ok(_) => panic!("accepted a cache under its range"),
+        }
+    }
+
+    #[test]
     fn a_backlog_smaller_than_a_frame_is_refused_by_name() {
         let mut args =
             pico_args::Arguments::from_vec(vec!["--max-backlog-bytes".into(), "1K".into()]);

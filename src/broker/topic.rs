@@ -76,6 +76,8 @@ pub struct Stored {
 struct Evicted {
     end: u64,
     bytes: usize,
+    /// Offsets it was given (some may be released since).
+    offsets: u64,
 }
 
 /// Most offsets one run of evicted messages sums.
@@ -380,15 +382,16 @@ impl Topic {
             let bytes = message.payload.len();
             freed += message.charge;
             self.charged -= message.charge;
-            let start = self.evicted.back().map_or(self.base, |run| run.end);
             match self.evicted.back_mut() {
-                Some(run) if run.end - start < RUN_MESSAGES && run.bytes < RUN_BYTES => {
+                Some(run) if run.offsets < RUN_MESSAGES && run.bytes < RUN_BYTES => {
                     run.end += 1;
                     run.bytes += bytes;
+                    run.offsets += 1;
                 }
                 _ => self.evicted.push_back(Evicted {
                     end: self.window + 1,
                     bytes,
+                    offsets: 1,
                 }),
             }
             self.window += 1;
@@ -512,6 +515,52 @@ mod tests {
         assert!(topic.has_room(1, 5, 2, 10));
         assert!(!topic.has_room(1, 6, 2, 10));
         assert!(!topic.has_room(2, 1, 2, 10));
+    }
+
+    #[test]
+    fn evicted_messages_stay_retained_and_counted_in_runs() {
+        let mut topic = Topic::new("t");
+        topic.add_cursor(0);
+        for i in 0..10_000u64 {
+            topic.push(Bytes::from(vec![(i % 251) as u8; 10]), 32);
+        }
+        topic.stage(100);
+        // Everything visible goes; the staged stay (they are not on disk).
+        let freed = topic.evict(usize::MAX);
+        assert_eq!(freed, 9_900 * 32);
+        assert_eq!(topic.window(), 9_900);
+        assert_eq!(topic.cached_messages(), 100);
+        assert_eq!(topic.backlog_messages(), 10_000);
+        assert_eq!(topic.backlog_bytes(), 100_000);
+        assert_eq!(topic.footprint().payloads, 100 * 32);
+        assert!(topic.get(9_899).is_none() && topic.on_disk(9_899));
+        assert!(
+            !topic.on_disk(9_900) && topic.get(9_900).is_none(),
+            "staged"
+        );
+        topic.make_visible(100);
+        assert_eq!(topic.get(9_900).map(|b| b[0]), Some((9_900 % 251) as u8));
+        // No slot per evicted message: runs of RUN_MESSAGES.
+        assert_eq!(
+            topic.evicted.len(),
+            9_900usize.div_ceil(RUN_MESSAGES as usize)
+        );
+        // A release inside a run keeps the run's bytes until it is passed.
+        topic.release_below(100);
+        assert_eq!(topic.base_offset(), 100);
+        assert_eq!(
+            (topic.backlog_messages(), topic.backlog_bytes()),
+            (9_900, 100_000)
+        );
+        topic.release_below(RUN_MESSAGES);
+        assert_eq!(topic.backlog_bytes(), 100_000 - RUN_MESSAGES as usize * 10);
+        assert!(!topic.on_disk(RUN_MESSAGES - 1));
+        // Past the window, memory is released as before.
+        topic.release_below(9_950);
+        assert_eq!((topic.base_offset(), topic.window()), (9_950, 9_950));
+        assert_eq!(topic.backlog_bytes(), 500);
+        assert_eq!(topic.footprint().payloads, 50 * 32);
+        assert_eq!(topic.evicted.len(), 0);
     }
 
     #[test]
