@@ -22,6 +22,9 @@
 //!   messages coming;
 //! - a reply takes at most [`DISK_REPLY_BYTES`] from the cursor, so that a
 //!   catch-up goes out in slices between which the loop serves others;
+//! - one reply from a cursor per session per loop round: the session's
+//!   other pulls are served the next round (the loop is woken for it), so
+//!   that a catch-up alternates with everyone else's work;
 //! - readahead: once a pull has taken from the cursor and less than half a
 //!   read is left in it, the next read starts while the reply goes out;
 //! - at most [`MAX_READS_IN_FLIGHT`] reads broker-wide are at the reader
@@ -96,6 +99,10 @@ pub(super) struct DiskReads {
     /// Reads done, and payloads they returned, since start.
     pub(super) reads: u64,
     pub(super) messages_read: u64,
+    /// The last pull reply planned took messages from a cursor.
+    pub(super) took_disk: bool,
+    /// Sessions with more to take from their cursor, served next round.
+    deferred: Vec<SessionKey>,
     /// Failed reads are logged at most this often (a damaged segment could
     /// fail every read of every catching-up subscriber).
     failures: RateLimit,
@@ -111,6 +118,8 @@ impl Default for DiskReads {
             in_flight: 0,
             reads: 0,
             messages_read: 0,
+            took_disk: false,
+            deferred: Vec::new(),
             failures: RateLimit::new(10, Duration::from_secs(10)),
         }
     }
@@ -247,6 +256,13 @@ impl Broker {
     /// owner, whose waiting pulls are then served. Called once per loop
     /// round, like [`Broker::poll_journal`].
     pub fn poll_reads(&mut self, now: Instant, out: &mut dyn Outbox) {
+        if self.disk.service.is_none() {
+            return;
+        }
+        for key in std::mem::take(&mut self.disk.deferred) {
+            self.serve_parked(key, out);
+            self.arm_unarmed(key, now, out);
+        }
         let Some(service) = self.disk.service.as_mut() else {
             return;
         };
@@ -262,6 +278,28 @@ impl Broker {
             }
         }
         self.start_reads();
+    }
+
+    /// A pull reply was served from the session's cursor; if more of its
+    /// pulls wait (at `index` on), they are served next round, so that one
+    /// catch-up's slices alternate with other clients' work instead of
+    /// filling the round. Returns whether it deferred them (and woke the
+    /// loop for that round).
+    pub(super) fn defer_disk_serving(&mut self, key: SessionKey, index: usize) -> bool {
+        let waiting = self
+            .sessions
+            .get(key)
+            .is_some_and(|s| s.parked.len() > index);
+        if !waiting {
+            return false;
+        }
+        if !self.disk.deferred.contains(&key) {
+            self.disk.deferred.push(key);
+        }
+        if let Some(service) = &self.disk.service {
+            service.wake();
+        }
+        true
     }
 
     /// Payload bytes one read of a session asks for.
@@ -490,6 +528,10 @@ impl Broker {
     /// answers it `[]` at once if it may not wait; not to those behind a
     /// read still in flight (they cover its topic).
     pub(super) fn arm_unarmed(&mut self, key: SessionKey, now: Instant, out: &mut dyn Outbox) {
+        if self.disk.deferred.contains(&key) {
+            // Served next round first (it has messages waiting), armed then.
+            return;
+        }
         let mut index = 0;
         loop {
             let Some(session) = self.sessions.get_mut(key) else {

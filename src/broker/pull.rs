@@ -146,6 +146,10 @@ impl Broker {
             }
             // Answered by the delivery.
             self.finish(parked, Answer::Silent, out);
+            if self.disk.took_disk && self.defer_disk_serving(key, index) {
+                // One slice from the disk per turn: the rest next round.
+                return;
+            }
         }
     }
 
@@ -261,7 +265,8 @@ impl Broker {
         parked: &Parked,
         out: &mut dyn Outbox,
     ) -> u32 {
-        let (frame_bytes, wants_disk) = self.plan_pull(key, parked);
+        let (frame_bytes, wants_disk, took_disk) = self.plan_pull(key, parked);
+        self.disk.took_disk = took_disk;
         let delivered: u32 = self.plan.iter().map(|g| g.count).sum();
         if delivered > 0 {
             self.write_pull_reply(key, parked, frame_bytes, out);
@@ -277,7 +282,11 @@ impl Broker {
     /// describes, and the first topic it passed over because its next
     /// message is on disk and not in the session's cursor (with that
     /// message's offset).
-    fn plan_pull(&mut self, key: SessionKey, parked: &Parked) -> (usize, Option<(TopicKey, u64)>) {
+    fn plan_pull(
+        &mut self,
+        key: SessionKey,
+        parked: &Parked,
+    ) -> (usize, Option<(TopicKey, u64)>, bool) {
         self.plan.clear();
         let session = &self.sessions[key];
         let header = codec::messages_header_len(parked.request_id);
@@ -311,8 +320,9 @@ impl Broker {
             }
         }
         let (room, visited, wants_disk) = (plan.room, plan.visited, plan.wants_disk);
+        let took_disk = plan.disk_room < super::disk::DISK_REPLY_BYTES;
         self.work += visited;
-        (self.limits.max_frame_bytes - room, wants_disk)
+        (self.limits.max_frame_bytes - room, wants_disk, took_disk)
     }
 
     fn write_pull_reply(

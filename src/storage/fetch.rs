@@ -48,6 +48,7 @@ enum Mode {
         jobs: Option<Sender<ReadJob>>,
         done: Receiver<ReadDone>,
         threads: Vec<JoinHandle<()>>,
+        notify: Arc<dyn Fn() + Send + Sync>,
     },
     Inline {
         reader: Reader,
@@ -116,6 +117,7 @@ impl ReadService {
                 jobs: Some(jobs),
                 done,
                 threads: handles,
+                notify,
             },
         })
     }
@@ -139,6 +141,14 @@ impl ReadService {
                 }
             }
             Mode::Inline { reader, done } => done.push_back(execute(reader, job)),
+        }
+    }
+
+    /// Wakes the owner as a finished read would, for work it put off to
+    /// its next round (inline: nothing, the caller drives the rounds).
+    pub fn wake(&self) {
+        if let Mode::Threads { notify, .. } = &self.mode {
+            notify();
         }
     }
 
