@@ -28,7 +28,9 @@
 //!   partial-frame timeouts, housekeeping), `shutdown.rs` (the handle and
 //!   the drain).
 //! - [`storage`]: the durable log — segments of checksummed records, a
-//!   writer thread with group commit, recovery. STORAGE.md is its prose twin.
+//!   writer thread with group commit, recovery, and reader threads that
+//!   read old messages back for subscribers behind the memory cache.
+//!   STORAGE.md is its prose twin.
 //! - [`timers`]: deadlines kept in order, for waiting pulls, session expiry
 //!   and connection timeouts.
 //! - [`client`]: a blocking client over `std::net`, used by the commands and
