@@ -504,3 +504,74 @@ fn a_session_taken_over_during_a_read_is_served_on_its_new_connection() {
         assert_eq!(*body, payload(*offset));
     }
 }
+
+#[test]
+fn a_pull_of_another_topic_is_not_held_behind_a_disk_read() {
+    let mut node = Node::open(&SimFs::new(9));
+    node.send(PUBLISHER, &Request::CreateTopic { topic: "far" });
+    node.send(PUBLISHER, &Request::CreateTopic { topic: "near" });
+    node.subscriber(SUB_A, "far");
+    node.send(SUB_A, &Request::Subscribe { topic: "near" });
+    node.round();
+    node.publish("far", 200);
+    assert!(node.stats().messages_evicted > 0);
+    let far = node.send(SUB_A, &pull_one("far"));
+    assert!(node.round().is_empty(), "the far pull waits for its read");
+    node.publish("near", 1);
+    let near = node.send(SUB_A, &pull_one("near"));
+    let replies = node.round();
+    let answered: Vec<u64> = replies.iter().map(|(_, id, _)| *id).collect();
+    assert!(
+        answered.contains(&near) && !answered.contains(&far),
+        "{replies:?}"
+    );
+    let back = node.reads_back();
+    assert!(
+        back.iter()
+            .any(|(_, id, r)| *id == far && matches!(r, Ok(Reply::Messages(g)) if !g.is_empty()))
+    );
+}
+
+#[test]
+fn all_topics_pulls_drain_two_topics_far_behind_in_order() {
+    let mut node = Node::open(&SimFs::new(10));
+    for topic in ["a", "b"] {
+        node.send(PUBLISHER, &Request::CreateTopic { topic });
+    }
+    node.subscriber(SUB_A, "a");
+    node.send(SUB_A, &Request::Subscribe { topic: "b" });
+    node.round();
+    node.publish("a", 300);
+    node.publish("b", 300);
+    let all = Request::Pull(Pull {
+        topic: None,
+        max_messages: 37,
+        max_bytes: u32::MAX,
+        wait_ms: 0,
+        ack: true,
+    });
+    let mut next = HashMap::from([("a".to_string(), 0u64), ("b".to_string(), 0u64)]);
+    for _ in 0..2000 {
+        if next.values().all(|&n| n == 300) {
+            break;
+        }
+        // Two in flight at a time, the reads applied between rounds.
+        node.send(SUB_A, &all);
+        node.send(SUB_A, &all);
+        let mut replies = node.round();
+        replies.extend(node.reads_back());
+        replies.extend(node.reads_back());
+        for (_, _, reply) in replies {
+            let Ok(Reply::Messages(groups)) = reply else {
+                panic!("{reply:?}")
+            };
+            for (topic, offset, body) in common::flatten(groups) {
+                let n = next.get_mut(&topic).expect("a subscribed topic");
+                assert_eq!(offset, *n, "{topic} in order");
+                assert_eq!(body, payload(offset));
+                *n += 1;
+            }
+        }
+    }
+    assert_eq!(next.values().copied().collect::<Vec<_>>(), vec![300, 300]);
+}
