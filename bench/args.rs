@@ -35,10 +35,11 @@ pub enum Scenario {
     Recovery,
     Disk,
     Replay,
+    Backlog,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 10] = [
+    const ALL: [Scenario; 11] = [
         Scenario::Send,
         Scenario::Fanout,
         Scenario::Latency,
@@ -49,6 +50,7 @@ impl Scenario {
         Scenario::Recovery,
         Scenario::Disk,
         Scenario::Replay,
+        Scenario::Backlog,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +65,7 @@ impl Scenario {
             Scenario::Recovery => "recovery",
             Scenario::Disk => "disk",
             Scenario::Replay => "replay",
+            Scenario::Backlog => "backlog",
         }
     }
 
@@ -78,6 +81,7 @@ impl Scenario {
             Scenario::Recovery => help::RECOVERY,
             Scenario::Disk => help::DISK,
             Scenario::Replay => help::REPLAY,
+            Scenario::Backlog => help::BACKLOG,
         }
     }
 
@@ -87,12 +91,13 @@ impl Scenario {
         use Scenario::*;
         let streams = matches!(self, Send | Fanout | Latency);
         match flag {
-            "--broker" => !matches!(self, Recovery | Disk),
+            "--broker" => !matches!(self, Recovery | Disk | Backlog),
             "--messages" => !matches!(self, Idle | Fairness),
             "--duration" => !matches!(self, Retained | Replay),
             "--warmup" => streams || self == CreateTopic,
-            "--size" => streams || matches!(self, Retained | Recovery | Disk | Replay),
-            "--batch" => streams || matches!(self, Retained | Recovery | Replay),
+            "--size" => streams || matches!(self, Retained | Recovery | Disk | Replay | Backlog),
+            "--batch" => streams || matches!(self, Retained | Recovery | Replay | Backlog),
+            "--cache-bytes" => self == Backlog,
             "--pipeline" => {
                 matches!(
                     self,
@@ -150,6 +155,8 @@ pub struct Options {
     pub quiet: bool,
     /// Boxed: only one scenario needs it, and every `Options` carries it.
     pub fairness: Box<crate::fairness::Params>,
+    /// `backlog`: the in-process broker's `--cache-bytes`.
+    pub cache_bytes: usize,
     /// Boxed like `fairness`.
     pub security: Box<Security>,
 }
@@ -179,11 +186,12 @@ impl Options {
             size: match scenario {
                 Scenario::Disk => 4096,
                 Scenario::Replay => 1024,
+                Scenario::Backlog => 1024,
                 _ => 128,
             },
             batch: if matches!(
                 scenario,
-                Scenario::Retained | Scenario::Recovery | Scenario::Replay
+                Scenario::Retained | Scenario::Recovery | Scenario::Replay | Scenario::Backlog
             ) {
                 100
             } else {
@@ -215,6 +223,7 @@ impl Options {
             quiet: false,
             fairness: Box::default(),
             security: Box::default(),
+            cache_bytes: 16 << 20,
         }
     }
 }
@@ -223,7 +232,7 @@ impl Options {
 pub enum Parsed {
     Help(&'static str),
     Version,
-    Run(Options),
+    Run(Box<Options>),
 }
 
 /// Bad arguments: one line, and where to look for help.
@@ -278,7 +287,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, UsageError> {
         return Err(usage(message, Some(scenario)));
     }
     validate(&options).map_err(|message| usage(message, Some(scenario)))?;
-    Ok(Parsed::Run(options))
+    Ok(Parsed::Run(Box::new(options)))
 }
 
 fn usage(message: impl Into<String>, scenario: Option<Scenario>) -> UsageError {
@@ -357,6 +366,8 @@ impl Flags {
         }
         o.duration = match (duration, o.messages, self.scenario) {
             (Some(d), _, _) => d,
+            // The probe's time alone: the catch-up lasts what it lasts.
+            (None, _, Scenario::Backlog) => Duration::from_secs(3),
             // Idle holds its connections for --duration: none by default.
             (None, _, Scenario::Idle) => Duration::ZERO,
             (None, Some(_), _) => MAX_DURATION,
@@ -380,6 +391,9 @@ impl Flags {
         }
         o.warmup = self.value("--warmup", seconds)?.unwrap_or(o.warmup);
         o.size = self.value("--size", count)?.map_or(o.size, to_usize);
+        o.cache_bytes = self
+            .value("--cache-bytes", count)?
+            .map_or(o.cache_bytes, to_usize);
         o.batch = self.value("--batch", count)?.map_or(o.batch, to_usize);
         o.pipeline = self
             .value("--pipeline", count)?
@@ -509,6 +523,7 @@ fn validate(o: &Options) -> Result<(), String> {
     }
     within("--size", o.size, HEADER_LEN, MAX_SIZE)?;
     within("--batch", o.batch, 1, 65_536)?;
+    within("--cache-bytes", o.cache_bytes, 64 << 10, 1 << 40)?;
     within("--pipeline", o.pipeline, 1, 4096)?;
     within(
         "--pull-depth",
@@ -580,7 +595,7 @@ mod tests {
     fn run(line: &str) -> Result<Options, UsageError> {
         let args = line.split_whitespace().map(OsString::from).collect();
         match parse(args)? {
-            Parsed::Run(options) => Ok(options),
+            Parsed::Run(options) => Ok(*options),
             other => panic!("expected options, got {other:?}"),
         }
     }

@@ -26,6 +26,8 @@ Scenarios:
                 fdatasync (p50 and MB/s), no broker
   replay        fill a retained topic with N messages, then read it from the
                 start by subscription and by FETCH: msgs/s and MB/s
+  backlog       a subscriber 10 caches behind catches up from the log while a
+                probe on another topic measures latency
 
 Common options:
   --broker HOST[:PORT]
@@ -289,6 +291,31 @@ filled (one topic, one subscriber that acknowledges nothing, so every
 message is kept), stopped, and started again on the same directory; the
 time of that start (log replay and rebuilt state) is reported with the
 log's bytes and records. Every message must come back.
+";
+
+pub const BACKLOG: &str = "\
+bench backlog: a subscriber far behind the memory cache catches up from disk
+
+usage: bench backlog [--cache-bytes N] [--messages N] [--size BYTES]
+                     [--batch K] [--duration SECS] [--fsync MODE]
+                     [common options]
+
+  --cache-bytes N   the broker's --cache-bytes, 64KiB to 1TiB (default 16MiB)
+  --messages N      the backlog, in messages (default: 10.5 caches' worth)
+  --size BYTES      payload size (default 1024)
+  --batch K         messages per publish frame when filling (default 100)
+  --duration SECS   how long the probe runs alone first (default 3)
+  --fsync MODE      the broker's sync mode (default always)
+
+Always in process, on a fresh temporary data directory: the broker is
+filled with the backlog (one topic, one subscriber that has read nothing),
+so all but the newest cache's worth is on disk only. A probe (one
+acknowledged publish and the pull of it, on a topic of its own, every
+millisecond) runs alone, then beside the catch-up (pipelined pulls that
+acknowledge as they go) until the backlog is read. Reported: the catch-up's
+msgs/s and MB/s, the probe's latency alone and beside it, and how much the
+catch-up raised the probe's p99 (target: at most 2 ms). Every backlog
+message must arrive once, in order, intact.
 ";
 
 pub const FAIRNESS: &str = "\

@@ -21,13 +21,15 @@
 //! - `verify`: setting what subscribers saw against what publishers issued.
 //! - `topics`: the run's topics and the admin connection.
 //! - `stream` (send, fanout, latency), `create_topic`, `idle`, `retained`,
-//!   `fairness`, `recovery`, `disk`, `replay`: the scenarios, each ending in
-//!   a `Report`.
+//!   `fairness`, `recovery`, `disk`, `replay`, `backlog`: the scenarios, each
+//!   ending in a
+//!   `Report`.
 //! - `relay`: `latency --relay`, the same schedule through a bare TCP relay,
 //!   for the machine's ceiling.
 //! - `report`, `hgrm`, `progress`: output (JSON through serde_json).
 
 mod args;
+mod backlog;
 mod broker;
 mod create_topic;
 mod disk;
@@ -59,7 +61,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let options = match args::parse(std::env::args_os().skip(1).collect()) {
-        Ok(Parsed::Run(options)) => options,
+        Ok(Parsed::Run(options)) => *options,
         Ok(Parsed::Help(text)) => return print(text.trim_end()),
         Ok(Parsed::Version) => return print(&format!("bench {}", env!("CARGO_PKG_VERSION"))),
         Err(e) => {
@@ -99,6 +101,7 @@ fn run(options: &Options) -> Result<Report, Failure> {
         Scenario::Recovery => recovery::run(options),
         Scenario::Disk => disk::run(options),
         Scenario::Replay => replay::run(options, &broker),
+        Scenario::Backlog => backlog::run(options),
     };
     let stopped = broker.stop();
     let report = report?;

@@ -49,11 +49,14 @@ pub enum Class {
     WriteBuffers,
     /// Requests held by flow control (waiting for room, or for the disk).
     HeldRequests,
+    /// Payloads read back from the log for subscribers behind the memory
+    /// cache: reads in flight (at their bound) and what they returned.
+    DiskReads,
 }
 
 impl Class {
     /// Every class, in the order STATS lists them.
-    pub const ALL: [Class; 8] = [
+    pub const ALL: [Class; 9] = [
         Class::Payloads,
         Class::Messages,
         Class::Topics,
@@ -62,6 +65,7 @@ impl Class {
         Class::ReadBuffers,
         Class::WriteBuffers,
         Class::HeldRequests,
+        Class::DiskReads,
     ];
 
     /// The snake_case name used in STATS and PROTOCOL.md.
@@ -75,6 +79,7 @@ impl Class {
             Class::ReadBuffers => "read_buffers",
             Class::WriteBuffers => "write_buffers",
             Class::HeldRequests => "held_requests",
+            Class::DiskReads => "disk_reads",
         }
     }
 }

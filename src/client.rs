@@ -523,7 +523,7 @@ impl Client {
 
     pub fn stats(&mut self) -> Result<Stats> {
         match self.call(&Request::Stats)? {
-            Reply::Stats(stats) => Ok(stats),
+            Reply::Stats(stats) => Ok(*stats),
             other => Err(self.conn.unexpected(Op::Stats, &other)),
         }
     }

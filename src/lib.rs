@@ -33,6 +33,9 @@
 //!   writer thread with group commit, recovery. STORAGE.md is its prose twin.
 //! - [`tls`]: TLS configuration for the broker and the client (rustls);
 //!   the record layer runs in [`connection`] and the client's socket.
+//!   writer thread with group commit, recovery, and reader threads that
+//!   read old messages back for subscribers behind the memory cache.
+//!   STORAGE.md is its prose twin.
 //! - [`timers`]: deadlines kept in order, for waiting pulls, session expiry
 //!   and connection timeouts.
 //! - [`client`]: a blocking client over `std::net`, used by the commands and

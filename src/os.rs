@@ -17,10 +17,32 @@
 //! has drained. [`unsent_in_kernel`] lets the output timeout count what the
 //! peer really took instead.
 //!
+//! A durable broker's reader threads (storage::fetch) run at a lower
+//! scheduling priority ([`lower_thread_priority`]): a subscriber catching up
+//! from disk should take the CPU the loop and other clients leave, not
+//! theirs.
+//!
 //! These are the crate's only foreign calls, and so its only `unsafe`
-//! blocks: the crate root denies `unsafe_code`, and the three allows below
-//! (`malloc_trim`, `rlimit_nofile`, `unsent_in_kernel`) are the only
-//! exceptions.
+//! blocks: the crate root denies `unsafe_code`, and the four allows below
+//! (`malloc_trim`, `rlimit_nofile`, `unsent_in_kernel`,
+//! `lower_thread_priority`) are the only exceptions.
+
+/// Lowers the calling thread's scheduling priority to the lowest (nice 19),
+/// where supported; best effort (a refusal leaves it as it was).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub fn lower_thread_priority() {
+    // SAFETY: setpriority takes no pointers. On Linux, PRIO_PROCESS with
+    // who = 0 names the calling thread alone (nice values are per thread),
+    // so no other thread of the broker is affected.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+    }
+}
+
+/// Elsewhere threads keep their priority.
+#[cfg(not(target_os = "linux"))]
+pub fn lower_thread_priority() {}
 
 /// Returns free heap pages to the operating system, where supported.
 pub fn release_free_memory() {

@@ -214,6 +214,8 @@ error_codes! {
         "HELLO carried no credentials, or wrong ones, while the broker requires them (--users); sent after a short fixed delay. Also sent when the user is removed or its token replaced while connected.";
     Forbidden = 31, "FORBIDDEN", false, false,
         "The user may not do this operation on this topic; the message names both.";
+    DiskFull = 32, "DISK_FULL", false, true,
+        "The broker's log is at its bound on disk (--max-disk); nothing was stored. Retry after subscribers acknowledge and old segments are deleted.";
 }
 
 impl fmt::Display for ErrorCode {
@@ -572,6 +574,17 @@ pub struct Stats {
     /// Times a connection stopped being read because its held publishes
     /// passed the bound.
     pub held_input_pauses: u64,
+    /// Messages moved out of the memory cache to be read back from the log
+    /// (durable brokers; `--cache-bytes`).
+    pub messages_evicted: u64,
+    /// Range reads of the log done for subscribers behind the cache, and
+    /// the messages they returned.
+    pub disk_reads: u64,
+    pub disk_messages_read: u64,
+    /// Reads in flight or queued now.
+    pub disk_reads_outstanding: u64,
+    /// The log's bytes on disk (0 without a log).
+    pub disk_bytes: u64,
 }
 
 /// One topic as LIST_TOPICS and TOPIC_INFO describe it. On the wire a map
@@ -650,7 +663,8 @@ pub enum Reply {
         next_offset: u64,
     },
     Messages(Vec<TopicMessages>),
-    Stats(Stats),
+    /// Boxed: it is by far the largest reply.
+    Stats(Box<Stats>),
     Topics(TopicPage),
     TopicInfo(TopicSummary),
     Fetched(Fetched),

@@ -226,7 +226,7 @@ pub fn every_reply() -> Vec<(Op, Reply)> {
     };
     vec![
         (Op::Hello, Reply::Hello(info)),
-        (Op::Stats, Reply::Stats(stats)),
+        (Op::Stats, Reply::Stats(Box::new(stats))),
         (
             Op::RegisterPublisher,
             Reply::PublisherRegistered { publisher_id: 3 },

@@ -352,6 +352,7 @@ fn help_exists_for_the_tool_and_each_scenario() {
         &["recovery", "--help"],
         &["disk", "--help"],
         &["replay", "--help"],
+        &["backlog", "--help"],
     ] {
         let out = bench(args);
         assert_eq!(out.status.code(), Some(0), "bench {args:?}");
@@ -416,6 +417,37 @@ fn recovery_rebuilds_every_message_and_reports_its_speed() {
     assert_eq!(report.u64("operations.recover.count"), 2000);
     assert!(report.u64("operations.recover.bytes") > 2000 * 128);
     assert!(report.num("operations.recover.mb_per_s") > 0.0);
+}
+
+#[test]
+fn backlog_catches_up_from_disk_beside_the_probe() {
+    let report = json(&[
+        "backlog",
+        "--cache-bytes",
+        "256KiB",
+        "--messages",
+        "3000",
+        "--size",
+        "1024",
+        "--duration",
+        "0.3",
+        "--fsync",
+        "never",
+    ]);
+    assert_eq!(report.get("scenario"), &json!("backlog"));
+    assert_eq!(report.u64("parameters.cache_bytes"), 256 << 10);
+    // 3 MB behind a 256 KiB cache: read back from the log.
+    assert!(report.u64("counts.backlog_bytes") >= 3000 * 1024);
+    assert!(report.u64("counts.evicted_at_start") > 0);
+    assert!(report.u64("counts.disk_messages_read") > 0);
+    assert_eq!(report.u64("operations.catch_up.count"), 3000);
+    assert!(report.num("operations.catch_up.mb_per_s") > 0.0);
+    assert!(report.u64("counts.probe_rounds_alone") > 0);
+    assert_latency(
+        &report,
+        "probe_alone",
+        report.u64("counts.probe_rounds_alone"),
+    );
 }
 
 #[test]

@@ -346,8 +346,10 @@ fn ctrl_c_ends_the_session_and_exits_130() {
     ok(publish_stdin(broker.addr(), "t", lines(2).as_bytes()));
     assert_eq!(subscriber.take(2), ["1", "2"]);
     // Its session is there until SIGINT (the pull it waits in acknowledged
-    // the two lines, so nothing is retained).
-    assert_eq!(sessions_and_backlog(&mut stats), (1, 0));
+    // the two lines, so nothing is retained once that pull arrived).
+    wait_until("the subscriber's acknowledging pull", || {
+        sessions_and_backlog(&mut stats) == (1, 0)
+    });
     let id = subscriber.child.id().to_string();
     let sent = Command::new("kill")
         .args(["-INT", &id])

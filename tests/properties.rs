@@ -462,6 +462,7 @@ fn stats() -> impl Strategy<Value = Stats> {
                 held_now: h[1],
                 held_dropped: h[2],
                 held_input_pauses: h[3],
+                ..Stats::default()
             },
         )
 }
@@ -484,7 +485,7 @@ fn reply() -> BoxedStrategy<(Op, Reply)> {
             .prop_map(|info| (Op::Hello, Reply::Hello(info)))
             .boxed(),
         stats()
-            .prop_map(|stats| (Op::Stats, Reply::Stats(stats)))
+            .prop_map(|stats| (Op::Stats, Reply::Stats(Box::new(stats))))
             .boxed(),
         int()
             .prop_map(|publisher_id| (
@@ -959,7 +960,7 @@ fn deeply_nested_values_in_a_map_reply_do_not_overflow_the_stack() {
     assert!(codec::decode_reply(Op::Hello, &nested(100_000)).is_err());
     assert_eq!(
         codec::decode_reply(Op::Stats, &nested(20)),
-        Ok((42, Ok(Reply::Stats(Stats::default()))))
+        Ok((42, Ok(Reply::Stats(Box::default()))))
     );
 }
 

@@ -5,7 +5,7 @@
 //! library only logs through the `log` facade), and reports errors as one
 //! line on stderr.
 
-use courier::broker::Limits;
+use courier::broker::{DURABLE_MAX_BACKLOG_BYTES, DURABLE_MAX_BACKLOG_MESSAGES, Limits};
 use courier::client::with_default_port;
 use courier::server::Recovery;
 use courier::storage::{self, OpenError, RecoveryMode, SyncMode};
@@ -148,6 +148,18 @@ const SEGMENT_BYTES: Numeric = Numeric {
     min: 64 << 10,
     max: 1 << 30,
 };
+const CACHE_BYTES: Numeric = Numeric {
+    flag: "--cache-bytes",
+    kind: Kind::Size,
+    min: 1 << 20,
+    max: MAX_SIZE,
+};
+const MAX_DISK: Numeric = Numeric {
+    flag: "--max-disk",
+    kind: Kind::Size,
+    min: 1 << 20,
+    max: 1 << 50,
+};
 /// Where the log lives when no flag says otherwise.
 const DEFAULT_DATA_DIR: &str = "courier-data";
 const SHUTDOWN_GRACE: Numeric = Numeric {
@@ -216,11 +228,13 @@ Options (each numeric flag lists the values it accepts):
                                    [default: {}; {}]
   --max-frame-bytes SIZE           largest frame in either direction
                                    [default: {}; {}]
-  --max-backlog-bytes SIZE         per topic: unacknowledged payload bytes kept;
-                                   past it, publishes wait (see --publish-hold)
-                                   [default: {}; {}]
+  --max-backlog-bytes SIZE         per topic: unacknowledged payload bytes kept
+                                   (on disk when durable, in memory with
+                                   --memory-only); past it, publishes wait (see
+                                   --publish-hold) [default: {} durable, {} with
+                                   --memory-only; {}]
   --max-backlog-messages N         per topic: unacknowledged messages kept
-                                   [default: {}; {}]
+                                   [default: {} durable, {} with --memory-only; {}]
   --max-topics N                   topics the broker holds at most
                                    [default: {}; {}]
   --max-subscribers-per-topic N    subscribers one topic takes at most
@@ -269,6 +283,13 @@ Options (each numeric flag lists the values it accepts):
                                    it to the OS [default: always]
   --segment-bytes SIZE             the log rolls to a new file past this size
                                    [default: {}; {}]
+  --cache-bytes SIZE               durable: payload bytes of recent messages kept
+                                   in memory (inside --max-memory); older ones are
+                                   read back from the log, off the loop thread, for
+                                   subscribers behind [default: {}; {}]
+  --max-disk SIZE                  durable: the log's bytes on disk at most; past
+                                   it, publishes wait (see --publish-hold), then get
+                                   DISK_FULL (retryable) [default: none; {}]
   --truncate-corrupt               at start, cut the log at a damaged record
                                    (and drop what follows) instead of refusing
                                    to start
@@ -294,8 +315,10 @@ whole frame): when raising --max-frame-bytes, raise them too.",
         MAX_CONNECTIONS.range(),
         size(l.max_frame_bytes),
         MAX_FRAME_BYTES.range(),
+        size(DURABLE_MAX_BACKLOG_BYTES),
         size(l.max_backlog_bytes),
         MAX_BACKLOG_BYTES.range(),
+        DURABLE_MAX_BACKLOG_MESSAGES,
         l.max_backlog_messages,
         MAX_BACKLOG_MESSAGES.range(),
         l.max_topics,
@@ -328,6 +351,9 @@ whole frame): when raising --max-frame-bytes, raise them too.",
         SHUTDOWN_GRACE.range(),
         show_size(storage::DEFAULT_SEGMENT_BYTES),
         SEGMENT_BYTES.range(),
+        size(l.cache_bytes),
+        CACHE_BYTES.range(),
+        MAX_DISK.range(),
     )
 }
 
@@ -472,7 +498,17 @@ fn parse(args: &mut pico_args::Arguments) -> Result<(Config, String), UsageError
     let addr_text: String = option(args, "--addr", |s| Ok(s.to_string()))?
         .map_or_else(|| "localhost:5555".into(), |a| with_default_port(&a));
     config.addr = resolve(&addr_text)?;
+    config.storage = parse_storage(args)?;
     let l = &mut config.limits;
+    if config.storage != Storage::MemoryOnly {
+        // The backlog is on disk: its bounds are the disk's, not memory's.
+        l.max_backlog_bytes = DURABLE_MAX_BACKLOG_BYTES;
+        l.max_backlog_messages = DURABLE_MAX_BACKLOG_MESSAGES;
+    }
+    set_count(args, &CACHE_BYTES, &mut l.cache_bytes)?;
+    let mut max_disk = 0;
+    set_count(args, &MAX_DISK, &mut max_disk)?;
+    l.max_disk_bytes = (max_disk > 0).then_some(max_disk as u64);
     set_count(args, &MAX_FRAME_BYTES, &mut l.max_frame_bytes)?;
     set_count(args, &MAX_BACKLOG_BYTES, &mut l.max_backlog_bytes)?;
     set_count(args, &MAX_BACKLOG_MESSAGES, &mut l.max_backlog_messages)?;
@@ -499,7 +535,6 @@ fn parse(args: &mut pico_args::Arguments) -> Result<(Config, String), UsageError
     set_secs(args, &HANDSHAKE_TIMEOUT, &mut config.handshake_timeout)?;
     set_secs(args, &FRAME_TIMEOUT, &mut config.frame_timeout)?;
     set_secs(args, &SHUTDOWN_GRACE, &mut config.shutdown_grace)?;
-    config.storage = parse_storage(args)?;
     let path = |s: &str| Ok(std::path::PathBuf::from(s));
     config.users = option(args, "--users", path)?;
     let cert = option(args, "--tls-cert", path)?;
@@ -762,6 +797,41 @@ mod tests {
         assert_eq!(config.limits.max_sessions, 7);
         let mut tiny = args(&["--max-memory", "1M"]);
         assert!(parse(&mut tiny).is_err());
+    }
+
+    #[test]
+    fn a_durable_backlog_is_bounded_by_disk_and_the_cache_by_its_flag() {
+        let parsed = |v: &[&str]| {
+            let mut args = pico_args::Arguments::from_vec(v.iter().map(|s| s.into()).collect());
+            parse(&mut args).map(|(config, _)| config.limits)
+        };
+        let Ok(durable) = parsed(&["--data-dir", "x", "--cache-bytes", "16M"]) else {
+            panic!("refused")
+        };
+        assert_eq!(durable.max_backlog_bytes, DURABLE_MAX_BACKLOG_BYTES);
+        assert_eq!(durable.cache_bytes, 16 << 20);
+        assert_eq!(durable.max_disk_bytes, None);
+        let Ok(memory) = parsed(&["--memory-only", "--max-disk", "1G"]) else {
+            panic!("refused")
+        };
+        assert_eq!(
+            memory.max_backlog_bytes,
+            Limits::default().max_backlog_bytes
+        );
+        assert_eq!(memory.max_disk_bytes, Some(1 << 30));
+        let Ok(given) = parsed(&["--max-backlog-bytes", "2G"]) else {
+            panic!("refused")
+        };
+        assert_eq!(given.max_backlog_bytes, 2 << 30);
+        match parsed(&["--cache-bytes", "1K"]) {
+            Err(UsageError(message)) => {
+                assert!(
+                    message.starts_with("--cache-bytes: 1K is out of range"),
+                    "{message}"
+                )
+            }
+            Ok(_) => panic!("accepted a cache under its range"),
+        }
     }
 
     #[test]

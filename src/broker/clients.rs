@@ -105,6 +105,7 @@ impl Broker {
             return;
         };
         self.drop_gated(conn);
+        self.disk.fetching.remove(&conn);
         self.counters.connections -= 1;
         self.drop_pending(conn);
         if client.publisher.is_some() {

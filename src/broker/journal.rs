@@ -47,7 +47,7 @@ use crate::codec;
 use crate::protocol::ErrorCode;
 use crate::protocol::Reply;
 use crate::protocol::Retention;
-use crate::storage::{AppendError, Event, Log, ProducerStamp, Record, SessionEnd, TopicId};
+use crate::storage::{AppendError, Event, Extent, Log, ProducerStamp, Record, SessionEnd, TopicId};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -70,6 +70,22 @@ pub trait Journal: Send {
     /// No record below `seq` is needed: whole segments below it go.
     /// Returns how many segments were released.
     fn release_below(&mut self, seq: u64) -> usize;
+    /// The records holding `topic`'s offsets `from..end`, bounded (see
+    /// [`Log::plan_read`]); a journal that cannot be read back has none.
+    fn plan_read(
+        &self,
+        _topic: TopicId,
+        _from: u64,
+        _end: u64,
+        _max_messages: u64,
+        _max_bytes: u64,
+    ) -> Vec<Extent> {
+        Vec::new()
+    }
+    /// The log's bytes on disk, if the journal knows them.
+    fn disk_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl Journal for Log {
@@ -99,6 +115,21 @@ impl Journal for Log {
 
     fn release_below(&mut self, seq: u64) -> usize {
         Log::release_below(self, seq).len()
+    }
+
+    fn plan_read(
+        &self,
+        topic: TopicId,
+        from: u64,
+        end: u64,
+        max_messages: u64,
+        max_bytes: u64,
+    ) -> Vec<Extent> {
+        Log::plan_read(self, topic, from, end, max_messages, max_bytes)
+    }
+
+    fn disk_bytes(&self) -> Option<u64> {
+        Some(Log::disk_bytes(self))
     }
 }
 
@@ -327,6 +358,9 @@ impl Broker {
         if self.journal.journal.is_none() {
             return;
         }
+        // The round's pulls were answered from memory; what is left over
+        // the cache goes now.
+        self.evict_over_cache();
         let mut dirty = std::mem::take(&mut self.journal.dirty_cursors);
         dirty.sort_unstable();
         dirty.dedup();
@@ -499,7 +533,11 @@ impl Broker {
             return;
         }
         if let Some(journal) = &mut self.journal.journal {
-            self.journal.segments_released += journal.release_below(pending.below) as u64;
+            let released = journal.release_below(pending.below) as u64;
+            self.journal.segments_released += released;
+            if released > 0 && self.limits.max_disk_bytes.is_some() {
+                self.room_everywhere();
+            }
         }
         while self
             .journal
@@ -569,6 +607,7 @@ impl Broker {
             }
             topic.make_visible(entry.staged);
             let retained = topic.retention != Retention::UntilAcked;
+            self.cache_listing(entry.topic);
             self.wake_subscribers(entry.topic);
             if retained {
                 // Visible now, so counted against its size bound.
@@ -818,6 +857,10 @@ impl Broker {
         self.counters.backlog_bytes += (topic.backlog_bytes() - bytes) as u64;
         // Subscribers a checkpoint placed past them need none of them.
         self.release(key);
+        // A backlog larger than the cache is recovered into the log's
+        // keeping, not into memory.
+        self.cache_listing(key);
+        self.evict_over_cache();
         self.wake_subscribers(key);
         true
     }

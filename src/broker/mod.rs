@@ -32,6 +32,10 @@
 //!   waiting for the disk — released per connection and topic in order.
 //! - `subscribing`: sessions and their lifecycle, subscriptions, acks.
 //! - `pull`: pulls answered, parked, woken, and their replies built.
+//! - `cache`: the memory cache of a durable broker — which topic evicts
+//!   when `--cache-bytes` is full.
+//! - `disk`: reading evicted messages back off the loop thread, for
+//!   subscribers behind the cache ([`Broker::read_range`]).
 //! - `stats`: counters and the STATS reply.
 //! - `waiting`: which subscriptions have something to deliver — a topic's
 //!   caught-up subscribers, a session's ready topics — and the cost argument
@@ -48,8 +52,10 @@
 //! - `producers`: idempotent producers' last seqs and recent replies.
 
 mod admin;
+mod cache;
 mod clients;
 mod cost;
+mod disk;
 mod failure;
 mod fetch;
 mod journal;
@@ -67,6 +73,7 @@ pub mod topic;
 mod waiting;
 
 pub use clients::{AUTH_FAILURE_DELAY, AuthFailure, AuthFailureReason, MAX_CLIENT_NAME_BYTES};
+pub use disk::{MAX_READS_IN_FLIGHT, READER_THREADS};
 pub use journal::{Journal, Recovered};
 pub use keys::ConnId;
 
@@ -131,7 +138,21 @@ pub struct Limits {
     pub publish_hold: Duration,
     /// Pulls one subscriber may have waiting at once (told in HELLO).
     pub max_waiting_pulls: usize,
+    /// A durable broker's memory cache: payload bytes kept in memory, all
+    /// topics together; older visible messages are evicted and read back
+    /// from the log (see `cache`). Ignored without a log.
+    pub cache_bytes: usize,
+    /// The log's bytes on disk at most (`None`: no bound). Past it,
+    /// publishes are held, then refused DISK_FULL.
+    pub max_disk_bytes: Option<u64>,
 }
+
+/// `--max-backlog-bytes` of a durable broker, whose backlog is on disk.
+pub const DURABLE_MAX_BACKLOG_BYTES: usize = 1 << 30;
+/// `--max-backlog-messages` of a durable broker.
+pub const DURABLE_MAX_BACKLOG_MESSAGES: usize = 16_000_000;
+/// `--cache-bytes`: a quarter of the default `--max-memory`.
+pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -150,6 +171,8 @@ impl Default for Limits {
             max_output_bytes: 16 * 1024 * 1024,
             publish_hold: Duration::from_secs(5),
             max_waiting_pulls: 4,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            max_disk_bytes: None,
         }
     }
 }
@@ -215,6 +238,10 @@ pub struct Broker {
     pending: Pending,
     /// Idempotent producers' last seqs and recent replies.
     producers: producers::Producers,
+    /// Reads of the log for subscribers behind the cache.
+    disk: disk::DiskReads,
+    /// Which topics hold the cached messages.
+    cache: cache::Cache,
     /// Table entries visited (subscriptions, subscribers, sessions), for
     /// tests that check each request's work by counting it; one add per
     /// visit is noise beside the visit itself.
@@ -248,6 +275,8 @@ impl Broker {
             users: None,
             auth_failures: Vec::new(),
             producers: producers::Producers::default(),
+            disk: disk::DiskReads::default(),
+            cache: cache::Cache::default(),
             limits,
         }
     }
@@ -410,8 +439,8 @@ impl Broker {
                 max_messages,
                 max_bytes,
             } => self
-                .fetch(topic, offset, max_messages, max_bytes)
-                .map(|f| Some(Reply::Fetched(f))),
+                .fetch(conn, id, topic, offset, max_messages, max_bytes)
+                .map(|f| f.map(Reply::Fetched)),
             Request::Unsubscribe { topic } => self
                 .unsubscribe(conn, topic, out)
                 .map(|()| Some(Reply::Done)),
@@ -419,7 +448,7 @@ impl Broker {
             Request::Ack { topic, offset } => {
                 self.ack(conn, topic, offset).map(|()| Some(Reply::Done))
             }
-            Request::Stats => Ok(Some(Reply::Stats(self.stats(now)))),
+            Request::Stats => Ok(Some(Reply::Stats(Box::new(self.stats(now))))),
             Request::EndSession => self.end_session(conn, out).map(|()| Some(Reply::Done)),
             Request::ListTopics { after, limit } => {
                 let user = self.client(conn).and_then(|c| c.user.clone());

@@ -378,7 +378,7 @@ impl Broker {
             let (input, stamp) = match self.number_publish(conn, key, seq, &input) {
                 Err(refusal) => return self.answer_publish(conn, key, id, Err(refusal), None, out),
                 Ok(Some(Dedup::Duplicate { reply, wait })) => {
-                    return self.answer_publish(conn, key, id, Ok(reply), wait, out);
+                    return self.answer_publish(conn, key, id, Ok(*reply), wait, out);
                 }
                 Ok(Some(Dedup::Fresh { stamp, skip })) => (input.skip(skip), Some(stamp)),
                 Ok(None) => (input, None),
@@ -520,6 +520,13 @@ impl Broker {
         }
     }
 
+    /// Room may have appeared everywhere (log segments were deleted, under
+    /// `--max-disk`): every topic's held publishes are tried next round.
+    pub(super) fn room_everywhere(&mut self) {
+        let topics: Vec<TopicKey> = self.pending.turns.keys().copied().collect();
+        self.pending.retry.extend(topics);
+    }
+
     fn wait_for_memory(&mut self, topic: TopicKey) {
         if self.pending.memory.is_empty() || self.budget.total() < self.pending.memory_mark {
             self.pending.memory_mark = self.budget.total();
@@ -590,7 +597,7 @@ impl Broker {
                 self.unhold_at(conn, topic, index, charge);
                 let entry = Entry::Stored {
                     id: self.held_id(conn, topic, index),
-                    reply,
+                    reply: *reply,
                     seq: wait,
                 };
                 self.pending.place(conn, topic, index, entry);
@@ -791,9 +798,13 @@ impl Broker {
 
     /// Whether the server should read and execute more of `conn`'s input:
     /// not while its held publishes pass the bound (TCP then pushes back on
-    /// the publisher). Reading resumes when [`Broker::take_resumable`] lists
+    /// the publisher), nor while a FETCH of it waits for the disk
+    /// (`super::fetch`). Reading resumes when [`Broker::take_resumable`] lists
     /// the connection.
     pub fn wants_input(&mut self, conn: ConnId) -> bool {
+        if self.fetching(conn) {
+            return false;
+        }
         let bound = self.pending.input_bound;
         let Some(state) = self.pending.conns.get_mut(conn) else {
             return true;
@@ -826,9 +837,18 @@ impl Broker {
     pub fn take_resumable(&mut self) -> Vec<ConnId> {
         std::mem::take(&mut self.pending.resumable)
     }
+
+    /// Something other than held publishes that kept `conn`'s input
+    /// waiting is over (a FETCH's disk read): list it for the server.
+    pub(super) fn resume_input(&mut self, conn: ConnId) {
+        self.pending.resumable.push(conn);
+    }
 }
 
 /// The refusals a publish is held for instead: those that room will cure.
 fn holdable(code: ErrorCode) -> bool {
-    matches!(code, ErrorCode::TopicFull | ErrorCode::BrokerFull)
+    matches!(
+        code,
+        ErrorCode::TopicFull | ErrorCode::BrokerFull | ErrorCode::DiskFull
+    )
 }

@@ -107,7 +107,10 @@ pub(super) enum Dedup {
     /// head repeats seqs already stored).
     Fresh { stamp: ProducerStamp, skip: u64 },
     /// Already stored: answer `reply`, after log seq `wait` if set.
-    Duplicate { reply: Reply, wait: Option<u64> },
+    Duplicate {
+        reply: Box<Reply>,
+        wait: Option<u64>,
+    },
 }
 
 /// The original reply's numbers for seqs `seq..=end`, if the window
@@ -218,7 +221,10 @@ impl Broker {
             }
             _ => None,
         };
-        Ok(Dedup::Duplicate { reply, wait })
+        Ok(Dedup::Duplicate {
+            reply: Box::new(reply),
+            wait,
+        })
     }
 
     /// What a publish numbered `seq` is: `None` when it is not numbered

@@ -130,6 +130,7 @@ impl Broker {
                 self.counters.subscriptions -= 1;
                 self.budget.sub(Class::Subscriptions, cost::SUBSCRIPTION);
             }
+            self.drop_cursor_of(session_key, key);
             if let Some(out) = out.as_deref_mut() {
                 self.end_parked(
                     session_key,
@@ -242,6 +243,7 @@ impl Broker {
                 ),
             );
         }
+        self.admit_disk(size.bytes)?;
         let topic = &self.topics[key];
         if topic.subscribers.is_empty() && topic.retention == Retention::UntilAcked {
             return Ok(());
@@ -299,7 +301,7 @@ pub(super) enum PublishInput<'a> {
 pub(super) struct Size {
     count: usize,
     /// Payload bytes (the backlog bounds count these).
-    bytes: usize,
+    pub(super) bytes: usize,
     largest: usize,
     /// Payload allocation bytes (the memory budget counts these).
     charge: usize,

@@ -40,17 +40,18 @@
 //! plus the topics in the reply, however many the session subscribes to; a
 //! one-topic pull looks at its own subscription only.
 
+use super::disk::DiskCursor;
 use super::failure::Failure;
 use super::keys::{ConnId, SessionKey, TopicKey};
 use super::session::{Parked, Subscription};
 use super::topic::Topic;
-use super::{Broker, BrokerTimer, Outbox};
+use super::{Broker, Outbox};
 use crate::codec;
 use crate::codec::msgpack;
 use crate::protocol::{ErrorCode, MAX_PULL_MESSAGES, MAX_PULL_WAIT_MS, Pull};
 use crate::timers::TimerKey;
 use slab::Slab;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// How the waiting pulls that [`Broker::end_parked`] ends are answered.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +92,7 @@ impl Broker {
             topic,
             max_messages: request.max_messages.clamp(1, MAX_PULL_MESSAGES),
             max_bytes: request.max_bytes,
+            wait_ms: request.wait_ms.min(MAX_PULL_WAIT_MS),
             timer: None,
         };
         // It joins the queue behind the pulls already waiting, which take
@@ -99,25 +101,10 @@ impl Broker {
         self.sessions[session_key].parked.push_back(parked);
         self.counters.waiting_pulls += 1;
         self.serve_parked(session_key, out);
-        // Still there, it found nothing: the only entry without a deadline
-        // is the new one, at the back.
-        let session = &mut self.sessions[session_key];
-        if session.parked.back().is_some_and(|p| p.timer.is_none()) {
-            let wait_ms = request.wait_ms.min(MAX_PULL_WAIT_MS);
-            if wait_ms == 0 {
-                if let Some(fresh) = session.parked.pop_back() {
-                    self.finish(fresh, Answer::Empty, out);
-                }
-            } else {
-                let timer = self.timers.arm(
-                    now + Duration::from_millis(u64::from(wait_ms)),
-                    BrokerTimer::PullDeadline(session_key),
-                );
-                if let Some(back) = self.sessions[session_key].parked.back_mut() {
-                    back.timer = Some(timer);
-                }
-            }
-        }
+        // Still there, it found nothing: it waits with its deadline, or is
+        // answered `[]` if it may not wait — unless the session waits for
+        // a disk read, which it waits behind (see `super::disk`).
+        self.arm_unarmed(session_key, now, out);
         // Past the bound, the oldest makes room; it had nothing to take.
         while self.sessions[session_key].parked.len() > self.limits.max_waiting_pulls {
             if let Some(oldest) = self.sessions[session_key].parked.pop_front() {
@@ -137,8 +124,26 @@ impl Broker {
                 return;
             };
             let parked = *parked;
-            if self.deliver(key, &parked, out) == 0 {
+            if self.stalled_topic(key).is_some_and(|t| parked.covers(t)) {
+                // Behind a disk read of a topic it covers: it keeps its
+                // place, and has no deadline until the read is back (see
+                // `super::disk`).
+                if let Some(timer) = self
+                    .sessions
+                    .get_mut(key)
+                    .and_then(|s| s.parked.get_mut(index))
+                    .and_then(|p| p.timer.take())
+                {
+                    self.timers.cancel(timer);
+                }
                 index += 1;
+                continue;
+            }
+            if self.deliver(key, &parked, out) == 0 {
+                // If it now waits for a read, the first branch takes it.
+                if !self.stalled_topic(key).is_some_and(|t| parked.covers(t)) {
+                    index += 1;
+                }
                 continue;
             }
             if let Some(session) = self.sessions.get_mut(key) {
@@ -146,6 +151,10 @@ impl Broker {
             }
             // Answered by the delivery.
             self.finish(parked, Answer::Silent, out);
+            if self.disk.took_disk && self.defer_disk_serving(key, index) {
+                // One slice from the disk per turn: the rest next round.
+                return;
+            }
         }
     }
 
@@ -178,7 +187,7 @@ impl Broker {
 
     /// A pull taken out of its session's queue: it no longer waits, and is
     /// answered as `answer` says.
-    fn finish(&mut self, parked: Parked, answer: Answer<'_>, out: &mut dyn Outbox) {
+    pub(super) fn finish(&mut self, parked: Parked, answer: Answer<'_>, out: &mut dyn Outbox) {
         self.counters.waiting_pulls -= 1;
         if let Some(timer) = parked.timer {
             self.timers.cancel(timer);
@@ -263,7 +272,8 @@ impl Broker {
         parked: &Parked,
         out: &mut dyn Outbox,
     ) -> u32 {
-        let frame_bytes = self.plan_pull(key, parked);
+        let (frame_bytes, wants_disk, took_disk) = self.plan_pull(key, parked);
+        self.disk.took_disk = took_disk;
         // A group that only reports a loss counts as something to answer.
         let delivered: u32 = self
             .plan
@@ -272,17 +282,31 @@ impl Broker {
             .sum();
         if delivered > 0 {
             self.write_pull_reply(key, parked, frame_bytes, out);
+            self.after_delivery(key);
+        }
+        if let Some((topic, from)) = wants_disk {
+            self.want_disk(key, topic, from, delivered == 0);
         }
         delivered
     }
 
-    /// Fills `self.plan`; returns the encoded size of the reply it describes.
-    fn plan_pull(&mut self, key: SessionKey, parked: &Parked) -> usize {
+    /// Fills `self.plan`; returns the encoded size of the reply it
+    /// describes, and the first topic it passed over because its next
+    /// message is on disk and not in the session's cursor (with that
+    /// message's offset).
+    fn plan_pull(
+        &mut self,
+        key: SessionKey,
+        parked: &Parked,
+    ) -> (usize, Option<(TopicKey, u64)>, bool) {
         self.plan.clear();
         let session = &self.sessions[key];
         let header = codec::messages_header_len(parked.request_id);
         let mut plan = Planner {
             topics: &self.topics,
+            cursor: session.disk.as_deref(),
+            wants_disk: None,
+            disk_room: super::disk::DISK_REPLY_BYTES,
             groups: &mut self.plan,
             room: self.limits.max_frame_bytes.saturating_sub(header),
             messages_left: parked.max_messages,
@@ -307,9 +331,10 @@ impl Broker {
                 }
             }
         }
-        let (room, visited) = (plan.room, plan.visited);
+        let (room, visited, wants_disk) = (plan.room, plan.visited, plan.wants_disk);
+        let took_disk = plan.disk_room < super::disk::DISK_REPLY_BYTES;
         self.work += visited;
-        self.limits.max_frame_bytes - room
+        (self.limits.max_frame_bytes - room, wants_disk, took_disk)
     }
 
     fn write_pull_reply(
@@ -322,6 +347,7 @@ impl Broker {
         let Some(buf) = out.buffer(parked.conn) else {
             return;
         };
+        let cursor = self.sessions.get(key).and_then(|s| s.disk.as_deref());
         buf.reserve(frame_bytes);
         let start = codec::write_messages_header(buf, parked.request_id, self.plan.len() as u32);
         for group in &self.plan {
@@ -334,7 +360,7 @@ impl Broker {
                 codec::write_group_header(buf, &topic.name, group.from, group.count);
             }
             for offset in group.from..group.from + u64::from(group.count) {
-                if let Some(message) = topic.get(offset) {
+                if let Some(message) = message_at(topic, group.topic, cursor, offset) {
                     msgpack::write_bin(buf, message);
                     self.counters.bytes_out += message.len() as u64;
                 }
@@ -366,6 +392,12 @@ impl Broker {
 /// far.
 struct Planner<'a> {
     topics: &'a Slab<Topic>,
+    /// Messages the session has read back from the log.
+    cursor: Option<&'a DiskCursor>,
+    /// The first topic passed over for a disk read, and from where.
+    wants_disk: Option<(TopicKey, u64)>,
+    /// Payload bytes the reply may still take from the cursor.
+    disk_room: usize,
     groups: &'a mut Vec<Group>,
     room: usize,
     messages_left: u32,
@@ -395,13 +427,23 @@ impl Planner<'_> {
         let mut offset = from;
         let mut full = false;
         while self.messages_left > 0 {
-            let Some(message) = topic.get(offset) else {
+            let Some(message) = message_at(topic, sub.topic, self.cursor, offset) else {
+                if topic.on_disk(offset) {
+                    self.wants_disk.get_or_insert((sub.topic, offset));
+                }
                 break;
             };
             let cost = msgpack::bin_len(message.len());
-            if used + cost > self.room || (!self.first && message.len() > self.bytes_left) {
+            let from_disk = offset < topic.window();
+            if used + cost > self.room
+                || (!self.first && message.len() > self.bytes_left)
+                || (!self.first && from_disk && message.len() > self.disk_room)
+            {
                 full = true;
                 break;
+            }
+            if from_disk {
+                self.disk_room = self.disk_room.saturating_sub(message.len());
             }
             used += cost;
             self.bytes_left = self.bytes_left.saturating_sub(message.len());
@@ -421,6 +463,21 @@ impl Planner<'_> {
             self.room -= used;
         }
         !(full || self.messages_left == 0)
+    }
+}
+
+/// The message at `offset` of `topic` (key `key`): in memory, or for an
+/// offset below the memory window, in the session's cursor.
+fn message_at<'a>(
+    topic: &'a Topic,
+    key: TopicKey,
+    cursor: Option<&'a DiskCursor>,
+    offset: u64,
+) -> Option<&'a bytes::Bytes> {
+    if offset < topic.window() {
+        cursor?.get(key, topic.id, offset)
+    } else {
+        topic.get(offset)
     }
 }
 

@@ -117,28 +117,51 @@ fn policy_floor(topic: &Topic, retain_ms: u64, retain_bytes: u64, now_ms: u64) -
         floor = floor.max(topic.times.first_at_or_after(cutoff).unwrap_or(end));
     }
     if retain_bytes > 0 {
-        floor = floor.max(bytes_floor(topic, topic.base_offset(), end, |bytes| {
-            bytes <= retain_bytes as usize
-        }));
+        floor = floor.max(bytes_floor(
+            topic,
+            topic.base_offset(),
+            end,
+            true,
+            |bytes| bytes <= retain_bytes as usize,
+        ));
     }
     floor.min(end)
 }
 
 /// The lowest offset from `from` (at most `end`) such that the payload
 /// bytes from it to the back of the topic satisfy `fits`. Costs one step
-/// per message passed, which is one per message then dropped.
-fn bytes_floor(topic: &Topic, from: u64, end: u64, fits: impl Fn(usize) -> bool) -> u64 {
+/// per message passed in memory, and one per run of evicted messages on
+/// disk (summed in runs, see `super::topic`), which are then dropped.
+///
+/// `keep_edge`: a run is dropped only if what follows it still does not
+/// fit, so a run straddling the bound stays whole — the retention policy's
+/// rule that no message inside it is dropped, at the price of keeping up
+/// to one run more. Without it (making room) the run goes.
+fn bytes_floor(
+    topic: &Topic,
+    from: u64,
+    end: u64,
+    keep_edge: bool,
+    fits: impl Fn(usize) -> bool,
+) -> u64 {
     let mut bytes = topic.backlog_bytes();
+    let mut offset = topic.base_offset();
     // Messages below `from` are counted in the backlog too.
-    for offset in topic.base_offset()..from {
-        bytes -= topic.get(offset).map_or(0, |m| m.len());
+    while offset < from {
+        let (next, held) = topic.step_bytes(offset);
+        bytes = bytes.saturating_sub(held);
+        offset = next;
     }
-    let mut offset = from;
     while offset < end && !fits(bytes) {
-        bytes -= topic.get(offset).map_or(0, |m| m.len());
-        offset += 1;
+        let (next, held) = topic.step_bytes(offset);
+        let after = bytes.saturating_sub(held);
+        if keep_edge && next > offset + 1 && fits(after) {
+            break;
+        }
+        bytes = after;
+        offset = next;
     }
-    offset
+    offset.min(end.max(from))
 }
 
 impl Broker {
@@ -178,7 +201,7 @@ impl Broker {
             .base_offset()
             .saturating_add((topic.backlog_messages() + count).saturating_sub(max_messages) as u64);
         let from = by_count.min(limit);
-        let target = bytes_floor(topic, from, limit, |held| held + bytes <= max_bytes);
+        let target = bytes_floor(topic, from, limit, false, |held| held + bytes <= max_bytes);
         self.forget_below(key, target);
     }
 

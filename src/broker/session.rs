@@ -45,7 +45,10 @@ pub struct Parked {
     pub topic: Option<TopicKey>,
     pub max_messages: u32,
     pub max_bytes: u32,
-    /// The wait deadline; `None` until the pull is actually parked.
+    /// How long it may wait once nothing is ready for it (clamped).
+    pub wait_ms: u32,
+    /// The wait deadline; `None` until the pull is actually parked, and
+    /// while its session waits for a disk read (see `super::disk`).
     pub timer: Option<TimerKey>,
 }
 
@@ -88,6 +91,9 @@ pub struct Session {
     /// The user who created the session when the broker requires users
     /// (`None` without `--users`); only that user may resume it.
     pub owner: Option<Box<str>>,
+    /// Messages read back from the log for one topic, and the read in
+    /// flight (see `super::disk`).
+    pub disk: Option<Box<super::disk::DiskCursor>>,
 }
 
 impl Session {
@@ -106,6 +112,7 @@ impl Session {
             timeout: None,
             owner: None,
             turn: 0,
+            disk: None,
         }
     }
 

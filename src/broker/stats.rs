@@ -26,13 +26,20 @@ pub(super) struct Counters {
     pub waiting_pulls: u64,
     /// Indexed by the numeric error code.
     pub errors: [u64; 32],
+    /// Codes from 32 on.
+    pub errors_high: [u64; 32],
 }
 
 impl Broker {
     /// Counts an error the server answered on its own (e.g. a connection
     /// refused before it had an id).
     pub fn count_error(&mut self, code: ErrorCode) {
-        if let Some(slot) = self.counters.errors.get_mut(code as usize) {
+        let n = code as usize;
+        let slot = match n.checked_sub(32) {
+            None => self.counters.errors.get_mut(n),
+            Some(high) => self.counters.errors_high.get_mut(high),
+        };
+        if let Some(slot) = slot {
             *slot += 1;
         }
     }
@@ -62,7 +69,13 @@ impl Broker {
             errors: ErrorCode::ALL
                 .iter()
                 .filter_map(|&code| {
-                    let n = c.errors.get(code as usize).copied().unwrap_or(0);
+                    let n = code as usize;
+                    let n = match n.checked_sub(32) {
+                        None => c.errors.get(n),
+                        Some(high) => c.errors_high.get(high),
+                    }
+                    .copied()
+                    .unwrap_or(0);
                     (n > 0).then(|| (code.name().to_string(), n))
                 })
                 .collect(),
@@ -77,6 +90,11 @@ impl Broker {
             held_now: self.pending.held_now,
             held_dropped: self.pending.held_dropped,
             held_input_pauses: self.pending.input_pauses,
+            messages_evicted: self.cache.evicted,
+            disk_reads: self.disk.reads,
+            disk_messages_read: self.disk.messages_read,
+            disk_reads_outstanding: self.reads_outstanding() as u64,
+            disk_bytes: self.disk_bytes().unwrap_or(0),
         }
     }
 }

@@ -223,6 +223,7 @@ impl Broker {
             let session = self.sessions[key].id;
             self.log_fact(Record::SessionEnded { session, reason });
         }
+        self.drop_cursor(key);
         let session = self.sessions.remove(key);
         self.session_ids.remove(&session.id);
         self.budget.sub(Class::Sessions, cost::SESSION);
@@ -236,6 +237,7 @@ impl Broker {
     /// acknowledgements. O(log n) whatever the number of subscribers.
     pub(super) fn leave_topic(&mut self, session_key: SessionKey, sub: Subscription) {
         self.work += 1;
+        self.drop_cursor_of(session_key, sub.topic);
         self.counters.subscriptions -= 1;
         self.budget.sub(Class::Subscriptions, cost::SUBSCRIPTION);
         if let Some(topic) = self.topics.get_mut(sub.topic) {

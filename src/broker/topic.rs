@@ -27,6 +27,27 @@
 //! makes them visible from the front ([`Topic::make_visible`]); a lost write
 //! turns them into a **gap** ([`Topic::lose_staged`]).
 //!
+//! # The memory cache (durable brokers)
+//!
+//! With a log, memory is only a cache of the newest messages: the queue
+//! holds `[window, end_offset)`, and the retained offsets below it,
+//! `[base, window)`, are on disk only ([`Topic::evict`] moves visible
+//! messages there, oldest first). A cursor is just an offset, so a
+//! subscriber behind `window` is served from the log (see
+//! `super::disk`). Evicted messages keep no slot each: they are summed in
+//! runs ([`Evicted`]: an end offset and the payload bytes below it, up to
+//! [`RUN_MESSAGES`] messages or [`RUN_BYTES`] bytes a run), so that the
+//! backlog's byte bound still holds on disk. A run partly acknowledged
+//! counts whole until its last message is released: `backlog_bytes`
+//! errs on the high side by at most one run.
+//!
+//! Which topic gives up memory when the cache (`--cache-bytes`) is full is
+//! the broker's choice (`super::cache`): the topic holding the most cached
+//! bytes evicts its oldest visible messages first. The newest messages
+//! (what caught-up subscribers are about to read) and small topics stay in
+//! memory; one large backlog pays for itself. Staged (not yet durable)
+//! messages are never evicted: they are not on disk yet.
+//!
 //! A gap is a run of offsets that hold no message: a lost write's (its
 //! offsets are never given to another message, so an offset always names
 //! one message or none), or offsets recovery found missing from the log.
@@ -56,6 +77,21 @@ pub struct Stored {
     charge: usize,
 }
 
+/// A run of evicted offsets: everything below `end` (from the previous
+/// run's end, or the topic's base) and the payload bytes they hold.
+#[derive(Debug, Clone, Copy)]
+struct Evicted {
+    end: u64,
+    bytes: usize,
+    /// Offsets it was given (some may be released since).
+    offsets: u64,
+}
+
+/// Most offsets one run of evicted messages sums.
+pub const RUN_MESSAGES: u64 = 4096;
+/// Most payload bytes one run sums (a run takes at least one message).
+pub const RUN_BYTES: usize = 1 << 20;
+
 /// What a topic's retained messages hold, in budget bytes, by class.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Footprint {
@@ -73,8 +109,14 @@ pub struct Topic {
     pub id: u64,
     /// Messages at the back of the queue not yet durable, so not visible.
     staged: usize,
+    /// The messages in memory, from offset `window` on.
     messages: VecDeque<Stored>,
+    /// The oldest retained offset; `[base, window)` is on disk only.
     base: u64,
+    window: u64,
+    /// Runs of evicted offsets, oldest first, covering `[base, window)`.
+    evicted: VecDeque<Evicted>,
+    /// Payload bytes of every retained message, in memory or on disk.
     backlog_bytes: usize,
     /// The sum of the retained messages' charges.
     charged: usize,
@@ -105,6 +147,8 @@ impl Topic {
             staged: 0,
             messages: VecDeque::new(),
             base: 0,
+            window: 0,
+            evicted: VecDeque::new(),
             backlog_bytes: 0,
             charged: 0,
             subscribers: KeySet::default(),
@@ -157,7 +201,19 @@ impl Topic {
 
     /// The offset the next published message will get.
     pub fn end_offset(&self) -> u64 {
-        self.base + self.messages.len() as u64
+        self.window + self.messages.len() as u64
+    }
+
+    /// The first offset held in memory: retained offsets below it are on
+    /// disk only.
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
+    /// Whether `offset` is retained, holds a message (not a gap) and is on
+    /// disk only.
+    pub fn on_disk(&self, offset: u64) -> bool {
+        offset >= self.base && offset < self.window && self.past_gap(offset) == offset
     }
 
     /// The last `count` messages pushed wait for the log before readers
@@ -201,7 +257,12 @@ impl Topic {
         }
         let start = self.end_offset();
         if self.messages.is_empty() && self.staged == 0 {
-            self.base += count;
+            // Nothing in memory: the gap joins the disk side (or, with
+            // nothing retained at all, is simply passed).
+            if self.base == self.window {
+                self.base += count;
+            }
+            self.window += count;
         } else {
             for _ in 0..count {
                 self.messages.push_back(Stored {
@@ -232,7 +293,13 @@ impl Topic {
         self.base
     }
 
+    /// Retained offsets, in memory or on disk (gaps included).
     pub fn backlog_messages(&self) -> usize {
+        (self.end_offset() - self.base) as usize
+    }
+
+    /// Messages held in memory (staged ones included).
+    pub fn cached_messages(&self) -> usize {
         self.messages.len()
     }
 
@@ -240,17 +307,33 @@ impl Topic {
         self.backlog_bytes
     }
 
-    /// The message at `offset`, if still retained (none in a gap).
+    /// The message at `offset`, if held in memory (none in a gap, none
+    /// on disk only).
     pub fn get(&self, offset: u64) -> Option<&Bytes> {
         if offset >= self.next_offset()
             || (!self.gaps.is_empty() && self.past_gap(offset) != offset)
         {
             return None;
         }
-        let index = offset.checked_sub(self.base)?;
+        let index = offset.checked_sub(self.window)?;
         self.messages
             .get(usize::try_from(index).ok()?)
             .map(|stored| &stored.payload)
+    }
+
+    /// The payload bytes `offset` holds, as the backlog counts them, and
+    /// the offset after them: one message in memory (none for a gap), or,
+    /// on disk, the whole evicted run holding `offset` (runs are summed,
+    /// not kept per message).
+    pub fn step_bytes(&self, offset: u64) -> (u64, usize) {
+        if offset < self.window {
+            let i = self.evicted.partition_point(|r| r.end <= offset);
+            return match self.evicted.get(i) {
+                Some(run) => (run.end, run.bytes),
+                None => (self.window, 0),
+            };
+        }
+        (offset + 1, self.get(offset).map_or(0, |m| m.len()))
     }
 
     /// What the retained messages hold now (their append times with the
@@ -297,7 +380,7 @@ impl Topic {
         max_messages: usize,
         max_bytes: usize,
     ) -> bool {
-        self.messages.len().saturating_add(count) <= max_messages
+        self.backlog_messages().saturating_add(count) <= max_messages
             && self.backlog_bytes.saturating_add(bytes) <= max_bytes
     }
 
@@ -313,27 +396,78 @@ impl Topic {
 
     /// Gives an offset to a message that nobody will read (no subscribers).
     pub fn skip(&mut self, count: u64) -> u64 {
-        debug_assert!(self.messages.is_empty());
+        debug_assert!(self.messages.is_empty() && self.base == self.window);
         let offset = self.base;
         self.base += count;
+        self.window = self.base;
         offset
+    }
+
+    /// Moves the oldest visible messages out of memory (they are durable,
+    /// so the log has them) until at least `charge` allocation bytes are
+    /// freed or none is left; returns the bytes freed. Their payload bytes
+    /// stay in the backlog, summed in runs.
+    pub fn evict(&mut self, charge: usize) -> usize {
+        let mut freed = 0;
+        while freed < charge && self.messages.len() > self.staged {
+            let Some(message) = self.messages.pop_front() else {
+                break;
+            };
+            let bytes = message.payload.len();
+            freed += message.charge;
+            self.charged -= message.charge;
+            match self.evicted.back_mut() {
+                Some(run) if run.offsets < RUN_MESSAGES && run.bytes < RUN_BYTES => {
+                    run.end += 1;
+                    run.bytes += bytes;
+                    run.offsets += 1;
+                }
+                _ => self.evicted.push_back(Evicted {
+                    end: self.window + 1,
+                    bytes,
+                    offsets: 1,
+                }),
+            }
+            self.window += 1;
+        }
+        self.shrink_queue();
+        freed
+    }
+
+    /// A queue far below its capacity gives the slots back.
+    fn shrink_queue(&mut self) {
+        let (len, capacity) = (self.messages.len(), self.messages.capacity());
+        if capacity > 1024 && len < capacity / 4 {
+            self.messages.shrink_to((len * 2).max(64));
+        }
     }
 
     /// Drops every message below `offset`.
     pub fn release_below(&mut self, offset: u64) {
-        while self.base < offset {
+        // The disk side first: whole runs only (see the module doc).
+        let on_disk = offset.min(self.window);
+        while let Some(run) = self.evicted.front() {
+            if run.end > on_disk {
+                break;
+            }
+            self.backlog_bytes -= run.bytes;
+            self.evicted.pop_front();
+        }
+        self.base = self.base.max(on_disk);
+        while self.window < offset {
             match self.messages.pop_front() {
                 Some(message) => {
                     self.backlog_bytes -= message.payload.len();
                     self.charged -= message.charge;
-                    self.base += 1;
+                    self.window += 1;
                 }
                 None => {
-                    self.base = offset;
+                    self.window = offset;
                     break;
                 }
             }
         }
+        self.base = self.base.max(offset);
         while let Some(entry) = self.gaps.first_entry() {
             if *entry.get() > self.base {
                 break;
@@ -341,10 +475,8 @@ impl Topic {
             entry.remove();
         }
         self.times.forget_below(self.base);
-        if self.messages.is_empty() && self.messages.capacity() > 1024 {
-            // A drained burst should not pin its peak memory.
-            self.messages.shrink_to(64);
-        }
+        // A drained burst should not pin its peak memory.
+        self.shrink_queue();
     }
 }
 
@@ -418,6 +550,52 @@ mod tests {
         assert!(topic.has_room(1, 5, 2, 10));
         assert!(!topic.has_room(1, 6, 2, 10));
         assert!(!topic.has_room(2, 1, 2, 10));
+    }
+
+    #[test]
+    fn evicted_messages_stay_retained_and_counted_in_runs() {
+        let mut topic = Topic::new("t");
+        topic.add_cursor(0);
+        for i in 0..10_000u64 {
+            topic.push(Bytes::from(vec![(i % 251) as u8; 10]), 32);
+        }
+        topic.stage(100);
+        // Everything visible goes; the staged stay (they are not on disk).
+        let freed = topic.evict(usize::MAX);
+        assert_eq!(freed, 9_900 * 32);
+        assert_eq!(topic.window(), 9_900);
+        assert_eq!(topic.cached_messages(), 100);
+        assert_eq!(topic.backlog_messages(), 10_000);
+        assert_eq!(topic.backlog_bytes(), 100_000);
+        assert_eq!(topic.footprint().payloads, 100 * 32);
+        assert!(topic.get(9_899).is_none() && topic.on_disk(9_899));
+        assert!(
+            !topic.on_disk(9_900) && topic.get(9_900).is_none(),
+            "staged"
+        );
+        topic.make_visible(100);
+        assert_eq!(topic.get(9_900).map(|b| b[0]), Some((9_900 % 251) as u8));
+        // No slot per evicted message: runs of RUN_MESSAGES.
+        assert_eq!(
+            topic.evicted.len(),
+            9_900usize.div_ceil(RUN_MESSAGES as usize)
+        );
+        // A release inside a run keeps the run's bytes until it is passed.
+        topic.release_below(100);
+        assert_eq!(topic.base_offset(), 100);
+        assert_eq!(
+            (topic.backlog_messages(), topic.backlog_bytes()),
+            (9_900, 100_000)
+        );
+        topic.release_below(RUN_MESSAGES);
+        assert_eq!(topic.backlog_bytes(), 100_000 - RUN_MESSAGES as usize * 10);
+        assert!(!topic.on_disk(RUN_MESSAGES - 1));
+        // Past the window, memory is released as before.
+        topic.release_below(9_950);
+        assert_eq!((topic.base_offset(), topic.window()), (9_950, 9_950));
+        assert_eq!(topic.backlog_bytes(), 500);
+        assert_eq!(topic.footprint().payloads, 50 * 32);
+        assert_eq!(topic.evicted.len(), 0);
     }
 
     #[test]

@@ -330,7 +330,7 @@ pub fn decode_reply(op: Op, frame: &Bytes) -> Result<DecodedReply, ReplyDecodeEr
     let u64_at = |r: &mut Reader<'_>, field| r.read_u64().map_err(bad(field));
     let reply = match op {
         Op::Hello => Reply::Hello(read_named(&mut r, ReplyField::ServerInfo)?),
-        Op::Stats => Reply::Stats(read_named::<Stats>(&mut r, ReplyField::Stats)?),
+        Op::Stats => Reply::Stats(Box::new(read_named::<Stats>(&mut r, ReplyField::Stats)?)),
         Op::ListTopics => Reply::Topics(read_named::<TopicPage>(&mut r, ReplyField::TopicPage)?),
         Op::TopicInfo => {
             Reply::TopicInfo(read_named::<TopicSummary>(&mut r, ReplyField::TopicInfo)?)

@@ -750,8 +750,10 @@ pub fn encode_request(out: &mut Vec<u8>, id: u64, request: &Request<'_>) {
     end_frame(out, start);
 }
 
-/// CREATE_TOPIC's options map: both keys, so that it decodes to the same
-/// retention (an until-acked topic sends no map at all).
+/// CREATE_TOPIC's options map: the keys whose bound is set (0 means none,
+/// so it is left out), or `retain_ms` 0 alone for a topic that keeps
+/// everything — a map with no key would mean until-acked, which sends no
+/// map at all.
 fn write_options(out: &mut Vec<u8>, retention: Retention) {
     let (retain_ms, retain_bytes) = match retention {
         Retention::UntilAcked => (0, 0),
@@ -760,11 +762,19 @@ fn write_options(out: &mut Vec<u8>, retention: Retention) {
             retain_bytes,
         } => (retain_ms, retain_bytes),
     };
-    msgpack::write_map_len(out, 2);
-    msgpack::write_str(out, "retain_ms");
-    msgpack::write_u64(out, retain_ms);
-    msgpack::write_str(out, "retain_bytes");
-    msgpack::write_u64(out, retain_bytes);
+    let keys = [("retain_ms", retain_ms), ("retain_bytes", retain_bytes)];
+    let set = keys.iter().filter(|(_, v)| *v > 0).count();
+    if set == 0 {
+        msgpack::write_map_len(out, 1);
+        msgpack::write_str(out, "retain_ms");
+        msgpack::write_u64(out, 0);
+        return;
+    }
+    msgpack::write_map_len(out, set as u32);
+    for (key, value) in keys.into_iter().filter(|(_, v)| *v > 0) {
+        msgpack::write_str(out, key);
+        msgpack::write_u64(out, value);
+    }
 }
 
 pub(crate) fn write_position(out: &mut Vec<u8>, position: Position) {

@@ -545,6 +545,8 @@ impl EventLoop {
         // the pulls answered next.
         let (mut outbox, broker) = self.outbox();
         broker.poll_journal(&mut outbox);
+        // Disk reads back: the pulls waiting for them are answered.
+        broker.poll_reads(now, &mut outbox);
         // Ready pulls first: a pull whose deadline falls in the turn that
         // published for it gets the message, not an empty reply.
         broker.answer_ready(&mut outbox);

@@ -26,7 +26,9 @@
 //! before the listener serves anyone — and hands it to the broker as its
 //! journal, with the loop's waker as the writer's notify callback. Each loop
 //! round then ends with one flush of the round's records (group commit), and
-//! a wake from the writer makes the loop apply its reports.
+//! a wake from the writer makes the loop apply its reports. Reader threads
+//! (`storage::ReadService`) serve subscribers behind the memory cache and
+//! wake the loop the same way.
 
 mod event_loop;
 mod guards;
@@ -258,11 +260,24 @@ fn open_log(
     let started = Instant::now();
     let created = !dir.exists();
     let mut rebuilt = Recovered::default();
-    let notify = Box::new(move || {
+    let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
         // A failed wake only delays the reports to the next timer.
         let _ = waker.wake();
     });
-    let (log, report) = Log::open(Arc::new(StdFs), dir, config, notify, |_, record| {
+    let notify = {
+        let wake = wake.clone();
+        Box::new(move || wake())
+    };
+    let fs: Arc<dyn storage::Fs> = Arc::new(StdFs);
+    // Before recovery: a backlog larger than the cache is evicted as it is
+    // replayed, to be read back by these threads.
+    let reads = storage::ReadService::spawn(
+        storage::Reader::new(fs.clone(), dir.to_path_buf()),
+        crate::broker::READER_THREADS,
+        wake,
+    )?;
+    broker.set_reads(reads);
+    let (log, report) = Log::open(fs, dir, config, notify, |_, record| {
         broker.replay(record, &mut rebuilt)
     })
     .map_err(io::Error::other)?;

@@ -1,5 +1,6 @@
 //! Where each topic's messages sit in the log: (topic, offset) → the record
-//! holding it.
+//! holding it, and the records covering a range ([`Index::extents`]), which
+//! the disk read path plans its reads with.
 //!
 //! One entry per `Messages` record, kept in a per-topic ordered map by first
 //! offset, so a lookup is one `range` query. It is dense in records, not in
@@ -25,6 +26,18 @@ pub struct Location {
 struct Entry {
     count: u64,
     at: Location,
+    /// The record's whole frame, in bytes.
+    len: u64,
+}
+
+/// One record a range read goes through: where it is, how long its frame
+/// is, and the offsets it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub at: Location,
+    pub len: u64,
+    pub first_offset: u64,
+    pub count: u64,
 }
 
 /// The index; see the module doc.
@@ -35,13 +48,58 @@ pub struct Index {
 
 impl Index {
     /// Notes a `Messages` record of `count` payloads from `first_offset`.
-    pub fn insert(&mut self, topic: TopicId, first_offset: u64, count: u64, at: Location) {
+    pub fn insert(
+        &mut self,
+        topic: TopicId,
+        first_offset: u64,
+        count: u64,
+        at: Location,
+        len: u64,
+    ) {
         if count > 0 {
             self.topics
                 .entry(topic)
                 .or_default()
-                .insert(first_offset, Entry { count, at });
+                .insert(first_offset, Entry { count, at, len });
         }
+    }
+
+    /// The records holding `topic`'s offsets from `from` up to `end`
+    /// (exclusive), in order, until they hold `max_messages` messages from
+    /// `from` on or their frames `max_bytes` bytes (at least one record).
+    /// Offsets no record holds (gaps) are simply not covered.
+    pub fn extents(
+        &self,
+        topic: TopicId,
+        from: u64,
+        end: u64,
+        max_messages: u64,
+        max_bytes: u64,
+    ) -> Vec<Extent> {
+        let mut out = Vec::new();
+        let Some(map) = self.topics.get(&topic) else {
+            return out;
+        };
+        // The record holding `from`, if any, then those after it.
+        let start = match map.range(..=from).next_back() {
+            Some((&first, e)) if from < first + e.count => first,
+            _ => from,
+        };
+        let (mut messages, mut bytes) = (0, 0);
+        for (&first, e) in map.range(start..end.max(start)) {
+            if messages >= max_messages || (bytes >= max_bytes && !out.is_empty()) {
+                break;
+            }
+            messages += (first + e.count).min(end) - first.max(from);
+            bytes += e.len;
+            out.push(Extent {
+                at: e.at,
+                len: e.len,
+                first_offset: first,
+                count: e.count,
+            });
+        }
+        out
     }
 
     /// The record holding `offset` of `topic`, and the payload's place in it.
@@ -85,14 +143,20 @@ mod tests {
     #[test]
     fn locates_inside_batches_and_nowhere_else() {
         let mut index = Index::default();
-        index.insert(7, 0, 3, at(1));
-        index.insert(7, 5, 2, at(2));
+        index.insert(7, 0, 3, at(1), 50);
+        index.insert(7, 5, 2, at(2), 40);
         assert_eq!(index.locate(7, 0), Some((at(1), 0)));
         assert_eq!(index.locate(7, 2), Some((at(1), 2)));
         assert_eq!(index.locate(7, 3), None);
         assert_eq!(index.locate(7, 6), Some((at(2), 1)));
         assert_eq!(index.locate(7, 7), None);
         assert_eq!(index.locate(8, 0), None);
+        let firsts = |v: Vec<Extent>| v.iter().map(|e| e.first_offset).collect::<Vec<_>>();
+        assert_eq!(firsts(index.extents(7, 1, 10, 100, 1000)), vec![0, 5]);
+        assert_eq!(firsts(index.extents(7, 3, 10, 100, 1000)), vec![5]);
+        assert_eq!(firsts(index.extents(7, 0, 5, 100, 1000)), vec![0]);
+        assert_eq!(firsts(index.extents(7, 0, 10, 3, 1000)), vec![0]);
+        assert_eq!(firsts(index.extents(7, 0, 10, 100, 1)), vec![0]);
         index.remove_seqs(1..2);
         assert_eq!(index.locate(7, 0), None);
         assert_eq!(index.records(), 1);

@@ -11,7 +11,7 @@
 use super::OpenError;
 use super::frame::{self, SEGMENT_HEADER_LEN};
 use super::fs::{DirLock, Fs, LockError};
-use super::index::{Index, Location};
+use super::index::{Extent, Index, Location};
 use super::read::Reader;
 use super::record::{Record, TopicId};
 use super::recovery::{self, RecoveryMode, RecoveryReport};
@@ -92,6 +92,11 @@ pub struct Log {
     /// First sequence numbers of the segments, oldest first; the last is
     /// the one being written.
     segments: VecDeque<u64>,
+    /// The bytes of each segment, beside `segments` (recovered ones as far
+    /// as their valid records go).
+    sizes: VecDeque<u64>,
+    /// All of `sizes` together: the log's bytes on disk.
+    disk_bytes: u64,
     segment_size: u64,
     segment_records: u64,
     roll_needed: bool,
@@ -122,10 +127,20 @@ impl Log {
             LockError::Io(e) => super::io_error("lock", dir, e),
         })?;
         let mut index = Index::default();
+        let mut ends = std::collections::HashMap::<u64, u64>::new();
         let recovered = recovery::recover(&*fs, dir, config.recovery, &mut |at, record| {
             index_record(&mut index, at, &record);
+            let len = frame::frame_len(&record).unwrap_or(0) as u64;
+            let end = ends.entry(at.segment).or_default();
+            *end = (*end).max(at.offset + len);
             replay(at.seq, record);
         })?;
+        let sizes: VecDeque<u64> = recovered
+            .segments
+            .iter()
+            .map(|s| ends.get(s).copied().unwrap_or(SEGMENT_HEADER_LEN as u64))
+            .collect();
+        let disk_bytes = sizes.iter().sum();
         let next_seq = recovered.next_seq;
         let core = WriterCore::new(fs.clone(), dir, config.sync, next_seq, recovered.valid_end);
         let writer = match config.writer {
@@ -155,6 +170,8 @@ impl Log {
             pending_roll: false,
             next_seq,
             segments: recovered.segments.into_iter().collect(),
+            sizes,
+            disk_bytes,
             segment_size: 0,
             segment_records: 0,
             roll_needed: true,
@@ -175,6 +192,8 @@ impl Log {
         if self.roll_needed || full {
             self.flush();
             self.segments.push_back(self.next_seq);
+            self.sizes.push_back(SEGMENT_HEADER_LEN as u64);
+            self.disk_bytes += SEGMENT_HEADER_LEN as u64;
             self.segment_size = SEGMENT_HEADER_LEN as u64;
             self.segment_records = 0;
             self.pending_roll = true;
@@ -193,6 +212,10 @@ impl Log {
         index_record(&mut self.index, at, record);
         self.next_seq += 1;
         self.segment_size += len;
+        if let Some(size) = self.sizes.back_mut() {
+            *size += len;
+        }
+        self.disk_bytes += len;
         self.segment_records += 1;
         Ok(seq)
     }
@@ -263,6 +286,21 @@ impl Log {
         self.index.locate(topic, offset)
     }
 
+    /// The records to read for `topic`'s offsets `from..end`, bounded as
+    /// [`Index::extents`] says; hand them to [`Reader::read_range`] (the
+    /// read path of subscribers behind the memory cache).
+    pub fn plan_read(
+        &self,
+        topic: TopicId,
+        from: u64,
+        end: u64,
+        max_messages: u64,
+        max_bytes: u64,
+    ) -> Vec<Extent> {
+        self.index
+            .extents(topic, from, end, max_messages, max_bytes)
+    }
+
     /// How many `Messages` records the read-back index holds.
     pub fn indexed_records(&self) -> usize {
         self.index.records()
@@ -286,6 +324,7 @@ impl Log {
             }
             released.push(first);
             self.segments.pop_front();
+            self.disk_bytes -= self.sizes.pop_front().unwrap_or(0);
             self.index.remove_seqs(first..next);
         }
         if !released.is_empty() {
@@ -298,6 +337,12 @@ impl Log {
     /// each time the log rolls, which is when an owner may checkpoint.
     pub fn active_segment(&self) -> u64 {
         self.segments.back().copied().unwrap_or(self.next_seq)
+    }
+
+    /// The bytes of the segments the log holds (what it has appended, in
+    /// the ones written since open), for `--max-disk`.
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk_bytes
     }
 
     /// The first sequence numbers of the segments the log holds.
@@ -342,7 +387,10 @@ fn index_record(index: &mut Index, at: Location, record: &Record) {
             first_offset,
             payloads,
             ..
-        } => index.insert(*topic, *first_offset, payloads.len() as u64, at),
+        } => {
+            let len = (frame::FRAME_HEADER_LEN + record.body_len()) as u64;
+            index.insert(*topic, *first_offset, payloads.len() as u64, at, len)
+        }
         Record::TopicDeleted { topic } => index.remove_topic(*topic),
         _ => {}
     }

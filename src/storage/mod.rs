@@ -22,8 +22,11 @@
 //! - `writer`: the writer thread and its synchronous core.
 //! - `log`: [`Log`], the owner's handle.
 //! - `index`: (topic, offset) → record location, for read-back.
-//! - `read`: [`Reader`], reading one record back.
+//! - `read`: [`Reader`], reading one record or a topic's range back.
+//! - `fetch`: [`ReadService`], the reader threads that do range reads off
+//!   the owner's thread.
 
+mod fetch;
 mod frame;
 mod fs;
 mod index;
@@ -36,13 +39,14 @@ mod sim;
 mod writer;
 
 pub use self::log::{AppendError, Config, DEFAULT_SEGMENT_BYTES, Log, WriterKind};
+pub use fetch::{ReadDone, ReadJob, ReadService};
 pub use frame::{
     FORMAT_VERSION, FRAME_HEADER_LEN, FrameError, HeaderError, MAX_BODY_LEN, SEGMENT_HEADER_LEN,
     segment_name,
 };
 pub use fs::{DirLock, Fs, FsFile, LOCK_FILE, LockError, StdFs};
-pub use index::Location;
-pub use read::{ReadError, Reader};
+pub use index::{Extent, Location};
+pub use read::{ReadChunk, ReadError, Reader};
 pub use record::{BodyError, ProducerStamp, Record, SessionEnd, SessionId, TopicId};
 pub use recovery::{Cut, RecoveryMode, RecoveryReport};
 #[cfg(any(test, feature = "testing"))]

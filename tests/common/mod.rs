@@ -296,7 +296,7 @@ impl Raw {
 
     pub fn stats(&mut self) -> courier::protocol::Stats {
         match self.ok(Request::Stats) {
-            Reply::Stats(stats) => stats,
+            Reply::Stats(stats) => *stats,
             other => panic!("unexpected {other:?}"),
         }
     }

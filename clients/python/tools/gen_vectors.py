@@ -413,6 +413,11 @@ rep(
             ("held_now", 0),
             ("held_dropped", 0),
             ("held_input_pauses", 0),
+            ("messages_evicted", 0),
+            ("disk_reads", 0),
+            ("disk_messages_read", 0),
+            ("disk_reads_outstanding", 0),
+            ("disk_bytes", 0),
         ),
     ],
 )
@@ -459,9 +464,9 @@ for code, name, op, text in ERRORS:
     rid = 0 if name in ("FRAME_TOO_LARGE", "TOO_MANY_CONNECTIONS", "TIMEOUT") else 40 + code
     rep(f"{name} ({code}) reply", op, [rid, code, text])
 
-# ROUND4 additions (protocol version 2): built from ROUND4.md's shapes, not
-# yet checked against a broker.
-R4 = "ROUND4.md shape; check against the broker after the issue 11/12/13 merge"
+# This round's additions (protocol version 2's optional elements and
+# operations, 4.16-4.22), checked against the Rust codec like the others.
+R4 = None
 req("CREATE_TOPIC request with retention", [3, 50, NEWS, Map(("retain_ms", 3600000), ("retain_bytes", 1048576))], pending=R4)
 req("CREATE_TOPIC request, nil options", [3, 51, NEWS, None], pending=R4, canonical=False)
 req("CREATE_TOPIC request, empty options", [3, 52, NEWS, Map()], pending=R4, canonical=False)
@@ -505,12 +510,10 @@ for code, name, op, text in (
     rid = 1 if name == "AUTH_FAILED" else 40 + code
     rep(f"{name} ({code}) reply", op, [rid, code, text], pending=R4)
 
-# The examples the issue 12 and issue 13 branches add to PROTOCOL.md (both
-# as 8.14), with their hex as those branches show it today: pending until
-# merged, when every_frame_protocol_md_shows_is_a_vector finds them there.
-R12 = "PROTOCOL.md 8.14 of the issue 12 branch (replay)"
-R13 = "PROTOCOL.md 8.14 of the issue 13 branch (credentials)"
-PM = "example of a branch not merged here yet; check against the broker after the merge"
+# The examples of PROTOCOL.md 8.14 (replay) and 8.15 (credentials).
+R12 = "PROTOCOL.md 8.14 (replay)"
+R13 = "PROTOCOL.md 8.15 (credentials)"
+PM = None
 LOG = "log"
 for name, kind, op, value, hex_text, src in (
     ("replay: REGISTER_PUBLISHER request with producer_id", "request", 2, [2, 2, "p1"],
@@ -560,10 +563,7 @@ for name, kind, op, value, hex_text, src in (
      "75 6e 6b 6e 6f 77 6e 20 75 73 65 72 20 6f 72 20 77 72 6f 6e 67 20 74 6f 6b 65 6e 2c 20 6f 72 20 "
      "6e 6f 20 63 72 65 64 65 6e 74 69 61 6c 73", R13),
 ):
-    # The issue 12 encoder writes both retention keys (retain_bytes 0
-    # included) where its example shows one: decode-only until they agree.
-    canonical = name != "replay: CREATE_TOPIC request kept a day"
-    add(name, kind, op, value, source=src, pending=PM, branch_hex=hex_text, canonical=canonical)
+    add(name, kind, op, value, source=src, pending=PM, branch_hex=hex_text)
 
 SCHEMA = {
     "about": (
