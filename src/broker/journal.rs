@@ -21,6 +21,17 @@
 //!   back of each topic's staged messages. An empty Messages record at the
 //!   topic's end keeps the gap across a restart.
 //!
+//! Requests that change state other than publishes are **gated**: the
+//! request appends its record, makes its change, and its reply waits for
+//! the record ([`Broker::gate_on`], [`Broker::gate_reply`]). If the record
+//! is lost, the reply is STORAGE_UNAVAILABLE and the change is settled by
+//! its [`Undo`]: a creation (topic, session, subscription) is taken back,
+//! since nothing may be built on what the log lacks; a deletion or an end
+//! (topic deleted, unsubscribed, session ended or expired) stays made —
+//! other clients may have seen it — and its record is owed, appended again
+//! ahead of the next record the broker logs. Until that write succeeds a
+//! restart brings the object back; the client was told so.
+//!
 //! Space: at each segment roll the flush appends a checkpoint (the live
 //! topics and sessions as fresh records) and, once it is durable, releases
 //! the segments below the newest checkpoint that no retained message needs
@@ -40,13 +51,14 @@
 use super::cost;
 use super::failure::{Failure, fail};
 use super::keys::{ConnId, SessionKey, TopicKey};
+use super::pull::Answer;
 use super::session::Session;
 use super::{Broker, BrokerTimer, Outbox};
 use crate::budget::Class;
 use crate::codec;
 use crate::protocol::ErrorCode;
 use crate::protocol::Reply;
-use crate::storage::{AppendError, Event, Log, Record, SessionEnd, TopicId};
+use crate::storage::{AppendError, Event, Log, Record, SessionEnd, SessionId, TopicId};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -123,23 +135,31 @@ pub(super) struct Unsynced {
     staged: usize,
 }
 
-/// What to take back when a gated request's record is lost.
+/// What becomes of a gated request when its record is lost.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Undo {
-    /// A new session: nothing (its client, told STORAGE_UNAVAILABLE, never
-    /// learns its id; it expires).
-    Nothing,
+    /// A new topic: removed, as CREATE_TOPIC promises nothing is created
+    /// (whatever was published to it meanwhile was lost with it: a loss
+    /// takes every record after the first lost one).
+    Topic(TopicKey, TopicId),
+    /// A new session: ended, and let go by its connection, so that nothing
+    /// is built on a session the log does not have.
+    Session(SessionKey, SessionId),
     /// A new subscription: removed, so that a retried SUBSCRIBE logs it
     /// again.
     Subscription(SessionKey, TopicKey),
+    /// A change that stays made (a topic deleted, a subscription or a
+    /// session ended): undoing it would take back what other clients
+    /// already saw. Its record is owed instead (see [`JournalState::owed`]).
+    Kept,
 }
 
-/// A SUBSCRIBE or new-session REGISTER_SUBSCRIBER reply waiting for its
-/// record to be durable.
+/// A gated request's reply waiting for its record to be durable.
 #[derive(Debug)]
 pub(super) struct Gated {
     seq: u64,
-    conn: ConnId,
+    /// `None` once the connection is gone: the undo still applies.
+    conn: Option<ConnId>,
     id: u64,
     reply: Reply,
     undo: Undo,
@@ -161,6 +181,16 @@ pub(super) struct JournalState {
     gate: Option<(u64, Undo)>,
     /// Replies waiting for their record, in seq order.
     gated: VecDeque<Gated>,
+    /// Records of changes that stay made whatever the disk does (see
+    /// [`Broker::log_change`]), not yet durable: (seq, record), oldest
+    /// first.
+    changes: VecDeque<(u64, Record)>,
+    /// Such records the log lost: appended again, in order, ahead of the
+    /// next record the broker logs (which starts a new segment), so the
+    /// log ends up saying what the broker's state says once a write
+    /// succeeds, and a later record (a new subscription to the same topic)
+    /// is never replayed before them.
+    owed: Vec<Record>,
     /// First seqs of the checkpoints written, oldest first (see
     /// [`Broker::checkpoint`]).
     checkpoints: VecDeque<u64>,
@@ -229,7 +259,7 @@ impl Broker {
         }
         self.journal.gated.push_back(Gated {
             seq,
-            conn,
+            conn: Some(conn),
             id,
             reply,
             undo,
@@ -237,21 +267,41 @@ impl Broker {
         None
     }
 
-    /// `conn` is gone: its gated replies go nowhere (its key may be reused).
+    /// `conn` is gone: its gated replies go nowhere (its key may be
+    /// reused), but their undo still applies if their record is lost.
     pub(super) fn drop_gated(&mut self, conn: ConnId) {
-        if !self.journal.gated.is_empty() {
-            self.journal.gated.retain(|g| g.conn != conn);
+        for gated in &mut self.journal.gated {
+            if gated.conn == Some(conn) {
+                gated.conn = None;
+            }
         }
+    }
+
+    /// Whether replies still wait for the disk: publishes stored but not
+    /// durable, or gated requests (a clean shutdown waits for them).
+    pub fn awaits_disk(&self) -> bool {
+        !self.journal.gated.is_empty() || self.pending_stored()
+    }
+
+    /// Appends `record`, after the owed records if there are any.
+    fn append(&mut self, record: &Record) -> Option<Result<u64, AppendError>> {
+        let state = &mut self.journal;
+        let journal = state.journal.as_mut()?;
+        for owed in std::mem::take(&mut state.owed) {
+            match journal.append(&owed) {
+                Ok(seq) => state.changes.push_back((seq, owed)),
+                Err(e) => log::error!("cannot log {owed:?}: {e:?}"),
+            }
+        }
+        Some(journal.append(record))
     }
 
     /// Appends `record` if the broker keeps a log; its sequence number.
     pub(super) fn log_record(&mut self, record: &Record) -> Result<Option<u64>, Failure> {
-        let Some(journal) = &mut self.journal.journal else {
-            return Ok(None);
-        };
-        match journal.append(record) {
-            Ok(seq) => Ok(Some(seq)),
-            Err(AppendError::TooLarge { body_bytes }) => fail(
+        match self.append(record) {
+            None => Ok(None),
+            Some(Ok(seq)) => Ok(Some(seq)),
+            Some(Err(AppendError::TooLarge { body_bytes })) => fail(
                 ErrorCode::BatchTooLarge,
                 format!(
                     "a record of {body_bytes} bytes exceeds the log's maximum of {}; split the batch",
@@ -261,14 +311,29 @@ impl Broker {
         }
     }
 
-    /// A record the broker writes whatever happens (topic deleted, session
-    /// ended, unsubscribed): it cannot be too large, and if it is lost the
-    /// recovered state keeps the object, which is the safe side.
+    /// A record nobody waits for and nothing is owed for if it is lost
+    /// (an acknowledged cursor, a checkpoint's): small, so never too large.
     pub(super) fn log_fact(&mut self, record: Record) {
-        if let Some(journal) = &mut self.journal.journal
-            && let Err(e) = journal.append(&record)
-        {
+        if let Some(Err(e)) = self.append(&record) {
             log::error!("cannot log {record:?}: {e:?}");
+        }
+    }
+
+    /// The record of a change made in memory whatever becomes of it (a
+    /// topic deleted, a subscription or session ended, a gap): if the log
+    /// loses it, it is owed and appended again ahead of the next record
+    /// (see [`JournalState::owed`]). Its sequence number, for a reply to
+    /// wait for ([`Undo::Kept`]).
+    pub(super) fn log_change(&mut self, record: Record) -> Option<u64> {
+        match self.append(&record)? {
+            Ok(seq) => {
+                self.journal.changes.push_back((seq, record));
+                Some(seq)
+            }
+            Err(e) => {
+                log::error!("cannot log {record:?}: {e:?}");
+                None
+            }
         }
     }
 
@@ -364,6 +429,7 @@ impl Broker {
         for event in &events {
             match event {
                 Event::Durable { through } => {
+                    self.changes_durable(*through);
                     self.made_durable(*through);
                     self.release_segments(*through);
                     self.durable_through(through.saturating_sub(1), out);
@@ -376,6 +442,7 @@ impl Broker {
                         loss.seqs.end,
                         loss.error
                     );
+                    self.changes_lost_from(loss.seqs.start);
                     self.messages_lost_from(loss.seqs.start, loss.seqs.end);
                     self.checkpoints_lost_from(loss.seqs.start);
                     self.replies_lost_from(loss.seqs.start, out);
@@ -512,8 +579,12 @@ impl Broker {
         }
         if self.journal.pending_release.is_some_and(|p| p.end > start) {
             self.journal.pending_release = None;
-            // Due again at the next roll (a loss always starts one).
-            self.journal.checkpoint_segment = 0;
+            // Due again at the next roll, which the next append after a
+            // loss starts; not at once, or a disk that keeps failing would
+            // be sent a checkpoint every round with nothing else to do.
+            if let Some(journal) = &self.journal.journal {
+                self.journal.checkpoint_segment = journal.active_segment();
+            }
         }
     }
 
@@ -522,29 +593,74 @@ impl Broker {
             let Some(gated) = self.journal.gated.pop_front() else {
                 break;
             };
-            if let Some(buf) = out.buffer(gated.conn) {
+            if let Some(buf) = gated.conn.and_then(|conn| out.buffer(conn)) {
                 codec::encode_reply(buf, gated.id, &gated.reply);
             }
         }
     }
 
+    /// The gated requests whose records were lost: each is undone (see
+    /// [`Undo`]) and answered STORAGE_UNAVAILABLE, oldest first.
     fn gated_lost_from(&mut self, start: u64, out: &mut dyn Outbox) {
         let mut lost = Vec::new();
         while self.journal.gated.back().is_some_and(|g| g.seq >= start) {
             lost.extend(self.journal.gated.pop_back());
         }
         for gated in lost.into_iter().rev() {
-            if let Undo::Subscription(session_key, topic_key) = gated.undo
-                && let Some(sub) = self
-                    .sessions
-                    .get_mut(session_key)
-                    .and_then(|s| s.remove_subscription(topic_key))
-            {
-                self.leave_topic(session_key, sub);
+            let failure = match gated.undo {
+                Undo::Topic(key, id) => {
+                    if let Some(topic) = self.topics.get(key).filter(|t| t.id == id) {
+                        let name = topic.name.to_string();
+                        self.remove_topic(key, &name, Some(out));
+                    }
+                    Failure::storage_unavailable()
+                }
+                Undo::Session(key, id) => {
+                    if let Some(session) = self.sessions.get(key).filter(|s| s.id == id) {
+                        let holder = session.conn;
+                        self.end_all_parked(key, Answer::Empty, out);
+                        if let Some(client) = holder.and_then(|conn| self.client_mut(conn))
+                            && client.subscriber == Some(key)
+                        {
+                            client.subscriber = None;
+                        }
+                        self.expire(key, SessionEnd::Closed, false);
+                    }
+                    Failure::storage_unavailable()
+                }
+                Undo::Subscription(session_key, topic_key) => {
+                    if let Some(sub) = self
+                        .sessions
+                        .get_mut(session_key)
+                        .and_then(|s| s.remove_subscription(topic_key))
+                    {
+                        self.leave_topic(session_key, sub);
+                    }
+                    Failure::storage_unavailable()
+                }
+                Undo::Kept => Failure::new(
+                    ErrorCode::StorageUnavailable,
+                    "done, but the broker's log could not write it: it is written again with \
+                     the broker's next record, and a restart before then may undo it",
+                ),
+            };
+            if let Some(conn) = gated.conn {
+                self.send_error(conn, gated.id, failure.code, &failure.message, out);
             }
-            let failure = Failure::storage_unavailable();
-            self.send_error(gated.conn, gated.id, failure.code, &failure.message, out);
         }
+    }
+
+    fn changes_durable(&mut self, through: u64) {
+        while self.journal.changes.front().is_some_and(|c| c.0 < through) {
+            self.journal.changes.pop_front();
+        }
+    }
+
+    /// The change records from `start` on were lost: they are owed.
+    fn changes_lost_from(&mut self, start: u64) {
+        let at = self.journal.changes.partition_point(|c| c.0 < start);
+        let lost = self.journal.changes.drain(at..).map(|(_, record)| record);
+        self.journal.owed.extend(lost);
     }
 
     fn made_durable(&mut self, through: u64) {
@@ -612,7 +728,7 @@ impl Broker {
                 timestamp_ms: now_ms(),
                 payloads: Vec::new(),
             };
-            self.log_fact(record);
+            self.log_change(record);
         }
     }
 

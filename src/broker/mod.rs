@@ -316,11 +316,13 @@ impl Broker {
             Request::RegisterPublisher => self.register_publisher(conn).map(Some),
             Request::CreateTopic { topic } => {
                 self.publisher(conn)?;
-                self.create_topic(topic).map(|()| Some(Reply::Done))
+                self.create_topic(topic)?;
+                Ok(self.gate_reply(conn, id, Reply::Done))
             }
             Request::DeleteTopic { topic } => {
                 self.publisher(conn)?;
-                self.delete_topic(topic, out).map(|()| Some(Reply::Done))
+                self.delete_topic(topic, out)?;
+                Ok(self.gate_reply(conn, id, Reply::Done))
             }
             Request::Publish { topic, payload } => {
                 self.publisher(conn)?;
@@ -340,15 +342,19 @@ impl Broker {
                 let reply = self.subscribe(conn, topic)?;
                 Ok(self.gate_reply(conn, id, reply))
             }
-            Request::Unsubscribe { topic } => self
-                .unsubscribe(conn, topic, out)
-                .map(|()| Some(Reply::Done)),
+            Request::Unsubscribe { topic } => {
+                self.unsubscribe(conn, topic, out)?;
+                Ok(self.gate_reply(conn, id, Reply::Done))
+            }
             Request::Pull(pull) => self.pull(conn, id, pull, now, out).map(|()| None),
             Request::Ack { topic, offset } => {
                 self.ack(conn, topic, offset).map(|()| Some(Reply::Done))
             }
             Request::Stats => Ok(Some(Reply::Stats(self.stats(now)))),
-            Request::EndSession => self.end_session(conn, out).map(|()| Some(Reply::Done)),
+            Request::EndSession => {
+                self.end_session(conn, out)?;
+                Ok(self.gate_reply(conn, id, Reply::Done))
+            }
             Request::ListTopics { after, limit } => {
                 Ok(Some(Reply::Topics(self.list_topics(after, limit))))
             }

@@ -436,6 +436,11 @@ impl Broker {
         Ok(None)
     }
 
+    /// Whether stored publishes still wait for the disk to be answered.
+    pub(super) fn pending_stored(&self) -> bool {
+        !self.pending.stored.is_empty()
+    }
+
     /// The log has everything up to `seq` on disk: sends the stored replies
     /// that waited for it, each queue in order.
     pub fn durable_through(&mut self, seq: u64, out: &mut dyn Outbox) {

@@ -18,6 +18,7 @@
 
 use super::cost;
 use super::failure::{Failure, fail};
+use super::journal::Undo;
 use super::keys::TopicKey;
 use super::pull::Answer;
 use super::topic::{Footprint, Topic};
@@ -60,11 +61,12 @@ impl Broker {
             return Err(Failure::broker_full(&self.budget));
         }
         let id = self.new_topic_id();
-        self.log_record(&Record::TopicCreated {
+        let seq = self.log_record(&Record::TopicCreated {
             topic: id,
             name: name.to_owned(),
         })?;
-        self.insert_topic(name, id);
+        let key = self.insert_topic(name, id);
+        self.gate_on(seq, Undo::Topic(key, id));
         Ok(())
     }
 
@@ -86,7 +88,8 @@ impl Broker {
         let key = self.topic_key(name)?;
         self.delete_held(key, name, out);
         let id = self.topics[key].id;
-        self.log_fact(Record::TopicDeleted { topic: id });
+        let seq = self.log_change(Record::TopicDeleted { topic: id });
+        self.gate_on(seq, Undo::Kept);
         self.remove_topic(key, name, Some(out));
         Ok(())
     }
