@@ -519,7 +519,7 @@ impl EventLoop {
         self.close_marked(now);
     }
 
-    fn flush_dirty(&mut self, now: Instant) {
+    pub(super) fn flush_dirty(&mut self, now: Instant) {
         for key in self.table.take_dirty() {
             self.flush_one(key, now);
         }
