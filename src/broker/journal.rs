@@ -345,13 +345,14 @@ impl Broker {
     }
 
     /// Logs the messages `payloads` published to `key` from offset
-    /// `first_offset`; `staged` of them are kept in the topic, invisible
-    /// until durable. Returns the record's sequence number.
+    /// `first_offset`, and leaves `payloads` as they were (the record only
+    /// borrows them, with no reference count touched). Returns the record's
+    /// sequence number.
     pub(super) fn log_messages(
         &mut self,
         key: TopicKey,
         first_offset: u64,
-        payloads: Vec<Bytes>,
+        payloads: &mut Vec<Bytes>,
     ) -> Result<Option<u64>, Failure> {
         if self.journal.journal.is_none() {
             return Ok(None);
@@ -361,9 +362,13 @@ impl Broker {
             topic: topic_id,
             first_offset,
             timestamp_ms: now_ms(),
-            payloads,
+            payloads: std::mem::take(payloads),
         };
-        self.log_record(&record)
+        let logged = self.log_record(&record);
+        if let Record::Messages { payloads: back, .. } = record {
+            *payloads = back;
+        }
+        logged
     }
 
     /// The record `seq` holds `staged` messages staged in topic `key`.

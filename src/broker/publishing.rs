@@ -146,22 +146,24 @@ impl Broker {
         // subscribers (and nothing staged before) just moves its offsets.
         let keep = subscribers > 0 || self.topics[key].backlog_messages() > 0;
         let first_offset = self.topics[key].end_offset();
-        let payloads = if keep || self.is_durable() {
+        let mut payloads = if keep || self.is_durable() {
             input.payloads()
         } else {
             Vec::new()
         };
+        // The record borrows the payloads and gives them back, so the one
+        // copy serves the log and the topic alike.
         let seq = if count == 0 {
             None
         } else {
-            let logged = payloads.iter().map(|(p, _)| p.clone()).collect();
-            self.log_messages(key, first_offset, logged)?
+            self.log_messages(key, first_offset, &mut payloads)?
         };
         if keep {
             let topic = &mut self.topics[key];
             let before = topic.footprint();
             topic.make_room(count);
-            for (payload, charge) in payloads {
+            for (i, payload) in payloads.into_iter().enumerate() {
+                let charge = input.charge_of(i, count);
                 topic.push(payload, charge);
             }
             cost::settle(&mut self.budget, before, topic.footprint());
@@ -302,33 +304,34 @@ impl PublishInput<'_> {
     }
 
     /// Copies the payloads out of the read buffer, once: a batch is copied
-    /// as one block and each message is a slice of it. The block is charged
-    /// to the last message, which is released last. Each comes with its
-    /// charge.
-    fn payloads(&self) -> Vec<(Bytes, usize)> {
+    /// as one block and each message is a slice of it.
+    fn payloads(&self) -> Vec<Bytes> {
         match self {
-            PublishInput::One(payload) => vec![(
-                Bytes::copy_from_slice(payload),
-                cost::single_payload(payload.len()),
-            )],
+            PublishInput::One(payload) => vec![Bytes::copy_from_slice(payload)],
             PublishInput::Batch(payloads) => {
                 let block = Bytes::copy_from_slice(payloads.encoded);
                 let base = payloads.encoded.as_ptr() as usize;
-                let last = payloads.len().saturating_sub(1);
                 payloads
                     .iter()
-                    .enumerate()
-                    .map(|(i, payload)| {
+                    .map(|payload| {
                         let start = payload.as_ptr() as usize - base;
-                        let charge = if i == last {
-                            cost::batch_block(payloads.encoded.len())
-                        } else {
-                            0
-                        };
-                        (block.slice(start..start + payload.len()), charge)
+                        block.slice(start..start + payload.len())
                     })
                     .collect()
             }
+        }
+    }
+
+    /// What message `i` of the `count` [`PublishInput::payloads`] gives is
+    /// charged: a batch's block is charged to its last message, which is
+    /// released last.
+    fn charge_of(&self, i: usize, count: usize) -> usize {
+        match self {
+            PublishInput::One(payload) => cost::single_payload(payload.len()),
+            PublishInput::Batch(payloads) if i + 1 == count => {
+                cost::batch_block(payloads.encoded.len())
+            }
+            PublishInput::Batch(_) => 0,
         }
     }
 }
