@@ -615,7 +615,10 @@ impl Broker {
             let failure = match gated.undo {
                 Undo::Topic(key, id) => {
                     if let Some(topic) = self.topics.get(key).filter(|t| t.id == id) {
+                        // As a deletion would: held publishes and parked
+                        // pulls on it are answered, nothing is left behind.
                         let name = topic.name.to_string();
+                        self.delete_held(key, &name, out);
                         self.remove_topic(key, &name, Some(out));
                     }
                     Failure::storage_unavailable()
@@ -661,11 +664,28 @@ impl Broker {
         }
     }
 
-    /// The change records from `start` on were lost: they are owed.
+    /// The change records from `start` on were lost: they are owed. Of a
+    /// topic's gap records only the newest is kept, since it says what the
+    /// older ones did: a disk that keeps failing under publishers does not
+    /// make the owed list grow with every loss.
     fn changes_lost_from(&mut self, start: u64) {
         let at = self.journal.changes.partition_point(|c| c.0 < start);
         let lost = self.journal.changes.drain(at..).map(|(_, record)| record);
-        self.journal.owed.extend(lost);
+        let owed = &mut self.journal.owed;
+        owed.extend(lost);
+        let mut gaps: Vec<TopicId> = Vec::new();
+        let mut kept: Vec<Record> = Vec::with_capacity(owed.len());
+        for record in owed.drain(..).rev() {
+            if let Record::Messages { topic, .. } = &record {
+                if gaps.contains(topic) {
+                    continue;
+                }
+                gaps.push(*topic);
+            }
+            kept.push(record);
+        }
+        kept.reverse();
+        *owed = kept;
     }
 
     fn made_durable(&mut self, through: u64) {
