@@ -510,11 +510,14 @@ impl EventLoop {
     }
 
     /// Applies the log writer's reports and sends the replies they
-    /// release (publishes made durable, pulls woken by what became
-    /// visible) at once.
+    /// release at once: first the publish replies (their publishers are
+    /// waiting to send more, which the disk's next round needs), then the
+    /// pulls woken by what became visible.
     fn settle_journal(&mut self, now: Instant) {
         let (mut outbox, broker) = self.outbox();
         broker.poll_journal(&mut outbox);
+        self.flush_dirty(now);
+        let (mut outbox, broker) = self.outbox();
         broker.answer_ready(&mut outbox);
         self.flush_dirty(now);
     }
