@@ -390,6 +390,16 @@ impl Broker {
         }
     }
 
+    /// Hands the records appended so far to the writer, and nothing else:
+    /// for the server to start the disk early in a round, before work
+    /// (answering pulls) that appends nothing it must wait for. The
+    /// round's [`Broker::flush_journal`] still follows.
+    pub fn hand_over_journal(&mut self) {
+        if let Some(journal) = &mut self.journal.journal {
+            journal.flush();
+        }
+    }
+
     /// Appends the dirty cursors and hands the round's records to the
     /// writer: once per loop round, before the loop sleeps.
     pub fn flush_journal(&mut self) {

@@ -12,8 +12,9 @@
 //!    before the pulls are answered so the disk works meanwhile), answer
 //!    the waiting pulls that this iteration's publishes woke, then fire the
 //!    broker's timers — in that order, so a pull whose deadline falls in
-//!    the turn that published for it gets the message — and hand over what
-//!    those appended;
+//!    the turn that published for it gets the message — and flush the
+//!    journal (lazy cursors, a checkpoint, what answering and timers
+//!    appended);
 //! 5. flush every connection with new output, asking for `WRITABLE` only
 //!    while bytes remain;
 //! 6. close the connections marked for closing — never in the middle of a
@@ -530,10 +531,10 @@ impl EventLoop {
         broker.poll_journal(&mut outbox);
         // Group commit: the records of the round's requests go to the
         // writer as one batch now, so the disk works while the pulls are
-        // answered; what answering and timers append goes in a second
-        // hand-over below (never left for a later round, which may be a
-        // long sleep away).
-        broker.flush_journal();
+        // answered; what answering and timers append (and the lazy
+        // cursors) go with the round's flush below, never left for a later
+        // round, which may be a long sleep away.
+        broker.hand_over_journal();
         // Ready pulls first: a pull whose deadline falls in the turn that
         // published for it gets the message, not an empty reply.
         broker.answer_ready(&mut outbox);
