@@ -164,8 +164,16 @@ fn segment_files(dir: &Path) -> (usize, u64) {
     for entry in std::fs::read_dir(dir).expect("data dir") {
         let entry = entry.expect("dir entry");
         if entry.file_name().to_string_lossy().ends_with(".log") {
-            count += 1;
-            bytes += entry.metadata().expect("metadata").len();
+            // The broker may release a segment between the listing and
+            // this look at it: then it is no longer there to count.
+            match entry.metadata() {
+                Ok(metadata) => {
+                    count += 1;
+                    bytes += metadata.len();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("metadata of {:?}: {e}", entry.path()),
+            }
         }
     }
     (count, bytes)
