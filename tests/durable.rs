@@ -163,17 +163,17 @@ fn segment_files(dir: &Path) -> (usize, u64) {
     let mut bytes = 0;
     for entry in std::fs::read_dir(dir).expect("data dir") {
         let entry = entry.expect("dir entry");
-        if !entry.file_name().to_string_lossy().ends_with(".log") {
-            continue;
-        }
-        // The writer thread removes released segments while we look.
-        match entry.metadata() {
-            Ok(meta) => {
-                count += 1;
-                bytes += meta.len();
+        if entry.file_name().to_string_lossy().ends_with(".log") {
+            // The broker may release a segment between the listing and
+            // this look at it: then it is no longer there to count.
+            match entry.metadata() {
+                Ok(metadata) => {
+                    count += 1;
+                    bytes += metadata.len();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("metadata of {:?}: {e}", entry.path()),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => panic!("metadata of {:?}: {e}", entry.path()),
         }
     }
     (count, bytes)

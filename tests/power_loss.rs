@@ -11,130 +11,16 @@
 //! shows. A failing seed is printed and replays alone.
 
 mod common;
+mod storage_support;
 
 use bytes::Bytes;
 use common::Rng;
-use courier::broker::{Broker, ConnId, Limits, Outbox, Recovered};
-use courier::codec::{self, decode_reply, split_frame};
 use courier::protocol::{ErrorCode, Op, Pull, Reply, Request};
-use courier::storage::{Config, Log, RecoveryMode, SimFs, SyncMode, WriterKind};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Instant;
+use courier::storage::SimFs;
+use std::collections::{BTreeMap, BTreeSet};
+use storage_support::node::{Answer, PUBLISHER, SUBSCRIBER, open};
 
 const TOPICS: [&str; 2] = ["p0", "p1"];
-const PUBLISHER: ConnId = 0;
-const SUBSCRIBER: ConnId = 1;
-
-/// What a request carried that its reply confirms: (topic, payload).
-type Carried = Option<(usize, Bytes)>;
-/// A reply as the test reads it: connection, op, what was carried, result.
-type Answer = (ConnId, Op, Carried, Result<Reply, ErrorCode>);
-
-struct Out(Vec<Vec<u8>>);
-
-impl Outbox for Out {
-    fn buffer(&mut self, conn: ConnId) -> Option<&mut Vec<u8>> {
-        self.0.get_mut(conn)
-    }
-
-    fn close(&mut self, _conn: ConnId) {}
-}
-
-/// A broker on the simulated disk, and the clients' view of it.
-struct Node {
-    broker: Broker,
-    out: Out,
-    now: Instant,
-    next_id: u64,
-    /// Requests sent and not answered: (conn, id) → (op, what it carried).
-    asked: HashMap<(ConnId, u64), (Op, Carried)>,
-}
-
-fn open(fs: &SimFs) -> (Node, Recovered) {
-    let now = Instant::now();
-    let mut broker = Broker::new(Limits::default(), now);
-    let mut rebuilt = Recovered::default();
-    let config = Config {
-        sync: SyncMode::Always,
-        segment_bytes: 4096,
-        recovery: RecoveryMode::Strict,
-        writer: WriterKind::Inline,
-    };
-    let (log, _report) = Log::open(
-        Arc::new(fs.clone()),
-        Path::new("/data"),
-        config,
-        Box::new(|| {}),
-        |_, record| broker.replay(record, &mut rebuilt),
-    )
-    .expect("recovery after a power cut");
-    broker.finish_recovery(now, &mut rebuilt);
-    broker.set_journal(Box::new(log));
-    let mut node = Node {
-        broker,
-        out: Out(vec![Vec::new(), Vec::new()]),
-        now,
-        next_id: 1,
-        asked: HashMap::new(),
-    };
-    for conn in [PUBLISHER, SUBSCRIBER] {
-        node.broker.connect(conn);
-        node.send(
-            conn,
-            &Request::Hello {
-                version: courier::PROTOCOL_VERSION,
-                client_name: "power",
-                credentials: None,
-            },
-            None,
-        );
-    }
-    node.send(PUBLISHER, &Request::RegisterPublisher, None);
-    (node, rebuilt)
-}
-
-impl Node {
-    fn send(&mut self, conn: ConnId, request: &Request<'_>, carried: Carried) {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut frame = Vec::new();
-        codec::encode_request(&mut frame, id, request);
-        self.asked.insert((conn, id), (request.op(), carried));
-        let body = &frame[4..];
-        self.broker
-            .handle_frame(conn, body, self.now, &mut self.out);
-    }
-
-    /// One loop round's end, as the server does it; returns the replies
-    /// written, with what their requests carried.
-    fn round(&mut self) -> Vec<Answer> {
-        self.broker.poll_journal(&mut self.out);
-        self.broker.answer_ready(&mut self.out);
-        self.broker.flush_journal();
-        // The inline writer has answered already: apply it now, as the
-        // wake would.
-        self.broker.poll_journal(&mut self.out);
-        self.broker.answer_ready(&mut self.out);
-        let mut replies = Vec::new();
-        for conn in [PUBLISHER, SUBSCRIBER] {
-            let buf = std::mem::take(&mut self.out.0[conn]);
-            let mut at = 0;
-            while let Some((body, used)) = split_frame(&buf[at..], usize::MAX).expect("frame") {
-                let body = Bytes::copy_from_slice(body);
-                at += used;
-                let id = codec::decode_reply_id(&body).expect("id");
-                let Some((op, carried)) = self.asked.remove(&(conn, id)) else {
-                    panic!("a reply to nothing: id {id}")
-                };
-                let (_, reply) = decode_reply(op, &body).expect("reply");
-                replies.push((conn, op, carried, reply.map_err(|e| e.code)));
-            }
-        }
-        replies
-    }
-}
 
 fn pull_all() -> Request<'static> {
     Request::Pull(Pull {

@@ -271,7 +271,7 @@ Options (each numeric flag lists the values it accepts):
                                    [default: {}; {}]
   --frame-timeout SECS             time for one frame to arrive once begun
                                    [default: {}; {}]
-  --shutdown-grace SECS            time to flush replies on shutdown
+  --shutdown-grace SECS            time to settle and flush replies on shutdown
                                    [default: {}; {}]
   --data-dir DIR                   keep the durable log in DIR (created if missing,
                                    locked while the broker runs)

@@ -88,7 +88,8 @@ impl Broker {
         if let Some(client) = self.client_mut(conn) {
             client.subscriber = None;
         }
-        self.expire(key, crate::storage::SessionEnd::Closed, true);
+        let seq = self.expire(key, crate::storage::SessionEnd::Closed, true);
+        self.gate_on(seq, super::journal::Undo::Kept);
         Ok(())
     }
 }

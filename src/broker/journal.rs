@@ -21,6 +21,17 @@
 //!   back of each topic's staged messages. An empty Messages record at the
 //!   topic's end keeps the gap across a restart.
 //!
+//! Requests that change state other than publishes are **gated**: the
+//! request appends its record, makes its change, and its reply waits for
+//! the record ([`Broker::gate_on`], [`Broker::gate_reply`]). If the record
+//! is lost, the reply is STORAGE_UNAVAILABLE and the change is settled by
+//! its [`Undo`]: a creation (topic, session, subscription) is taken back,
+//! since nothing may be built on what the log lacks; a deletion or an end
+//! (topic deleted, unsubscribed, session ended or expired) stays made —
+//! other clients may have seen it — and its record is owed, appended again
+//! ahead of the next record the broker logs. Until that write succeeds a
+//! restart brings the object back; the client was told so.
+//!
 //! Space: at each segment roll the flush appends a checkpoint (the live
 //! topics and sessions as fresh records) and, once it is durable, releases
 //! the segments below the newest checkpoint that no retained message needs
@@ -40,6 +51,7 @@
 use super::cost;
 use super::failure::{Failure, fail};
 use super::keys::{ConnId, SessionKey, TopicKey};
+use super::pull::Answer;
 use super::session::Session;
 use super::{Broker, BrokerTimer, Outbox};
 use crate::budget::Class;
@@ -47,7 +59,9 @@ use crate::codec;
 use crate::protocol::ErrorCode;
 use crate::protocol::Reply;
 use crate::protocol::Retention;
-use crate::storage::{AppendError, Event, Extent, Log, ProducerStamp, Record, SessionEnd, TopicId};
+use crate::storage::{
+    AppendError, Event, Extent, Log, ProducerStamp, Record, SessionEnd, SessionId, TopicId,
+};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -155,23 +169,31 @@ pub(super) struct Unsynced {
     staged: usize,
 }
 
-/// What to take back when a gated request's record is lost.
+/// What becomes of a gated request when its record is lost.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Undo {
-    /// A new session: nothing (its client, told STORAGE_UNAVAILABLE, never
-    /// learns its id; it expires).
-    Nothing,
+    /// A new topic: removed, as CREATE_TOPIC promises nothing is created
+    /// (whatever was published to it meanwhile was lost with it: a loss
+    /// takes every record after the first lost one).
+    Topic(TopicKey, TopicId),
+    /// A new session: ended, and let go by its connection, so that nothing
+    /// is built on a session the log does not have.
+    Session(SessionKey, SessionId),
     /// A new subscription: removed, so that a retried SUBSCRIBE logs it
     /// again.
     Subscription(SessionKey, TopicKey),
+    /// A change that stays made (a topic deleted, a subscription or a
+    /// session ended): undoing it would take back what other clients
+    /// already saw. Its record is owed instead (see [`JournalState::owed`]).
+    Kept,
 }
 
-/// A SUBSCRIBE or new-session REGISTER_SUBSCRIBER reply waiting for its
-/// record to be durable.
+/// A gated request's reply waiting for its record to be durable.
 #[derive(Debug)]
 pub(super) struct Gated {
     seq: u64,
-    conn: ConnId,
+    /// `None` once the connection is gone: the undo still applies.
+    conn: Option<ConnId>,
     id: u64,
     reply: Reply,
     undo: Undo,
@@ -193,6 +215,16 @@ pub(super) struct JournalState {
     gate: Option<(u64, Undo)>,
     /// Replies waiting for their record, in seq order.
     gated: VecDeque<Gated>,
+    /// Records of changes that stay made whatever the disk does (see
+    /// [`Broker::log_change`]), not yet durable: (seq, record), oldest
+    /// first.
+    changes: VecDeque<(u64, Record)>,
+    /// Such records the log lost: appended again, in order, ahead of the
+    /// next record the broker logs (which starts a new segment), so the
+    /// log ends up saying what the broker's state says once a write
+    /// succeeds, and a later record (a new subscription to the same topic)
+    /// is never replayed before them.
+    owed: Vec<Record>,
     /// First seqs of the checkpoints written, oldest first (see
     /// [`Broker::checkpoint`]).
     checkpoints: VecDeque<u64>,
@@ -257,7 +289,7 @@ impl Broker {
         }
         self.journal.gated.push_back(Gated {
             seq,
-            conn,
+            conn: Some(conn),
             id,
             reply,
             undo,
@@ -265,21 +297,41 @@ impl Broker {
         None
     }
 
-    /// `conn` is gone: its gated replies go nowhere (its key may be reused).
+    /// `conn` is gone: its gated replies go nowhere (its key may be
+    /// reused), but their undo still applies if their record is lost.
     pub(super) fn drop_gated(&mut self, conn: ConnId) {
-        if !self.journal.gated.is_empty() {
-            self.journal.gated.retain(|g| g.conn != conn);
+        for gated in &mut self.journal.gated {
+            if gated.conn == Some(conn) {
+                gated.conn = None;
+            }
         }
+    }
+
+    /// Whether replies still wait for the disk: publishes stored but not
+    /// durable, or gated requests (a clean shutdown waits for them).
+    pub fn awaits_disk(&self) -> bool {
+        !self.journal.gated.is_empty() || self.pending_stored()
+    }
+
+    /// Appends `record`, after the owed records if there are any.
+    fn append(&mut self, record: &Record) -> Option<Result<u64, AppendError>> {
+        let state = &mut self.journal;
+        let journal = state.journal.as_mut()?;
+        for owed in std::mem::take(&mut state.owed) {
+            match journal.append(&owed) {
+                Ok(seq) => state.changes.push_back((seq, owed)),
+                Err(e) => log::error!("cannot log {owed:?}: {e:?}"),
+            }
+        }
+        Some(journal.append(record))
     }
 
     /// Appends `record` if the broker keeps a log; its sequence number.
     pub(super) fn log_record(&mut self, record: &Record) -> Result<Option<u64>, Failure> {
-        let Some(journal) = &mut self.journal.journal else {
-            return Ok(None);
-        };
-        match journal.append(record) {
-            Ok(seq) => Ok(Some(seq)),
-            Err(AppendError::TooLarge { body_bytes }) => fail(
+        match self.append(record) {
+            None => Ok(None),
+            Some(Ok(seq)) => Ok(Some(seq)),
+            Some(Err(AppendError::TooLarge { body_bytes })) => fail(
                 ErrorCode::BatchTooLarge,
                 format!(
                     "a record of {body_bytes} bytes exceeds the log's maximum of {}; split the batch",
@@ -289,14 +341,29 @@ impl Broker {
         }
     }
 
-    /// A record the broker writes whatever happens (topic deleted, session
-    /// ended, unsubscribed): it cannot be too large, and if it is lost the
-    /// recovered state keeps the object, which is the safe side.
+    /// A record nobody waits for and nothing is owed for if it is lost
+    /// (an acknowledged cursor, a checkpoint's): small, so never too large.
     pub(super) fn log_fact(&mut self, record: Record) {
-        if let Some(journal) = &mut self.journal.journal
-            && let Err(e) = journal.append(&record)
-        {
+        if let Some(Err(e)) = self.append(&record) {
             log::error!("cannot log {record:?}: {e:?}");
+        }
+    }
+
+    /// The record of a change made in memory whatever becomes of it (a
+    /// topic deleted, a subscription or session ended, a gap): if the log
+    /// loses it, it is owed and appended again ahead of the next record
+    /// (see [`JournalState::owed`]). Its sequence number, for a reply to
+    /// wait for ([`Undo::Kept`]).
+    pub(super) fn log_change(&mut self, record: Record) -> Option<u64> {
+        match self.append(&record)? {
+            Ok(seq) => {
+                self.journal.changes.push_back((seq, record));
+                Some(seq)
+            }
+            Err(e) => {
+                log::error!("cannot log {record:?}: {e:?}");
+                None
+            }
         }
     }
 
@@ -308,14 +375,15 @@ impl Broker {
     }
 
     /// Logs the messages `payloads` published to `key` from offset
-    /// `first_offset` at `timestamp_ms`, numbered by `producer` if set;
-    /// `staged` of them are kept in the topic, invisible until durable.
-    /// Returns the record's sequence number.
+    /// `first_offset` at `timestamp_ms`, numbered by `producer` if set,
+    /// and leaves `payloads` as they were (the record only borrows them,
+    /// with no reference count touched); `staged` of them are kept in the
+    /// topic, invisible until durable. Returns the record's sequence number.
     pub(super) fn log_messages(
         &mut self,
         key: TopicKey,
         first_offset: u64,
-        payloads: Vec<Bytes>,
+        payloads: &mut Vec<Bytes>,
         timestamp_ms: u64,
         producer: Option<ProducerStamp>,
     ) -> Result<Option<u64>, Failure> {
@@ -327,10 +395,14 @@ impl Broker {
             topic: topic_id,
             first_offset,
             timestamp_ms,
-            payloads,
+            payloads: std::mem::take(payloads),
             producer,
         };
-        self.log_record(&record)
+        let logged = self.log_record(&record);
+        if let Record::Messages { payloads: back, .. } = record {
+            *payloads = back;
+        }
+        logged
     }
 
     /// The record `seq` holds `staged` messages staged in topic `key`.
@@ -349,6 +421,16 @@ impl Broker {
     pub(super) fn cursor_moved(&mut self, session: SessionKey, topic: TopicKey) {
         if self.journal.journal.is_some() {
             self.journal.dirty_cursors.push((session, topic));
+        }
+    }
+
+    /// Hands the records appended so far to the writer, and nothing else:
+    /// for the server to start the disk early in a round, before work
+    /// (answering pulls) that appends nothing it must wait for. The
+    /// round's [`Broker::flush_journal`] still follows.
+    pub fn hand_over_journal(&mut self) {
+        if let Some(journal) = &mut self.journal.journal {
+            journal.flush();
         }
     }
 
@@ -399,6 +481,7 @@ impl Broker {
         for event in &events {
             match event {
                 Event::Durable { through } => {
+                    self.changes_durable(*through);
                     self.made_durable(*through);
                     self.producers_durable(*through);
                     self.release_segments(*through);
@@ -412,6 +495,7 @@ impl Broker {
                         loss.seqs.end,
                         loss.error
                     );
+                    self.changes_lost_from(loss.seqs.start);
                     self.messages_lost_from(loss.seqs.start, loss.seqs.end);
                     self.producers_lost_from(loss.seqs.start);
                     self.checkpoints_lost_from(loss.seqs.start);
@@ -557,8 +641,12 @@ impl Broker {
         }
         if self.journal.pending_release.is_some_and(|p| p.end > start) {
             self.journal.pending_release = None;
-            // Due again at the next roll (a loss always starts one).
-            self.journal.checkpoint_segment = 0;
+            // Due again at the next roll, which the next append after a
+            // loss starts; not at once, or a disk that keeps failing would
+            // be sent a checkpoint every round with nothing else to do.
+            if let Some(journal) = &self.journal.journal {
+                self.journal.checkpoint_segment = journal.active_segment();
+            }
         }
     }
 
@@ -567,29 +655,94 @@ impl Broker {
             let Some(gated) = self.journal.gated.pop_front() else {
                 break;
             };
-            if let Some(buf) = out.buffer(gated.conn) {
+            if let Some(buf) = gated.conn.and_then(|conn| out.buffer(conn)) {
                 codec::encode_reply(buf, gated.id, &gated.reply);
             }
         }
     }
 
+    /// The gated requests whose records were lost: each is undone (see
+    /// [`Undo`]) and answered STORAGE_UNAVAILABLE, oldest first.
     fn gated_lost_from(&mut self, start: u64, out: &mut dyn Outbox) {
         let mut lost = Vec::new();
         while self.journal.gated.back().is_some_and(|g| g.seq >= start) {
             lost.extend(self.journal.gated.pop_back());
         }
         for gated in lost.into_iter().rev() {
-            if let Undo::Subscription(session_key, topic_key) = gated.undo
-                && let Some(sub) = self
-                    .sessions
-                    .get_mut(session_key)
-                    .and_then(|s| s.remove_subscription(topic_key))
-            {
-                self.leave_topic(session_key, sub);
+            let failure = match gated.undo {
+                Undo::Topic(key, id) => {
+                    if let Some(topic) = self.topics.get(key).filter(|t| t.id == id) {
+                        // As a deletion would: held publishes and parked
+                        // pulls on it are answered, nothing is left behind.
+                        let name = topic.name.to_string();
+                        self.delete_held(key, &name, out);
+                        self.remove_topic(key, &name, Some(out));
+                    }
+                    Failure::storage_unavailable()
+                }
+                Undo::Session(key, id) => {
+                    if let Some(session) = self.sessions.get(key).filter(|s| s.id == id) {
+                        let holder = session.conn;
+                        self.end_all_parked(key, Answer::Empty, out);
+                        if let Some(client) = holder.and_then(|conn| self.client_mut(conn))
+                            && client.subscriber == Some(key)
+                        {
+                            client.subscriber = None;
+                        }
+                        self.expire(key, SessionEnd::Closed, false);
+                    }
+                    Failure::storage_unavailable()
+                }
+                Undo::Subscription(session_key, topic_key) => {
+                    if let Some(sub) = self
+                        .sessions
+                        .get_mut(session_key)
+                        .and_then(|s| s.remove_subscription(topic_key))
+                    {
+                        self.leave_topic(session_key, sub);
+                    }
+                    Failure::storage_unavailable()
+                }
+                Undo::Kept => Failure::new(
+                    ErrorCode::StorageUnavailable,
+                    "done, but the broker's log could not write it: it is written again with \
+                     the broker's next record, and a restart before then may undo it",
+                ),
+            };
+            if let Some(conn) = gated.conn {
+                self.send_error(conn, gated.id, failure.code, &failure.message, out);
             }
-            let failure = Failure::storage_unavailable();
-            self.send_error(gated.conn, gated.id, failure.code, &failure.message, out);
         }
+    }
+
+    fn changes_durable(&mut self, through: u64) {
+        while self.journal.changes.front().is_some_and(|c| c.0 < through) {
+            self.journal.changes.pop_front();
+        }
+    }
+
+    /// The change records from `start` on were lost: they are owed. Of a
+    /// topic's gap records only the newest is kept, since it says what the
+    /// older ones did: a disk that keeps failing under publishers does not
+    /// make the owed list grow with every loss.
+    fn changes_lost_from(&mut self, start: u64) {
+        let at = self.journal.changes.partition_point(|c| c.0 < start);
+        let lost = self.journal.changes.drain(at..).map(|(_, record)| record);
+        let owed = &mut self.journal.owed;
+        owed.extend(lost);
+        let mut gaps: Vec<TopicId> = Vec::new();
+        let mut kept: Vec<Record> = Vec::with_capacity(owed.len());
+        for record in owed.drain(..).rev() {
+            if let Record::Messages { topic, .. } = &record {
+                if gaps.contains(topic) {
+                    continue;
+                }
+                gaps.push(*topic);
+            }
+            kept.push(record);
+        }
+        kept.reverse();
+        *owed = kept;
     }
 
     fn made_durable(&mut self, through: u64) {
@@ -664,7 +817,7 @@ impl Broker {
                 payloads: Vec::new(),
                 producer: None,
             };
-            self.log_fact(record);
+            self.log_change(record);
         }
     }
 

@@ -380,17 +380,18 @@ impl Broker {
             }
             Request::CreateTopic { topic } => {
                 self.publisher(conn)?;
-                self.create_topic(topic, Retention::UntilAcked)
-                    .map(|()| Some(Reply::Done))
+                self.create_topic(topic, Retention::UntilAcked)?;
+                Ok(self.gate_reply(conn, id, Reply::Done))
             }
             Request::CreateTopicWith { topic, retention } => {
                 self.publisher(conn)?;
-                self.create_topic(topic, retention)
-                    .map(|()| Some(Reply::Done))
+                self.create_topic(topic, retention)?;
+                Ok(self.gate_reply(conn, id, Reply::Done))
             }
             Request::DeleteTopic { topic } => {
                 self.publisher(conn)?;
-                self.delete_topic(topic, out).map(|()| Some(Reply::Done))
+                self.delete_topic(topic, out)?;
+                Ok(self.gate_reply(conn, id, Reply::Done))
             }
             Request::Publish { topic, payload } => {
                 self.publisher(conn)?;
@@ -441,15 +442,19 @@ impl Broker {
             } => self
                 .fetch(conn, id, topic, offset, max_messages, max_bytes)
                 .map(|f| f.map(Reply::Fetched)),
-            Request::Unsubscribe { topic } => self
-                .unsubscribe(conn, topic, out)
-                .map(|()| Some(Reply::Done)),
+            Request::Unsubscribe { topic } => {
+                self.unsubscribe(conn, topic, out)?;
+                Ok(self.gate_reply(conn, id, Reply::Done))
+            }
             Request::Pull(pull) => self.pull(conn, id, pull, now, out).map(|()| None),
             Request::Ack { topic, offset } => {
                 self.ack(conn, topic, offset).map(|()| Some(Reply::Done))
             }
             Request::Stats => Ok(Some(Reply::Stats(Box::new(self.stats(now))))),
-            Request::EndSession => self.end_session(conn, out).map(|()| Some(Reply::Done)),
+            Request::EndSession => {
+                self.end_session(conn, out)?;
+                Ok(self.gate_reply(conn, id, Reply::Done))
+            }
             Request::ListTopics { after, limit } => {
                 let user = self.client(conn).and_then(|c| c.user.clone());
                 let visible = |name: &str| user.as_deref().is_none_or(|u| u.sees(name));

@@ -80,7 +80,37 @@ use crate::protocol::{ErrorCode, Payloads, Reply};
 use crate::timers::TimerKey;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
+
+/// The maps here are keyed by slab keys (connections, topics): small
+/// integers the broker hands out, never chosen by a client, so a keyed hash
+/// (SipHash, a few lookups per publish) buys nothing. A multiply in the
+/// style of FxHash spreads them over the high bits the table uses.
+#[derive(Default, Clone, Copy)]
+struct SlabKeyHasher(u64);
+
+impl Hasher for SlabKeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type SlabKeyMap<K, V> = HashMap<K, V, BuildHasherDefault<SlabKeyHasher>>;
 
 /// What an entry costs beside its payload block: the entry, its queue slot,
 /// its timer.
@@ -177,9 +207,9 @@ struct ConnPending {
 /// what it touches.
 #[derive(Debug, Default)]
 pub(super) struct Pending {
-    queues: HashMap<(ConnId, TopicKey), Queue>,
+    queues: SlabKeyMap<(ConnId, TopicKey), Queue>,
     /// Per topic, the connections with held publishes on it, in turn order.
-    turns: HashMap<TopicKey, VecDeque<ConnId>>,
+    turns: SlabKeyMap<TopicKey, VecDeque<ConnId>>,
     conns: Vec<ConnPending>,
     /// Topics where room may have appeared since the last round.
     retry: Vec<TopicKey>,
@@ -453,6 +483,11 @@ impl Broker {
         self.pending.push(conn, topic, entry);
         self.send_ready(conn, topic, out);
         Ok(None)
+    }
+
+    /// Whether stored publishes still wait for the disk to be answered.
+    pub(super) fn pending_stored(&self) -> bool {
+        !self.pending.stored.is_empty()
     }
 
     /// The log has everything up to `seq` on disk: sends the stored replies

@@ -20,6 +20,7 @@
 use super::cost;
 use super::failure::{Failure, fail};
 use super::journal::retention_record;
+use super::journal::Undo;
 use super::keys::TopicKey;
 use super::pull::Answer;
 use super::retention::now_ms;
@@ -66,15 +67,17 @@ impl Broker {
             return Err(Failure::broker_full(&self.budget));
         }
         let id = self.new_topic_id();
-        self.log_record(&Record::TopicCreated {
+        let seq = self.log_record(&Record::TopicCreated {
             topic: id,
             name: name.to_owned(),
         })?;
+        let mut seq = seq;
         if let Some(record) = retention_record(id, retention) {
-            self.log_fact(record);
+            seq = self.log_record(&record)?.or(seq);
         }
         let key = self.insert_topic(name, id);
         self.topics[key].retention = retention;
+        self.gate_on(seq, Undo::Topic(key, id));
         Ok(())
     }
 
@@ -96,7 +99,8 @@ impl Broker {
         let key = self.topic_key(name)?;
         self.delete_held(key, name, out);
         let id = self.topics[key].id;
-        self.log_fact(Record::TopicDeleted { topic: id });
+        let seq = self.log_change(Record::TopicDeleted { topic: id });
+        self.gate_on(seq, Undo::Kept);
         self.remove_topic(key, name, Some(out));
         Ok(())
     }
@@ -166,16 +170,17 @@ impl Broker {
         if let Some(stamp) = &mut stamp {
             stamp.subscribers = subscribers;
         }
-        let payloads = if keep || self.is_durable() {
+        let mut payloads = if keep || self.is_durable() {
             input.payloads()
         } else {
             Vec::new()
         };
+        // The record borrows the payloads and gives them back, so the one
+        // copy serves the log and the topic alike.
         let seq = if count == 0 {
             None
         } else {
-            let logged = payloads.iter().map(|(p, _)| p.clone()).collect();
-            self.log_messages(key, first_offset, logged, time_ms, stamp.clone())?
+            self.log_messages(key, first_offset, &mut payloads, time_ms, stamp.clone())?
         };
         if keep {
             let topic = &mut self.topics[key];
@@ -184,7 +189,8 @@ impl Broker {
                 topic.times.record(first_offset, time_ms);
             }
             topic.make_room(count);
-            for (payload, charge) in payloads {
+            for (i, payload) in payloads.into_iter().enumerate() {
+                let charge = input.charge_of(i, count);
                 topic.push(payload, charge);
             }
             cost::settle(&mut self.budget, before, topic.footprint());
@@ -359,33 +365,34 @@ impl PublishInput<'_> {
     }
 
     /// Copies the payloads out of the read buffer, once: a batch is copied
-    /// as one block and each message is a slice of it. The block is charged
-    /// to the last message, which is released last. Each comes with its
-    /// charge.
-    fn payloads(&self) -> Vec<(Bytes, usize)> {
+    /// as one block and each message is a slice of it.
+    fn payloads(&self) -> Vec<Bytes> {
         match self {
-            PublishInput::One(payload) => vec![(
-                Bytes::copy_from_slice(payload),
-                cost::single_payload(payload.len()),
-            )],
+            PublishInput::One(payload) => vec![Bytes::copy_from_slice(payload)],
             PublishInput::Batch(payloads) => {
                 let block = Bytes::copy_from_slice(payloads.encoded);
                 let base = payloads.encoded.as_ptr() as usize;
-                let last = payloads.len().saturating_sub(1);
                 payloads
                     .iter()
-                    .enumerate()
-                    .map(|(i, payload)| {
+                    .map(|payload| {
                         let start = payload.as_ptr() as usize - base;
-                        let charge = if i == last {
-                            cost::batch_block(payloads.encoded.len())
-                        } else {
-                            0
-                        };
-                        (block.slice(start..start + payload.len()), charge)
+                        block.slice(start..start + payload.len())
                     })
                     .collect()
             }
+        }
+    }
+
+    /// What message `i` of the `count` [`PublishInput::payloads`] gives is
+    /// charged: a batch's block is charged to its last message, which is
+    /// released last.
+    fn charge_of(&self, i: usize, count: usize) -> usize {
+        match self {
+            PublishInput::One(payload) => cost::single_payload(payload.len()),
+            PublishInput::Batch(payloads) if i + 1 == count => {
+                cost::batch_block(payloads.encoded.len())
+            }
+            PublishInput::Batch(_) => 0,
         }
     }
 }

@@ -52,11 +52,11 @@ impl Broker {
                     timeout_ms,
                     owner: owner.clone(),
                 })?;
-                self.gate_on(seq, Undo::Nothing);
                 let mut session = Session::new(id, conn);
                 session.timeout = timeout_ms.map(Duration::from_millis);
                 session.owner = owner.map(String::into_boxed_str);
                 let key = self.sessions.insert(session);
+                self.gate_on(seq, Undo::Session(key, id));
                 self.session_ids.insert(id, key);
                 self.budget.add(Class::Sessions, cost::SESSION);
                 key
@@ -217,11 +217,15 @@ impl Broker {
     }
 
     /// Ends a session (its expiry came, or END_SESSION, or recovery read
-    /// its end): O(its subscriptions). `log` says whether to record it.
-    pub(super) fn expire(&mut self, key: SessionKey, reason: SessionEnd, log: bool) {
+    /// its end): O(its subscriptions). `log` says whether to record it;
+    /// the record's sequence number, if it was logged. The session is gone
+    /// from memory at once whatever becomes of the record (see
+    /// `Broker::log_change`).
+    pub(super) fn expire(&mut self, key: SessionKey, reason: SessionEnd, log: bool) -> Option<u64> {
+        let mut seq = None;
         if log {
             let session = self.sessions[key].id;
-            self.log_fact(Record::SessionEnded { session, reason });
+            seq = self.log_change(Record::SessionEnded { session, reason });
         }
         self.drop_cursor(key);
         let session = self.sessions.remove(key);
@@ -230,6 +234,7 @@ impl Broker {
         for sub in session.into_subscriptions() {
             self.leave_topic(key, sub);
         }
+        seq
     }
 
     /// The topic's side of ending a subscription (the session's side is
@@ -409,7 +414,8 @@ impl Broker {
             session: self.sessions[session_key].id,
             topic: self.topics[topic_key].id,
         };
-        self.log_fact(record);
+        let seq = self.log_change(record);
+        self.gate_on(seq, Undo::Kept);
         self.leave_topic(session_key, sub);
         // Pulls waiting on this topic alone can no longer get anything.
         self.end_parked(

@@ -1,16 +1,20 @@
 //! The poll loop itself. Each iteration:
 //!
 //! 1. poll, sleeping no longer than the earliest timer (not at all while
-//!    connections wait for another turn);
+//!    connections wait for another turn); if the log's writer woke it,
+//!    apply its reports and send the replies they release first;
 //! 2. accept until `WouldBlock`; serve each readable connection (and each
 //!    one rescheduled from the last turn): execute the frames it has
 //!    buffered and read more, with replies appended to write buffers;
 //! 3. fire the loop's own timers (see [`guards`](super::guards));
 //! 4. apply the log writer's reports (messages made durable become
-//!    visible), answer the waiting pulls that this iteration's publishes
-//!    woke, then fire the broker's timers — in that order, so a pull whose
-//!    deadline falls in the turn that published for it gets the message —
-//!    and hand the round's log records to the writer (group commit);
+//!    visible), hand the round's log records to the writer (group commit,
+//!    before the pulls are answered so the disk works meanwhile), answer
+//!    the waiting pulls that this iteration's publishes woke, then fire the
+//!    broker's timers — in that order, so a pull whose deadline falls in
+//!    the turn that published for it gets the message — and flush the
+//!    journal (lazy cursors, a checkpoint, what answering and timers
+//!    appended);
 //! 5. flush every connection with new output, asking for `WRITABLE` only
 //!    while bytes remain;
 //! 6. close the connections marked for closing — never in the middle of a
@@ -167,6 +171,12 @@ impl EventLoop {
                 return Err(e);
             }
             let now = Instant::now();
+            // The writer's wake first: the replies it releases go out before
+            // this round reads more, so publishers waiting for them are not
+            // kept waiting behind the round's reading and executing.
+            if events.iter().any(|e| e.token() == WAKER) {
+                self.settle_journal(now);
+            }
             for (key, serial) in std::mem::take(&mut self.again) {
                 if self.table.get(key).is_some_and(|c| c.serial == serial) {
                     self.read_from(key, now, true);
@@ -175,7 +185,7 @@ impl EventLoop {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),
-                    WAKER => {}
+                    WAKER => {} // settled above
                     SIGNALS => self.take_signals(),
                     token => {
                         let key = key_of(token);
@@ -536,6 +546,17 @@ impl EventLoop {
         } else {
             max
         }
+    /// Applies the log writer's reports and sends the replies they
+    /// release at once: first the publish replies (their publishers are
+    /// waiting to send more, which the disk's next round needs), then the
+    /// pulls woken by what became visible.
+    fn settle_journal(&mut self, now: Instant) {
+        let (mut outbox, broker) = self.outbox();
+        broker.poll_journal(&mut outbox);
+        self.flush_dirty(now);
+        let (mut outbox, broker) = self.outbox();
+        broker.answer_ready(&mut outbox);
+        self.flush_dirty(now);
     }
 
     fn end_of_batch(&mut self, now: Instant) {
@@ -547,11 +568,16 @@ impl EventLoop {
         broker.poll_journal(&mut outbox);
         // Disk reads back: the pulls waiting for them are answered.
         broker.poll_reads(now, &mut outbox);
+        // Group commit: the records of the round's requests go to the
+        // writer as one batch now, so the disk works while the pulls are
+        // answered; what answering and timers append (and the lazy
+        // cursors) go with the round's flush below, never left for a later
+        // round, which may be a long sleep away.
+        broker.hand_over_journal();
         // Ready pulls first: a pull whose deadline falls in the turn that
         // published for it gets the message, not an empty reply.
         broker.answer_ready(&mut outbox);
         broker.fire_timers(now, &mut outbox);
-        // Group commit: the round's records go to the writer as one batch.
         broker.flush_journal();
         for key in self.broker.take_resumable() {
             self.resume(key);
@@ -560,7 +586,7 @@ impl EventLoop {
         self.close_marked(now);
     }
 
-    fn flush_dirty(&mut self, now: Instant) {
+    pub(super) fn flush_dirty(&mut self, now: Instant) {
         for key in self.table.take_dirty() {
             self.flush_one(key, now);
         }

@@ -77,6 +77,11 @@ impl Table {
             .collect()
     }
 
+    /// Keys of every connection, closing or not.
+    pub(super) fn keys(&self) -> Vec<ConnId> {
+        self.slab.iter().map(|(key, _)| key).collect()
+    }
+
     /// Lists the connection for flushing at the end of the iteration.
     pub(super) fn mark_dirty(&mut self, key: ConnId) {
         if let Some(connection) = self.slab.get_mut(key)

@@ -70,6 +70,8 @@ enum Writer {
     Thread {
         commands: Sender<Command>,
         events: Receiver<Event>,
+        /// Written batches' buffers, back for reuse.
+        spare: Receiver<Vec<u8>>,
         handle: Option<JoinHandle<()>>,
     },
     Inline {
@@ -151,11 +153,13 @@ impl Log {
             WriterKind::Thread => {
                 let (commands, command_rx) = mpsc::channel();
                 let (event_tx, events) = mpsc::channel();
-                let handle = writer::spawn(core, command_rx, event_tx, notify)
+                let (spare_tx, spare) = mpsc::channel();
+                let handle = writer::spawn(core, command_rx, event_tx, spare_tx, notify)
                     .map_err(|e| super::io_error("spawn writer", dir, e))?;
                 Writer::Thread {
                     commands,
                     events,
+                    spare,
                     handle: Some(handle),
                 }
             }
@@ -226,11 +230,15 @@ impl Log {
         if self.pending.is_empty() {
             return;
         }
+        let next = match &self.writer {
+            Writer::Thread { spare, .. } => spare.try_recv().unwrap_or_default(),
+            Writer::Inline { .. } => Vec::new(),
+        };
         let batch = Batch {
             roll: std::mem::take(&mut self.pending_roll),
             first_seq: self.pending_first,
             end_seq: self.next_seq,
-            bytes: std::mem::take(&mut self.pending),
+            bytes: std::mem::replace(&mut self.pending, next),
         };
         self.send(Command::Batch(batch));
     }
@@ -242,7 +250,9 @@ impl Log {
                 // are never reported durable, which is the safe outcome.
                 let _ = commands.send(command);
             }
-            Writer::Inline { core, events } => events.extend(core.handle(vec![command])),
+            Writer::Inline { core, events } => {
+                events.extend(core.handle(std::slice::from_ref(&command)))
+            }
         }
     }
 

@@ -195,13 +195,13 @@ impl WriterCore {
     }
 
     /// Runs one round: every command, then at most one sync.
-    pub fn handle(&mut self, commands: Vec<Command>) -> Vec<Event> {
+    pub fn handle(&mut self, commands: &[Command]) -> Vec<Event> {
         let mut events = Vec::new();
         let mut closing = false;
         for command in commands {
             match command {
                 Command::Batch(batch) => self.write(batch, &mut events),
-                Command::Remove(segments) => self.remove(&segments, &mut events),
+                Command::Remove(segments) => self.remove(segments, &mut events),
                 Command::Close => closing = true,
             }
         }
@@ -224,7 +224,7 @@ impl WriterCore {
         events
     }
 
-    fn write(&mut self, batch: Batch, events: &mut Vec<Event>) {
+    fn write(&mut self, batch: &Batch, events: &mut Vec<Event>) {
         if batch.roll
             && let Err(error) = self.roll(batch.first_seq, events)
         {
@@ -353,12 +353,20 @@ impl WriterCore {
     }
 }
 
+/// A batch buffer larger than this is dropped after writing rather than
+/// handed back: one burst must not pin its memory for good.
+const RECYCLE_MAX_BYTES: usize = 4 << 20;
+
 /// Runs `core` on a thread: commands from `commands`, events to `events`,
-/// `notify` after each round that produced any.
+/// `notify` after each round that produced any. Each batch's buffer, once
+/// written, goes back to the owner through `spare` (emptied, its capacity
+/// kept), so the owner encodes the next batch without growing a fresh
+/// buffer from nothing every round.
 pub(crate) fn spawn(
     mut core: WriterCore,
     commands: Receiver<Command>,
     events: Sender<Event>,
+    spare: Sender<Vec<u8>>,
     notify: Box<dyn Fn() + Send>,
 ) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -376,7 +384,7 @@ pub(crate) fn spawn(
                 let mut round: Vec<Command> = first.into_iter().collect();
                 round.extend(commands.try_iter());
                 let closing = round.iter().any(|c| matches!(c, Command::Close));
-                let out = core.handle(round);
+                let out = core.handle(&round);
                 let any = !out.is_empty();
                 for event in out {
                     // The owner gone means nobody is left to tell.
@@ -384,6 +392,14 @@ pub(crate) fn spawn(
                 }
                 if any {
                     notify();
+                }
+                for command in round {
+                    if let Command::Batch(Batch { mut bytes, .. }) = command
+                        && bytes.capacity() <= RECYCLE_MAX_BYTES
+                    {
+                        bytes.clear();
+                        let _ = spare.send(bytes);
+                    }
                 }
                 if closing {
                     break;
@@ -458,9 +474,10 @@ mod group_commit {
         let fs = SimFs::new(1);
         let dir = Path::new("/d");
         let mut core = WriterCore::new(Arc::new(fs.clone()), dir, SyncMode::Always, 1, 1);
-        core.handle(vec![batch(true, 1)]);
+        core.handle(&[batch(true, 1)]);
         let before = fs.ops();
-        let events = core.handle((2..12).map(|s| batch(false, s)).collect());
+        let batches: Vec<Command> = (2..12).map(|s| batch(false, s)).collect();
+        let events = core.handle(&batches);
         assert_eq!(events, vec![Event::Durable { through: 12 }]);
         // Ten appends and a single fdatasync.
         assert_eq!(fs.ops() - before, 11);
@@ -471,9 +488,9 @@ mod group_commit {
         let fs = SimFs::new(2);
         let dir = Path::new("/d");
         let mut core = WriterCore::new(Arc::new(fs.clone()), dir, SyncMode::Always, 1, 1);
-        core.handle(vec![batch(true, 1)]);
+        core.handle(&[batch(true, 1)]);
         fs.fail_writes(1);
-        let events = core.handle(vec![batch(false, 2), batch(false, 3), batch(true, 4)]);
+        let events = core.handle(&[batch(false, 2), batch(false, 3), batch(true, 4)]);
         let lost: Vec<(Range<u64>, WriteError)> = events
             .iter()
             .filter_map(|e| match e {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod node;
+
 use bytes::Bytes;
 use courier::storage::{
     Config, Event, Log, Loss, OpenError, ProducerStamp, Record, RecoveryMode, RecoveryReport,
