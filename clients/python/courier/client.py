@@ -593,6 +593,7 @@ class Client:
         wait: float = DEFAULT_PULL_WAIT,
         max_messages: int = 1000,
         idle_timeout: Optional[float] = None,
+        timeout: Optional[float] = None,
     ) -> Iterator[Message]:
         """Yields messages as they come, pulling and acknowledging as it goes.
 
@@ -600,13 +601,16 @@ class Client:
         the iteration is stopped (``break``, ``close()``) the messages
         yielded so far are acknowledged too, so nothing handled comes again
         and nothing not yet handled is lost. Stops after ``idle_timeout``
-        seconds with nothing (default: never).
+        seconds with nothing (default: never). ``timeout`` bounds each
+        pull's reply beyond its ``wait``, as in :meth:`pull`.
         """
         last: Dict[str, int] = {}
         idle_since = time.monotonic()
         try:
             while True:
-                batch = self.pull(topic, wait=wait, max_messages=max_messages, ack=True)
+                batch = self.pull(
+                    topic, wait=wait, max_messages=max_messages, ack=True, timeout=timeout
+                )
                 last.clear()
                 if not batch:
                     if idle_timeout is not None and time.monotonic() - idle_since >= idle_timeout:
@@ -620,7 +624,7 @@ class Client:
             if last and not self.closed:
                 try:
                     for name, offset in last.items():
-                        self.ack(name, offset)
+                        self.ack(name, offset, timeout=timeout)
                 except CourierError:
                     pass
 
@@ -656,11 +660,12 @@ class Client:
         ``after`` for the next page."""
         return self._call(p.LIST_TOPICS, p.list_topics_args(after, limit), timeout=timeout)
 
-    def iter_topics(self) -> Iterator[Dict[str, Any]]:
-        """Every topic's map, following LIST_TOPICS pages to the end."""
+    def iter_topics(self, *, timeout: Optional[float] = None) -> Iterator[Dict[str, Any]]:
+        """Every topic's map, following LIST_TOPICS pages to the end
+        (``timeout`` bounds each page's reply)."""
         after: Optional[str] = None
         while True:
-            page = self.list_topics(after)
+            page = self.list_topics(after, timeout=timeout)
             yield from page.topics
             if page.next is None:
                 return

@@ -65,7 +65,7 @@ def test_one_exception_class_per_code():
 BLOCKING = ("register_publisher", "create_topic", "delete_topic", "publish", "publish_batch",
             "register_subscriber", "resume", "subscribe", "unsubscribe", "seek", "pull",
             "pull_groups", "ack", "fetch", "end_session", "stats", "list_topics", "topic_info",
-            "hello", "call")
+            "hello", "call", "messages", "iter_topics")
 
 
 def test_every_blocking_call_takes_a_timeout():
