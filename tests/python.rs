@@ -7,7 +7,9 @@
 //! PyPI) the first time; later runs reuse it, and pytest imports the
 //! package from the source tree, so an edit needs no reinstall. Where
 //! `python3` is absent the test prints that it is skipped and passes; any
-//! other failure (no venv module, pip, pytest) fails it.
+//! other failure (no venv module, pip, pytest) fails it. pytest runs with
+//! `-rs`, so a test it skips (only the TLS ones, where no `openssl` command
+//! can make a certificate) is named with its reason in the output.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -78,7 +80,15 @@ fn python_client_tests_pass_against_the_broker() {
     let package = root().join("clients/python");
     run(
         Command::new(python)
-            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"])
+            .args([
+                "-m",
+                "pytest",
+                "-q",
+                "-rs",
+                "-p",
+                "no:cacheprovider",
+                "tests",
+            ])
             .current_dir(&package)
             .env("COURIER_BROKER", env!("CARGO_BIN_EXE_broker"))
             .env("PYTHONPATH", &package)

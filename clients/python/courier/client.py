@@ -134,7 +134,8 @@ class Client:
     """One connection to a broker, handshake done.
 
     Args:
-        addr: ``"host:port"`` (port defaults to 5555).
+        addr: ``"host:port"``; default ``"localhost:5555"`` (the broker's
+            own default address), and a bare ``"host"`` means port 5555.
         client_name: sent in HELLO, shown in the broker's logs.
         timeout: seconds every blocking call waits for its reply
             (default 10; ``None`` waits forever); a publish waits the
@@ -592,6 +593,7 @@ class Client:
         wait: float = DEFAULT_PULL_WAIT,
         max_messages: int = 1000,
         idle_timeout: Optional[float] = None,
+        timeout: Optional[float] = None,
     ) -> Iterator[Message]:
         """Yields messages as they come, pulling and acknowledging as it goes.
 
@@ -599,13 +601,16 @@ class Client:
         the iteration is stopped (``break``, ``close()``) the messages
         yielded so far are acknowledged too, so nothing handled comes again
         and nothing not yet handled is lost. Stops after ``idle_timeout``
-        seconds with nothing (default: never).
+        seconds with nothing (default: never). ``timeout`` bounds each
+        pull's reply beyond its ``wait``, as in :meth:`pull`.
         """
         last: Dict[str, int] = {}
         idle_since = time.monotonic()
         try:
             while True:
-                batch = self.pull(topic, wait=wait, max_messages=max_messages, ack=True)
+                batch = self.pull(
+                    topic, wait=wait, max_messages=max_messages, ack=True, timeout=timeout
+                )
                 last.clear()
                 if not batch:
                     if idle_timeout is not None and time.monotonic() - idle_since >= idle_timeout:
@@ -619,7 +624,7 @@ class Client:
             if last and not self.closed:
                 try:
                     for name, offset in last.items():
-                        self.ack(name, offset)
+                        self.ack(name, offset, timeout=timeout)
                 except CourierError:
                     pass
 
@@ -655,11 +660,12 @@ class Client:
         ``after`` for the next page."""
         return self._call(p.LIST_TOPICS, p.list_topics_args(after, limit), timeout=timeout)
 
-    def iter_topics(self) -> Iterator[Dict[str, Any]]:
-        """Every topic's map, following LIST_TOPICS pages to the end."""
+    def iter_topics(self, *, timeout: Optional[float] = None) -> Iterator[Dict[str, Any]]:
+        """Every topic's map, following LIST_TOPICS pages to the end
+        (``timeout`` bounds each page's reply)."""
         after: Optional[str] = None
         while True:
-            page = self.list_topics(after)
+            page = self.list_topics(after, timeout=timeout)
             yield from page.topics
             if page.next is None:
                 return
@@ -765,7 +771,13 @@ class Pipeline:
 class Publisher(Client):
     """A :class:`Client` for the publisher role: it registers as a publisher
     when connecting (registering again is harmless), so ``createTopic``,
-    ``send``, ``deleteTopic`` work at once."""
+    ``send``, ``deleteTopic`` work at once.
+
+    ``courier.Publisher()`` with no address connects to ``localhost:5555``,
+    where a broker started without ``--addr`` listens. ``producer_id``
+    names an idempotent producer (``publish(..., seq=n)``); the other
+    keyword arguments (``timeout``, ``user``/``token``, ``tls``/``ca``, ...)
+    are :class:`Client`'s."""
 
     def __init__(self, addr: str = DEFAULT_ADDR, *, producer_id: Optional[str] = None, **kwargs: Any) -> None:
         super().__init__(addr, **kwargs)
@@ -782,7 +794,12 @@ class Subscriber(Client):
     resumes that session when connecting (what was delivered but not
     acknowledged comes again); otherwise a new session is made on the first
     ``subscribe``, ``pull`` or ``messages`` (or by ``registerSubscriber``).
-    ``session_id`` is the session's id, for resuming it later."""
+    ``session_id`` is the session's id, for resuming it later.
+
+    ``courier.Subscriber()`` with no address connects to ``localhost:5555``,
+    where a broker started without ``--addr`` listens; the other keyword
+    arguments (``timeout``, ``user``/``token``, ``tls``/``ca``, ...) are
+    :class:`Client`'s."""
 
     def __init__(
         self,
@@ -811,6 +828,9 @@ class Subscriber(Client):
         timeout_ms: Optional[int] = None,
         timeout: Optional[float] = None,
     ) -> Registration:
+        """:meth:`Client.register_subscriber`, remembering the session
+        (``session_id``) so that later calls use it; ``timeout_ms`` defaults
+        to the ``session_timeout_ms`` given when constructing."""
         if timeout_ms is None:
             timeout_ms = self._session_timeout_ms
         reg = super().register_subscriber(subscriber_id, timeout_ms=timeout_ms, timeout=timeout)
@@ -825,14 +845,20 @@ class Subscriber(Client):
     def subscribe(
         self, topic: str, position: Optional[Position] = None, *, timeout: Optional[float] = None
     ) -> int:
+        """SUBSCRIBE (the original tool's ``subscribe(topic)``), making the
+        session first if there is none; returns the first offset it will
+        get. See :meth:`Client.subscribe` for ``position``."""
         self._ensure()
         return super().subscribe(topic, position, timeout=timeout)
 
     def pull_nowait(self, topic: Optional[str] = None, **kwargs: Any) -> Completion:
+        """:meth:`Client.pull_nowait`, making the session first if there is
+        none (so :meth:`pull` and :meth:`messages` do too)."""
         self._ensure()
         return super().pull_nowait(topic, **kwargs)
 
     def end_session(self, *, timeout: Optional[float] = None) -> None:
+        """END_SESSION; the next ``subscribe`` or ``pull`` makes a new one."""
         super().end_session(timeout=timeout)
         self.session_id = None
         self.registration = None

@@ -2,7 +2,8 @@
 
 The binary is ``$COURIER_BROKER`` if set (tests/python.rs passes cargo's
 path), else ``target/debug/broker`` of the repository. Each broker runs
-``--memory-only``; the port is read from its startup line, "Server started
+``--memory-only`` unless its flags name a ``--data-dir`` (a durable broker,
+for the log's tests); the port is read from its startup line, "Server started
 on HOST:PORT" (src/bin/broker.rs). Tests that need particular limits start
 their own broker with :func:`start_broker`; the rest share one per module
 and use topic names of their own.
@@ -14,7 +15,7 @@ import os
 import select
 import signal
 import subprocess
-import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional
@@ -33,31 +34,44 @@ def broker_binary() -> Path:
 
 
 class Broker:
-    """A running broker process and its address."""
+    """A running broker process and its address.
 
-    def __init__(self, args: List[str]) -> None:
-        command = [str(broker_binary()), "--addr", "127.0.0.1:0", "--memory-only", *args]
+    Its stdout is read byte by byte from the pipe (no buffered ``readline``
+    behind ``select``, which could swallow the startup line along with the
+    one before it); its log (stderr) goes to a temporary file, so a chatty
+    broker never blocks on a full pipe and a failure can show the log."""
+
+    def __init__(self, args: List[str], preexec: Optional[Callable[[], None]] = None) -> None:
+        storage = [] if "--data-dir" in args else ["--memory-only"]
+        command = [str(broker_binary()), "--addr", "127.0.0.1:0", *storage, *args]
+        self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command, stdout=subprocess.PIPE, stderr=self.log, preexec_fn=preexec
         )
         self.addr = self._read_startup(deadline=time.monotonic() + 20)
 
     def _read_startup(self, deadline: float) -> str:
         assert self.process.stdout is not None
-        seen = []
+        fd = self.process.stdout.fileno()
+        out = b""
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.process.stdout], [], [], 0.5)
+            for line in out.decode(errors="replace").splitlines(keepends=True):
+                if line.startswith(STARTUP) and line.endswith("\n"):
+                    return line[len(STARTUP) :].strip()
+            ready, _, _ = select.select([fd], [], [], 0.5)
             if not ready:
                 continue
-            line = self.process.stdout.readline()
-            if not line:
-                err = self.process.stderr.read() if self.process.stderr else ""
-                raise RuntimeError(f"broker exited before starting: {seen} {err}")
-            if line.startswith(STARTUP):
-                return line[len(STARTUP) :].strip()
-            seen.append(line)
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise RuntimeError(f"broker exited before starting: {out!r} {self.stderr()}")
+            out += chunk
         self.stop()
-        raise RuntimeError(f"no startup line in time: {seen}")
+        raise RuntimeError(f"no startup line in time: {out!r} {self.stderr()}")
+
+    def stderr(self) -> str:
+        """The broker's log so far."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
     def terminate(self) -> None:
         """SIGTERM: the broker shuts down cleanly (SHUTTING_DOWN to clients)."""
@@ -67,9 +81,9 @@ class Broker:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(timeout=20)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +96,12 @@ def broker() -> Iterator[Broker]:
 
 @pytest.fixture
 def start_broker() -> Iterator[Callable[..., Broker]]:
-    """Starts brokers with the given flags; all are stopped after the test."""
+    """Starts brokers with the given flags (``preexec=`` runs in the child
+    before the broker starts); all are stopped after the test."""
     started: List[Broker] = []
 
-    def start(*args: str) -> Broker:
-        b = Broker(list(args))
+    def start(*args: str, preexec: Optional[Callable[[], None]] = None) -> Broker:
+        b = Broker(list(args), preexec)
         started.append(b)
         return b
 

@@ -1,5 +1,6 @@
-"""TLS through the standard ``ssl`` module, against a stand-in server (the
-broker's TLS lands with issue 13): the client checks the certificate against
+"""TLS through the standard ``ssl`` module, against a stand-in server that
+records what the client sent (test_round4.py runs TLS against the real
+broker): the client checks the certificate against
 ``ca``, and speaks frames inside the TLS stream. A certificate made with the
 ``openssl`` command; the test is skipped where it is missing."""
 
