@@ -310,6 +310,7 @@ fn a_lost_subscription_is_undone_even_after_its_connection_went() {
         &Request::Hello {
             version: courier::PROTOCOL_VERSION,
             client_name: "again",
+            credentials: None,
         },
         None,
     );

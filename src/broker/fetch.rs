@@ -169,6 +169,7 @@ impl Broker {
                 return;
             }
         };
+        self.disk.messages_read += chunks.iter().map(|c| c.payloads.len() as u64).sum::<u64>();
         'chunks: for chunk in &chunks {
             for (i, payload) in chunk.payloads.iter().enumerate() {
                 let offset = chunk.first_offset + i as u64;

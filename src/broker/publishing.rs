@@ -19,8 +19,8 @@
 
 use super::cost;
 use super::failure::{Failure, fail};
-use super::journal::retention_record;
 use super::journal::Undo;
+use super::journal::retention_record;
 use super::keys::TopicKey;
 use super::pull::Answer;
 use super::retention::now_ms;

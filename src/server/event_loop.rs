@@ -546,6 +546,8 @@ impl EventLoop {
         } else {
             max
         }
+    }
+
     /// Applies the log writer's reports and sends the replies they
     /// release at once: first the publish replies (their publishers are
     /// waiting to send more, which the disk's next round needs), then the

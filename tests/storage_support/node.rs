@@ -75,6 +75,7 @@ pub fn open(fs: &SimFs) -> (Node, Recovered) {
             &Request::Hello {
                 version: courier::PROTOCOL_VERSION,
                 client_name: "power",
+                credentials: None,
             },
             None,
         );
