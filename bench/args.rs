@@ -97,7 +97,7 @@ impl Scenario {
             "--warmup" => streams || self == CreateTopic,
             "--size" => streams || matches!(self, Retained | Recovery | Disk | Replay | Backlog),
             "--batch" => streams || matches!(self, Retained | Recovery | Replay | Backlog),
-            "--cache-bytes" => self == Backlog,
+            "--cache-bytes" => matches!(self, Backlog | Replay),
             "--pipeline" => {
                 matches!(
                     self,
@@ -155,8 +155,14 @@ pub struct Options {
     pub quiet: bool,
     /// Boxed: only one scenario needs it, and every `Options` carries it.
     pub fairness: Box<crate::fairness::Params>,
-    /// `backlog`: the in-process broker's `--cache-bytes`.
+    /// `backlog`, `replay`: the in-process broker's `--cache-bytes`.
     pub cache_bytes: usize,
+    /// `replay`: `--cache-bytes` was given, so the in-process broker is
+    /// durable with that cache and the topic is filled far beyond it: the
+    /// replay reads the log.
+    pub from_disk: bool,
+    /// `disk --read`: time sequential reads instead of synced appends.
+    pub disk_read: bool,
     /// Boxed like `fairness`.
     pub security: Box<Security>,
 }
@@ -224,6 +230,8 @@ impl Options {
             fairness: Box::default(),
             security: Box::default(),
             cache_bytes: 16 << 20,
+            from_disk: false,
+            disk_read: false,
         }
     }
 }
@@ -316,6 +324,15 @@ impl Flags {
             }
             o.relay = true;
         }
+        if self.args.contains("--read") {
+            if self.scenario != Scenario::Disk {
+                return Err(usage(
+                    "--read is for the disk scenario",
+                    Some(self.scenario),
+                ));
+            }
+            o.disk_read = true;
+        }
         o.hgrm = self.value("--hgrm", |t| Some(PathBuf::from(t)))?;
         let s = &mut o.security;
         s.tls = self.args.contains("--tls");
@@ -336,12 +353,11 @@ impl Flags {
                 Some(self.scenario),
             ));
         }
-        o.fsync = self
-            .value("--fsync", |t| match t {
-                "memory-only" => Some(None),
-                _ => t.parse().ok().map(Some),
-            })?
-            .flatten();
+        let fsync = self.value("--fsync", |t| match t {
+            "memory-only" => Some(None),
+            _ => t.parse().ok().map(Some),
+        })?;
+        o.fsync = fsync.flatten();
         // A host alone means the default port, as for the commands; an
         // empty value is left for `validate` to refuse.
         o.broker = self.value("--broker", |t| {
@@ -383,17 +399,27 @@ impl Flags {
                 Some(self.scenario),
             ));
         }
+        let cache_bytes = self.value("--cache-bytes", count)?;
+        o.cache_bytes = cache_bytes.map_or(o.cache_bytes, to_usize);
+        o.from_disk = self.scenario == Scenario::Replay && cache_bytes.is_some();
+        if o.from_disk && fsync == Some(None) {
+            return Err(usage(
+                "--cache-bytes is for a durable broker, not --fsync memory-only",
+                Some(self.scenario),
+            ));
+        }
+        o.size = self.value("--size", count)?.map_or(o.size, to_usize);
         if matches!(self.scenario, Scenario::Retained | Scenario::Replay) && o.messages.is_none() {
-            o.messages = Some(100_000);
+            o.messages = Some(if o.from_disk {
+                replay_beyond(o.cache_bytes, o.size)
+            } else {
+                100_000
+            });
         }
         if self.scenario == Scenario::Idle && o.messages.is_none() {
             o.messages = Some(o.clients as u64);
         }
         o.warmup = self.value("--warmup", seconds)?.unwrap_or(o.warmup);
-        o.size = self.value("--size", count)?.map_or(o.size, to_usize);
-        o.cache_bytes = self
-            .value("--cache-bytes", count)?
-            .map_or(o.cache_bytes, to_usize);
         o.batch = self.value("--batch", count)?.map_or(o.batch, to_usize);
         o.pipeline = self
             .value("--pipeline", count)?
@@ -457,6 +483,14 @@ impl Flags {
             )),
         }
     }
+}
+
+/// `replay --cache-bytes` without `--messages`: ten and a half caches'
+/// worth of messages (as `backlog`), and never fewer than the memory case's
+/// default, so that all but the newest cache's worth is read from the log.
+fn replay_beyond(cache_bytes: usize, size: usize) -> u64 {
+    let caches = (cache_bytes as u64).saturating_mul(21) / 2;
+    (caches / size.max(1) as u64).max(100_000)
 }
 
 fn to_usize(n: u64) -> usize {
@@ -531,6 +565,11 @@ fn validate(o: &Options) -> Result<(), String> {
         1,
         courier::client::MAX_PULL_DEPTH,
     )?;
+    if o.from_disk && o.broker.is_some() {
+        return Err(
+            "--cache-bytes sets up the in-process durable broker; a --broker has its own".into(),
+        );
+    }
     if o.relay && o.broker.is_some() {
         return Err("--relay measures a relay in this process, not --broker".into());
     }
@@ -638,6 +677,29 @@ mod tests {
         assert!(run("create-topic --clients 4").is_ok());
         assert_eq!(run("idle --clients 7").unwrap().messages, Some(7));
         assert_eq!(run("idle --connections 9").unwrap().messages, Some(9));
+    }
+
+    #[test]
+    fn replay_from_disk_is_the_in_process_durable_broker() {
+        let o = run("replay").unwrap();
+        assert_eq!((o.from_disk, o.messages), (false, Some(100_000)));
+        let o = run("replay --cache-bytes 1MiB").unwrap();
+        assert_eq!((o.from_disk, o.cache_bytes), (true, 1 << 20));
+        assert_eq!(o.messages, Some(100_000), "never fewer than from memory");
+        let o = run("replay --cache-bytes 64MiB --size 2048").unwrap();
+        assert_eq!(o.messages, Some((64 << 20) * 21 / 2 / 2048));
+        assert_eq!(
+            run("replay --cache-bytes 1MiB --messages 9")
+                .unwrap()
+                .messages,
+            Some(9)
+        );
+        assert!(run("replay --cache-bytes 1MiB --fsync memory-only").is_err());
+        assert!(run("replay --cache-bytes 1MiB --broker 127.0.0.1:9").is_err());
+        assert!(run("replay --cache-bytes 1KiB").is_err());
+        assert!(!run("backlog --cache-bytes 1MiB").unwrap().from_disk);
+        assert!(run("disk --read").unwrap().disk_read);
+        assert!(run("send --read").is_err());
     }
 
     #[test]

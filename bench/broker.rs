@@ -55,7 +55,16 @@ impl Broker {
         if options.scenario == Scenario::Idle {
             config.max_connections = config.max_connections.max(1_000_100);
         }
-        let data_dir = options.fsync.map(|sync| {
+        // `replay --cache-bytes` reads the log: durable, `always` unless
+        // `--fsync` says otherwise (as `backlog`).
+        let sync = match options.from_disk {
+            true => {
+                config.limits.cache_bytes = options.cache_bytes;
+                Some(options.fsync.unwrap_or(courier::storage::SyncMode::Always))
+            }
+            false => options.fsync,
+        };
+        let data_dir = sync.map(|sync| {
             let dir = std::env::temp_dir().join(format!("courier-bench-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             config.storage = server::Storage::Dir {
@@ -93,6 +102,11 @@ impl Broker {
 
     pub fn in_process(&self) -> bool {
         self.running.is_some()
+    }
+
+    /// Where the in-process durable broker keeps its log.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data_dir.as_deref()
     }
 
     /// Stops an in-process broker and waits for its thread.

@@ -23,9 +23,11 @@ Scenarios:
                 abusing the broker (--attack flood|pulls|fanout|churn)
   recovery      fill a log with N messages, then time a broker's start on it
   disk          the disk's own ceiling: 4 KiB appends each followed by
-                fdatasync (p50 and MB/s), no broker
+                fdatasync (p50 and MB/s), no broker; --read: sequential
+                reads, from the page cache and from a cold cache
   replay        fill a retained topic with N messages, then read it from the
-                start by subscription and by FETCH: msgs/s and MB/s
+                start by subscription and by FETCH: msgs/s and MB/s; from
+                disk with --cache-bytes
   backlog       a subscriber 10 caches behind catches up from the log while a
                 probe on another topic measures latency
 
@@ -241,14 +243,22 @@ pub const REPLAY: &str = "\
 bench replay: reading a retained topic from the start
 
 usage: bench replay [--messages N] [--size BYTES] [--batch K] [--pipeline D]
-                    [--pull-depth D] [--broker HOST:PORT] [common options]
+                    [--pull-depth D] [--cache-bytes N [--fsync MODE]]
+                    [--broker HOST:PORT] [common options]
 
   --messages N      messages to publish, then read back, 1 to 10^12
-                    (default 100000)
+                    (default 100000; with --cache-bytes 10.5 caches' worth,
+                    at least 100000)
   --size BYTES      payload size, 20 to 64MiB (default 1024)
   --batch K         messages per publish frame, 1 to 65536 (default 100)
   --pipeline D      publish requests in flight, 1 to 4096 (default 16)
   --pull-depth D    pulls in flight while replaying, 1 to 64 (default 1)
+  --cache-bytes N   read from disk: the in-process broker is durable, on a
+                    fresh temporary data directory, with this --cache-bytes
+                    (64KiB to 1TiB), so all but the newest cache's worth of
+                    the topic is read back from its log
+  --fsync MODE      with --cache-bytes, the broker's sync mode (default
+                    always)
 
 Creates a retained topic (kept without bounds, no subscriber), publishes N
 messages, then times two reads of it from offset 0: a subscriber subscribed
@@ -256,15 +266,34 @@ from 'earliest' pulling frame-sized batches (operation 'replay'), and FETCH
 without a session (operation 'fetch'). Every message read is checked: its
 offset and the index it carries. The broker's backlog limits bound N x size
 (an in-process broker is started without them).
+
+Without --cache-bytes the in-process broker is memory-only (or per --fsync,
+with its default 256 MiB cache): the reads are from memory. With it, 'replay'
+and 'fetch' read the log while its files are in the page cache (just
+written); then the log's files are read sequentially ('log_read'), and, if
+the page cache can be dropped (writing /proc/sys/vm/drop_caches: root only;
+it is the whole machine's cache), everything again from a cold cache, the
+cache dropped before each: the files ('log_read_cold': the disk's own
+sequential read speed), the subscription ('replay_cold') and FETCH
+('fetch_cold'). When the drop is refused, a note says why and the cold reads
+are not measured; the run still passes. The counts NAME_disk_reads and
+NAME_disk_messages are the broker's STATS disk_reads and disk_messages_read
+during each read: they prove where the messages came from (the broker counts
+FETCH's log reads in disk_reads only). A read that took nothing from the log
+fails the run.
 ";
 
 pub const DISK: &str = "\
-bench disk: the disk's own fdatasync'd append latency and bandwidth
+bench disk: the disk's own fdatasync'd append latency and bandwidth, or
+its sequential read speed
 
-usage: bench disk [--messages N] [--size BYTES] [--duration SECS] [common options]
+usage: bench disk [--read] [--messages N] [--size BYTES] [--duration SECS]
+                  [common options]
 
-  --messages N      blocks to append, 1 to 10^12 (default 2000)
+  --messages N      blocks to append, 1 to 10^12 (default 2000; with
+                    --read, 1 GiB's worth)
   --size BYTES      bytes per block, 20 to 64MiB (default 4096)
+  --read            measure sequential reads instead (below)
 
 Appends blocks to a fresh file in the temporary directory ($TMPDIR, where
 an in-process durable broker keeps its log), each write followed by
@@ -272,6 +301,14 @@ fdatasync, and reports the latency of one append+fdatasync and the
 bandwidth. No broker is involved: this is the disk's ceiling, against which
 the durable figures are judged (one fdatasync per block is the worst case;
 a broker's group commit syncs many records at once).
+
+With --read: writes the blocks to a fresh file there and fsyncs it once
+('write_fsync'), then reads it from start to end in 1 MiB reads twice: while
+it is in the page cache, just written ('read_page_cache'), and after
+dropping the page cache ('read_cold': the disk's own sequential read
+speed). Dropping writes /proc/sys/vm/drop_caches, which needs root and
+empties the whole machine's page cache; when it is refused, a note says why,
+'read_cold' is not measured and the run still passes.
 ";
 
 pub const RECOVERY: &str = "\

@@ -2,23 +2,42 @@
 //!
 //! A publisher fills a retained topic (CREATE_TOPIC with a retention
 //! policy, no subscriber) with N messages, pipelined in batches; then the
-//! topic is read back twice from offset 0 and timed: by a subscriber
-//! subscribed from `earliest` (pulls, acknowledged as it goes), and by FETCH
-//! (no session). Each read checks every message: offsets consecutive from
-//! 0, and the payload carrying its own index, so a run that loses,
-//! duplicates or reorders anything fails. With an in-process broker the
-//! messages are in its memory; against a `--broker` with a disk backlog
-//! they are read from wherever it keeps them.
+//! topic is read back from offset 0 and timed: by a subscriber subscribed
+//! from `earliest` (pulls, acknowledged as it goes), and by FETCH (no
+//! session). Each read checks every message: offsets consecutive from 0,
+//! and the payload carrying its own index, so a run that loses, duplicates
+//! or reorders anything fails.
+//!
+//! Where the messages come from:
+//! - the in-process broker, memory-only (the default): its memory;
+//! - `--cache-bytes SIZE`: an in-process durable broker with that memory
+//!   cache, filled far beyond it, so all but the newest cache's worth is
+//!   read back from its log. Its files were just written, so the first
+//!   reads (`replay`, `fetch`) come from the page cache. Then the log's
+//!   files are read sequentially (`log_read`), the page cache is dropped
+//!   (see `crate::disk`; it needs root) and the reads are timed again from
+//!   a cold cache: the files alone (`log_read_cold`, the disk's own
+//!   sequential speed), the subscription (`replay_cold`) and FETCH
+//!   (`fetch_cold`), the cache dropped before each. When the kernel refuses
+//!   the drop, a note says so and the cold reads are not measured. STATS
+//!   `disk_messages_read` before and after each read says how many of its
+//!   messages came from the log; a replay that read none fails the run;
+//! - a `--broker`: wherever it keeps them.
 
 use crate::args::Options;
 use crate::broker::Broker;
+use crate::disk::{self, Dropped};
 use crate::report::{Operation, Report};
 use crate::run::Failure;
 use courier::client::{Client, Position, PullOptions, Retention};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The most one pull or fetch asks for: a frame's worth.
 const READ_MESSAGES: u32 = 65_536;
+/// A from-disk replay shorter than this many caches reads too much of
+/// itself from memory to be called one; it gets a note.
+const CACHES_BEHIND: u64 = 10;
 
 pub fn run(o: &Options, broker: &Broker) -> Result<Report, Failure> {
     let messages = o.messages.unwrap_or(100_000);
@@ -51,23 +70,6 @@ pub fn run(o: &Options, broker: &Broker) -> Result<Report, Failure> {
         .map_err(|e| format!("cannot create {topic}: {e}"))?;
     fill(&mut publisher, &topic, messages, o)?;
 
-    let mut subscriber = connect("bench-replay-sub")?;
-    subscriber
-        .register_subscriber()
-        .map_err(|e| format!("cannot register: {e}"))?;
-    let start = Instant::now();
-    subscriber
-        .subscribe_from(&topic, Position::Earliest)
-        .map_err(|e| format!("cannot subscribe: {e}"))?;
-    let (pulled, pulled_bytes, pull_problem) = replay_pulls(&mut subscriber, &topic, messages, o)?;
-    let pull_elapsed = start.elapsed();
-
-    let mut reader = connect("bench-replay-fetch")?;
-    let start = Instant::now();
-    let (fetched, fetched_bytes, fetch_problem) = replay_fetch(&mut reader, &topic, messages)?;
-    let fetch_elapsed = start.elapsed();
-    let _ = publisher.delete_topic(&topic);
-
     let mut report = Report::new(o.scenario.name(), "replay");
     report.param("broker", broker.addr());
     report.param("in_process", broker.in_process());
@@ -76,33 +78,255 @@ pub fn run(o: &Options, broker: &Broker) -> Result<Report, Failure> {
     report.param("batch", o.batch);
     report.param("pipeline", o.pipeline);
     report.param("pull_depth", o.pull_depth);
-    report
-        .operations
-        .push(read_operation("replay", pulled, pulled_bytes, pull_elapsed));
-    report.operations.push(read_operation(
-        "fetch",
-        fetched,
-        fetched_bytes,
-        fetch_elapsed,
-    ));
-    report.count("replayed", pulled);
-    report.count("fetched", fetched);
-    report.problems.extend(pull_problem);
-    report.problems.extend(fetch_problem);
+    let log = broker.data_dir().filter(|_| o.from_disk);
+    if log.is_some() {
+        let sync = o.fsync.unwrap_or(courier::storage::SyncMode::Always);
+        report.param("cache_bytes", o.cache_bytes as u64);
+        report.param("fsync", format!("{sync:?}").to_lowercase());
+        report.param("source", "log, files in the page cache, then cold");
+        let evicted = stats(&mut publisher)?.messages_evicted;
+        report.count("messages_evicted", evicted);
+        let caches = (messages * o.size as u64) / o.cache_bytes.max(1) as u64;
+        if caches < CACHES_BEHIND {
+            report.notes.push(format!(
+                "the topic is only {caches} caches long: much of the replay is from memory"
+            ));
+        }
+    }
+
+    let reads = Reads {
+        connect: &connect,
+        topic: &topic,
+        messages,
+        o,
+    };
+    for kind in [&REPLAY, &FETCH] {
+        reads
+            .timed(&mut publisher, kind)?
+            .record(&mut report, log.is_some());
+    }
+    if let Some(dir) = log {
+        cold(&reads, &mut publisher, dir, &mut report)?;
+    }
+    let _ = publisher.delete_topic(&topic);
     Ok(report)
 }
 
-fn read_operation(name: &'static str, count: u64, bytes: u64, elapsed: Duration) -> Operation {
-    Operation {
-        name,
-        unit: "msgs",
-        count,
-        requests: None,
-        bytes: Some(bytes),
-        elapsed,
-        latency: None,
-        latency_of: "",
+/// The log's files read sequentially warm, then, with the page cache
+/// dropped before each, the files, the subscription and FETCH.
+fn cold(reads: &Reads, admin: &mut Client, dir: &Path, report: &mut Report) -> Result<(), Failure> {
+    let files = log_files(dir)?;
+    report.count("log_bytes", files.iter().map(|(_, len)| len).sum());
+    let files: Vec<PathBuf> = files.into_iter().map(|(path, _)| path).collect();
+    let warm = disk::read_sequentially(&files)?;
+    report.operations.push(warm.operation("log_read"));
+    if let Dropped::Refused(reason) = disk::drop_page_cache(&files)? {
+        report.notes.push(format!(
+            "from a cold cache (log_read_cold, replay_cold, fetch_cold): not measured: {reason}"
+        ));
+        return Ok(());
     }
+    let disk_speed = disk::read_sequentially(&files)?;
+    report
+        .operations
+        .push(disk_speed.operation("log_read_cold"));
+    let disk_rate = rate(disk_speed.bytes, disk_speed.elapsed);
+    for kind in [&REPLAY_COLD, &FETCH_COLD] {
+        if let Dropped::Refused(reason) = disk::drop_page_cache(&files)? {
+            let name = kind.name;
+            report.notes.push(format!("{name}: not measured: {reason}"));
+            continue;
+        }
+        let read = reads.timed(admin, kind)?;
+        if let (Some(read_rate), Some(disk_rate)) = (rate(read.bytes, read.elapsed), disk_rate) {
+            report.notes.push(format!(
+                "{} ran at {:.2}x the disk's cold sequential read of the same files",
+                kind.name,
+                read_rate / disk_rate
+            ));
+        }
+        read.record(report, true);
+    }
+    Ok(())
+}
+
+fn rate(bytes: u64, elapsed: Duration) -> Option<f64> {
+    let secs = elapsed.as_secs_f64();
+    (secs > 0.0).then(|| bytes as f64 / secs)
+}
+
+/// The log's segment files in order, with their lengths.
+fn log_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>, Failure> {
+    let failed = |e: std::io::Error| {
+        format!(
+            "cannot list the log in {}: {}",
+            dir.display(),
+            courier::client::io_message(&e)
+        )
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(failed)? {
+        let entry = entry.map_err(failed)?;
+        let path = entry.path();
+        if path.extension().is_some_and(|x| x == "log") {
+            files.push((path, entry.metadata().map_err(failed)?.len()));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Subscription,
+    Fetch,
+}
+
+/// One of the timed reads, and the names it is reported under.
+struct Kind {
+    source: Source,
+    /// The operation.
+    name: &'static str,
+    /// The count of messages read, for the first two reads.
+    total: Option<&'static str>,
+    /// STATS `disk_reads` (range reads of the log) meanwhile.
+    disk_reads: &'static str,
+    /// STATS `disk_messages_read` meanwhile: the messages read from the
+    /// log for sessions. The broker does not count FETCH's there, only
+    /// its reads.
+    disk_messages: Option<&'static str>,
+}
+
+const REPLAY: Kind = Kind {
+    source: Source::Subscription,
+    name: "replay",
+    total: Some("replayed"),
+    disk_reads: "replay_disk_reads",
+    disk_messages: Some("replay_disk_messages"),
+};
+const FETCH: Kind = Kind {
+    source: Source::Fetch,
+    name: "fetch",
+    total: Some("fetched"),
+    disk_reads: "fetch_disk_reads",
+    disk_messages: None,
+};
+const REPLAY_COLD: Kind = Kind {
+    source: Source::Subscription,
+    name: "replay_cold",
+    total: None,
+    disk_reads: "replay_cold_disk_reads",
+    disk_messages: Some("replay_cold_disk_messages"),
+};
+const FETCH_COLD: Kind = Kind {
+    source: Source::Fetch,
+    name: "fetch_cold",
+    total: None,
+    disk_reads: "fetch_cold_disk_reads",
+    disk_messages: None,
+};
+
+/// What one timed read needs.
+struct Reads<'a> {
+    connect: &'a dyn Fn(&str) -> Result<Client, String>,
+    topic: &'a str,
+    messages: u64,
+    o: &'a Options,
+}
+
+/// One timed read of the whole topic.
+#[derive(Clone)]
+struct Timed {
+    kind: &'static Kind,
+    messages: u64,
+    bytes: u64,
+    elapsed: Duration,
+    /// The broker's range reads of its log meanwhile, and the messages
+    /// they read for sessions (see [`Kind`]).
+    disk_reads: u64,
+    disk_messages: u64,
+    problem: Option<String>,
+}
+
+impl Reads<'_> {
+    /// Reads the whole topic from `source`, timed from the subscription or
+    /// the first fetch on, and counts what the broker read from its log
+    /// meanwhile (STATS through `admin`).
+    fn timed(&self, admin: &mut Client, kind: &'static Kind) -> Result<Timed, Failure> {
+        let before = stats(admin)?;
+        let (messages, bytes, problem, elapsed) = match kind.source {
+            Source::Subscription => {
+                let mut subscriber = (self.connect)("bench-replay-sub")?;
+                subscriber
+                    .register_subscriber()
+                    .map_err(|e| format!("cannot register: {e}"))?;
+                let start = Instant::now();
+                subscriber
+                    .subscribe_from(self.topic, Position::Earliest)
+                    .map_err(|e| format!("cannot subscribe: {e}"))?;
+                let (n, b, p) = replay_pulls(&mut subscriber, self.topic, self.messages, self.o)?;
+                (n, b, p, start.elapsed())
+            }
+            Source::Fetch => {
+                let mut reader = (self.connect)("bench-replay-fetch")?;
+                let start = Instant::now();
+                let (n, b, p) = replay_fetch(&mut reader, self.topic, self.messages)?;
+                (n, b, p, start.elapsed())
+            }
+        };
+        let after = stats(admin)?;
+        Ok(Timed {
+            kind,
+            messages,
+            bytes,
+            elapsed,
+            disk_reads: after.disk_reads.saturating_sub(before.disk_reads),
+            disk_messages: after
+                .disk_messages_read
+                .saturating_sub(before.disk_messages_read),
+            problem,
+        })
+    }
+}
+
+impl Timed {
+    /// Its operation, its counts (the disk's only with a log) and its
+    /// problems: with a log, a read that read nothing from it is one.
+    fn record(self, report: &mut Report, log: bool) {
+        report.operations.push(Operation {
+            name: self.kind.name,
+            unit: "msgs",
+            count: self.messages,
+            requests: None,
+            bytes: Some(self.bytes),
+            elapsed: self.elapsed,
+            latency: None,
+            latency_of: "",
+        });
+        if let Some(total) = self.kind.total {
+            report.count(total, self.messages);
+        }
+        if log {
+            report.count(self.kind.disk_reads, self.disk_reads);
+            if let Some(name) = self.kind.disk_messages {
+                report.count(name, self.disk_messages);
+            }
+            let from_log = match self.kind.disk_messages {
+                Some(_) => self.disk_messages,
+                None => self.disk_reads,
+            };
+            report.problem_if(u64::from(from_log == 0), |_| {
+                format!("{} read nothing from the log", self.kind.name)
+            });
+        }
+        report.problems.extend(self.problem);
+    }
+}
+
+fn stats(client: &mut Client) -> Result<courier::protocol::Stats, Failure> {
+    Ok(client
+        .stats()
+        .map_err(|e| format!("cannot read STATS: {e}"))?)
 }
 
 /// Publishes `messages` payloads of `o.size` bytes, each starting with its

@@ -255,6 +255,66 @@ fn replay_reads_a_retained_topic_from_the_start() {
     }
 }
 
+/// `--cache-bytes`: a durable broker, the topic 30 caches long, so the
+/// reads come from the log, and the report's STATS counts prove it; from a
+/// cold cache too when this process may drop the page cache, else a note
+/// says why not.
+#[test]
+fn replay_from_disk_reads_the_log_and_says_so() {
+    let report = json(&[
+        "replay",
+        "--cache-bytes",
+        "64KiB",
+        "--messages",
+        "2000",
+        "--fsync",
+        "never",
+    ]);
+    assert_eq!(report.u64("parameters.cache_bytes"), 64 << 10);
+    assert_eq!(report.get("parameters.fsync"), &json!("never"));
+    assert!(report.u64("counts.messages_evicted") > 0);
+    assert_eq!(report.u64("counts.replayed"), 2000);
+    assert_eq!(report.u64("counts.fetched"), 2000);
+    let mut reads = vec!["replay", "fetch"];
+    let operations = report.get("operations");
+    let cold = operations.get("replay_cold").is_some();
+    if cold {
+        reads.extend(["replay_cold", "fetch_cold"]);
+        assert_eq!(
+            report.u64("operations.log_read_cold.bytes"),
+            report.u64("counts.log_bytes")
+        );
+    } else {
+        let notes = report.get("notes").as_array().expect("notes are a list");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.as_str().is_some_and(|n| n.contains("not measured")))
+        );
+    }
+    assert!(report.u64("counts.log_bytes") > 2000 * 1024);
+    assert_eq!(
+        report.u64("operations.log_read.bytes"),
+        report.u64("counts.log_bytes")
+    );
+    for read in reads {
+        assert_eq!(report.u64(&format!("operations.{read}.count")), 2000);
+        assert_eq!(report.u64(&format!("operations.{read}.bytes")), 2000 * 1024);
+        assert!(report.num(&format!("operations.{read}.mb_per_s")) > 0.0);
+        assert!(
+            report.u64(&format!("counts.{read}_disk_reads")) > 0,
+            "{read}"
+        );
+        if read.starts_with("replay") {
+            let from_disk = report.u64(&format!("counts.{read}_disk_messages"));
+            assert!(from_disk > 1000 && from_disk <= 2000, "{read}: {from_disk}");
+        }
+    }
+    // It is the in-process broker's option.
+    let given = bench(&["replay", "--cache-bytes", "1MiB", "--broker", "127.0.0.1:1"]);
+    assert_eq!(given.status.code(), Some(2));
+}
+
 #[test]
 fn human_report_has_rates_and_percentiles() {
     let out = bench(&["fanout", "--messages", "200", "--quiet"]);
@@ -448,6 +508,19 @@ fn backlog_catches_up_from_disk_beside_the_probe() {
         "probe_alone",
         report.u64("counts.probe_rounds_alone"),
     );
+}
+
+#[test]
+fn disk_read_times_sequential_reads_warm_and_cold() {
+    let report = json(&["disk", "--read", "--messages", "256", "--size", "16KiB"]);
+    let bytes = 256 * 16 * 1024;
+    assert_eq!(report.u64("counts.file_bytes"), bytes);
+    assert_eq!(report.u64("operations.write_fsync.bytes"), bytes);
+    assert_eq!(report.u64("operations.read_page_cache.bytes"), bytes);
+    match report.get("operations").get("read_cold") {
+        Some(_) => assert_eq!(report.u64("operations.read_cold.bytes"), bytes),
+        None => assert_eq!(report.get("notes").as_array().map(Vec::len), Some(1)),
+    }
 }
 
 #[test]
