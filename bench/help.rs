@@ -274,9 +274,12 @@ written); then the log's files are read sequentially ('log_read'), and, if
 the page cache can be dropped (writing /proc/sys/vm/drop_caches: root only;
 it is the whole machine's cache), everything again from a cold cache, the
 cache dropped before each: the files ('log_read_cold': the disk's own
-sequential read speed), the subscription ('replay_cold') and FETCH
-('fetch_cold'). When the drop is refused, a note says why and the cold reads
-are not measured; the run still passes. The counts NAME_disk_reads and
+sequential read speed), the subscription ('replay_cold'), FETCH
+('fetch_cold') and the files again ('log_read_cold_again': a virtual
+machine's host may cache its disk, so a second cold read can be faster than
+the first; the notes compare the replays with the faster). When the drop is
+refused, a note says why and the cold reads are not measured; the run still
+passes. The counts NAME_disk_reads and
 NAME_disk_messages are the broker's STATS disk_reads and disk_messages_read
 during each read: they prove where the messages came from (the broker counts
 FETCH's log reads in disk_reads only). A read that took nothing from the log
@@ -304,11 +307,13 @@ a broker's group commit syncs many records at once).
 
 With --read: writes the blocks to a fresh file there and fsyncs it once
 ('write_fsync'), then reads it from start to end in 1 MiB reads twice: while
-it is in the page cache, just written ('read_page_cache'), and after
-dropping the page cache ('read_cold': the disk's own sequential read
-speed). Dropping writes /proc/sys/vm/drop_caches, which needs root and
-empties the whole machine's page cache; when it is refused, a note says why,
-'read_cold' is not measured and the run still passes.
+it is in the page cache, just written ('read_page_cache'), and twice after
+dropping the page cache ('read_cold', 'read_cold_again': the disk's own
+sequential read speed; twice because a virtual machine's host may cache its
+disk, so the second can be faster). Dropping writes
+/proc/sys/vm/drop_caches, which needs root and empties the whole machine's
+page cache; when it is refused, a note says why, the cold reads are not
+measured and the run still passes.
 ";
 
 pub const RECOVERY: &str = "\
