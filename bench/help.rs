@@ -281,9 +281,8 @@ the first; the notes compare the replays with the faster). When the drop is
 refused, a note says why and the cold reads are not measured; the run still
 passes. The counts NAME_disk_reads and
 NAME_disk_messages are the broker's STATS disk_reads and disk_messages_read
-during each read: they prove where the messages came from (the broker counts
-FETCH's log reads in disk_reads only). A read that took nothing from the log
-fails the run.
+during each read: they prove where the messages came from. A read that
+took nothing from the log fails the run.
 ";
 
 pub const DISK: &str = "\

@@ -21,8 +21,9 @@
 //!   (`fetch_cold`) and the files again (`log_read_cold_again`, see
 //!   [`cold`] for why), the cache dropped before each. When the kernel refuses
 //!   the drop, a note says so and the cold reads are not measured. STATS
-//!   `disk_messages_read` before and after each read says how many of its
-//!   messages came from the log; a replay that read none fails the run;
+//!   `disk_reads` and `disk_messages_read` before and after each read say
+//!   how many of its messages came from the log; a read that read none
+//!   fails the run;
 //! - a `--broker`: wherever it keeps them.
 
 use crate::args::Options;
@@ -209,10 +210,8 @@ struct Kind {
     total: Option<&'static str>,
     /// STATS `disk_reads` (range reads of the log) meanwhile.
     disk_reads: &'static str,
-    /// STATS `disk_messages_read` meanwhile: the messages read from the
-    /// log for sessions. The broker does not count FETCH's there, only
-    /// its reads.
-    disk_messages: Option<&'static str>,
+    /// STATS `disk_messages_read` meanwhile: the messages those read.
+    disk_messages: &'static str,
 }
 
 const REPLAY: Kind = Kind {
@@ -220,28 +219,28 @@ const REPLAY: Kind = Kind {
     name: "replay",
     total: Some("replayed"),
     disk_reads: "replay_disk_reads",
-    disk_messages: Some("replay_disk_messages"),
+    disk_messages: "replay_disk_messages",
 };
 const FETCH: Kind = Kind {
     source: Source::Fetch,
     name: "fetch",
     total: Some("fetched"),
     disk_reads: "fetch_disk_reads",
-    disk_messages: None,
+    disk_messages: "fetch_disk_messages",
 };
 const REPLAY_COLD: Kind = Kind {
     source: Source::Subscription,
     name: "replay_cold",
     total: None,
     disk_reads: "replay_cold_disk_reads",
-    disk_messages: Some("replay_cold_disk_messages"),
+    disk_messages: "replay_cold_disk_messages",
 };
 const FETCH_COLD: Kind = Kind {
     source: Source::Fetch,
     name: "fetch_cold",
     total: None,
     disk_reads: "fetch_cold_disk_reads",
-    disk_messages: None,
+    disk_messages: "fetch_cold_disk_messages",
 };
 
 /// What one timed read needs.
@@ -260,7 +259,7 @@ struct Timed {
     bytes: u64,
     elapsed: Duration,
     /// The broker's range reads of its log meanwhile, and the messages
-    /// they read for sessions (see [`Kind`]).
+    /// they read.
     disk_reads: u64,
     disk_messages: u64,
     problem: Option<String>,
@@ -326,14 +325,9 @@ impl Timed {
         }
         if log {
             report.count(self.kind.disk_reads, self.disk_reads);
-            if let Some(name) = self.kind.disk_messages {
-                report.count(name, self.disk_messages);
-            }
-            let from_log = match self.kind.disk_messages {
-                Some(_) => self.disk_messages,
-                None => self.disk_reads,
-            };
-            report.problem_if(u64::from(from_log == 0), |_| {
+            report.count(self.kind.disk_messages, self.disk_messages);
+            // Only this read reads the log meanwhile.
+            report.problem_if(u64::from(self.disk_reads == 0), |_| {
                 format!("{} read nothing from the log", self.kind.name)
             });
         }
