@@ -309,10 +309,10 @@ fn replay_from_disk_reads_the_log_and_says_so() {
             report.u64(&format!("counts.{read}_disk_reads")) > 0,
             "{read}"
         );
-        if read.starts_with("replay") {
-            let from_disk = report.u64(&format!("counts.{read}_disk_messages"));
-            assert!(from_disk > 1000 && from_disk <= 2000, "{read}: {from_disk}");
-        }
+        // Most of them from the log (a FETCH may read some twice: a reply
+        // stops at a frame, the next fetch reads on from there).
+        let from_disk = report.u64(&format!("counts.{read}_disk_messages"));
+        assert!(from_disk > 1000, "{read}: {from_disk}");
     }
     // It is the in-process broker's option.
     let given = bench(&["replay", "--cache-bytes", "1MiB", "--broker", "127.0.0.1:1"]);
