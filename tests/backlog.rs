@@ -206,8 +206,7 @@ fn deleting_the_topic_or_taking_the_session_over_during_reads_frees_them() {
     let dir = temp_dir("backlog-free");
     let broker = start_broker_with(durable(&dir));
     let addr = broker.addr();
-    let mut publisher = Raw::publisher(addr);
-    publisher.ok(Request::CreateTopic { topic: "gone" });
+    let mut publisher = Raw::publisher_with_topic(addr, "gone");
     publisher.ok(Request::CreateTopic { topic: "moved" });
     let (mut sub, _) = Raw::subscriber(addr, &["gone"]);
     let (mut old, moved_id) = Raw::subscriber(addr, &["moved"]);
@@ -257,8 +256,7 @@ fn past_max_disk_publishes_are_held_then_refused_disk_full() {
     config.limits.publish_hold = std::time::Duration::ZERO;
     let broker = start_broker_with(config);
     let addr = broker.addr();
-    let mut publisher = Raw::publisher(addr);
-    publisher.ok(Request::CreateTopic { topic: "full" });
+    let mut publisher = Raw::publisher_with_topic(addr, "full");
     let (_sub, _) = Raw::subscriber(addr, &["full"]);
     let big = vec![7u8; 256 << 10];
     let mut stored = 0;
