@@ -344,22 +344,11 @@ impl Client {
     /// A resend of a stored seq is answered with the original offset
     /// (or DUPLICATE_SEQUENCE once too old to remember), never stored again.
     pub fn send_seq(&mut self, topic: &str, payload: &[u8], seq: u64) -> Result<Published> {
-        let hold = self.publish_hold();
-        let request = Request::PublishSeq {
+        self.publish(&Request::PublishSeq {
             topic,
             payload,
             seq,
-        };
-        match self.conn.call(&request, hold)? {
-            Reply::Published {
-                offset,
-                subscribers,
-            } => Ok(Published {
-                offset,
-                subscribers,
-            }),
-            other => Err(self.conn.unexpected(Op::Publish, &other)),
-        }
+        })
     }
 
     /// Reads `topic` from `offset` without a session: nothing is held back
@@ -392,8 +381,13 @@ impl Client {
     /// `publish_hold_ms`, which the reply's deadline allows for) rather than
     /// refusing it at once.
     pub fn send(&mut self, topic: &str, payload: &[u8]) -> Result<Published> {
+        self.publish(&Request::Publish { topic, payload })
+    }
+
+    /// One PUBLISH, numbered or not, allowing for the broker's hold.
+    fn publish(&mut self, request: &Request<'_>) -> Result<Published> {
         let hold = self.publish_hold();
-        match self.conn.call(&Request::Publish { topic, payload }, hold)? {
+        match self.conn.call(request, hold)? {
             Reply::Published {
                 offset,
                 subscribers,

@@ -98,8 +98,7 @@ fn a_page_stops_where_the_frame_would_be_full() {
 #[test]
 fn topic_info_reports_offsets_backlog_and_subscribers() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "t" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "t");
     publisher.publish("t", b"nobody reads this");
     let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["t"]);
     publisher.publish("t", b"12345");
@@ -129,8 +128,7 @@ fn topic_info_reports_offsets_backlog_and_subscribers() {
 #[test]
 fn end_session_answers_the_parked_pull_releases_the_backlog_and_frees_the_connection() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "t" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "t");
     publisher.ok(Request::CreateTopic { topic: "u" });
     let (mut subscriber, id) = Raw::subscriber(broker.addr(), &["t", "u"]);
     publisher.publish("t", b"held");

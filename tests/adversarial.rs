@@ -115,8 +115,7 @@ enum Refused {
 impl Bystander {
     fn new(broker: &BrokerProcess) -> Bystander {
         let topic = "bystander".to_owned();
-        let mut publisher = Raw::publisher(broker.addr);
-        publisher.ok(Request::CreateTopic { topic: &topic });
+        let publisher = Raw::publisher_with_topic(broker.addr, &topic);
         let (subscriber, _) = Raw::subscriber(broker.addr, &[&topic]);
         Bystander {
             publisher,
@@ -218,8 +217,7 @@ fn readers_keeping_pulls_in_flight_stay_within_the_budget() {
     const SIZE: usize = 1024;
     let mut broker = budgeted_broker(&[]);
     let mut bystander = Bystander::new(&broker);
-    let mut publisher = Raw::publisher(broker.addr);
-    publisher.ok(Request::CreateTopic { topic: "big" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr, "big");
     let mut readers: Vec<Raw> = (0..READERS)
         .map(|_| Raw::subscriber(broker.addr, &["big"]).0)
         .collect();
@@ -507,8 +505,7 @@ fn half_closed_connection_gets_every_reply() {
     // are still in the broker when the client's FIN arrives.
     const PUBLISHES: u64 = 1_000_000;
     let mut broker = broker(&["--max-output-bytes", "64M"]);
-    let mut admin = Raw::publisher(broker.addr);
-    admin.ok(Request::CreateTopic { topic: "half" });
+    let _admin = Raw::publisher_with_topic(broker.addr, "half");
     let mut client = Raw::publisher(broker.addr);
     let mut writer = client.stream.try_clone().expect("clone");
     let (written, done) = std::sync::mpsc::channel();
@@ -588,8 +585,7 @@ fn resume_reply_fits_the_frame_limit() {
 #[test]
 fn batch_over_the_backlog_bound_is_not_retryable() {
     let mut broker = broker(&["--max-backlog-messages", "100"]);
-    let mut publisher = Raw::publisher(broker.addr);
-    publisher.ok(Request::CreateTopic { topic: "bound" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr, "bound");
     let (_subscriber, _) = Raw::subscriber(broker.addr, &["bound"]);
     let payloads: Vec<&[u8]> = vec![b"m"; 101];
     let mut scratch = Vec::new();
@@ -649,8 +645,7 @@ fn memory_follows_a_burst_down_even_within_one_housekeeping_interval() {
     // 64 MiB retained and acknowledged faster than the one-second
     // housekeeping interval: the broker must still return it to the system.
     let broker = BrokerProcess::start(&[]);
-    let mut publisher = Raw::publisher(broker.addr);
-    publisher.ok(Request::CreateTopic { topic: "burst" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr, "burst");
     let (mut subscriber, _) = Raw::subscriber(broker.addr, &["burst"]);
     let payload = vec![5u8; 64 * 1024];
     let batch: Vec<&[u8]> = vec![&payload; 15];

@@ -17,19 +17,20 @@
 //! connection and every message on the new one.
 
 mod common;
+mod storage_support;
 
-use bytes::Bytes;
 use common::{Raw, pull, start_broker_with, temp_dir, wait_until};
-use courier::broker::{Broker, ConnId, Limits, Outbox, Recovered};
-use courier::codec::{self, decode_reply, split_frame};
+use courier::broker::{Broker, ConnId, Limits, Recovered};
+use courier::codec::{self, decode_reply};
 use courier::protocol::{ErrorCode, Op, Pull, Reply, Request, Stats};
-use courier::server::{Config, Storage};
+use courier::server::{Config, RunningServer, Storage};
 use courier::storage::{self, Log, ReadService, Reader, SimFs, SyncMode, WriterKind};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+use storage_support::node::Out;
 
 const CACHE: usize = 256 << 10;
 const PAYLOAD: usize = 200;
@@ -51,6 +52,12 @@ fn durable(dir: &Path) -> Config {
     config.limits.max_backlog_bytes = 1 << 30;
     config.limits.max_backlog_messages = 10_000_000;
     config
+}
+
+/// The end of each TCP test here: the broker stops, then its data goes.
+fn stop_and_remove(broker: RunningServer, dir: PathBuf) {
+    broker.stop().expect("stops");
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The payload of offset `offset`: its number, then a pattern from it.
@@ -162,8 +169,7 @@ fn a_subscriber_far_behind_the_cache_gets_everything_in_order_with_memory_bounde
         let s = stats(addr);
         s.backlog_messages == 0 && s.memory["disk_reads"] == 0
     });
-    broker.stop().expect("stops");
-    let _ = std::fs::remove_dir_all(dir);
+    stop_and_remove(broker, dir);
 }
 
 #[test]
@@ -192,8 +198,7 @@ fn a_restart_with_a_backlog_bigger_than_the_cache_keeps_it_on_disk() {
         timeout_ms: None,
     });
     catch_up(&mut sub, "kept", (batches * BATCH) as u64, 3, || {});
-    broker.stop().expect("stops");
-    let _ = std::fs::remove_dir_all(dir);
+    stop_and_remove(broker, dir);
 }
 
 #[test]
@@ -201,8 +206,7 @@ fn deleting_the_topic_or_taking_the_session_over_during_reads_frees_them() {
     let dir = temp_dir("backlog-free");
     let broker = start_broker_with(durable(&dir));
     let addr = broker.addr();
-    let mut publisher = Raw::publisher(addr);
-    publisher.ok(Request::CreateTopic { topic: "gone" });
+    let mut publisher = Raw::publisher_with_topic(addr, "gone");
     publisher.ok(Request::CreateTopic { topic: "moved" });
     let (mut sub, _) = Raw::subscriber(addr, &["gone"]);
     let (mut old, moved_id) = Raw::subscriber(addr, &["moved"]);
@@ -241,8 +245,7 @@ fn deleting_the_topic_or_taking_the_session_over_during_reads_frees_them() {
         let s = stats(addr);
         s.disk_reads_outstanding == 0 && s.memory["disk_reads"] == 0
     });
-    broker.stop().expect("stops");
-    let _ = std::fs::remove_dir_all(dir);
+    stop_and_remove(broker, dir);
 }
 
 #[test]
@@ -253,8 +256,7 @@ fn past_max_disk_publishes_are_held_then_refused_disk_full() {
     config.limits.publish_hold = std::time::Duration::ZERO;
     let broker = start_broker_with(config);
     let addr = broker.addr();
-    let mut publisher = Raw::publisher(addr);
-    publisher.ok(Request::CreateTopic { topic: "full" });
+    let mut publisher = Raw::publisher_with_topic(addr, "full");
     let (_sub, _) = Raw::subscriber(addr, &["full"]);
     let big = vec![7u8; 256 << 10];
     let mut stored = 0;
@@ -277,20 +279,10 @@ fn past_max_disk_publishes_are_held_then_refused_disk_full() {
         s.disk_bytes
     );
     assert_eq!(s.errors.get("DISK_FULL"), Some(&1));
-    broker.stop().expect("stops");
-    let _ = std::fs::remove_dir_all(dir);
+    stop_and_remove(broker, dir);
 }
 
 // ---- the state machine, step by step ----
-
-struct Out(Vec<Vec<u8>>);
-
-impl Outbox for Out {
-    fn buffer(&mut self, conn: ConnId) -> Option<&mut Vec<u8>> {
-        self.0.get_mut(conn)
-    }
-    fn close(&mut self, _conn: ConnId) {}
-}
 
 const PUBLISHER: ConnId = 0;
 const SUB_A: ConnId = 1;
@@ -381,12 +373,7 @@ impl Node {
     fn replies(&mut self) -> Vec<(ConnId, u64, Result<Reply, ErrorCode>)> {
         let mut replies = Vec::new();
         for conn in [PUBLISHER, SUB_A, SUB_B] {
-            let buf = std::mem::take(&mut self.out.0[conn]);
-            let mut at = 0;
-            while let Some((body, used)) = split_frame(&buf[at..], usize::MAX).expect("frame") {
-                let body = Bytes::copy_from_slice(body);
-                at += used;
-                let id = codec::decode_reply_id(&body).expect("id");
+            for (id, body) in self.out.take_replies(conn) {
                 let op = self.ops.remove(&(conn, id)).expect("a reply to a request");
                 let (_, reply) = decode_reply(op, &body).expect("reply");
                 replies.push((conn, id, reply.map_err(|e| e.code)));
@@ -658,8 +645,7 @@ fn a_retained_topic_behind_the_cache_is_fetched_and_replayed_from_the_log() {
     catch_up(&mut sub, "history", total, 4, || {});
     // Acknowledging deletes nothing a retention policy keeps.
     assert_eq!(stats(addr).backlog_messages, total);
-    broker.stop().expect("stops");
-    let _ = std::fs::remove_dir_all(dir);
+    stop_and_remove(broker, dir);
 }
 
 #[test]
@@ -696,6 +682,5 @@ fn retention_by_size_drops_the_oldest_on_disk_and_keeps_the_newest() {
     );
     assert_eq!(offsets.last(), Some(&(total - 1)), "the newest are kept");
     assert!(offsets[0] > 0, "the oldest were dropped");
-    broker.stop().expect("stops");
-    let _ = std::fs::remove_dir_all(dir);
+    stop_and_remove(broker, dir);
 }

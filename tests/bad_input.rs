@@ -21,8 +21,7 @@ struct Bystander {
 
 impl Bystander {
     fn new(addr: std::net::SocketAddr) -> Bystander {
-        let mut publisher = Raw::publisher(addr);
-        publisher.ok(Request::CreateTopic { topic: "bystander" });
+        let publisher = Raw::publisher_with_topic(addr, "bystander");
         let (subscriber, _) = Raw::subscriber(addr, &["bystander"]);
         Bystander {
             publisher,
@@ -210,8 +209,7 @@ fn a_busy_client_streaming_frames_is_not_mistaken_for_slowloris() {
         frame_timeout: Duration::from_millis(300),
         ..Config::default()
     });
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "busy" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "busy");
     let mut frame = Vec::new();
     courier::codec::encode_request(
         &mut frame,
@@ -250,8 +248,7 @@ fn a_client_that_never_reads_its_replies_is_disconnected_and_its_session_kept() 
     config.output_timeout = Duration::from_secs(1);
     let broker = start_broker_with(config);
     let mut bystander = Bystander::new(broker.addr());
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "big" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "big");
     let (mut greedy, id) = Raw::subscriber(broker.addr(), &["big"]);
     let payload = vec![1u8; 100_000];
     for _ in 0..30 {
@@ -367,8 +364,7 @@ fn names_must_be_utf8_str_and_a_misshapen_hello_after_the_handshake_is_malformed
 #[test]
 fn a_str_payload_is_stored_as_its_bytes_but_a_name_must_be_a_utf8_str() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "raw" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "raw");
     let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["raw"]);
 
     // PUBLISH, id 20, of the str "\xff\xfe\x00" (not UTF-8), as old

@@ -47,8 +47,7 @@ fn topics_messages_sessions_and_cursors_survive_a_kill() {
         "{:?}",
         broker.before
     );
-    let mut publisher = Raw::publisher(broker.addr);
-    publisher.ok(Request::CreateTopic { topic: "a" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr, "a");
     publisher.ok(Request::CreateTopic { topic: "gone" });
     let (mut subscriber, id) = Raw::subscriber(broker.addr, &["a"]);
     for i in 0..10u8 {
@@ -115,8 +114,7 @@ fn a_second_broker_on_the_same_dir_fails_at_once() {
 fn damage_before_the_tail_stops_the_start_unless_truncating() {
     let dir = temp_dir("corrupt");
     let broker = start(&dir, &[]);
-    let mut publisher = Raw::publisher(broker.addr);
-    publisher.ok(Request::CreateTopic { topic: "t" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr, "t");
     let _subscriber = Raw::subscriber(broker.addr, &["t"]);
     for i in 0..20u8 {
         publisher.publish("t", &[i; 100]);
@@ -183,8 +181,7 @@ fn segment_files(dir: &Path) -> (usize, u64) {
 fn acknowledged_segments_are_deleted_and_a_restart_starts_at_a_checkpoint() {
     let dir = temp_dir("release");
     let broker = start(&dir, &["--segment-bytes", "64k"]);
-    let mut publisher = Raw::publisher(broker.addr);
-    publisher.ok(Request::CreateTopic { topic: "a" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr, "a");
     publisher.ok(Request::CreateTopic { topic: "idle" });
     let (mut subscriber, id) = Raw::subscriber(broker.addr, &["a"]);
     let payload = vec![7u8; 4096];
@@ -286,8 +283,7 @@ fn a_full_disk_refuses_publishes_and_publishing_resumes_once_space_is_freed() {
     };
     let dir = fs.0.join("data");
     let broker = start(&dir, &["--segment-bytes", "64k"]);
-    let mut publisher = Raw::publisher(broker.addr);
-    publisher.ok(Request::CreateTopic { topic: "a" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr, "a");
     let (mut subscriber, _) = Raw::subscriber(broker.addr, &["a"]);
     for i in 0..4u8 {
         assert_eq!(publisher.publish("a", &[i; 100]), u64::from(i));
@@ -352,8 +348,7 @@ fn a_session_keeps_its_asked_timeout_across_a_restart() {
     let dir = temp_dir("session-timeout");
     let quick = ["--session-timeout", "0"];
     let broker = start(&dir, &quick);
-    let mut publisher = Raw::publisher(broker.addr);
-    publisher.ok(Request::CreateTopic { topic: "a" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr, "a");
     let mut subscriber = Raw::hello(broker.addr);
     let reply = subscriber.ok(Request::RegisterSubscriber {
         resume: None,

@@ -122,8 +122,7 @@ fn a_reader_that_stops_is_disconnected_after_the_output_timeout() {
 #[test]
 fn a_pull_whose_deadline_meets_a_publish_gets_the_message() {
     let broker = start_broker();
-    let mut admin = Raw::publisher(broker.addr());
-    admin.ok(Request::CreateTopic { topic: "soon" });
+    let mut admin = Raw::publisher_with_topic(broker.addr(), "soon");
     admin.ok(Request::CreateTopic { topic: "other" });
     // One connection both subscribes and publishes, so that the pull, the
     // work that lets its 1 ms deadline pass, and the publish that answers it

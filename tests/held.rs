@@ -97,8 +97,7 @@ fn full_topic(bound: usize, hold: Duration) -> (courier::server::RunningServer, 
         l.max_backlog_messages = bound;
         l.publish_hold = hold;
     }));
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "t" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "t");
     let (subscriber, _) = Raw::subscriber(broker.addr(), &["t"]);
     for i in 0..bound {
         publisher.publish("t", &[i as u8]);
@@ -141,8 +140,7 @@ fn a_publish_held_past_the_hold_gets_topic_full_and_so_do_those_behind_it() {
 #[test]
 fn a_connection_that_publishes_to_and_pulls_from_a_full_topic_makes_progress() {
     let broker = start_broker_with(limits(|l| l.max_backlog_messages = 4));
-    let mut both = Raw::publisher(broker.addr());
-    both.ok(Request::CreateTopic { topic: "t" });
+    let mut both = Raw::publisher_with_topic(broker.addr(), "t");
     both.ok(Request::RegisterSubscriber {
         resume: None,
         timeout_ms: None,
@@ -261,8 +259,7 @@ fn past_its_held_bytes_bound_a_connection_is_not_read_until_there_is_room() {
         l.max_backlog_bytes = FRAME;
         l.max_backlog_messages = 1;
     }));
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "t" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "t");
     let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["t"]);
     let bound = broker_held_bound(FRAME);
     let payload = vec![1u8; 2048];
@@ -321,8 +318,7 @@ fn broker_held_bound(frame: usize) -> usize {
 #[test]
 fn at_the_memory_budget_a_publish_is_held_until_acks_free_memory() {
     let broker = start_broker_with(limits(|l| l.max_memory = 16 << 20));
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "m" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "m");
     let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["m"]);
     let payload = [3u8; 1000];
     let batch: Vec<&[u8]> = vec![&payload; 100];

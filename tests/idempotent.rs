@@ -20,6 +20,14 @@ const DAY: Retention = Retention::Keep {
     retain_bytes: 0,
 };
 
+/// Creates `topic` kept for a day, as every topic of these tests is.
+fn create_for_a_day(raw: &mut Raw, topic: &str) {
+    raw.ok(Request::CreateTopicWith {
+        topic,
+        retention: DAY,
+    });
+}
+
 fn producer(addr: SocketAddr, producer_id: &str) -> Raw {
     let mut raw = Raw::hello(addr);
     raw.ok(Request::RegisterProducer { producer_id });
@@ -84,10 +92,7 @@ fn everything(addr: SocketAddr, topic: &str) -> Vec<Vec<u8>> {
 fn a_resend_gets_the_original_reply_and_is_stored_once() {
     let broker = start_broker();
     let mut p = producer(broker.addr(), "feed");
-    p.ok(Request::CreateTopicWith {
-        topic: "t",
-        retention: DAY,
-    });
+    create_for_a_day(&mut p, "t");
     assert_eq!(publish_seq(&mut p, "t", b"a", 1), published(0));
     assert_eq!(publish_seq(&mut p, "t", b"b", 2), published(1));
     // Resent, from another connection too (as after a reconnect).
@@ -104,10 +109,7 @@ fn a_resend_gets_the_original_reply_and_is_stored_once() {
     // own sequences.
     let mut other = producer(broker.addr(), "other");
     assert_eq!(publish_seq(&mut other, "t", b"x", 1), published(3));
-    p.ok(Request::CreateTopicWith {
-        topic: "u",
-        retention: DAY,
-    });
+    create_for_a_day(&mut p, "u");
     assert_eq!(publish_seq(&mut p, "u", b"u", 1), published(0));
     assert_eq!(
         everything(broker.addr(), "t"),
@@ -125,10 +127,7 @@ fn a_resend_gets_the_original_reply_and_is_stored_once() {
 fn batches_are_recognised_whole_regrouped_or_by_their_new_tail() {
     let broker = start_broker();
     let mut p = producer(broker.addr(), "b");
-    p.ok(Request::CreateTopicWith {
-        topic: "t",
-        retention: DAY,
-    });
+    create_for_a_day(&mut p, "t");
     let first = batch_seq(&mut p, "t", &[b"1", b"2", b"3"], 1);
     assert_eq!(
         first,
@@ -167,10 +166,7 @@ fn batches_are_recognised_whole_regrouped_or_by_their_new_tail() {
 fn a_seq_too_old_to_remember_is_a_duplicate_sequence() {
     let broker = start_broker();
     let mut p = producer(broker.addr(), "old");
-    p.ok(Request::CreateTopicWith {
-        topic: "t",
-        retention: DAY,
-    });
+    create_for_a_day(&mut p, "t");
     for seq in 1..=100 {
         publish_seq(&mut p, "t", b"m", seq).expect("stored");
     }
@@ -237,10 +233,7 @@ fn seqs_survive_a_restart() {
     let start = || BrokerProcess::start(&["--data-dir", &path, "--log-level", "off"]);
     let mut broker = start();
     let mut p = producer(broker.addr, "durable");
-    p.ok(Request::CreateTopicWith {
-        topic: "t",
-        retention: DAY,
-    });
+    create_for_a_day(&mut p, "t");
     for seq in 1..=5 {
         publish_seq(&mut p, "t", format!("m{seq}").as_bytes(), seq).expect("stored");
     }
@@ -287,10 +280,7 @@ fn a_publisher_killed_mid_pipeline_and_run_again_stores_every_line_once() {
     const LINES: u32 = 60_000;
     let broker = start_broker();
     let mut admin = Raw::publisher(broker.addr());
-    admin.ok(Request::CreateTopicWith {
-        topic: "feed",
-        retention: DAY,
-    });
+    create_for_a_day(&mut admin, "feed");
     let input = lines(LINES);
     let args = ["--publish", "feed", "--producer-id", "feed-1"];
     let mut first = publisher_command(broker.addr(), &args)
@@ -376,10 +366,7 @@ fn a_publisher_cut_off_reconnects_and_resends_without_duplicates() {
     const LINES: u32 = 40_000;
     let broker = start_broker();
     let mut admin = Raw::publisher(broker.addr());
-    admin.ok(Request::CreateTopicWith {
-        topic: "cut",
-        retention: DAY,
-    });
+    create_for_a_day(&mut admin, "cut");
     let cut = Arc::new(AtomicBool::new(false));
     let cuts = Arc::new(AtomicU64::new(0));
     let proxy = cutting_proxy(broker.addr(), cut.clone(), cuts.clone());

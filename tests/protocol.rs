@@ -133,8 +133,7 @@ fn topics_are_created_published_to_and_deleted() {
 #[test]
 fn binary_payloads_round_trip_exactly_including_empty_and_large() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "bin" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "bin");
     let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["bin"]);
     let all_bytes: Vec<u8> = (0..=255u8).collect();
     let large = vec![0xA5u8; (1 << 20) - 512];
@@ -160,8 +159,7 @@ fn binary_payloads_round_trip_exactly_including_empty_and_large() {
 #[test]
 fn pipelined_requests_are_answered_in_order() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "p" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "p");
     let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["p"]);
     let mut bytes = Vec::new();
     for i in 0..5000u64 {
@@ -199,8 +197,7 @@ fn pipelined_requests_are_answered_in_order() {
 #[test]
 fn a_waiting_pull_is_woken_by_a_publish_and_later_requests_are_not_held_up() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "w" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "w");
     let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["w"]);
     let pull_id = subscriber.send(pull(None, 10, 30_000, false));
     // A request sent after the parked pull is answered first.
@@ -226,8 +223,7 @@ fn a_waiting_pull_is_woken_by_a_publish_and_later_requests_are_not_held_up() {
 #[test]
 fn a_waiting_pull_times_out_with_an_empty_reply() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "quiet" });
+    let _publisher = Raw::publisher_with_topic(broker.addr(), "quiet");
     let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["quiet"]);
     let start = Instant::now();
     let got = messages(subscriber.call(pull(None, 10, 200, false)));
@@ -240,8 +236,7 @@ fn a_waiting_pull_times_out_with_an_empty_reply() {
 #[test]
 fn every_subscriber_gets_every_message_in_order() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "fan" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "fan");
     let mut subscribers: Vec<Raw> = (0..4)
         .map(|_| Raw::subscriber(broker.addr(), &["fan"]).0)
         .collect();
@@ -348,8 +343,7 @@ fn courier_pull(topic: Option<&str>, max_messages: u32, max_bytes: u32) -> Reque
 #[test]
 fn subscriber_errors_are_typed() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "e" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "e");
     let mut raw = Raw::hello(broker.addr());
     assert_eq!(
         raw.error(Request::Subscribe { topic: "e" }),
@@ -431,8 +425,7 @@ fn without_a_hold_a_full_topic_refuses_publishes_until_subscribers_acknowledge()
         l.max_backlog_messages = 10;
         l.publish_hold = Duration::ZERO;
     }));
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "f" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "f");
     let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["f"]);
     for i in 0..10u8 {
         publisher.publish("f", &[i]);
@@ -471,8 +464,7 @@ fn without_a_hold_a_full_topic_refuses_publishes_until_subscribers_acknowledge()
         l.max_backlog_bytes = 8192;
         l.publish_hold = Duration::ZERO;
     }));
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "g" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "g");
     let (_subscriber, _) = Raw::subscriber(broker.addr(), &["g"]);
     publisher.publish("g", &[0; 3000]);
     publisher.publish("g", &[0; 3000]);
@@ -488,8 +480,7 @@ fn without_a_hold_a_full_topic_refuses_publishes_until_subscribers_acknowledge()
 #[test]
 fn deleting_a_topic_answers_waiting_pulls_with_topic_deleted() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "d" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "d");
     publisher.ok(Request::CreateTopic { topic: "keep" });
     let (mut one, _) = Raw::subscriber(broker.addr(), &["d"]);
     let (mut all, _) = Raw::subscriber(broker.addr(), &["d", "keep"]);
@@ -518,8 +509,7 @@ fn deleting_a_topic_answers_waiting_pulls_with_topic_deleted() {
 #[test]
 fn a_resumed_subscriber_gets_again_what_it_did_not_acknowledge() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "r" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "r");
     let (mut first, id) = Raw::subscriber(broker.addr(), &["r"]);
     for i in 0..10u8 {
         publisher.publish("r", &[i]);
@@ -555,8 +545,7 @@ fn a_resumed_subscriber_gets_again_what_it_did_not_acknowledge() {
 #[test]
 fn resuming_a_live_session_takes_it_over() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "o" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "o");
     let (mut first, id) = Raw::subscriber(broker.addr(), &["o"]);
     let parked = first.send(pull(None, 1, 30_000, false));
     wait_until("pull parked", || publisher.stats().waiting_pulls == 1);
@@ -581,8 +570,7 @@ fn an_abandoned_session_expires_and_releases_its_backlog() {
     let broker = start_broker_with(limits(|l| {
         l.session_timeout = Duration::from_millis(200);
     }));
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "x" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "x");
     let (subscriber, id) = Raw::subscriber(broker.addr(), &["x"]);
     publisher.publish("x", b"kept until expiry");
     assert_eq!(publisher.stats().backlog_messages, 1);
@@ -605,8 +593,7 @@ fn topic_and_subscriber_counts_are_bounded() {
         l.max_topics = 2;
         l.max_subscribers_per_topic = 1;
     }));
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "one" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "one");
     publisher.ok(Request::CreateTopic { topic: "two" });
     assert_eq!(
         publisher.error(Request::CreateTopic { topic: "three" }),
@@ -627,8 +614,7 @@ fn topic_and_subscriber_counts_are_bounded() {
 #[test]
 fn stats_count_what_happened() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "s" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "s");
     let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["s"]);
     publisher.publish_batch("s", &[b"abc", b"de"]);
     messages(subscriber.call(pull(None, 10, 0, false)));
@@ -651,8 +637,7 @@ fn stats_count_what_happened() {
 #[test]
 fn shutdown_answers_waiting_pulls_and_tells_every_client() {
     let broker = start_broker_with(Config::default());
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "z" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "z");
     let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["z"]);
     let parked = subscriber.send(pull(None, 1, 30_000, false));
     wait_until("pull parked", || publisher.stats().waiting_pulls == 1);
@@ -668,8 +653,7 @@ fn shutdown_answers_waiting_pulls_and_tells_every_client() {
 #[test]
 fn registering_again_answers_the_connections_waiting_pull() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "again" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "again");
     let (mut subscriber, id) = Raw::subscriber(broker.addr(), &["again"]);
     for resume in [None, Some(id)] {
         let parked = subscriber.send(pull(None, 10, 30_000, false));
@@ -710,8 +694,7 @@ fn one_connection_may_be_publisher_and_subscriber() {
 #[test]
 fn a_batch_fills_the_frame_exactly_as_the_size_table_says() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "news" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "news");
     let payload = [7u8; 1000];
     // 1,045 payloads of 1,000 bytes, id 9, topic "news": a body of 1,048,146.
     let fits = vec![&payload[..]; 1045];
@@ -782,8 +765,7 @@ fn integers_and_headers_of_any_width_are_accepted() {
 #[test]
 fn a_failed_resume_keeps_the_session_already_held() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "kept" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "kept");
     let (mut subscriber, id) = Raw::subscriber(broker.addr(), &["kept"]);
     // The waiting pull is answered first, even though the resume fails.
     let parked = subscriber.send(pull(None, 10, 30_000, false));
@@ -835,8 +817,7 @@ fn one_pulls_budget_is_shared_by_all_its_topics() {
 #[test]
 fn after_topic_deleted_an_all_topics_pull_just_pulls_again() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "gone" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "gone");
     publisher.ok(Request::CreateTopic { topic: "stays" });
     let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["gone", "stays"]);
     let parked = subscriber.send(pull(None, 10, 30_000, false));
@@ -858,8 +839,7 @@ fn at_the_memory_budget_publishes_get_broker_full_and_pulls_still_drain() {
         l.max_memory = 4 << 20;
         l.publish_hold = Duration::ZERO;
     }));
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "m" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "m");
     let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["m"]);
     let payload = [3u8; 1000];
     let batch: Vec<&[u8]> = vec![&payload; 100];
@@ -942,8 +922,7 @@ fn sessions_and_subscriptions_have_their_limits() {
 #[test]
 fn a_batch_over_the_topic_bounds_is_batch_too_large() {
     let broker = start_broker_with(limits(|l| l.max_backlog_messages = 5));
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "b" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "b");
     let (_subscriber, _) = Raw::subscriber(broker.addr(), &["b"]);
     let batch: Vec<&[u8]> = vec![b"x"; 6];
     let mut scratch = Vec::new();

@@ -211,31 +211,75 @@ fn document() -> String {
     )
 }
 
+/// Fails unless PROTOCOL.md (as [`document`] gives it) shows `frame`.
+fn assert_shown(doc: &str, frame: &str) {
+    assert!(
+        doc.contains(&format!(" {} ", hex(&bytes(frame)))),
+        "PROTOCOL.md does not show {frame}"
+    );
+}
+
+/// The next reply frame, length prefix included, as the document shows it.
+fn recv_whole(raw: &mut Raw) -> Vec<u8> {
+    let body = raw.recv_frame().expect("a reply");
+    let mut got = (body.len() as u32).to_be_bytes().to_vec();
+    got.extend_from_slice(&body);
+    got
+}
+
+/// The example's two connections, publisher and subscriber.
+struct Pair {
+    p: Raw,
+    s: Raw,
+}
+
+impl Pair {
+    fn connect(addr: std::net::SocketAddr) -> Pair {
+        Pair {
+            p: Raw::connect(addr),
+            s: Raw::connect(addr),
+        }
+    }
+
+    fn on(&mut self, conn: Conn) -> &mut Raw {
+        match conn {
+            Conn::P => &mut self.p,
+            Conn::S => &mut self.s,
+        }
+    }
+}
+
+/// Sends `request` and receives its reply, compared with `reply` if
+/// given: byte for byte, except FETCH_REPLY's append time. Both must be
+/// in the document.
+fn exchange(doc: &str, raw: &mut Raw, request: &str, reply: Option<&str>) {
+    for shown in std::iter::once(request).chain(reply) {
+        assert_shown(doc, shown);
+    }
+    raw.send_bytes(&bytes(request));
+    let got = recv_whole(raw);
+    let Some(reply) = reply else { return };
+    let mut expected = bytes(reply);
+    if reply == FETCH_REPLY {
+        let time = got.get(FETCH_TIME).expect("a fetched message");
+        expected[FETCH_TIME].copy_from_slice(time);
+    }
+    assert_eq!(hex(&got), hex(&expected), "reply to {request}");
+}
+
+/// [`exchange`] for every step, each on its connection.
+fn play(doc: &str, pair: &mut Pair, steps: &[Step]) {
+    for &(conn, request, reply) in steps {
+        exchange(doc, pair.on(conn), request, reply);
+    }
+}
+
 #[test]
 fn the_example_session_is_what_the_broker_sends() {
     let broker = start_broker();
-    let mut p = Raw::connect(broker.addr());
-    let mut s = Raw::connect(broker.addr());
+    let mut pair = Pair::connect(broker.addr());
     let doc = document();
-    for &(conn, request, reply) in SESSION {
-        for shown in std::iter::once(request).chain(reply) {
-            assert!(
-                doc.contains(&format!(" {} ", hex(&bytes(shown)))),
-                "PROTOCOL.md does not show {shown}"
-            );
-        }
-        let raw = match conn {
-            Conn::P => &mut p,
-            Conn::S => &mut s,
-        };
-        raw.send_bytes(&bytes(request));
-        let body = raw.recv_frame().expect("a reply");
-        let mut got = (body.len() as u32).to_be_bytes().to_vec();
-        got.extend_from_slice(&body);
-        if let Some(reply) = reply {
-            assert_eq!(hex(&got), hex(&bytes(reply)), "reply to {request}");
-        }
-    }
+    play(&doc, &mut pair, SESSION);
     let mut stats = courier::client::Client::connect(broker.addr()).expect("connect");
     for act in PIPELINED {
         let (conn, send, expect) = match *act {
@@ -250,22 +294,14 @@ fn the_example_session_is_what_the_broker_sends() {
             }
         };
         for shown in send.into_iter().chain(expect.filter(|e| !e.is_empty())) {
-            assert!(
-                doc.contains(&format!(" {} ", hex(&bytes(shown)))),
-                "PROTOCOL.md does not show {shown}"
-            );
+            assert_shown(&doc, shown);
         }
-        let raw = match conn {
-            Conn::P => &mut p,
-            Conn::S => &mut s,
-        };
+        let raw = pair.on(conn);
         if let Some(request) = send {
             raw.send_bytes(&bytes(request));
         }
         let Some(reply) = expect else { continue };
-        let body = raw.recv_frame().expect("a reply");
-        let mut got = (body.len() as u32).to_be_bytes().to_vec();
-        got.extend_from_slice(&body);
+        let got = recv_whole(raw);
         if !reply.is_empty() {
             assert_eq!(hex(&got), hex(&bytes(reply)), "reply on {send:?}");
         }
@@ -277,54 +313,38 @@ fn the_example_session_is_what_the_broker_sends() {
 #[test]
 fn a_held_publish_is_answered_when_an_ack_makes_room() {
     let broker = start_broker_with(limits(|l| l.max_backlog_messages = 1));
-    let mut p = Raw::connect(broker.addr());
-    let mut s = Raw::connect(broker.addr());
+    let mut pair = Pair::connect(broker.addr());
     let doc = document();
-    let exchange = |raw: &mut Raw, request: &str, reply: Option<&str>| {
-        for shown in std::iter::once(request).chain(reply) {
-            assert!(
-                doc.contains(&format!(" {} ", hex(&bytes(shown)))),
-                "PROTOCOL.md does not show {shown}"
-            );
-        }
-        raw.send_bytes(&bytes(request));
-        if let Some(reply) = reply {
-            let body = raw.recv_frame().expect("a reply");
-            let mut got = (body.len() as u32).to_be_bytes().to_vec();
-            got.extend_from_slice(&body);
-            assert_eq!(hex(&got), hex(&bytes(reply)), "reply to {request}");
-        }
-    };
     // 8.1 to 8.5 as in the first session, up to the first PUBLISH; the
     // HELLO reply announces the lower backlog bound, so it is only received.
-    for (i, &(conn, request, reply)) in SESSION[..7].iter().enumerate() {
-        let reply = if i < 2 { None } else { reply };
-        let raw = match conn {
-            Conn::P => &mut p,
-            Conn::S => &mut s,
-        };
-        exchange(raw, request, reply);
-        if reply.is_none() {
-            raw.recv_frame().expect("a reply");
-        }
-    }
+    let hellos: Vec<Step> = SESSION[..2]
+        .iter()
+        .map(|&(conn, request, _)| (conn, request, None))
+        .collect();
+    play(&doc, &mut pair, &hellos);
+    play(&doc, &mut pair, &SESSION[2..7]);
     let world = "00 00 00 0f 94 05 05 a4 6e 65 77 73 c4 05 57 6f 72 6c 64";
-    exchange(&mut p, world, None);
+    assert_shown(&doc, world);
+    pair.p.send_bytes(&bytes(world));
     let mut watcher = Raw::publisher(broker.addr());
     wait_until("the publish to be held", || watcher.stats().held_now == 1);
-    exchange(
-        &mut s,
-        "00 00 00 12 97 0a 04 a4 6e 65 77 73 64 ce 00 01 00 00 cd 13 88 c2",
-        Some("00 00 00 13 93 04 00 91 93 a4 6e 65 77 73 00 91 c4 05 48 65 6c 6c 6f"),
+    play(
+        &doc,
+        &mut pair,
+        &[
+            (
+                Conn::S,
+                "00 00 00 12 97 0a 04 a4 6e 65 77 73 64 ce 00 01 00 00 cd 13 88 c2",
+                Some("00 00 00 13 93 04 00 91 93 a4 6e 65 77 73 00 91 c4 05 48 65 6c 6c 6f"),
+            ),
+            (
+                Conn::S,
+                "00 00 00 09 94 0b 05 a4 6e 65 77 73 01",
+                Some("00 00 00 04 93 05 00 c0"),
+            ),
+        ],
     );
-    exchange(
-        &mut s,
-        "00 00 00 09 94 0b 05 a4 6e 65 77 73 01",
-        Some("00 00 00 04 93 05 00 c0"),
-    );
-    let body = p.recv_frame().expect("the held publish's reply");
-    let mut got = (body.len() as u32).to_be_bytes().to_vec();
-    got.extend_from_slice(&body);
+    let got = recv_whole(&mut pair.p);
     assert_eq!(hex(&got), "00 00 00 06 93 05 00 92 01 01");
     assert!(doc.contains(" 00 00 00 06 93 05 00 92 01 01 "));
     assert_eq!(watcher.stats().publishes_held, 1);
@@ -340,33 +360,23 @@ fn the_credentials_example_is_what_the_broker_sends() {
         ..courier::server::Config::default()
     });
     let doc = document();
-    let exchange = |raw: &mut Raw, request: &str, reply: &str| {
-        for shown in [request, reply] {
-            assert!(
-                doc.contains(&format!(" {} ", hex(&bytes(shown)))),
-                "PROTOCOL.md does not show {shown}"
-            );
-        }
-        raw.send_bytes(&bytes(request));
-        let body = raw.recv_frame().expect("a reply");
-        let mut got = (body.len() as u32).to_be_bytes().to_vec();
-        got.extend_from_slice(&body);
-        assert_eq!(hex(&got), hex(&bytes(reply)), "reply to {request}");
+    let call = |raw: &mut Raw, request: &str, reply: &str| {
+        exchange(&doc, raw, request, Some(reply));
     };
     let mut p = Raw::connect(broker.addr());
-    exchange(
+    call(
         &mut p,
         "00 00 00 22 95 01 01 02 a4 64 65 6d 6f 82 a4 75 73 65 72 a5 61 6c 69 63 65 a5 74 6f 6b 65 6e a6 73 33 63 72 65 74",
         HELLO_REPLY,
     );
-    exchange(&mut p, "00 00 00 03 92 02 02", "00 00 00 04 93 02 00 01");
-    exchange(
+    call(&mut p, "00 00 00 03 92 02 02", "00 00 00 04 93 02 00 01");
+    call(
         &mut p,
         "00 00 00 0e 94 05 03 a6 73 70 6f 72 74 73 c4 02 48 69",
         "00 00 00 2f 93 03 1f d9 2a 75 73 65 72 20 61 6c 69 63 65 20 6d 61 79 20 6e 6f 74 20 50 55 42 4c 49 53 48 20 6f 6e 20 74 6f 70 69 63 20 73 70 6f 72 74 73",
     );
     let mut q = Raw::connect(broker.addr());
-    exchange(
+    call(
         &mut q,
         "00 00 00 21 95 01 01 02 a4 64 65 6d 6f 82 a4 75 73 65 72 a5 61 6c 69 63 65 a5 74 6f 6b 65 6e a5 67 75 65 73 73",
         "00 00 00 4a 93 01 1e d9 45 61 75 74 68 65 6e 74 69 63 61 74 69 6f 6e 20 66 61 69 6c 65 64 3a 20 75 6e 6b 6e 6f 77 6e 20 75 73 65 72 20 6f 72 20 77 72 6f 6e 67 20 74 6f 6b 65 6e 2c 20 6f 72 20 6e 6f 20 63 72 65 64 65 6e 74 69 61 6c 73",
@@ -472,30 +482,6 @@ const FETCH_TIME: std::ops::Range<usize> = 21..29;
 #[test]
 fn the_replay_examples_are_what_the_broker_sends() {
     let broker = start_broker();
-    let mut p = Raw::connect(broker.addr());
-    let mut s = Raw::connect(broker.addr());
-    let doc = document();
-    for &(conn, request, reply) in REPLAY {
-        for shown in std::iter::once(request).chain(reply) {
-            assert!(
-                doc.contains(&format!(" {} ", hex(&bytes(shown)))),
-                "PROTOCOL.md does not show {shown}"
-            );
-        }
-        let raw = match conn {
-            Conn::P => &mut p,
-            Conn::S => &mut s,
-        };
-        raw.send_bytes(&bytes(request));
-        let body = raw.recv_frame().expect("a reply");
-        let mut got = (body.len() as u32).to_be_bytes().to_vec();
-        got.extend_from_slice(&body);
-        let Some(reply) = reply else { continue };
-        let mut expected = bytes(reply);
-        if reply == FETCH_REPLY {
-            let time = got.get(FETCH_TIME).expect("a fetched message");
-            expected[FETCH_TIME].copy_from_slice(time);
-        }
-        assert_eq!(hex(&got), hex(&expected), "reply to {request}");
-    }
+    let mut pair = Pair::connect(broker.addr());
+    play(&document(), &mut pair, REPLAY);
 }

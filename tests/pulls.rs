@@ -19,8 +19,7 @@ fn waiting_pulls(publisher: &mut Raw, n: u64) {
 #[test]
 fn two_pipelined_pulls_are_both_answered_in_order() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "t" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "t");
     let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["t"]);
     let first = subscriber.send(pull(None, 100, 30_000, false));
     let second = subscriber.send(pull(None, 100, 30_000, false));
@@ -45,8 +44,7 @@ fn two_pipelined_pulls_are_both_answered_in_order() {
 #[test]
 fn past_max_waiting_pulls_the_oldest_is_answered_empty() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "t" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "t");
     let mut subscriber = Raw::hello(broker.addr());
     let max = broker_max_waiting_pulls(broker.addr());
     assert_eq!(max, 4);
@@ -78,8 +76,7 @@ fn broker_max_waiting_pulls(addr: std::net::SocketAddr) -> u64 {
 #[test]
 fn a_burst_larger_than_one_pull_is_split_over_the_parked_pulls_in_order() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "t" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "t");
     let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["t"]);
     let ids: Vec<u64> = (0..3)
         .map(|_| subscriber.send(pull(None, 10, 30_000, false)))
@@ -107,8 +104,7 @@ fn a_burst_larger_than_one_pull_is_split_over_the_parked_pulls_in_order() {
 /// A client subscribed to topic "t" on `broker`, which holds messages
 /// `[0]`, `[1]`, … `[n - 1]` for it; and its session.
 fn subscribed_with_messages(broker: &courier::server::RunningServer, n: u8) -> (Client, u64) {
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "t" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "t");
     let mut subscriber = Client::connect(broker.addr()).expect("connect");
     let session = subscriber.register_subscriber().expect("register");
     subscriber.subscribe("t").expect("subscribe");

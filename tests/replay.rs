@@ -27,6 +27,17 @@ fn create(publisher: &mut Raw, topic: &str, retention: Retention) {
     publisher.ok(Request::CreateTopicWith { topic, retention });
 }
 
+/// A publisher that has created `topic`, kept a day, and published
+/// `payloads` to it, one PUBLISH each.
+fn history(addr: SocketAddr, topic: &str, payloads: impl IntoIterator<Item = Vec<u8>>) -> Raw {
+    let mut publisher = Raw::publisher(addr);
+    create(&mut publisher, topic, keep(DAY_MS, 0));
+    for payload in payloads {
+        publisher.publish(topic, &payload);
+    }
+    publisher
+}
+
 fn fetch(raw: &mut Raw, topic: &str, offset: u64, max_messages: u32, max_bytes: u32) -> Fetched {
     match raw.ok(Request::Fetch {
         topic,
@@ -88,11 +99,11 @@ fn start_durable(dir: &std::path::Path) -> BrokerProcess {
 fn a_retained_topic_keeps_history_without_subscribers_across_a_restart() {
     let dir = temp_dir("replay-restart");
     let mut broker = start_durable(&dir);
-    let mut publisher = Raw::publisher(broker.addr);
-    create(&mut publisher, "history", keep(DAY_MS, 0));
-    for i in 0..20 {
-        publisher.publish("history", format!("m{i}").as_bytes());
-    }
+    let mut publisher = history(
+        broker.addr,
+        "history",
+        (0..20).map(|i| format!("m{i}").into_bytes()),
+    );
     let batch: Vec<Vec<u8>> = (20..50).map(|i| format!("m{i}").into_bytes()).collect();
     let slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
     publisher.publish_batch("history", &slices);
@@ -247,8 +258,7 @@ fn retention_by_age_drops_the_oldest_and_keeps_the_policy() {
 #[test]
 fn until_acked_topics_still_forget_once_acknowledged() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    publisher.ok(Request::CreateTopic { topic: "q" });
+    let mut publisher = Raw::publisher_with_topic(broker.addr(), "q");
     publisher.publish("q", b"nobody");
     let (mut subscriber, _) = Raw::subscriber(broker.addr(), &["q"]);
     publisher.publish("q", b"one");
@@ -274,11 +284,7 @@ fn until_acked_topics_still_forget_once_acknowledged() {
 #[test]
 fn seek_moves_a_cursor_back_and_forward() {
     let broker = start_broker();
-    let mut publisher = Raw::publisher(broker.addr());
-    create(&mut publisher, "s", keep(DAY_MS, 0));
-    for i in 0..10u8 {
-        publisher.publish("s", &[i]);
-    }
+    let mut publisher = history(broker.addr(), "s", (0..10u8).map(|i| vec![i]));
     let (mut subscriber, start) = subscribe_from(broker.addr(), "s", Position::Earliest);
     assert_eq!(start, 0);
     let all = messages(subscriber.call(pull(Some("s"), 100, 0, false)));
@@ -380,11 +386,7 @@ fn a_subscriber_overtaken_by_retention_is_told_what_it_lost() {
 #[test]
 fn fetch_is_bounded_and_clamped() {
     let broker = start_broker_small_frames();
-    let mut publisher = Raw::publisher(broker.addr());
-    create(&mut publisher, "f", keep(DAY_MS, 0));
-    for i in 0..10u8 {
-        publisher.publish("f", &[i; 300]);
-    }
+    let mut publisher = history(broker.addr(), "f", (0..10u8).map(|i| vec![i; 300]));
     let got = fetch(&mut publisher, "f", 2, 3, 1 << 20);
     assert_eq!(
         got.messages.iter().map(|m| m.offset).collect::<Vec<_>>(),
@@ -432,12 +434,8 @@ fn a_retained_topic_at_its_backlog_bound_drops_acknowledged_history_not_unread()
         l.max_backlog_messages = 10;
         l.publish_hold = std::time::Duration::ZERO;
     }));
-    let mut publisher = Raw::publisher(broker.addr());
-    create(&mut publisher, "b", keep(DAY_MS, 0));
     // No subscriber: the oldest history makes room.
-    for i in 0..15u8 {
-        publisher.publish("b", &[i]);
-    }
+    let mut publisher = history(broker.addr(), "b", (0..15u8).map(|i| vec![i]));
     let got = fetch(&mut publisher, "b", 0, 100, 1 << 20);
     assert_eq!((got.earliest_offset, got.end_offset), (5, 15));
     // A subscriber that has not read them holds them: the bound refuses.

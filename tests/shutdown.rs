@@ -16,8 +16,7 @@ use std::process::Command;
 fn sigterm_answers_waiting_pulls_and_exits_cleanly() {
     let mut broker = BrokerProcess::start(&["--log-level", "warn"]);
     let addr = broker.addr;
-    let mut publisher = Raw::publisher(addr);
-    publisher.ok(Request::CreateTopic { topic: "t" });
+    let mut publisher = Raw::publisher_with_topic(addr, "t");
     let mut waiting: Vec<(Raw, u64)> = (0..3)
         .map(|_| {
             let (mut raw, _) = Raw::subscriber(addr, &["t"]);
@@ -100,8 +99,7 @@ fn a_clean_stop_answers_publishes_waiting_for_the_disk_with_their_real_result() 
     let dir = temp_dir("clean-stop");
     let broker = durable(&dir);
     let addr = broker.addr();
-    let mut setup = Raw::publisher(addr);
-    setup.ok(Request::CreateTopic { topic: "t" });
+    let mut setup = Raw::publisher_with_topic(addr, "t");
     let (_subscriber, session) = Raw::subscriber(addr, &["t"]);
     let mut publishers: Vec<(Raw, HashMap<u64, Vec<u8>>)> = (0..PUBLISHERS)
         .map(|_| (Raw::publisher(addr), HashMap::new()))

@@ -40,134 +40,31 @@ struct Numeric {
 const MAX_SIZE: u64 = 1 << 40;
 const HOUR_MS: u64 = 3_600_000;
 
-const MAX_CONNECTIONS: Numeric = Numeric {
-    flag: "--max-connections",
-    kind: Kind::Count,
-    min: 1,
-    max: 1 << 20,
-};
-const MAX_FRAME_BYTES: Numeric = Numeric {
-    flag: "--max-frame-bytes",
-    kind: Kind::Size,
-    min: 1024,
-    max: u32::MAX as u64,
-};
-const MAX_BACKLOG_BYTES: Numeric = Numeric {
-    flag: "--max-backlog-bytes",
-    kind: Kind::Size,
-    min: 1024,
-    max: MAX_SIZE,
-};
-const MAX_BACKLOG_MESSAGES: Numeric = Numeric {
-    flag: "--max-backlog-messages",
-    kind: Kind::Count,
-    min: 1,
-    max: 1_000_000_000,
-};
-const MAX_TOPICS: Numeric = Numeric {
-    flag: "--max-topics",
-    kind: Kind::Count,
-    min: 1,
-    max: 100_000_000,
-};
-const MAX_SUBSCRIBERS_PER_TOPIC: Numeric = Numeric {
-    flag: "--max-subscribers-per-topic",
-    kind: Kind::Count,
-    min: 1,
-    max: 1_000_000,
-};
-const MAX_MEMORY: Numeric = Numeric {
-    flag: "--max-memory",
-    kind: Kind::Size,
-    min: 16 << 20,
-    max: MAX_SIZE,
-};
-const MAX_SESSIONS: Numeric = Numeric {
-    flag: "--max-sessions",
-    kind: Kind::Count,
-    min: 1,
-    max: 100_000_000,
-};
-const MAX_SUBSCRIPTIONS_PER_SESSION: Numeric = Numeric {
-    flag: "--max-subscriptions-per-session",
-    kind: Kind::Count,
-    min: 1,
-    max: 100_000_000,
-};
-const MAX_OUTPUT_BYTES: Numeric = Numeric {
-    flag: "--max-output-bytes",
-    kind: Kind::Size,
-    min: 1024,
-    max: MAX_SIZE,
-};
-const MAX_WAITING_PULLS: Numeric = Numeric {
-    flag: "--max-waiting-pulls",
-    kind: Kind::Count,
-    min: 1,
-    max: 1024,
-};
-const OUTPUT_TIMEOUT: Numeric = Numeric {
-    flag: "--output-timeout",
-    kind: Kind::Secs,
-    min: 1,
-    max: HOUR_MS,
-};
-const SESSION_TIMEOUT: Numeric = Numeric {
-    flag: "--session-timeout",
-    kind: Kind::Secs,
-    min: 0,
-    max: 7 * 24 * HOUR_MS,
-};
-const MAX_SESSION_TIMEOUT: Numeric = Numeric {
-    flag: "--max-session-timeout",
-    kind: Kind::Secs,
-    min: 0,
-    max: 365 * 24 * HOUR_MS,
-};
-const PUBLISH_HOLD: Numeric = Numeric {
-    flag: "--publish-hold",
-    kind: Kind::Secs,
-    min: 0,
-    max: HOUR_MS,
-};
-const HANDSHAKE_TIMEOUT: Numeric = Numeric {
-    flag: "--handshake-timeout",
-    kind: Kind::Secs,
-    min: 1,
-    max: HOUR_MS,
-};
-const FRAME_TIMEOUT: Numeric = Numeric {
-    flag: "--frame-timeout",
-    kind: Kind::Secs,
-    min: 1,
-    max: HOUR_MS,
-};
-const SEGMENT_BYTES: Numeric = Numeric {
-    flag: "--segment-bytes",
-    kind: Kind::Size,
-    min: 64 << 10,
-    max: 1 << 30,
-};
-const CACHE_BYTES: Numeric = Numeric {
-    flag: "--cache-bytes",
-    kind: Kind::Size,
-    min: 1 << 20,
-    max: MAX_SIZE,
-};
-const MAX_DISK: Numeric = Numeric {
-    flag: "--max-disk",
-    kind: Kind::Size,
-    min: 1 << 20,
-    max: 1 << 50,
-};
+const MAX_CONNECTIONS: Numeric = Numeric::count("--max-connections", 1, 1 << 20);
+const MAX_FRAME_BYTES: Numeric = Numeric::size("--max-frame-bytes", 1024, u32::MAX as u64);
+const MAX_BACKLOG_BYTES: Numeric = Numeric::size("--max-backlog-bytes", 1024, MAX_SIZE);
+const MAX_BACKLOG_MESSAGES: Numeric = Numeric::count("--max-backlog-messages", 1, 1_000_000_000);
+const MAX_TOPICS: Numeric = Numeric::count("--max-topics", 1, 100_000_000);
+const MAX_SUBSCRIBERS_PER_TOPIC: Numeric =
+    Numeric::count("--max-subscribers-per-topic", 1, 1_000_000);
+const MAX_MEMORY: Numeric = Numeric::size("--max-memory", 16 << 20, MAX_SIZE);
+const MAX_SESSIONS: Numeric = Numeric::count("--max-sessions", 1, 100_000_000);
+const MAX_SUBSCRIPTIONS_PER_SESSION: Numeric =
+    Numeric::count("--max-subscriptions-per-session", 1, 100_000_000);
+const MAX_OUTPUT_BYTES: Numeric = Numeric::size("--max-output-bytes", 1024, MAX_SIZE);
+const MAX_WAITING_PULLS: Numeric = Numeric::count("--max-waiting-pulls", 1, 1024);
+const OUTPUT_TIMEOUT: Numeric = Numeric::secs("--output-timeout", 1, HOUR_MS);
+const SESSION_TIMEOUT: Numeric = Numeric::secs("--session-timeout", 0, 7 * 24 * HOUR_MS);
+const MAX_SESSION_TIMEOUT: Numeric = Numeric::secs("--max-session-timeout", 0, 365 * 24 * HOUR_MS);
+const PUBLISH_HOLD: Numeric = Numeric::secs("--publish-hold", 0, HOUR_MS);
+const HANDSHAKE_TIMEOUT: Numeric = Numeric::secs("--handshake-timeout", 1, HOUR_MS);
+const FRAME_TIMEOUT: Numeric = Numeric::secs("--frame-timeout", 1, HOUR_MS);
+const SEGMENT_BYTES: Numeric = Numeric::size("--segment-bytes", 64 << 10, 1 << 30);
+const CACHE_BYTES: Numeric = Numeric::size("--cache-bytes", 1 << 20, MAX_SIZE);
+const MAX_DISK: Numeric = Numeric::size("--max-disk", 1 << 20, 1 << 50);
 /// Where the log lives when no flag says otherwise.
 const DEFAULT_DATA_DIR: &str = "courier-data";
-const SHUTDOWN_GRACE: Numeric = Numeric {
-    flag: "--shutdown-grace",
-    kind: Kind::Secs,
-    min: 0,
-    max: HOUR_MS,
-};
+const SHUTDOWN_GRACE: Numeric = Numeric::secs("--shutdown-grace", 0, HOUR_MS);
 
 /// The flags whose lower bound is `--max-frame-bytes` rather than `min`: a
 /// backlog or an output buffer must hold at least one frame.
@@ -178,6 +75,28 @@ const AT_LEAST_A_FRAME: [&str; 2] = ["--max-backlog-bytes", "--max-output-bytes"
 const MEMORY_FRAMES: u64 = 16;
 
 impl Numeric {
+    const fn count(flag: &'static str, min: u64, max: u64) -> Numeric {
+        Numeric::new(flag, Kind::Count, min, max)
+    }
+
+    const fn size(flag: &'static str, min: u64, max: u64) -> Numeric {
+        Numeric::new(flag, Kind::Size, min, max)
+    }
+
+    /// `min` and `max` in milliseconds.
+    const fn secs(flag: &'static str, min: u64, max: u64) -> Numeric {
+        Numeric::new(flag, Kind::Secs, min, max)
+    }
+
+    const fn new(flag: &'static str, kind: Kind, min: u64, max: u64) -> Numeric {
+        Numeric {
+            flag,
+            kind,
+            min,
+            max,
+        }
+    }
+
     fn show(&self, value: u64) -> String {
         match self.kind {
             Kind::Count => value.to_string(),

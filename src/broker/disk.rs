@@ -316,6 +316,19 @@ impl Broker {
         READ_BYTES.max(self.limits.max_frame_bytes)
     }
 
+    /// Starts one read of `topic` from `from` for session `key`: a pull's
+    /// worth of messages, [`Broker::session_read_bytes`] of payload.
+    fn session_read(&mut self, key: SessionKey, topic: TopicKey, from: u64) -> Option<u64> {
+        let bytes = self.session_read_bytes();
+        self.read_range(
+            topic,
+            from,
+            MAX_PULL_MESSAGES as usize,
+            bytes,
+            ReadOwner::Session(key),
+        )
+    }
+
     /// A session's read is back: its payloads join the cursor (or the
     /// failure answers the pull waiting for it), and its pulls are served.
     fn session_read_done(
@@ -451,14 +464,7 @@ impl Broker {
         let Some(topic_id) = self.topics.get(topic).map(|t| t.id) else {
             return false;
         };
-        let bytes = self.session_read_bytes();
-        let id = self.read_range(
-            topic,
-            from,
-            MAX_PULL_MESSAGES as usize,
-            bytes,
-            ReadOwner::Session(key),
-        );
+        let id = self.session_read(key, topic, from);
         let Some(session) = self.sessions.get_mut(key) else {
             return false;
         };
@@ -514,13 +520,7 @@ impl Broker {
             .get(topic)
             .is_some_and(|t| t.id == cursor.topic_id && from < t.window());
         if idle && low && behind {
-            let id = self.read_range(
-                topic,
-                from,
-                MAX_PULL_MESSAGES as usize,
-                read_bytes,
-                ReadOwner::Session(key),
-            );
+            let id = self.session_read(key, topic, from);
             if let Some(cursor) = self
                 .sessions
                 .get_mut(key)

@@ -349,14 +349,30 @@ impl Broker {
         topic_key: TopicKey,
         offset: u64,
     ) {
+        if self.shift_cursor(session_key, topic_key, offset, Session::set_cursor) {
+            self.cursor_placed(session_key, topic_key);
+        }
+    }
+
+    /// Moves the session's cursor on `topic_key` to `offset` with `step`
+    /// (which returns where it was, if it moved) and the topic's cursor
+    /// count with it; true if it moved. SEEK and ACK differ only in the
+    /// step and in what follows.
+    fn shift_cursor(
+        &mut self,
+        session_key: SessionKey,
+        topic_key: TopicKey,
+        offset: u64,
+        step: fn(&mut Session, TopicKey, u64) -> Option<u64>,
+    ) -> bool {
         self.work += 1;
-        let Some(from) = self.sessions[session_key].set_cursor(topic_key, offset) else {
-            return;
+        let Some(from) = step(&mut self.sessions[session_key], topic_key, offset) else {
+            return false;
         };
         if let Some(topic) = self.topics.get_mut(topic_key) {
             topic.move_cursor(from, offset);
         }
-        self.cursor_placed(session_key, topic_key);
+        true
     }
 
     /// Subscribes the session to the topic from `offset` on, caught up:
@@ -506,15 +522,10 @@ impl Broker {
     /// (at most what was delivered), and lets the topic forget what nobody
     /// needs any more.
     fn acknowledge(&mut self, session_key: SessionKey, topic: TopicKey, offset: u64) {
-        self.work += 1;
-        let Some(from) = self.sessions[session_key].acknowledge(topic, offset) else {
-            return;
-        };
-        if let Some(entry) = self.topics.get_mut(topic) {
-            entry.move_cursor(from, offset);
+        if self.shift_cursor(session_key, topic, offset, Session::acknowledge) {
+            self.cursor_moved(session_key, topic);
+            self.release(topic);
         }
-        self.cursor_moved(session_key, topic);
-        self.release(topic);
     }
 
     /// Drops what `topic` no longer keeps: what every subscriber has

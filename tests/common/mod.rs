@@ -172,6 +172,13 @@ impl Raw {
         raw
     }
 
+    /// A publisher that has created `topic` (until-acked, the default).
+    pub fn publisher_with_topic(addr: SocketAddr, topic: &str) -> Raw {
+        let mut raw = Raw::publisher(addr);
+        raw.ok(Request::CreateTopic { topic });
+        raw
+    }
+
     /// A new subscriber session subscribed to `topics`; returns its id too.
     pub fn subscriber(addr: SocketAddr, topics: &[&str]) -> (Raw, u64) {
         let mut raw = Raw::hello(addr);

@@ -31,6 +31,21 @@ impl Outbox for Out {
     fn close(&mut self, _conn: ConnId) {}
 }
 
+impl Out {
+    /// Takes what the broker wrote to `conn`: each reply's id and body.
+    pub fn take_replies(&mut self, conn: ConnId) -> Vec<(u64, Bytes)> {
+        let buf = std::mem::take(&mut self.0[conn]);
+        let mut replies = Vec::new();
+        let mut at = 0;
+        while let Some((body, used)) = split_frame(&buf[at..], usize::MAX).expect("frame") {
+            let body = Bytes::copy_from_slice(body);
+            at += used;
+            replies.push((codec::decode_reply_id(&body).expect("id"), body));
+        }
+        replies
+    }
+}
+
 /// A broker on the simulated disk, and the clients' view of it.
 pub struct Node {
     pub broker: Broker,
@@ -108,12 +123,7 @@ impl Node {
         self.broker.answer_ready(&mut self.out);
         let mut replies = Vec::new();
         for conn in [PUBLISHER, SUBSCRIBER] {
-            let buf = std::mem::take(&mut self.out.0[conn]);
-            let mut at = 0;
-            while let Some((body, used)) = split_frame(&buf[at..], usize::MAX).expect("frame") {
-                let body = Bytes::copy_from_slice(body);
-                at += used;
-                let id = codec::decode_reply_id(&body).expect("id");
+            for (id, body) in self.out.take_replies(conn) {
                 let Some((op, carried)) = self.asked.remove(&(conn, id)) else {
                     panic!("a reply to nothing: id {id}")
                 };

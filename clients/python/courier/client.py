@@ -578,9 +578,12 @@ class Client:
         broker's ``max_waiting_pulls``); the completion gives its list of
         :class:`Group`. Acknowledge with :meth:`ack` when processed."""
         wait_ms = min(max(int(wait * 1000), 0), p.MAX_PULL_WAIT_MS)
-        if max_bytes is None:
-            max_bytes = min(self._max_frame, p.MAX_U32)
+        max_bytes = self._reply_bytes(max_bytes)
         return self._submit(p.PULL, p.pull_args(topic, max_messages, max_bytes, wait_ms, ack), topic)
+
+    def _reply_bytes(self, max_bytes: Optional[int]) -> int:
+        """A PULL's or FETCH's ``max_bytes``: by default one frame's worth."""
+        return min(self._max_frame, p.MAX_U32) if max_bytes is None else max_bytes
 
     def ack(self, topic: str, offset: int, *, timeout: Optional[float] = None) -> None:
         """ACK: acknowledges every message of ``topic`` below ``offset``."""
@@ -639,8 +642,7 @@ class Client:
     ) -> FetchResult:
         """FETCH (ROUND4): reads retained messages from ``offset`` without a
         subscription; each message carries ``time_ms``."""
-        if max_bytes is None:
-            max_bytes = min(self._max_frame, p.MAX_U32)
+        max_bytes = self._reply_bytes(max_bytes)
         return self._call(p.FETCH, p.fetch_args(topic, offset, max_messages, max_bytes), topic, timeout=timeout)
 
     def end_session(self, *, timeout: Optional[float] = None) -> None:

@@ -24,6 +24,28 @@ def pub_sub(addr: str, topic: str):
     return pub, sub
 
 
+def parked_pull(pub, sub, topic: str):
+    """A PULL of ``topic`` from ``sub``, sent and parked at the broker
+    (it may wait 30 s); returns its completion."""
+    waiting = sub.pull_nowait(topic, wait=30)
+    sub.flush()
+    wait_until(lambda: pub.stats()["waiting_pulls"] >= 1, what="the pull to park")
+    return waiting
+
+
+def held_publish(start_broker, topic: str):
+    """A broker that keeps one message per topic and holds publishes 30 s;
+    ``topic`` holds "Hello", and "World" is held. Returns the broker, the
+    publisher, the subscriber and the held publish's completion."""
+    b = start_broker("--max-backlog-messages", "1", "--publish-hold", "30")
+    pub, sub = pub_sub(b.addr, topic)
+    assert pub.publish(topic, "Hello") == (0, 1)
+    held = pub.publish_nowait(topic, "World")
+    pub.flush()
+    wait_until(lambda: pub.stats()["held_now"] == 1, what="the publish to be held")
+    return b, pub, sub, held
+
+
 class Raw:
     """A socket that speaks frames and nothing else, for the handshake errors."""
 
@@ -134,9 +156,7 @@ def test_role_classes_register_themselves(broker, topic):
 
 def test_waiting_pull_is_answered_when_a_message_arrives(broker, topic):
     pub, sub = pub_sub(broker.addr, topic)
-    waiting = sub.pull_nowait(topic, wait=30)
-    sub.flush()
-    wait_until(lambda: pub.stats()["waiting_pulls"] >= 1, what="the pull to park")
+    waiting = parked_pull(pub, sub, topic)
     pub.publish(topic, "late")
     groups = waiting.result()
     assert [g.payloads for g in groups] == [[b"late"]]
@@ -245,9 +265,7 @@ def test_resume_redelivers_what_was_not_acknowledged(broker, topic):
 
 def test_resume_takes_over_a_live_session(broker, topic):
     pub, sub = pub_sub(broker.addr, topic)
-    parked = sub.pull_nowait(topic, wait=30)
-    sub.flush()
-    wait_until(lambda: pub.stats()["waiting_pulls"] >= 1, what="the pull to park")
+    parked = parked_pull(pub, sub, topic)
     with courier.Client(broker.addr) as other:
         other.resume(sub.session_id)
         with pytest.raises(courier.SessionTakenOver):
@@ -260,12 +278,7 @@ def test_resume_takes_over_a_live_session(broker, topic):
 
 
 def test_held_publish_is_stored_once_room_is_made(start_broker, topic):
-    b = start_broker("--max-backlog-messages", "1", "--publish-hold", "30")
-    pub, sub = pub_sub(b.addr, topic)
-    assert pub.publish(topic, "Hello") == (0, 1)
-    held = pub.publish_nowait(topic, "World")
-    pub.flush()
-    wait_until(lambda: pub.stats()["held_now"] == 1, what="the publish to be held")
+    _, pub, sub, held = held_publish(start_broker, topic)
     assert not held.done()
     msgs = sub.pull(topic, ack=False)
     assert [m.payload for m in msgs] == [b"Hello"]
@@ -288,9 +301,7 @@ def test_refused_publish_after_the_hold(start_broker, topic):
 
 def test_deleting_a_topic_ends_a_waiting_pull(broker, topic):
     pub, sub = pub_sub(broker.addr, topic)
-    waiting = sub.pull_nowait(topic, wait=30)
-    sub.flush()
-    wait_until(lambda: pub.stats()["waiting_pulls"] >= 1, what="the pull to park")
+    waiting = parked_pull(pub, sub, topic)
     pub.delete_topic(topic)
     with pytest.raises(courier.TopicDeleted):
         waiting.result()
@@ -299,12 +310,7 @@ def test_deleting_a_topic_ends_a_waiting_pull(broker, topic):
 
 
 def test_held_publish_on_a_deleted_topic(start_broker, topic):
-    b = start_broker("--max-backlog-messages", "1", "--publish-hold", "30")
-    pub, sub = pub_sub(b.addr, topic)
-    pub.publish(topic, "Hello")
-    held = pub.publish_nowait(topic, "World")
-    pub.flush()
-    wait_until(lambda: sub.stats()["held_now"] == 1, what="the publish to be held")
+    b, pub, sub, held = held_publish(start_broker, topic)
     with courier.Publisher(b.addr) as other:
         other.delete_topic(topic)
     with pytest.raises(courier.TopicDeleted):
@@ -441,9 +447,7 @@ def test_broker_full(start_broker, topic):
 def test_shutting_down_answers_a_waiting_pull(start_broker, topic):
     b = start_broker()
     pub, sub = pub_sub(b.addr, topic)
-    waiting = sub.pull_nowait(topic, wait=30)
-    sub.flush()
-    wait_until(lambda: pub.stats()["waiting_pulls"] >= 1, what="the pull to park")
+    waiting = parked_pull(pub, sub, topic)
     b.terminate()
     with pytest.raises(courier.ShuttingDown) as e:
         waiting.result()

@@ -50,40 +50,38 @@ def body(v) -> bytes:
     return data[4:]
 
 
+# The requests whose builder takes the vector's arguments as they are.
+BUILDERS = {
+    p.REGISTER_PUBLISHER: p.register_publisher_args,
+    p.DELETE_TOPIC: p.topic_args,
+    p.UNSUBSCRIBE: p.topic_args,
+    p.TOPIC_INFO: p.topic_args,
+    p.PUBLISH: p.publish_args,
+    p.PUBLISH_BATCH: p.publish_batch_args,
+    p.REGISTER_SUBSCRIBER: p.register_subscriber_args,
+    p.SUBSCRIBE: p.subscribe_args,
+    p.SEEK: p.seek_args,
+    p.PULL: p.pull_args,
+    p.ACK: p.ack_args,
+    p.LIST_TOPICS: p.list_topics_args,
+    p.FETCH: p.fetch_args,
+}
+
+
 def build(op: int, rid: int, args: List[Any]) -> bytes:
     """The request as the client builds it, from the vector's arguments."""
     if op == p.HELLO:
         version, name, *rest = args
         creds = rest[0] if rest else None
         return p.request(op, rid, p.hello_args(name, creds, version))
-    if op == p.REGISTER_PUBLISHER:
-        return p.request(op, rid, p.register_publisher_args(*args))
     if op == p.CREATE_TOPIC:
         options = args[1] if len(args) > 1 else {}
         return p.request(op, rid, p.create_topic_args(args[0], **options))
-    if op in (p.DELETE_TOPIC, p.UNSUBSCRIBE, p.TOPIC_INFO):
-        return p.request(op, rid, p.topic_args(*args))
-    if op == p.PUBLISH:
-        return p.request(op, rid, p.publish_args(*args))
-    if op == p.PUBLISH_BATCH:
-        return p.request(op, rid, p.publish_batch_args(*args))
-    if op == p.REGISTER_SUBSCRIBER:
-        return p.request(op, rid, p.register_subscriber_args(*args))
-    if op == p.SUBSCRIBE:
-        return p.request(op, rid, p.subscribe_args(*args))
-    if op == p.SEEK:
-        return p.request(op, rid, p.seek_args(*args))
-    if op == p.PULL:
-        return p.request(op, rid, p.pull_args(*args))
-    if op == p.ACK:
-        return p.request(op, rid, p.ack_args(*args))
     if op in (p.STATS, p.END_SESSION):
         assert args == []
         return p.request(op, rid, [])
-    if op == p.LIST_TOPICS:
-        return p.request(op, rid, p.list_topics_args(*args))
-    if op == p.FETCH:
-        return p.request(op, rid, p.fetch_args(*args))
+    if op in BUILDERS:
+        return p.request(op, rid, BUILDERS[op](*args))
     raise AssertionError(f"no builder for op {op}")
 
 

@@ -205,20 +205,14 @@ rep(
 )
 req("SUBSCRIBE request", [8, 3, NEWS], doc_hex="00 00 00 08 93 08 03 a4 6e 65 77 73", source=S % 4)
 rep("SUBSCRIBE reply", 8, [3, 0, 0], doc_hex="00 00 00 04 93 03 00 00", source=S % 4)
-req(
-    "PUBLISH request",
-    [5, 4, NEWS, Bin(b"Hello")],
-    doc_hex="00 00 00 0f 94 05 04 a4 6e 65 77 73 c4 05 48 65 6c 6c 6f",
-    source=S % 5,
-)
-rep("PUBLISH reply", 5, [4, 0, [0, 1]], doc_hex="00 00 00 06 93 04 00 92 00 01", source=S % 5)
-req(
-    "PUBLISH request, second",
-    [5, 5, NEWS, Bin(b"World")],
-    doc_hex="00 00 00 0f 94 05 05 a4 6e 65 77 73 c4 05 57 6f 72 6c 64",
-    source=S % 5,
-)
-rep("PUBLISH reply, second", 5, [5, 0, [1, 1]], doc_hex="00 00 00 06 93 05 00 92 01 01", source=S % 5)
+for suffix, rid, payload, offset, req_hex, rep_hex in (
+    ("", 4, b"Hello", 0,
+     "00 00 00 0f 94 05 04 a4 6e 65 77 73 c4 05 48 65 6c 6c 6f", "00 00 00 06 93 04 00 92 00 01"),
+    (", second", 5, b"World", 1,
+     "00 00 00 0f 94 05 05 a4 6e 65 77 73 c4 05 57 6f 72 6c 64", "00 00 00 06 93 05 00 92 01 01"),
+):
+    req(f"PUBLISH request{suffix}", [5, rid, NEWS, Bin(payload)], doc_hex=req_hex, source=S % 5)
+    rep(f"PUBLISH reply{suffix}", 5, [rid, 0, [offset, 1]], doc_hex=rep_hex, source=S % 5)
 req(
     "PULL request",
     [10, 4, NEWS, 100, 65536, 5000, False],
