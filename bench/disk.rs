@@ -36,6 +36,9 @@ pub const READ_CHUNK: usize = 1 << 20;
 /// `--read` without `--messages`: a file of this many bytes.
 const READ_FILE_BYTES: u64 = 1 << 30;
 const DROP_CACHES: &str = "/proc/sys/vm/drop_caches";
+/// Set, the cold reads are not measured: the page cache is the machine's,
+/// and a test suite should not empty it for everyone else.
+pub const KEEP_PAGE_CACHE: &str = "COURIER_BENCH_KEEP_PAGE_CACHE";
 
 pub fn run(o: &Options) -> Result<Report, Failure> {
     let dir = std::env::temp_dir();
@@ -195,6 +198,11 @@ pub enum Dropped {
 /// read their files again afterwards. A failed sync is a failure of the
 /// run; a refused drop is not.
 pub fn drop_page_cache(files: &[PathBuf]) -> Result<Dropped, Failure> {
+    if std::env::var_os(KEEP_PAGE_CACHE).is_some() {
+        return Ok(Dropped::Refused(format!(
+            "not dropped: {KEEP_PAGE_CACHE} is set"
+        )));
+    }
     for path in files {
         let failed = |e: std::io::Error| format!("{}: {}", path.display(), io_message(&e));
         File::open(path)

@@ -311,8 +311,9 @@ dropping the page cache ('read_cold', 'read_cold_again': the disk's own
 sequential read speed; twice because a virtual machine's host may cache its
 disk, so the second can be faster). Dropping writes
 /proc/sys/vm/drop_caches, which needs root and empties the whole machine's
-page cache; when it is refused, a note says why, the cold reads are not
-measured and the run still passes.
+page cache (set COURIER_BENCH_KEEP_PAGE_CACHE to never do it; the tests
+do); when it is refused, a note says why, the cold reads are not measured
+and the run still passes.
 ";
 
 pub const RECOVERY: &str = "\

@@ -16,6 +16,8 @@ use std::process::{Command, Output};
 fn bench(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_bench"))
         .args(args)
+        // Never empty the machine's page cache from a test.
+        .env("COURIER_BENCH_KEEP_PAGE_CACHE", "1")
         .output()
         .expect("bench runs")
 }

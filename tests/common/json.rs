@@ -10,6 +10,8 @@ pub fn bench_json(args: &[&str]) -> Json {
     let out = Command::new(env!("CARGO_BIN_EXE_bench"))
         .args(args)
         .args(["--json", "--quiet"])
+        // Never empty the machine's page cache from a test.
+        .env("COURIER_BENCH_KEEP_PAGE_CACHE", "1")
         .output()
         .expect("bench runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
