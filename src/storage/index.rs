@@ -18,7 +18,7 @@
 //! read passes over less than [`SPAN_BYTES`] of other records per span, plus
 //! the part of its first span below the offset it starts from. The worst
 //! case for memory is many topics interleaving record by record: then a span
-//! holds one record, as the dense index did, at 48 bytes an entry.
+//! holds one record, as the dense index did, at 56 bytes an entry.
 //!
 //! Per topic, the spans are a `VecDeque` in offset order (a topic's offsets
 //! only grow, and its records are appended in order), so a lookup is a
@@ -60,6 +60,10 @@ pub struct Extent {
     /// One past the last offset the span's records hold; after a loss cut
     /// the span short it may be higher (those offsets are a gap).
     pub end_offset: u64,
+    /// A loss cut the span short: `end_offset` is only an upper bound, so
+    /// a plan does not count its messages against its bound (it may hold
+    /// none from where a read starts).
+    pub cut: bool,
 }
 
 impl Extent {
@@ -111,6 +115,7 @@ impl Index {
             len,
             first_offset,
             end_offset: first_offset + count,
+            cut: false,
         });
     }
 
@@ -140,7 +145,9 @@ impl Index {
             {
                 break;
             }
-            messages += s.end_offset.min(end) - s.first_offset.max(from);
+            if !s.cut {
+                messages += s.end_offset.min(end) - s.first_offset.max(from);
+            }
             bytes += s.len;
             out.push(*s);
         }
@@ -195,6 +202,7 @@ impl Index {
             match cut {
                 Some((segment, offset)) if last.at.segment == segment && last.end() > offset => {
                     last.len = offset - last.at.offset;
+                    last.cut = true;
                 }
                 Some(_) => {}
                 None if last.at.segment == segment_of_seq => {

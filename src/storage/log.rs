@@ -19,7 +19,7 @@
 use super::OpenError;
 use super::frame::{self, SEGMENT_HEADER_LEN};
 use super::fs::{DirLock, Fs, LockError};
-use super::index::{Extent, Index, Location};
+use super::index::{Extent, Index, Location, SPAN_BYTES};
 use super::read::Reader;
 use super::record::{Record, TopicId};
 use super::recovery::{self, RecoveryMode, RecoveryReport};
@@ -266,6 +266,7 @@ impl Log {
             Writer::Inline { .. } => Vec::new(),
         };
         let segment = self.active_segment();
+        self.thin_flushed();
         self.flushed.push_back(Flushed {
             first_seq: self.pending_first,
             end_seq: self.next_seq,
@@ -339,15 +340,33 @@ impl Log {
         }
     }
 
+    /// With `interval` and `never`, durable batches of the segment being
+    /// written are kept one per [`SPAN_BYTES`] only: a loss reaching back
+    /// past the report (a failed sync) is rare, and one batch kept per
+    /// loop round would cost 40 bytes a round. Such a loss then cuts the
+    /// index back to the kept batch before it: up to 64 KiB of records
+    /// that were kept on disk are no longer read back.
+    fn thin_flushed(&mut self) {
+        let n = self.flushed.len();
+        if self.config.sync == SyncMode::Always || n < 2 {
+            return;
+        }
+        let (a, b) = (self.flushed[n - 2], self.flushed[n - 1]);
+        if b.end_seq <= self.durable && a.segment == b.segment && b.start < a.start + SPAN_BYTES {
+            self.flushed.pop_back();
+        }
+    }
+
     /// Records from `seq` on were lost: the index forgets them, cutting a
     /// span that runs through them back to where record `seq` started. A
     /// loss starts at a batch (the writer loses whatever is unsynced, by
-    /// batches), which `flushed` still holds.
+    /// batches), which `flushed` holds (or, thinned, the one before it).
     fn lost_from(&mut self, seq: u64) {
         let cut = self
             .flushed
             .iter()
-            .find(|b| b.first_seq == seq)
+            .rev()
+            .find(|b| b.first_seq <= seq)
             .map(|b| (b.segment, b.start));
         let segment_of_seq = self
             .segments
