@@ -193,22 +193,24 @@ impl Index {
     /// of what it held then fail, rather than read past the cut.
     pub fn remove_from(&mut self, seq: u64, cut: Option<(u64, u64)>, segment_of_seq: u64) {
         for spans in self.topics.values_mut() {
-            while spans.back().is_some_and(|s| s.at.seq >= seq) {
+            // A span past the cut (by seq, or by byte when the cut is only
+            // known to lie at or before record `seq`) goes whole.
+            let past = |s: &Extent| {
+                s.at.seq >= seq
+                    || match cut {
+                        Some((segment, offset)) => s.at.segment == segment && s.at.offset >= offset,
+                        None => s.at.segment == segment_of_seq,
+                    }
+            };
+            while spans.back().is_some_and(past) {
                 spans.pop_back();
             }
-            let Some(last) = spans.back_mut() else {
-                continue;
-            };
-            match cut {
-                Some((segment, offset)) if last.at.segment == segment && last.end() > offset => {
-                    last.len = offset - last.at.offset;
-                    last.cut = true;
-                }
-                Some(_) => {}
-                None if last.at.segment == segment_of_seq => {
-                    spans.pop_back();
-                }
-                None => {}
+            if let (Some(last), Some((segment, offset))) = (spans.back_mut(), cut)
+                && last.at.segment == segment
+                && last.end() > offset
+            {
+                last.len = offset - last.at.offset;
+                last.cut = true;
             }
         }
         self.topics.retain(|_, s| !s.is_empty());
