@@ -125,6 +125,10 @@ fn measure(o: &Options, dir: &std::path::Path) -> Result<Report, Failure> {
     report.param("fsync", format!("{sync:?}").to_lowercase());
     report.count("backlog_bytes", filled.backlog_bytes);
     report.count("evicted_at_start", filled.messages_evicted);
+    // The log's read-back index once the backlog is on disk.
+    let index = filled.memory.get("log_index").copied().unwrap_or(0);
+    report.count("log_index_bytes", index);
+    report.count("disk_bytes_at_start", filled.disk_bytes);
     report.count("disk_reads", stats.disk_reads);
     report.count("disk_messages_read", stats.disk_messages_read);
     report.count("probe_rounds_alone", probed.alone.len());

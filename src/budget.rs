@@ -52,11 +52,15 @@ pub enum Class {
     /// Payloads read back from the log for subscribers behind the memory
     /// cache: reads in flight (at their bound) and what they returned.
     DiskReads,
+    /// The durable log's read-back index (one entry per span of a topic's
+    /// records, see `storage::index`): it grows with the backlog on disk,
+    /// so it is held on the backlog's behalf. Recounted once per round.
+    LogIndex,
 }
 
 impl Class {
     /// Every class, in the order STATS lists them.
-    pub const ALL: [Class; 9] = [
+    pub const ALL: [Class; 10] = [
         Class::Payloads,
         Class::Messages,
         Class::Topics,
@@ -66,6 +70,7 @@ impl Class {
         Class::WriteBuffers,
         Class::HeldRequests,
         Class::DiskReads,
+        Class::LogIndex,
     ];
 
     /// The snake_case name used in STATS and PROTOCOL.md.
@@ -80,6 +85,7 @@ impl Class {
             Class::WriteBuffers => "write_buffers",
             Class::HeldRequests => "held_requests",
             Class::DiskReads => "disk_reads",
+            Class::LogIndex => "log_index",
         }
     }
 }

@@ -684,3 +684,65 @@ fn retention_by_size_drops_the_oldest_on_disk_and_keeps_the_newest() {
     assert!(offsets[0] > 0, "the oldest were dropped");
     stop_and_remove(broker, dir);
 }
+
+/// Publishes `count` single messages (one record each) to `topic`, 256 of
+/// them pipelined, and waits for every reply.
+fn publish_singles(addr: SocketAddr, topic: &str, count: u64) {
+    let mut publisher = Raw::publisher(addr);
+    let mut outstanding = 0;
+    for offset in 0..count {
+        let body = payload(offset);
+        publisher.send(Request::Publish {
+            topic,
+            payload: &body,
+        });
+        outstanding += 1;
+        if outstanding == 256 || offset + 1 == count {
+            for _ in 0..outstanding {
+                let (_, reply) = publisher.recv(Op::Publish);
+                assert!(reply.is_ok(), "{reply:?}");
+            }
+            outstanding = 0;
+        }
+    }
+}
+
+#[test]
+fn single_publishes_far_behind_the_cache_keep_the_log_index_small() {
+    let dir = temp_dir("backlog-singles");
+    let mut config = durable(&dir);
+    if let Storage::Dir { log, .. } = &mut config.storage {
+        // Group commit: the log keeps the positions of unsynced batches
+        // only (with `never`, those of the whole segment being written).
+        log.sync = SyncMode::Always;
+    }
+    let broker = start_broker_with(config);
+    let addr = broker.addr();
+    Raw::publisher(addr).ok(Request::CreateTopic { topic: "singles" });
+    let (mut sub, _) = Raw::subscriber(addr, &["singles"]);
+    // ~7 MB of log, 28 times the cache, one record per message.
+    let total = 30_000;
+    publish_singles(addr, "singles", total);
+    let before = stats(addr);
+    assert!(before.messages_evicted > 0);
+    let log_mib = before.disk_bytes as f64 / (1 << 20) as f64;
+    assert!(log_mib > 6.0, "{} bytes of log", before.disk_bytes);
+    // A span per 64 KiB of log (56 bytes, twice that at a deque's slack)
+    // is 1.5 KiB per MiB; one entry per record would be ~280 KiB per MiB.
+    let bound = |mib: f64| (4096.0 * mib) as u64 + 4096;
+    let index = before.memory["log_index"];
+    assert!(
+        index > 0 && index <= bound(log_mib),
+        "log_index {index} for {log_mib:.1} MiB of log"
+    );
+    catch_up(&mut sub, "singles", total, 4, || {
+        let s = stats(addr);
+        let mib = s.disk_bytes as f64 / (1 << 20) as f64;
+        assert!(s.memory["log_index"] <= bound(mib.max(log_mib)));
+    });
+    wait_until("the backlog acknowledged", || {
+        stats(addr).backlog_messages == 0
+    });
+    broker.stop().expect("stops");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -24,19 +24,20 @@ fn image(records: Vec<Record>, segment_bytes: u64) -> Image {
     let (seqs, _) = commit(&mut o.log, &records);
     let mut spans = Vec::new();
     let segments = o.log.segments();
+    // Records follow each other from the header, with no padding.
+    let mut at = (usize::MAX, 0);
     for (seq, r) in seqs.iter().zip(&records) {
         let seg = segments.iter().rposition(|s| s <= seq).expect("segment");
-        let Record::Messages {
-            topic,
-            first_offset,
-            ..
-        } = r
-        else {
-            panic!("images are built from messages");
-        };
-        let (at, _) = o.log.locate(*topic, *first_offset).expect("indexed");
+        assert!(
+            matches!(r, Record::Messages { .. }),
+            "images are built from messages"
+        );
+        if at.0 != seg {
+            at = (seg, SEGMENT_HEADER_LEN);
+        }
         let len = courier::storage::FRAME_HEADER_LEN + r.body_len();
-        spans.push((seg, at.offset as usize, at.offset as usize + len));
+        spans.push((seg, at.1, at.1 + len));
+        at.1 += len;
     }
     o.log.close();
     let files = segments

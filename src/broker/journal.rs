@@ -79,7 +79,8 @@ pub trait Journal: Send {
     fn next_seq(&self) -> u64;
     /// The first sequence number of the segment being written.
     fn active_segment(&self) -> u64;
-    /// The sequence number of the record holding `offset` of `topic`.
+    /// A sequence number at or below that of the record holding `offset`
+    /// of `topic`, in the same segment (the start of its index span).
     fn locate_seq(&self, topic: TopicId, offset: u64) -> Option<u64>;
     /// No record below `seq` is needed: whole segments below it go.
     /// Returns how many segments were released.
@@ -99,6 +100,11 @@ pub trait Journal: Send {
     /// The log's bytes on disk, if the journal knows them.
     fn disk_bytes(&self) -> Option<u64> {
         None
+    }
+    /// Bytes the journal's read-back index holds in memory (the broker
+    /// counts them as `log_index`).
+    fn index_bytes(&self) -> usize {
+        0
     }
 }
 
@@ -124,7 +130,7 @@ impl Journal for Log {
     }
 
     fn locate_seq(&self, topic: TopicId, offset: u64) -> Option<u64> {
-        Log::locate(self, topic, offset).map(|(at, _)| at.seq)
+        Log::locate(self, topic, offset).map(|at| at.seq)
     }
 
     fn release_below(&mut self, seq: u64) -> usize {
@@ -144,6 +150,10 @@ impl Journal for Log {
 
     fn disk_bytes(&self) -> Option<u64> {
         Some(Log::disk_bytes(self))
+    }
+
+    fn index_bytes(&self) -> usize {
+        Log::index_bytes(self)
     }
 }
 
@@ -255,6 +265,16 @@ impl Broker {
     /// From now on every change of durable state goes to `journal`.
     pub fn set_journal(&mut self, journal: Box<dyn Journal>) {
         self.journal.journal = Some(journal);
+        self.settle_index();
+    }
+
+    /// Recounts the log's read-back index in the budget (`log_index`).
+    /// Once per round, not per append: it changes by a span per 64 KiB of
+    /// a topic's log, and the recount is two sums over the topics.
+    fn settle_index(&mut self) {
+        if let Some(journal) = &self.journal.journal {
+            self.budget.set(Class::LogIndex, journal.index_bytes());
+        }
     }
 
     pub fn is_durable(&self) -> bool {
@@ -468,6 +488,7 @@ impl Broker {
         if let Some(journal) = &mut self.journal.journal {
             journal.flush();
         }
+        self.settle_index();
     }
 
     /// Applies what the writer reported: durable messages become visible

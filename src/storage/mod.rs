@@ -21,7 +21,8 @@
 //! - `recovery`: the scan at open, torn tails and corruption.
 //! - `writer`: the writer thread and its synchronous core.
 //! - `log`: [`Log`], the owner's handle.
-//! - `index`: (topic, offset) → record location, for read-back.
+//! - `index`: the sparse read-back index, (topic, offset) → the span of
+//!   records to scan.
 //! - `read`: [`Reader`], reading one record or a topic's range back.
 //! - `fetch`: [`ReadService`], the reader threads that do range reads off
 //!   the owner's thread.

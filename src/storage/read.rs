@@ -3,11 +3,12 @@
 //! ([`Reader::read_range`]) through the records the index planned
 //! ([`super::Log::plan_read`]).
 //!
-//! A range read reads each segment's span of planned records with one
-//! positioned read (records of other topics between them are read and
-//! passed over, which costs less than a read per record), then checks
-//! every planned frame (checksum, sequence number, topic and offsets)
-//! before it hands out a payload.
+//! A range read reads the planned spans (see `index`) of one segment close
+//! together with one positioned read, then walks every frame of each span:
+//! checksum and consecutive sequence numbers for all of them, and for the
+//! topic's own `Messages` records the offsets the span promised, before it
+//! hands out a payload. Records of other topics are passed over unread
+//! beyond their checksum; a span bounds them ([`super::index::SPAN_BYTES`]).
 //!
 //! A [`Reader`] is a cheap clone holding the file system and the directory,
 //! so the owner may read on its own thread (one record costs two positioned
@@ -89,11 +90,11 @@ impl Reader {
         Record::decode(f.kind, f.body).map_err(|e| ReadError::Corrupt(Problem::Body(e)))
     }
 
-    /// The payloads of `topic` from offset `from` on, through the records
+    /// The payloads of `topic` from offset `from` on, through the spans
     /// `extents` (in order, as planned), until `max_messages` payloads or
     /// `max_bytes` payload bytes are taken (at least one payload). The
-    /// offsets come back ascending; an offset no planned record holds is
-    /// simply absent.
+    /// offsets come back ascending; an offset no record holds is simply
+    /// absent.
     pub fn read_range(
         &self,
         topic: super::TopicId,
@@ -102,11 +103,18 @@ impl Reader {
         max_messages: usize,
         max_bytes: usize,
     ) -> Result<Vec<ReadChunk>, ReadError> {
-        let mut chunks = Vec::new();
-        let (mut taken, mut bytes) = (0usize, 0usize);
+        let mut take = Take {
+            topic,
+            from,
+            max_messages,
+            max_bytes,
+            taken: 0,
+            bytes: 0,
+            chunks: Vec::new(),
+        };
         let mut rest = extents;
         while let Some(first) = rest.first() {
-            // One span: planned records of one segment close together.
+            // One positioned read: spans of one segment close together.
             let mut n = 1;
             let mut end = first.at.offset + first.len;
             while let Some(next) = rest.get(n) {
@@ -121,37 +129,22 @@ impl Reader {
                 end = next_end;
                 n += 1;
             }
-            let (span, later) = rest.split_at(n);
+            let (spans, later) = rest.split_at(n);
             rest = later;
             let path = self.dir.join(frame::segment_name(first.at.segment));
             let mut buf = vec![0u8; (end - first.at.offset) as usize];
             self.read_at(&path, first.at.offset, &mut buf)?;
-            for extent in span {
-                let at = (extent.at.offset - first.at.offset) as usize;
-                let chunk = check_extent(&buf[at..], extent, topic)?;
-                let skip = from.saturating_sub(chunk.first_offset) as usize;
-                let mut payloads = Vec::new();
-                for payload in chunk.payloads.into_iter().skip(skip) {
-                    if taken >= max_messages || (taken > 0 && bytes >= max_bytes) {
-                        break;
-                    }
-                    bytes += payload.len();
-                    taken += 1;
-                    payloads.push(payload);
-                }
-                if !payloads.is_empty() {
-                    chunks.push(ReadChunk {
-                        first_offset: chunk.first_offset + skip as u64,
-                        timestamp_ms: chunk.timestamp_ms,
-                        payloads,
-                    });
-                }
-                if taken >= max_messages || bytes >= max_bytes {
-                    return Ok(chunks);
+            for span in spans {
+                let at = (span.at.offset - first.at.offset) as usize;
+                let bytes = buf
+                    .get(at..at + span.len as usize)
+                    .ok_or(ReadError::NotPlanned { seq: span.at.seq })?;
+                if scan_span(bytes, span, &mut take)? {
+                    return Ok(take.chunks);
                 }
             }
         }
-        Ok(chunks)
+        Ok(take.chunks)
     }
 
     fn read_at(
@@ -175,38 +168,91 @@ impl Reader {
     }
 }
 
-/// The record `extent` planned, at the start of `bytes`, checked: a frame
-/// with its checksum and sequence number, a `Messages` record of `topic`
-/// at the planned offsets.
-fn check_extent(
-    bytes: &[u8],
-    extent: &Extent,
+/// What a range read has taken so far, and its bounds.
+struct Take {
     topic: super::TopicId,
-) -> Result<ReadChunk, ReadError> {
-    let f = frame::parse_frame(bytes).map_err(|e| ReadError::Corrupt(Problem::Frame(e)))?;
-    if f.seq != extent.at.seq {
-        return Err(ReadError::Corrupt(Problem::WrongSeq {
-            expected: extent.at.seq,
-            found: f.seq,
-        }));
+    from: u64,
+    max_messages: usize,
+    max_bytes: usize,
+    taken: usize,
+    bytes: usize,
+    chunks: Vec<ReadChunk>,
+}
+
+impl Take {
+    fn full(&self) -> bool {
+        self.taken >= self.max_messages || self.bytes >= self.max_bytes
     }
-    match Record::decode(f.kind, f.body).map_err(|e| ReadError::Corrupt(Problem::Body(e)))? {
-        Record::Messages {
-            topic: t,
+}
+
+/// Walks the span `span`, whose bytes are `bytes`: every frame must be
+/// whole, pass its checksum and carry the next sequence number from the
+/// span's first; the first must be the topic's `Messages` record at the
+/// span's first offset, and the topic's records must hold ascending offsets
+/// within the span's. Other records are passed over (checked, not decoded).
+/// The topic's payloads from `take.from` on go into `take` until it is
+/// full; returns whether it is.
+fn scan_span(bytes: &[u8], span: &Extent, take: &mut Take) -> Result<bool, ReadError> {
+    let (mut pos, mut seq, mut next_offset) = (0, span.at.seq, span.first_offset);
+    while pos < bytes.len() {
+        let f =
+            frame::parse_frame(&bytes[pos..]).map_err(|e| ReadError::Corrupt(Problem::Frame(e)))?;
+        if f.seq != seq {
+            return Err(ReadError::Corrupt(Problem::WrongSeq {
+                expected: seq,
+                found: f.seq,
+            }));
+        }
+        let ours = Record::messages_topic(f.kind, f.body) == Some(take.topic);
+        if !ours && pos == 0 {
+            return Err(ReadError::NotPlanned { seq });
+        }
+        pos += FRAME_HEADER_LEN + f.body.len();
+        seq += 1;
+        if !ours {
+            continue;
+        }
+        let record =
+            Record::decode(f.kind, f.body).map_err(|e| ReadError::Corrupt(Problem::Body(e)))?;
+        let Record::Messages {
             first_offset,
             timestamp_ms,
             payloads,
             ..
-        } if t == topic
-            && first_offset == extent.first_offset
-            && payloads.len() as u64 == extent.count =>
-        {
-            Ok(ReadChunk {
-                first_offset,
-                timestamp_ms,
-                payloads,
-            })
+        } = record
+        else {
+            return Err(ReadError::NotPlanned { seq: f.seq });
+        };
+        // Empty ones (a checkpoint's, a gap's end) hold nothing to check.
+        if payloads.is_empty() {
+            continue;
         }
-        _ => Err(ReadError::NotPlanned { seq: f.seq }),
+        let count = payloads.len() as u64;
+        let first_planned = f.seq == span.at.seq && first_offset != span.first_offset;
+        if first_planned || first_offset < next_offset || first_offset + count > span.end_offset {
+            return Err(ReadError::NotPlanned { seq: f.seq });
+        }
+        next_offset = first_offset + count;
+        let skip = take.from.saturating_sub(first_offset) as usize;
+        let mut kept = Vec::new();
+        for payload in payloads.into_iter().skip(skip) {
+            if take.taken >= take.max_messages || (take.taken > 0 && take.bytes >= take.max_bytes) {
+                break;
+            }
+            take.bytes += payload.len();
+            take.taken += 1;
+            kept.push(payload);
+        }
+        if !kept.is_empty() {
+            take.chunks.push(ReadChunk {
+                first_offset: first_offset + skip as u64,
+                timestamp_ms,
+                payloads: kept,
+            });
+        }
+        if take.full() {
+            return Ok(true);
+        }
     }
+    Ok(false)
 }

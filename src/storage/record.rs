@@ -290,6 +290,14 @@ impl Record {
         }
     }
 
+    /// The topic of a `Messages` body, read without decoding the rest: a
+    /// reader scanning the log for one topic passes over the others' records
+    /// at the cost of their checksum alone.
+    pub fn messages_topic(kind: u8, body: &[u8]) -> Option<TopicId> {
+        let head: [u8; 8] = body.get(..8)?.try_into().ok()?;
+        (kind == MESSAGES).then(|| u64::from_le_bytes(head))
+    }
+
     /// Decodes a body of the given kind; it must be consumed exactly.
     pub fn decode(kind: u8, body: &[u8]) -> Result<Record, BodyError> {
         let mut r = Reader { rest: body };
