@@ -261,7 +261,7 @@ fn a_segment_whose_directory_entry_was_not_synced_is_lost_at_a_cut() {
     let fs = SimFs::new(6);
     let path = dir().join("file");
     let mut f = fs.create_new(&path).expect("create");
-    f.append(b"bytes").expect("append");
+    f.write_at(0, b"bytes").expect("write");
     f.sync_data().expect("sync");
     fs.power_cut();
     assert!(fs.contents(&path).is_none());

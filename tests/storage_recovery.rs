@@ -60,7 +60,7 @@ fn place(files: &[(String, Vec<u8>)]) -> SimFs {
     let fs = SimFs::new(200);
     for (name, bytes) in files {
         let mut f = fs.create_new(&dir().join(name)).expect("create");
-        f.append(bytes).expect("append");
+        f.write_at(0, bytes).expect("write");
         f.sync_data().expect("sync");
     }
     fs.sync_dir(dir()).expect("sync dir");

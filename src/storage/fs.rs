@@ -7,22 +7,29 @@
 //! writer thread and read-back readers share one file system; a dynamic call
 //! costs nothing next to a system call.
 //!
-//! The set is deliberately minimal: the log never rewrites a byte in place,
-//! never renames, and reads either a whole segment (recovery) or one record
-//! (read-back).
+//! The set is deliberately minimal. Writes are positioned (`write_at`)
+//! because a segment may be a recycled file whose blocks were written in a
+//! previous life: the writer overwrites them instead of growing the file, so
+//! an `fdatasync` has no size change to write (STORAGE.md, "Recycled
+//! segments"). `rename` exists for the same reason: a released segment
+//! becomes the spare, and the spare the next segment. Reads take either a
+//! whole segment (recovery) or one record (read-back).
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// The name of the lock file inside the data directory.
 pub const LOCK_FILE: &str = "LOCK";
 
-/// An open segment file, written only at its end.
+/// An open segment file.
 pub trait FsFile: Send {
-    /// Appends all of `data` at the end of the file.
-    fn append(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Writes all of `data` at byte `offset`, overwriting what is there and
+    /// growing the file if it ends before.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// The file's size in bytes.
+    fn size(&mut self) -> io::Result<u64>;
     /// Makes the file's data durable (`fdatasync`).
     fn sync_data(&mut self) -> io::Result<()>;
     /// Cuts the file to `len` bytes. Callers sync afterwards.
@@ -51,7 +58,7 @@ pub trait Fs: Send + Sync {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Creates a new, empty file; fails if it exists.
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
-    /// Opens an existing file for appending, truncating and syncing.
+    /// Opens an existing file for writing, truncating and syncing.
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
     /// The whole content of a file.
     fn read_all(&self, path: &Path) -> io::Result<Vec<u8>>;
@@ -59,6 +66,9 @@ pub trait Fs: Send + Sync {
     fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Removes a file (not durable until [`Fs::sync_dir`]).
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file, replacing `to` if it exists (not durable until
+    /// [`Fs::sync_dir`]).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes creations and removals in `dir` durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
 }
@@ -70,8 +80,11 @@ pub struct StdFs;
 struct StdFile(File);
 
 impl FsFile for StdFile {
-    fn append(&mut self, data: &[u8]) -> io::Result<()> {
-        self.0.write_all(data)
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.0.write_all_at(data, offset)
+    }
+    fn size(&mut self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
     }
     fn sync_data(&mut self) -> io::Result<()> {
         self.0.sync_data()
@@ -119,15 +132,13 @@ impl Fs for StdFs {
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(path)?;
+        let file = OpenOptions::new().write(true).create_new(true).open(path)?;
         Ok(Box::new(StdFile(file)))
     }
 
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let file = OpenOptions::new().append(true).open(path)?;
+        // Not O_APPEND: Linux's pwrite on an O_APPEND file ignores the offset.
+        let file = OpenOptions::new().write(true).open(path)?;
         Ok(Box::new(StdFile(file)))
     }
 
@@ -141,6 +152,10 @@ impl Fs for StdFs {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

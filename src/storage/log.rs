@@ -171,7 +171,14 @@ impl Log {
             .collect();
         let disk_bytes = sizes.iter().sum();
         let next_seq = recovered.next_seq;
-        let core = WriterCore::new(fs.clone(), dir, config.sync, next_seq, recovered.valid_end);
+        let core = WriterCore::new(
+            fs.clone(),
+            dir,
+            config.sync,
+            config.segment_bytes,
+            next_seq,
+            recovered.valid_end,
+        );
         let writer = match config.writer {
             WriterKind::Inline => Writer::Inline {
                 core: Box::new(core),
@@ -291,7 +298,10 @@ impl Log {
                 let _ = commands.send(command);
             }
             Writer::Inline { core, events } => {
-                events.extend(core.handle(std::slice::from_ref(&command)))
+                events.extend(core.handle(std::slice::from_ref(&command)));
+                // As the thread would between commands: deterministic, so
+                // simulated power cuts fall inside preparation too.
+                core.prepare_step();
             }
         }
     }

@@ -2,7 +2,10 @@
 //! valid ones to the owner, and cut what a power cut tore.
 //!
 //! The rules (STORAGE.md, "Recovery"): records inside a segment carry
-//! consecutive sequence numbers from the segment's first. A later segment's
+//! consecutive sequence numbers from the segment's first. The records of a
+//! recycled file end where zeros or records of its previous life begin
+//! (older sequence numbers, so never taken for current ones); that end is
+//! clean, not a tear. A later segment's
 //! header says below which sequence number earlier records are valid
 //! (`valid_below`); records at or above it were lost to a write failure and
 //! are skipped unread. A bad record where records must be (below that bound)
@@ -308,16 +311,29 @@ fn scan(
             Err(e) => Problem::Frame(e),
         };
         let offset = pos as u64;
-        break if limit.is_none() && !valid_frame_after(bytes, pos + 1, expected) {
-            Stop::Torn { offset, problem }
-        } else {
+        // From `pos` itself: a valid frame there with a later seq than
+        // expected is a record missing, not an end.
+        break if limit.is_some() || valid_frame_after(bytes, pos, expected) {
             Stop::Corrupt { offset, problem }
+        } else if recycled_end(rest, expected) {
+            Stop::Clean
+        } else {
+            Stop::Torn { offset, problem }
         };
     };
     ScanOutcome {
         next_seq: expected,
         stop,
     }
+}
+
+/// Whether the bytes where the records stop are the end of a recycled
+/// segment rather than a torn write: a zero length field (the zeros a spare
+/// was filled with, or a file ending inside them), or a whole valid frame of
+/// an earlier seq (a record of the file's previous life). A torn frame has
+/// a nonzero length (ours are never empty) and fails its checksum.
+fn recycled_end(rest: &[u8], expected: u64) -> bool {
+    rest.iter().take(4).all(|&b| b == 0) || frame::parse_frame(rest).is_ok_and(|f| f.seq < expected)
 }
 
 /// Whether any byte offset from `from` starts a valid frame whose sequence

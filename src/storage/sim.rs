@@ -1,10 +1,15 @@
 //! `SimFs`: an in-memory [`Fs`] that forgets what a real disk may forget.
 //!
 //! Each file keeps what reads see (the page cache) apart from what is on the
-//! "disk", and each directory entry is durable only once its directory has
-//! been synced. [`SimFs::power_cut`] then keeps the disk, plus a random
-//! prefix of each file's unsynced bytes, and only the synced directory
-//! entries. A seeded xorshift makes every schedule reproducible.
+//! "disk" and the list of writes made since the last sync, in order; each
+//! directory entry (creation, rename, removal) is durable only once its
+//! directory has been synced. [`SimFs::power_cut`] then keeps the disk, plus
+//! a random prefix of each file's unsynced writes (the bytes of the writes
+//! in the order made, the last one possibly cut), and only the synced
+//! directory entries. An unsynced overwrite that is not kept leaves the old
+//! bytes there, as on a real disk: that is what makes a recycled segment's
+//! stale tail come back after a cut. A seeded xorshift makes every schedule
+//! reproducible.
 //!
 //! Faults it can inject: a full disk (writes and creations fail with
 //! ENOSPC after a partial write), EIO on write, and a failed `fdatasync`. A
@@ -33,8 +38,42 @@ struct SimFile {
     cache: Vec<u8>,
     /// What survives a power cut.
     disk: Vec<u8>,
-    /// Bytes of `cache` from here on are not on the disk yet.
-    dirty_from: usize,
+    /// Writes made to `cache` and not yet on `disk`, oldest first: (offset,
+    /// bytes).
+    pending: Vec<(usize, Vec<u8>)>,
+}
+
+/// Writes `data` at `offset` of `bytes`, growing it with zeros (a hole) if
+/// it ends before.
+fn put(bytes: &mut Vec<u8>, offset: usize, data: &[u8]) {
+    let end = offset + data.len();
+    if bytes.len() < end {
+        bytes.resize(end, 0);
+    }
+    bytes[offset..end].copy_from_slice(data);
+}
+
+impl SimFile {
+    fn write(&mut self, offset: usize, data: &[u8]) {
+        put(&mut self.cache, offset, data);
+        self.pending.push((offset, data.to_vec()));
+    }
+
+    /// Moves the first `keep` bytes of the pending writes to the disk and
+    /// forgets the rest.
+    fn settle(&mut self, mut keep: usize) {
+        for (offset, data) in std::mem::take(&mut self.pending) {
+            let n = keep.min(data.len());
+            if n > 0 {
+                put(&mut self.disk, offset, &data[..n]);
+            }
+            keep -= n;
+        }
+    }
+
+    fn pending_bytes(&self) -> usize {
+        self.pending.iter().map(|(_, d)| d.len()).sum()
+    }
 }
 
 #[derive(Default)]
@@ -97,6 +136,12 @@ impl State {
         }
     }
 
+    /// The file an open handle refers to; gone only after a power cut
+    /// dropped a file whose entry was never durable.
+    fn open_file(&mut self, id: u64) -> io::Result<&mut SimFile> {
+        self.files.get_mut(&id).ok_or_else(not_found)
+    }
+
     fn file(&mut self, path: &Path) -> io::Result<&mut SimFile> {
         let id = *self.live.get(path).ok_or_else(not_found)?;
         self.files.get_mut(&id).ok_or_else(not_found)
@@ -129,25 +174,13 @@ impl SimFs {
         let ids: BTreeSet<u64> = durable.values().copied().collect();
         s.files.retain(|id, _| ids.contains(id));
         for id in ids {
-            let (dirty, disk_len) = match s.files.get(&id) {
-                Some(f) => (
-                    f.cache.len() - f.dirty_from.min(f.cache.len()),
-                    f.disk.len(),
-                ),
-                None => continue,
-            };
+            let dirty = s.files.get(&id).map_or(0, SimFile::pending_bytes);
             let keep = s.below(dirty + 1);
             let Some(f) = s.files.get_mut(&id) else {
                 continue;
             };
-            let from = f.dirty_from.min(f.cache.len());
-            if keep > 0 {
-                f.disk.resize(disk_len.max(from), 0);
-                f.disk.truncate(from);
-                f.disk.extend_from_slice(&f.cache[from..from + keep]);
-            }
+            f.settle(keep);
             f.cache = f.disk.clone();
-            f.dirty_from = f.cache.len();
         }
         s.live = durable;
         s.locks.clear();
@@ -165,13 +198,13 @@ impl SimFs {
         self.lock().ops
     }
 
-    /// While set, appends write a random prefix then fail with ENOSPC, and
+    /// While set, writes write a random prefix then fail with ENOSPC, and
     /// file creation fails with ENOSPC.
     pub fn set_full(&self, full: bool) {
         self.lock().full = full;
     }
 
-    /// The next `n` appends fail with EIO, writing nothing.
+    /// The next `n` writes fail with EIO, writing nothing.
     pub fn fail_writes(&self, n: u32) {
         self.lock().failing_writes = n;
     }
@@ -202,13 +235,15 @@ fn names_in(entries: &BTreeMap<PathBuf, u64>, dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// An open file: like a file descriptor it follows the file, not its
+/// name, through renames and removals.
 struct SimHandle {
     fs: SimFs,
-    path: PathBuf,
+    id: u64,
 }
 
 impl FsFile for SimHandle {
-    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut s = self.fs.lock();
         s.step()?;
         if s.failing_writes > 0 {
@@ -220,17 +255,22 @@ impl FsFile for SimHandle {
         } else {
             None
         };
-        let f = s.file(&self.path)?;
+        let offset = usize::try_from(offset).map_err(|_| eio())?;
+        let f = s.open_file(self.id)?;
         match partial {
             Some(n) => {
-                f.cache.extend_from_slice(&data[..n]);
+                f.write(offset, &data[..n]);
                 Err(enospc())
             }
             None => {
-                f.cache.extend_from_slice(data);
+                f.write(offset, data);
                 Ok(())
             }
         }
+    }
+
+    fn size(&mut self) -> io::Result<u64> {
+        Ok(self.fs.lock().open_file(self.id)?.cache.len() as u64)
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
@@ -240,28 +280,29 @@ impl FsFile for SimHandle {
         if failing {
             s.failing_syncs -= 1;
         }
-        let f = s.file(&self.path)?;
+        let f = s.open_file(self.id)?;
         if failing {
-            f.dirty_from = f.cache.len();
+            // Marked clean without reaching the disk (see the module doc).
+            f.settle(0);
             return Err(eio());
         }
-        let from = f.dirty_from.min(f.cache.len());
-        f.disk.resize(f.disk.len().max(from), 0);
-        f.disk.truncate(from);
-        f.disk.extend_from_slice(&f.cache[from..]);
-        f.dirty_from = f.cache.len();
+        f.settle(usize::MAX);
         Ok(())
     }
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         let mut s = self.fs.lock();
         s.step()?;
-        let f = s.file(&self.path)?;
+        let f = s.open_file(self.id)?;
         let len = usize::try_from(len).map_err(|_| eio())?;
         f.cache.resize(len, 0);
         // A shrink is kept on disk at once: the log always syncs right after.
+        // Pending writes past the new end are gone with it.
         f.disk.truncate(len);
-        f.dirty_from = f.dirty_from.min(len);
+        f.pending.retain_mut(|(offset, data)| {
+            data.truncate(len.saturating_sub(*offset));
+            !data.is_empty()
+        });
         Ok(())
     }
 }
@@ -313,15 +354,15 @@ impl Fs for SimFs {
         s.live.insert(path.to_path_buf(), id);
         Ok(Box::new(SimHandle {
             fs: self.clone(),
-            path: path.to_path_buf(),
+            id,
         }))
     }
 
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        self.lock().file(path)?;
+        let id = *self.lock().live.get(path).ok_or_else(not_found)?;
         Ok(Box::new(SimHandle {
             fs: self.clone(),
-            path: path.to_path_buf(),
+            id,
         }))
     }
 
@@ -345,6 +386,14 @@ impl Fs for SimFs {
         let mut s = self.lock();
         s.step()?;
         s.live.remove(path).map(|_| ()).ok_or_else(not_found)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        s.step()?;
+        let id = s.live.remove(from).ok_or_else(not_found)?;
+        s.live.insert(to.to_path_buf(), id);
+        Ok(())
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

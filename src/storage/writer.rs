@@ -13,6 +13,21 @@
 //! the file is abandoned; every later batch is lost too until the owner asks
 //! for a new segment, whose header records below which sequence number the
 //! earlier segments are valid. Positions are never reused.
+//!
+//! Recycling (as PostgreSQL recycles WAL segments): appending grows the
+//! file, so each `fdatasync` must also write the inode; overwriting blocks
+//! already written does not. The writer therefore keeps one **spare** file
+//! (`SPARE_FILE`, a name recovery ignores) ready to become the next segment:
+//! the oldest segment the owner releases is renamed to it instead of being
+//! removed, or, when none was released, a new one is filled with zeros up
+//! to the segment size, one bounded chunk at a time while no command waits
+//! ([`WriterCore::prepare_step`]). A roll writes the new header over the
+//! spare's, syncs it, renames it to the segment's name and syncs the
+//! directory. Whatever follows the records in such a file — zeros, or
+//! records of its previous life, all with older sequence numbers — is not
+//! part of the log (STORAGE.md, "Recycled segments"). The spare is only an
+//! optimisation: any failure preparing it drops it and the next roll
+//! creates a file as before.
 
 use super::frame::{self, SegmentHeader};
 use super::fs::{Fs, FsFile};
@@ -139,11 +154,39 @@ pub(crate) enum Command {
     Close,
 }
 
+/// The name of the spare file in the data directory (not a segment name,
+/// so recovery never reads it).
+pub const SPARE_FILE: &str = "recycled.spare";
+
+/// Zeros written per preparation step: what one step can delay a waiting
+/// batch by (one such write and its `fdatasync`).
+pub(crate) const ZERO_CHUNK: usize = 256 << 10;
+static ZEROS: [u8; ZERO_CHUNK] = [0; ZERO_CHUNK];
+/// How long the writer thread must have had nothing to do before it zeroes.
+const PREPARE_IDLE: Duration = Duration::from_millis(2);
+
+/// The file that will become the next segment; see the module doc.
+struct Spare {
+    file: Box<dyn FsFile>,
+    /// Bytes of the file written (and so allocated) so far.
+    len: u64,
+    /// Every written byte is synced: the file can be installed (it holds
+    /// no dirty bytes an install's sync would have to push).
+    synced: bool,
+}
+
 /// The writer's state; see the module doc.
 pub(crate) struct WriterCore {
     fs: Arc<dyn Fs>,
     dir: PathBuf,
     mode: SyncMode,
+    /// The size a spare is prepared to: the owner's segment size.
+    segment_bytes: u64,
+    spare: Option<Spare>,
+    /// No fresh spare is made until the next roll: set after a preparation
+    /// failed (so a failing disk is not hammered) and after a full disk (so
+    /// the spare does not take the space publishing needs).
+    prepare_paused: bool,
     /// The segment being written; `None` after a failure until a roll.
     file: Option<Box<dyn FsFile>>,
     /// Every record below this was handed to the file system or lost.
@@ -164,11 +207,24 @@ pub(crate) struct WriterCore {
 impl WriterCore {
     /// A writer whose records so far (below `next_seq`) are all durable or
     /// gone, and whose segment files hold valid records below `valid_end`.
-    pub fn new(fs: Arc<dyn Fs>, dir: &Path, mode: SyncMode, next_seq: u64, valid_end: u64) -> Self {
+    /// Spares are prepared to `segment_bytes`.
+    pub fn new(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        mode: SyncMode,
+        segment_bytes: u64,
+        next_seq: u64,
+        valid_end: u64,
+    ) -> Self {
         Self {
             fs,
             dir: dir.to_path_buf(),
             mode,
+            segment_bytes,
+            spare: None,
+            // Nothing is prepared before the first segment exists: a log
+            // opened and closed at once costs no zeroing.
+            prepare_paused: true,
             file: None,
             written: next_seq,
             synced: next_seq,
@@ -233,7 +289,7 @@ impl WriterCore {
         let Some(file) = self.file.as_mut() else {
             return self.lose(batch.end_seq, WriteError::AfterFailure, events);
         };
-        match file.append(&batch.bytes) {
+        match file.write_at(self.file_len, &batch.bytes) {
             Ok(()) => {
                 self.written = batch.end_seq;
                 self.file_len += batch.bytes.len() as u64;
@@ -266,6 +322,11 @@ impl WriterCore {
     /// trusted to save the lost bytes — but it keeps lost records from
     /// coming back at recovery should the next segment never be made.
     fn lose(&mut self, end: u64, error: WriteError, events: &mut Vec<Event>) {
+        if matches!(error, WriteError::NoSpace { .. }) {
+            // Give the spare's space back to what must be written.
+            self.drop_spare();
+            self.prepare_paused = true;
+        }
         if let Some(mut file) = self.file.take()
             && self.file_len > self.synced_len
         {
@@ -300,11 +361,19 @@ impl WriterCore {
             first_seq,
             valid_below: self.valid_end,
         });
+        self.prepare_paused = false;
+        if let Some(installed) = self.install_spare(&path, &header) {
+            let file = installed?;
+            self.file = Some(file);
+            self.file_len = header.len() as u64;
+            self.synced_len = self.file_len;
+            return Ok(());
+        }
         let created = self.fs.create_new(&path);
         let result = created
             .map_err(|e| WriteError::from_io(WriteOp::Create, &e))
             .and_then(|mut file| {
-                file.append(&header)
+                file.write_at(0, &header)
                     .map_err(|e| WriteError::from_io(WriteOp::Write, &e))?;
                 file.sync_data()
                     .map_err(|e| WriteError::from_io(WriteOp::Sync, &e))?;
@@ -331,11 +400,148 @@ impl WriterCore {
         }
     }
 
+    /// Makes the ready spare the segment at `path` with `header`; `None`
+    /// when there is no ready spare. The header is synced before the
+    /// rename, so the segment's name never stands for a file whose header
+    /// is not its own; the rename is made durable before any record in it
+    /// can be reported. A failure fails the roll, as a failed creation does
+    /// (the disk is failing: the batch is lost rather than tried elsewhere).
+    fn install_spare(
+        &mut self,
+        path: &Path,
+        header: &[u8],
+    ) -> Option<Result<Box<dyn FsFile>, WriteError>> {
+        if !self.spare.as_ref().is_some_and(|s| s.synced) {
+            return None;
+        }
+        let mut spare = self.spare.take()?;
+        let spare_path = self.dir.join(SPARE_FILE);
+        let installed = spare
+            .file
+            .write_at(0, header)
+            .map_err(|e| WriteError::from_io(WriteOp::Write, &e))
+            .and_then(|()| {
+                spare
+                    .file
+                    .sync_data()
+                    .map_err(|e| WriteError::from_io(WriteOp::Sync, &e))
+            })
+            .and_then(|()| {
+                self.fs
+                    .rename(&spare_path, path)
+                    .map_err(|e| WriteError::from_io(WriteOp::Create, &e))
+            });
+        if let Err(error) = installed {
+            self.drop_spare();
+            return Some(Err(error));
+        }
+        Some(match self.fs.sync_dir(&self.dir) {
+            Ok(()) => Ok(spare.file),
+            Err(e) => {
+                // As for a created file: the name may or may not survive;
+                // recovery skips it under the next header's bound.
+                if self.fs.remove(path).is_ok() {
+                    let _ = self.fs.sync_dir(&self.dir);
+                }
+                Err(WriteError::from_io(WriteOp::SyncDir, &e))
+            }
+        })
+    }
+
+    /// Removes the spare file, best effort: a leftover one is adopted by the
+    /// next preparation, and recovery never reads it.
+    fn drop_spare(&mut self) {
+        self.spare = None;
+        if self.fs.remove(&self.dir.join(SPARE_FILE)).is_ok() {
+            let _ = self.fs.sync_dir(&self.dir);
+        }
+    }
+
+    /// Whether [`WriterCore::prepare_step`] has work to do.
+    pub fn preparing(&self) -> bool {
+        !self.prepare_paused
+            && self
+                .spare
+                .as_ref()
+                .is_none_or(|s| !s.synced || s.len < self.segment_bytes)
+    }
+
+    /// One bounded step towards a spare of the segment size: adopt a spare
+    /// file left by an earlier run or create one, or write one
+    /// [`ZERO_CHUNK`] of zeros past what it holds; then sync it. Call it
+    /// when no command waits: a step delays the next batch by at most one
+    /// chunk's write and sync. A spare is installed at a roll once synced,
+    /// however far it got (past its end, the segment simply grows). A
+    /// failure drops it and pauses preparation until the next roll; no
+    /// record depends on it.
+    pub fn prepare_step(&mut self) {
+        if !self.preparing() {
+            return;
+        }
+        if let Err(e) = self.try_prepare_step() {
+            log::warn!("storage: preparing a spare segment file: {e}");
+            self.drop_spare();
+            self.prepare_paused = true;
+        }
+    }
+
+    fn try_prepare_step(&mut self) -> io::Result<()> {
+        let Some(spare) = self.spare.as_mut() else {
+            let path = self.dir.join(SPARE_FILE);
+            let file = match self.fs.open_write(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let file = self.fs.create_new(&path)?;
+                    self.fs.sync_dir(&self.dir)?;
+                    file
+                }
+                Err(e) => return Err(e),
+            };
+            let mut spare = Spare {
+                file,
+                len: 0,
+                synced: false,
+            };
+            // An adopted file's bytes are zeros or records of some earlier
+            // life, synced or not: sync before counting them as written.
+            spare.len = spare.file.size()?;
+            spare.file.sync_data()?;
+            spare.synced = true;
+            self.spare = Some(spare);
+            return Ok(());
+        };
+        let n = (self.segment_bytes.saturating_sub(spare.len)).min(ZERO_CHUNK as u64);
+        spare.synced = false;
+        spare.file.write_at(spare.len, &ZEROS[..n as usize])?;
+        spare.len += n;
+        // One sync per chunk, so that no step leaves more than a chunk of
+        // dirty zeros for a later sync (or the kernel) to push at once.
+        spare.file.sync_data()?;
+        spare.synced = true;
+        Ok(())
+    }
+
     /// Removes released segments oldest first, each made durable before
     /// the next, so a power cut can leave a suffix of the log but no hole.
+    /// With no spare held, the oldest becomes the spare instead (a rename
+    /// is as good as a removal to recovery: the name is gone).
     fn remove(&mut self, segments: &[u64], events: &mut Vec<Event>) {
         for &segment in segments {
             let path = self.dir.join(frame::segment_name(segment));
+            // A released segment beats a spare still being zeroed: its
+            // blocks are all written already.
+            if self
+                .spare
+                .as_ref()
+                .is_none_or(|s| s.len < self.segment_bytes)
+            {
+                if self.spare.is_some() {
+                    self.drop_spare();
+                }
+                if self.adopt_released(&path) {
+                    continue;
+                }
+            }
             let result = match self.fs.remove(&path) {
                 Ok(()) => self
                     .fs
@@ -348,6 +554,42 @@ impl WriterCore {
                 // Stop here: removing a later segment would leave a hole.
                 events.push(Event::RemoveFailed { segment, error });
                 return;
+            }
+        }
+    }
+}
+
+impl WriterCore {
+    /// Renames the released segment at `path` to the spare, durably;
+    /// `false` (nothing changed, or the rename not durable) to remove it
+    /// instead.
+    fn adopt_released(&mut self, path: &Path) -> bool {
+        let spare_path = self.dir.join(SPARE_FILE);
+        let adopted = self
+            .fs
+            .rename(path, &spare_path)
+            .and_then(|()| self.fs.sync_dir(&self.dir))
+            .and_then(|()| self.fs.open_write(&spare_path))
+            .and_then(|mut file| {
+                let len = file.size()?;
+                Ok(Spare {
+                    file,
+                    len,
+                    synced: true,
+                })
+            });
+        match adopted {
+            Ok(spare) => {
+                self.spare = Some(spare);
+                true
+            }
+            Err(e) => {
+                log::warn!("storage: recycling a released segment: {e}");
+                // Whatever name it now has, removing it is the release.
+                if self.fs.remove(&spare_path).is_ok() {
+                    let _ = self.fs.sync_dir(&self.dir);
+                }
+                false
             }
         }
     }
@@ -372,15 +614,41 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name("courier-storage".into())
         .spawn(move || {
+            let mut idle = false;
             loop {
-                let first = match core.sync_due_in() {
-                    Some(wait) => match commands.recv_timeout(wait) {
+                // Preparation steps are taken only once no command has come
+                // for `PREPARE_IDLE` (then one after another until one
+                // does): under load the spare comes from released segments
+                // and the disk writes nothing but records; a batch that
+                // arrives during a step waits at most that step.
+                let first = if core.preparing() {
+                    let wait = if idle { Duration::ZERO } else { PREPARE_IDLE };
+                    let wait = core.sync_due_in().map_or(wait, |due| due.min(wait));
+                    match commands.recv_timeout(wait) {
                         Ok(c) => Some(c),
-                        Err(RecvTimeoutError::Timeout) => None,
                         Err(RecvTimeoutError::Disconnected) => Some(Command::Close),
-                    },
-                    None => Some(commands.recv().unwrap_or(Command::Close)),
+                        Err(RecvTimeoutError::Timeout)
+                            if core.sync_due_in() == Some(Duration::ZERO) =>
+                        {
+                            None
+                        }
+                        Err(RecvTimeoutError::Timeout) => {
+                            idle = true;
+                            core.prepare_step();
+                            continue;
+                        }
+                    }
+                } else {
+                    match core.sync_due_in() {
+                        Some(wait) => match commands.recv_timeout(wait) {
+                            Ok(c) => Some(c),
+                            Err(RecvTimeoutError::Timeout) => None,
+                            Err(RecvTimeoutError::Disconnected) => Some(Command::Close),
+                        },
+                        None => Some(commands.recv().unwrap_or(Command::Close)),
+                    }
                 };
+                idle = false;
                 let mut round: Vec<Command> = first.into_iter().collect();
                 round.extend(commands.try_iter());
                 let closing = round.iter().any(|c| matches!(c, Command::Close));
@@ -473,7 +741,7 @@ mod group_commit {
     fn one_round_writes_every_waiting_batch_and_syncs_once() {
         let fs = SimFs::new(1);
         let dir = Path::new("/d");
-        let mut core = WriterCore::new(Arc::new(fs.clone()), dir, SyncMode::Always, 1, 1);
+        let mut core = WriterCore::new(Arc::new(fs.clone()), dir, SyncMode::Always, 1 << 20, 1, 1);
         core.handle(&[batch(true, 1)]);
         let before = fs.ops();
         let batches: Vec<Command> = (2..12).map(|s| batch(false, s)).collect();
@@ -487,7 +755,7 @@ mod group_commit {
     fn a_failure_drops_later_batches_until_a_roll() {
         let fs = SimFs::new(2);
         let dir = Path::new("/d");
-        let mut core = WriterCore::new(Arc::new(fs.clone()), dir, SyncMode::Always, 1, 1);
+        let mut core = WriterCore::new(Arc::new(fs.clone()), dir, SyncMode::Always, 1 << 20, 1, 1);
         core.handle(&[batch(true, 1)]);
         fs.fail_writes(1);
         let events = core.handle(&[batch(false, 2), batch(false, 3), batch(true, 4)]);
