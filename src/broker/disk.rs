@@ -66,7 +66,7 @@ const READ_BYTES: usize = 1 << 20;
 /// Most payload bytes one pull reply takes from a cursor (one message at
 /// least): a catching-up subscriber's replies come in slices this size, so
 /// that the loop turns to other clients between them.
-pub const DISK_REPLY_BYTES: usize = 256 << 10;
+pub const DISK_REPLY_BYTES: usize = 64 << 10;
 
 /// What one payload held in a cursor costs besides its allocation.
 const CURSOR_SLOT: usize = size_of::<(u64, Bytes)>();
