@@ -19,8 +19,8 @@ use crate::report::{self, Operation, Report};
 use crate::run::Failure;
 use courier::Client;
 use courier::client::PullOptions;
-use courier::server::{self, Config, Storage};
-use courier::storage::{self, SyncMode};
+use courier::server::{self, Config};
+use courier::storage::SyncMode;
 use hdrhistogram::Histogram;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -59,13 +59,7 @@ fn measure(o: &Options, dir: &std::path::Path) -> Result<Report, Failure> {
     let sync = o.fsync.unwrap_or(SyncMode::Always);
     let mut config = Config {
         addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        storage: Storage::Dir {
-            path: dir.to_path_buf(),
-            log: storage::Config {
-                sync,
-                ..storage::Config::default()
-            },
-        },
+        storage: crate::broker::durable_storage(dir, sync),
         ..Config::default()
     };
     config.limits.cache_bytes = cache;

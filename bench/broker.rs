@@ -67,13 +67,7 @@ impl Broker {
         let data_dir = sync.map(|sync| {
             let dir = std::env::temp_dir().join(format!("courier-bench-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
-            config.storage = server::Storage::Dir {
-                path: dir.clone(),
-                log: courier::storage::Config {
-                    sync,
-                    ..courier::storage::Config::default()
-                },
-            };
+            config.storage = durable_storage(&dir, sync);
             dir
         });
         let running = server::spawn(config)
@@ -148,6 +142,18 @@ pub fn rss_bytes(pid: u32) -> Result<u64, String> {
         .and_then(|kb| kb.trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .ok_or_else(|| format!("no VmRSS line in {path}"))
+}
+
+/// A durable in-process broker's storage: a log in `dir`, synced per
+/// `sync`, the log's other settings at their defaults.
+pub fn durable_storage(dir: &std::path::Path, sync: courier::storage::SyncMode) -> server::Storage {
+    server::Storage::Dir {
+        path: dir.to_path_buf(),
+        log: courier::storage::Config {
+            sync,
+            ..courier::storage::Config::default()
+        },
+    }
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use crate::args::Options;
 use crate::report::{Operation, Report};
 use crate::run::Failure;
 use courier::Client;
-use courier::server::{self, Config, Server, Storage};
-use courier::storage::{self, SyncMode};
+use courier::server::{self, Config, Server};
+use courier::storage::SyncMode;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
@@ -21,13 +21,7 @@ const TOPIC: &str = "bench-recovery";
 fn config(dir: &std::path::Path, sync: SyncMode) -> Config {
     Config {
         addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        storage: Storage::Dir {
-            path: dir.to_path_buf(),
-            log: storage::Config {
-                sync,
-                ..storage::Config::default()
-            },
-        },
+        storage: crate::broker::durable_storage(dir, sync),
         ..Config::default()
     }
 }
