@@ -746,3 +746,51 @@ fn single_publishes_far_behind_the_cache_keep_the_log_index_small() {
     broker.stop().expect("stops");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_fetch_behind_the_cache_waits_for_its_read_and_a_deletion_answers_topic_deleted() {
+    let mut node = Node::open(&SimFs::new(9));
+    node.send(PUBLISHER, &Request::CreateTopic { topic: "t" });
+    node.subscriber(SUB_A, "t");
+    node.publish("t", 200);
+    assert!(node.stats().messages_evicted > 0);
+    let fetch = |offset| Request::Fetch {
+        topic: "t",
+        offset,
+        max_messages: 10,
+        max_bytes: u32::MAX,
+    };
+    // From offset 0, evicted: answered when the read is back, from the log.
+    let id = node.send(SUB_B, &fetch(0));
+    assert!(node.round().is_empty(), "the fetch waits for its read");
+    assert_eq!(node.stats().disk_reads_outstanding, 1);
+    // Its connection is not read meanwhile: one FETCH read per connection.
+    assert!(!node.broker.wants_input(SUB_B));
+    assert!(node.broker.wants_input(SUB_A));
+    let replies = node.reads_back();
+    let [(conn, got, Ok(Reply::Fetched(fetched)))] = &replies[..] else {
+        panic!("{replies:?}")
+    };
+    assert_eq!((*conn, *got), (SUB_B, id));
+    let offsets: Vec<u64> = fetched.messages.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, (0..10).collect::<Vec<_>>());
+    for m in &fetched.messages {
+        assert_eq!(m.payload.as_ref(), payload(m.offset), "at {}", m.offset);
+    }
+    assert_eq!(fetched.next_offset, 10);
+    assert!(node.broker.wants_input(SUB_B), "read again once answered");
+    assert!(node.broker.take_resumable().contains(&SUB_B));
+    assert!(node.stats().disk_messages_read >= 10);
+    // Deleted while the next one reads: TOPIC_DELETED, and nothing held.
+    let id = node.send(SUB_B, &fetch(10));
+    assert!(node.round().is_empty());
+    node.send(PUBLISHER, &Request::DeleteTopic { topic: "t" });
+    node.round();
+    let replies = node.reads_back();
+    assert!(
+        replies.contains(&(SUB_B, id, Err(ErrorCode::TopicDeleted))),
+        "{replies:?}"
+    );
+    let s = node.stats();
+    assert_eq!((s.disk_reads_outstanding, s.memory["disk_reads"]), (0, 0));
+}

@@ -92,7 +92,9 @@ impl Broker {
     ) -> Result<Option<Fetched>, Failure> {
         let key = self.topic_key(name)?;
         let topic = &self.topics[key];
-        let from = offset.clamp(topic.base_offset(), topic.next_offset());
+        // Past a gap first: the log holds no record for it, so a read
+        // starting there would return nothing.
+        let from = topic.past_gap(offset.clamp(topic.base_offset(), topic.next_offset()));
         if from < topic.window() && self.reads_disk() {
             let read = FetchRead {
                 conn,
@@ -181,6 +183,24 @@ impl Broker {
                 }
                 next = offset + 1;
             }
+        }
+        if fill.messages.is_empty() {
+            // The index promised a record at `from` (never a gap, see
+            // `fetch`): nothing back means the log did not have it.
+            log::error!(
+                "a FETCH's read of topic {} returned nothing at offset {}",
+                read.topic_id,
+                read.from
+            );
+            let message = "the broker could not read these messages back from its log; retry";
+            self.send_error(
+                read.conn,
+                read.id,
+                ErrorCode::StorageUnavailable,
+                message,
+                out,
+            );
+            return;
         }
         let end = topic.next_offset();
         let reply = Reply::Fetched(Fetched {
